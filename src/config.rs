@@ -1,0 +1,495 @@
+//! Settings: `config/default.toml` (embedded, always the base layer), an optional file, and
+//! `CREDIT_SENTINEL__...` environment overrides, deserialized strictly (unknown keys are
+//! errors) and validated into a [`Policy`] and the shell's own settings. Every error names the
+//! key it is about.
+
+use crate::model::{parse_amount, Currency, Grade, Severity};
+use crate::policy::{Bounds, GradeRule, LimitSuggestions, Policy, ReleaseOrder, Threshold};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The embedded defaults.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Environment variable prefix (`CREDIT_SENTINEL__POLICY__HOLD_EXPIRY_DAYS`).
+pub const ENV_PREFIX: &str = "CREDIT_SENTINEL";
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrade {
+    pub tolerance_pct: String,
+    pub overdue_days_max: u32,
+    pub payment_terms_days: u32,
+    pub prepay: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnomaly {
+    pub factor: String,
+    pub window: usize,
+    pub min_orders: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInactivity {
+    pub window: usize,
+    pub min_gaps: usize,
+    pub extra_days: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUtilization {
+    pub thresholds: Vec<String>,
+    pub severities: Vec<String>,
+    pub rearm_margin: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAging {
+    pub buckets_days: Vec<u32>,
+    pub write_off_days: u32,
+    pub review_warning_days: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimitSuggestions {
+    pub settled_items: usize,
+    pub decrease_avg_days_late_min: String,
+    pub decrease_pct: String,
+    pub increase_avg_days_late_max: String,
+    pub increase_near_limit_utilization: String,
+    pub increase_near_limit_orders_min: usize,
+    pub increase_recent_orders: usize,
+    pub increase_pct: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub default_grade: String,
+    pub release_order: String,
+    pub hold_expiry_days: u32,
+    pub small_order_amount: Option<String>,
+    pub overdue_amount_max: Option<String>,
+    pub overdue_share_max: Option<String>,
+    pub four_eyes_amount: Option<String>,
+    pub unknown_customer_limit: Option<String>,
+    pub unknown_customer_currency: Option<String>,
+    pub apply_behavioural_grade: bool,
+    pub behaviour_window_days: u32,
+    pub grades: BTreeMap<String, RawGrade>,
+    #[serde(default)]
+    pub fx_rates: BTreeMap<String, String>,
+    pub anomaly: RawAnomaly,
+    pub inactivity: RawInactivity,
+    pub utilization: RawUtilization,
+    pub aging: RawAging,
+    pub limit_suggestions: RawLimitSuggestions,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub event_ids_per_account: usize,
+    pub closed_ids_per_account: usize,
+    pub pending_per_account: usize,
+    pub pending_ttl_hours: u32,
+    pub settled_history_per_account: usize,
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReplay {
+    pub progress: String,
+}
+
+/// The settings tree as written in TOML.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    pub policy: RawPolicy,
+    pub limits: RawLimits,
+    pub replay: RawReplay,
+}
+
+/// When the replay progress bar shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub policy: Policy,
+    pub max_message_bytes: usize,
+    pub progress: Progress,
+    /// The merged tree, for `check-config`.
+    pub raw: RawSettings,
+}
+
+/// Loads the embedded defaults, then `file` (if any), then the environment.
+pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+    load_with_env(file, std::env::vars())
+}
+
+/// As [`load`], with the environment given explicitly (for tests).
+pub fn load_with_env(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigError> {
+    let mut builder = config::Config::builder().add_source(config::File::from_str(
+        DEFAULT_TOML,
+        config::FileFormat::Toml,
+    ));
+    if let Some(path) = file {
+        builder = builder.add_source(
+            config::File::from(path)
+                .format(config::FileFormat::Toml)
+                .required(true),
+        );
+    }
+    let env_map: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+        .collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .list_separator(",")
+            .with_list_parse_key("policy.utilization.thresholds")
+            .with_list_parse_key("policy.utilization.severities")
+            .with_list_parse_key("policy.aging.buckets_days")
+            .try_parsing(true)
+            .source(Some(env_map)),
+    );
+    let raw: RawSettings = builder.build()?.try_deserialize()?;
+    validate(raw)
+}
+
+fn decimal(key: &str, text: &str) -> Result<Decimal, ConfigError> {
+    parse_amount(text).map_err(|e| invalid(key, format!("{text:?} {e}")))
+}
+
+fn decimal_min(key: &str, text: &str, min: Decimal) -> Result<Decimal, ConfigError> {
+    let v = decimal(key, text)?;
+    if v < min {
+        return Err(invalid(key, format!("must be at least {min}")));
+    }
+    Ok(v)
+}
+
+fn opt_decimal(key: &str, text: &Option<String>) -> Result<Option<Decimal>, ConfigError> {
+    text.as_deref()
+        .filter(|t| !t.is_empty())
+        .map(|t| decimal_min(key, t, Decimal::ZERO))
+        .transpose()
+}
+
+fn currency(key: &str, text: &str) -> Result<Currency, ConfigError> {
+    Currency::parse(text).ok_or_else(|| invalid(key, format!("{text:?} is not an ISO 4217 code")))
+}
+
+/// Turns the raw tree into validated settings.
+pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
+    let p = &raw.policy;
+    let mut grades = BTreeMap::new();
+    for (name, g) in &p.grades {
+        let key = format!("policy.grades.{name}");
+        let grade = Grade::parse(name).ok_or_else(|| invalid(&key, "grades are A, B, C and D"))?;
+        grades.insert(
+            grade,
+            GradeRule {
+                tolerance_pct: decimal_min(
+                    &format!("{key}.tolerance_pct"),
+                    &g.tolerance_pct,
+                    Decimal::ZERO,
+                )?,
+                overdue_days_max: g.overdue_days_max,
+                payment_terms_days: g.payment_terms_days,
+                prepay: g.prepay,
+            },
+        );
+    }
+    for g in Grade::ALL {
+        if !grades.contains_key(&g) {
+            return Err(invalid(
+                &format!("policy.grades.{g}"),
+                "every grade A-D needs a rule",
+            ));
+        }
+    }
+    let default_grade = Grade::parse(&p.default_grade)
+        .ok_or_else(|| invalid("policy.default_grade", "must be A, B, C or D"))?;
+    let release_order = match p.release_order.as_str() {
+        "strict_fifo" => ReleaseOrder::StrictFifo,
+        "first_fit" => ReleaseOrder::FirstFit,
+        _ => {
+            return Err(invalid(
+                "policy.release_order",
+                "must be \"strict_fifo\" or \"first_fit\"",
+            ))
+        }
+    };
+    let unknown_customer_limit = match (&p.unknown_customer_limit, &p.unknown_customer_currency) {
+        (None, None) => None,
+        (Some(l), Some(c)) => Some((
+            decimal_min("policy.unknown_customer_limit", l, Decimal::ZERO)?,
+            currency("policy.unknown_customer_currency", c)?,
+        )),
+        _ => {
+            return Err(invalid(
+                "policy.unknown_customer_limit",
+                "set together with policy.unknown_customer_currency",
+            ))
+        }
+    };
+    let mut fx_rates = BTreeMap::new();
+    for (pair, rate) in &p.fx_rates {
+        let key = format!("policy.fx_rates.{pair}");
+        let (from, to) = pair
+            .split_once('/')
+            .ok_or_else(|| invalid(&key, "pairs are written \"FROM/TO\""))?;
+        let rate = decimal(&key, rate)?;
+        if rate <= Decimal::ZERO {
+            return Err(invalid(&key, "a rate must be positive"));
+        }
+        fx_rates.insert((currency(&key, from)?, currency(&key, to)?), rate);
+    }
+    let u = &p.utilization;
+    if u.thresholds.len() != u.severities.len()
+        || u.thresholds.is_empty()
+        || u.thresholds.len() > 32
+    {
+        return Err(invalid(
+            "policy.utilization.severities",
+            "needs one severity per threshold (1 to 32 thresholds)",
+        ));
+    }
+    let mut utilization_thresholds = Vec::new();
+    for (t, s) in u.thresholds.iter().zip(&u.severities) {
+        let ratio = decimal_min("policy.utilization.thresholds", t, Decimal::ZERO)?;
+        if utilization_thresholds
+            .last()
+            .is_some_and(|prev: &Threshold| prev.ratio >= ratio)
+        {
+            return Err(invalid(
+                "policy.utilization.thresholds",
+                "must be in ascending order",
+            ));
+        }
+        let severity = Severity::parse(s).ok_or_else(|| {
+            invalid(
+                "policy.utilization.severities",
+                format!("{s:?} is not info, warning or critical"),
+            )
+        })?;
+        utilization_thresholds.push(Threshold { ratio, severity });
+    }
+    if p.aging.buckets_days.windows(2).any(|w| w[0] >= w[1])
+        || p.aging
+            .buckets_days
+            .last()
+            .is_some_and(|last| *last >= p.aging.write_off_days)
+        || p.aging.buckets_days.len() > 16
+    {
+        return Err(invalid(
+            "policy.aging.buckets_days",
+            "must ascend, be at most 16, and stay below write_off_days",
+        ));
+    }
+    let s = &p.limit_suggestions;
+    let ls = LimitSuggestions {
+        settled_items: s.settled_items,
+        decrease_avg_days_late_min: decimal(
+            "policy.limit_suggestions.decrease_avg_days_late_min",
+            &s.decrease_avg_days_late_min,
+        )?,
+        decrease_pct: decimal_min(
+            "policy.limit_suggestions.decrease_pct",
+            &s.decrease_pct,
+            Decimal::ZERO,
+        )?,
+        increase_avg_days_late_max: decimal(
+            "policy.limit_suggestions.increase_avg_days_late_max",
+            &s.increase_avg_days_late_max,
+        )?,
+        increase_near_limit_utilization: decimal_min(
+            "policy.limit_suggestions.increase_near_limit_utilization",
+            &s.increase_near_limit_utilization,
+            Decimal::ZERO,
+        )?,
+        increase_near_limit_orders_min: s.increase_near_limit_orders_min,
+        increase_recent_orders: s.increase_recent_orders,
+        increase_pct: decimal_min(
+            "policy.limit_suggestions.increase_pct",
+            &s.increase_pct,
+            Decimal::ZERO,
+        )?,
+    };
+    let l = &raw.limits;
+    if l.max_message_bytes < 1024 {
+        return Err(invalid("limits.max_message_bytes", "must be at least 1024"));
+    }
+    let policy = Policy {
+        grades,
+        default_grade,
+        unknown_customer_limit,
+        small_order_amount: opt_decimal("policy.small_order_amount", &p.small_order_amount)?,
+        overdue_amount_max: opt_decimal("policy.overdue_amount_max", &p.overdue_amount_max)?,
+        overdue_share_max: opt_decimal("policy.overdue_share_max", &p.overdue_share_max)?,
+        four_eyes_amount: opt_decimal("policy.four_eyes_amount", &p.four_eyes_amount)?,
+        release_order,
+        hold_expiry_days: p.hold_expiry_days,
+        fx_rates,
+        anomaly_factor: decimal_min("policy.anomaly.factor", &p.anomaly.factor, Decimal::ONE)?,
+        anomaly_window: p.anomaly.window.max(1),
+        anomaly_min_orders: p.anomaly.min_orders,
+        inactivity_window: p.inactivity.window.max(1),
+        inactivity_min_gaps: p.inactivity.min_gaps,
+        inactivity_extra_days: p.inactivity.extra_days,
+        utilization_thresholds,
+        utilization_rearm_margin: decimal_min(
+            "policy.utilization.rearm_margin",
+            &u.rearm_margin,
+            Decimal::ZERO,
+        )?,
+        aging_buckets_days: p.aging.buckets_days.clone(),
+        write_off_days: p.aging.write_off_days,
+        review_warning_days: p.aging.review_warning_days,
+        behaviour_window_days: p.behaviour_window_days,
+        apply_behavioural_grade: p.apply_behavioural_grade,
+        limit_suggestions: ls,
+        bounds: Bounds {
+            event_ids_per_account: l.event_ids_per_account,
+            closed_ids_per_account: l.closed_ids_per_account.max(1),
+            pending_per_account: l.pending_per_account,
+            pending_ttl_us: i64::from(l.pending_ttl_hours) * 3_600_000_000,
+            settled_history_per_account: l.settled_history_per_account,
+        },
+    };
+    let progress = match raw.replay.progress.as_str() {
+        "auto" => Progress::Auto,
+        "always" => Progress::Always,
+        "never" => Progress::Never,
+        _ => {
+            return Err(invalid(
+                "replay.progress",
+                "must be \"auto\", \"always\" or \"never\"",
+            ))
+        }
+    };
+    Ok(Settings {
+        policy,
+        max_message_bytes: l.max_message_bytes,
+        progress,
+        raw,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_policy_default() {
+        let s = load_with_env(None, env(&[])).unwrap();
+        assert_eq!(s.policy, Policy::default());
+        assert_eq!(s.max_message_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn env_overrides() {
+        let s = load_with_env(
+            None,
+            env(&[
+                ("CREDIT_SENTINEL__POLICY__HOLD_EXPIRY_DAYS", "45"),
+                ("CREDIT_SENTINEL__POLICY__GRADES__B__TOLERANCE_PCT", "7.5"),
+                ("CREDIT_SENTINEL__POLICY__FOUR_EYES_AMOUNT", "50000"),
+                (
+                    "CREDIT_SENTINEL__POLICY__UTILIZATION__THRESHOLDS",
+                    "0.8,0.9",
+                ),
+                (
+                    "CREDIT_SENTINEL__POLICY__UTILIZATION__SEVERITIES",
+                    "warning,critical",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.policy.hold_expiry_days, 45);
+        assert_eq!(s.policy.grade(Grade::B).tolerance_pct, Decimal::new(75, 1));
+        assert_eq!(s.policy.four_eyes_amount, Some(Decimal::from(50000)));
+        assert_eq!(s.policy.utilization_thresholds.len(), 2);
+    }
+
+    #[test]
+    fn file_layers_and_errors_name_the_key() {
+        let dir = std::env::temp_dir().join(format!("cs-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::File::create(&good)
+            .unwrap()
+            .write_all(b"[policy]\nrelease_order = \"first_fit\"\n[policy.fx_rates]\n\"USD/EUR\" = \"0.92\"\n")
+            .unwrap();
+        let s = load_with_env(Some(&good), env(&[])).unwrap();
+        assert_eq!(s.policy.release_order, ReleaseOrder::FirstFit);
+        assert_eq!(s.policy.fx_rates.len(), 1);
+
+        let typo = dir.join("typo.toml");
+        std::fs::write(&typo, "[policy]\nhold_expiry_dayz = 3\n").unwrap();
+        let err = load_with_env(Some(&typo), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hold_expiry_dayz"), "{err}");
+
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "[policy.grades.A]\ntolerance_pct = \"ten\"\n").unwrap();
+        let err = load_with_env(Some(&bad), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("policy.grades.A.tolerance_pct"), "{err}");
+
+        let err = load_with_env(
+            None,
+            env(&[("CREDIT_SENTINEL__POLICY__RELEASE_ORDER", "lifo")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("policy.release_order"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

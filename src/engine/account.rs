@@ -1,0 +1,497 @@
+//! One customer's credit account: profile, open orders, held orders, open receivables,
+//! unapplied credit, and the bounded memory of ids and behaviour the rules and warnings need.
+//!
+//! Every money movement goes through the methods here (`reserve`, `ship`, `settle`, `cancel`),
+//! which keep the cached totals equal to the items they summarise; `check_identity` verifies
+//! that exposure = open orders + receivables - unapplied credit after every apply.
+
+use crate::model::*;
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+/// A bounded set of ids that forgets the oldest first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IdRing {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl IdRing {
+    pub fn contains(&self, id: &str) -> bool {
+        self.set.contains(id)
+    }
+
+    /// Remembers `id`, forgetting the oldest ids beyond `cap`. Returns false if already known.
+    pub fn insert(&mut self, id: String, cap: usize) -> bool {
+        if cap == 0 || self.set.contains(&id) {
+            return false;
+        }
+        while self.order.len() >= cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.set.insert(id.clone());
+        self.order.push_back(id);
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &String> {
+        self.order.iter()
+    }
+}
+
+/// Where an order stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderState {
+    /// Approved (or released): its unshipped remainder counts in exposure.
+    Open,
+    /// Waiting in the hold queue: counts nowhere until released.
+    Held,
+}
+
+/// A hold on an order: every rule it failed, and the first approver under four-eyes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hold {
+    pub reasons: Vec<Reason>,
+    pub held_at: Timestamp,
+    pub first_approver: Option<String>,
+}
+
+impl Hold {
+    /// A hold that only a person can release (skipped by the automatic re-check).
+    pub fn needs_person(&self) -> bool {
+        self.reasons.iter().any(|r| r.code.needs_person())
+    }
+}
+
+/// A live order (approved with an unshipped remainder, or held).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Order {
+    pub order_id: String,
+    /// Amount and currency as ordered.
+    pub amount: Decimal,
+    pub currency: Currency,
+    /// The amount in the account's currency (equal to `amount` unless converted by an FX rate).
+    pub amount_account: Decimal,
+    pub placed_at: Timestamp,
+    pub placed_event_id: String,
+    pub state: OrderState,
+    /// Shipped so far, account currency.
+    pub shipped: Decimal,
+    /// Unshipped remainder counted in open orders (0 while held).
+    pub open_remaining: Decimal,
+    /// Unapplied credit earmarked for this prepaid order, not yet consumed by a shipment.
+    pub prepaid: Decimal,
+    pub hold: Option<Hold>,
+}
+
+/// One open receivable: a shipment not yet fully paid or credited.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Receivable {
+    pub shipment_id: String,
+    pub order_id: String,
+    pub amount: Decimal,
+    pub open: Decimal,
+    pub shipped_at: Timestamp,
+    pub due_at: Timestamp,
+    /// Settled so far by payments (including unapplied credit) and by credit notes.
+    pub paid: Decimal,
+    pub credited: Decimal,
+    /// Sum over paid portions of portion x days late (for the timeliness indicator).
+    pub late_weighted: Decimal,
+    /// Next time-driven stage: 0 = overdue, 1..=n aging buckets, n+1 = write-off candidate.
+    pub next_stage: u8,
+}
+
+impl Receivable {
+    fn apply_portion(&mut self, kind: SettlementKind, take: Decimal, at: Timestamp) {
+        self.open -= take;
+        match kind {
+            SettlementKind::Payment => {
+                self.paid += take;
+                if at > self.due_at {
+                    self.late_weighted += take * at.days_since(self.due_at);
+                }
+            }
+            SettlementKind::CreditNote => self.credited += take,
+        }
+    }
+}
+
+/// A receivable after it was settled, kept (bounded) for the behavioural indicators.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SettledItem {
+    pub shipment_id: String,
+    pub amount: Decimal,
+    pub paid: Decimal,
+    pub credited: Decimal,
+    pub late_weighted: Decimal,
+    pub due_at: Timestamp,
+    pub settled_at: Timestamp,
+}
+
+/// A shipment or cancellation that arrived before its order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pending {
+    pub event: Event,
+    pub received_at: Timestamp,
+}
+
+/// What the warnings remember about the customer's behaviour (all bounded).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Behaviour {
+    /// Amounts (account currency) of recent non-anomalous orders, newest last.
+    pub order_amounts: VecDeque<Decimal>,
+    /// Placement times of recent orders, ascending.
+    pub order_times: VecDeque<Timestamp>,
+    /// The silence (`last order time`) an INACTIVITY alert was already sent for.
+    pub inactivity_alerted_for: Option<Timestamp>,
+    /// For recent orders: did the order find the account at or above the near-limit utilization.
+    pub near_limit: VecDeque<bool>,
+    pub settled: VecDeque<SettledItem>,
+    /// The last behavioural grade suggested (reset when it matches the profile again).
+    pub grade_suggested: Option<Grade>,
+    pub limit_decrease_active: bool,
+    pub limit_increase_active: bool,
+}
+
+/// Alert bookkeeping that stops repeats.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AlertMarks {
+    /// Bit i set: utilization threshold i fired and waits to re-arm.
+    pub utilization_fired: u32,
+    pub review_warned_for: Option<Timestamp>,
+    pub review_expired_for: Option<Timestamp>,
+    pub temp_expired_for: Option<Timestamp>,
+}
+
+/// One customer's account.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Account {
+    pub customer_id: String,
+    pub profile: Option<CustomerProfile>,
+    pub profile_at: Option<Timestamp>,
+    /// The account's currency: the profile's, or the first money event's until a profile comes.
+    pub currency: Option<Currency>,
+    /// Set by `command.block` (the actor), cleared by `command.unblock`.
+    pub manual_block: Option<String>,
+    /// A behavioural grade applied when the policy lets the engine apply it.
+    pub grade_override: Option<Grade>,
+    /// Live orders by id (deterministic iteration).
+    pub orders: BTreeMap<String, Order>,
+    /// Held order ids in release order: (placed_at, order_id).
+    pub holds: Vec<String>,
+    /// Open receivables, oldest due first: (due_at, shipment_id).
+    pub receivables: Vec<Receivable>,
+    pub open_orders_total: Decimal,
+    pub receivables_total: Decimal,
+    pub unapplied_credit: Decimal,
+    /// Part of unapplied credit earmarked for approved prepaid orders.
+    pub earmarked: Decimal,
+    pub recent_event_ids: IdRing,
+    /// Closed order ids (`o:`), settled shipment ids (`s:`), payment and credit note ids (`p:`).
+    pub closed_ids: IdRing,
+    pub pending: Vec<Pending>,
+    pub behaviour: Behaviour,
+    pub marks: AlertMarks,
+}
+
+impl Account {
+    pub fn new(customer_id: &str) -> Account {
+        Account {
+            customer_id: customer_id.to_string(),
+            profile: None,
+            profile_at: None,
+            currency: None,
+            manual_block: None,
+            grade_override: None,
+            orders: BTreeMap::new(),
+            holds: Vec::new(),
+            receivables: Vec::new(),
+            open_orders_total: Decimal::ZERO,
+            receivables_total: Decimal::ZERO,
+            unapplied_credit: Decimal::ZERO,
+            earmarked: Decimal::ZERO,
+            recent_event_ids: IdRing::default(),
+            closed_ids: IdRing::default(),
+            pending: Vec::new(),
+            behaviour: Behaviour::default(),
+            marks: AlertMarks::default(),
+        }
+    }
+
+    pub fn exposure_total(&self) -> Decimal {
+        self.open_orders_total + self.receivables_total - self.unapplied_credit
+    }
+
+    pub fn exposure(&self) -> ExposureView {
+        ExposureView {
+            open_orders: self.open_orders_total,
+            receivables: self.receivables_total,
+            unapplied_credit: self.unapplied_credit,
+            total: self.exposure_total(),
+        }
+    }
+
+    /// True if the account holds any money (orders, receivables or credit).
+    pub fn holds_money(&self) -> bool {
+        !self.open_orders_total.is_zero()
+            || !self.receivables_total.is_zero()
+            || !self.unapplied_credit.is_zero()
+            || !self.holds.is_empty()
+    }
+
+    pub fn group_id(&self) -> Option<&str> {
+        self.profile.as_ref().and_then(|p| p.group_id.as_deref())
+    }
+
+    /// Is this order id known (live, or closed within memory)?
+    pub fn knows_order(&self, order_id: &str) -> bool {
+        self.orders.contains_key(order_id) || self.closed_ids.contains(&format!("o:{order_id}"))
+    }
+
+    pub fn knows_shipment(&self, shipment_id: &str) -> bool {
+        self.receivables.iter().any(|r| r.shipment_id == shipment_id)
+            || self.closed_ids.contains(&format!("s:{shipment_id}"))
+            || self.pending.iter().any(|p| {
+                matches!(&p.event.body, EventBody::ShipmentShipped { shipment_id: s, .. } if s == shipment_id)
+            })
+    }
+
+    /// Overdue receivables at `now`: (total open amount, oldest item's due moment).
+    pub fn overdue(&self, now: Timestamp) -> (Decimal, Option<&Receivable>) {
+        let mut total = Decimal::ZERO;
+        let mut oldest: Option<&Receivable> = None;
+        for r in self.receivables.iter().filter(|r| r.due_at < now) {
+            total += r.open;
+            if oldest.is_none_or(|o| r.due_at < o.due_at) {
+                oldest = Some(r);
+            }
+        }
+        (total, oldest)
+    }
+
+    /// Reserves an approved order's remainder as an open order, earmarking unapplied credit
+    /// when it is prepaid.
+    pub fn open_order(&mut self, order_id: &str, prepaid: bool, closed_ids_cap: usize) {
+        let free_credit = self.unapplied_credit - self.earmarked;
+        let Some(order) = self.orders.get_mut(order_id) else {
+            return;
+        };
+        let remaining = (order.amount_account - order.shipped).max(Decimal::ZERO);
+        order.state = OrderState::Open;
+        order.hold = None;
+        order.open_remaining = remaining;
+        order.prepaid = if prepaid {
+            remaining.min(free_credit.max(Decimal::ZERO))
+        } else {
+            Decimal::ZERO
+        };
+        self.open_orders_total += remaining;
+        self.earmarked += order.prepaid;
+        self.holds.retain(|id| id != order_id);
+        if remaining.is_zero() {
+            self.close_order(order_id, closed_ids_cap);
+        }
+    }
+
+    /// Removes a live order, freeing whatever it still reserves, and remembers its id.
+    pub fn close_order(&mut self, order_id: &str, closed_ids_cap: usize) -> Option<Order> {
+        let order = self.orders.remove(order_id)?;
+        self.open_orders_total -= order.open_remaining;
+        self.earmarked -= order.prepaid;
+        self.holds.retain(|id| id != order_id);
+        self.closed_ids
+            .insert(format!("o:{order_id}"), closed_ids_cap);
+        Some(order)
+    }
+
+    /// Inserts a held order at its place in the FIFO queue.
+    pub fn enqueue_hold(&mut self, order_id: &str) {
+        let key = |acc: &Account, id: &str| {
+            acc.orders
+                .get(id)
+                .map(|o| (o.placed_at, o.order_id.clone()))
+        };
+        let new_key = key(self, order_id);
+        let pos = self
+            .holds
+            .iter()
+            .position(|id| key(self, id) > new_key)
+            .unwrap_or(self.holds.len());
+        self.holds.insert(pos, order_id.to_string());
+    }
+
+    /// Ships against an order (or none), creating a receivable; returns it when it stays open.
+    /// Unapplied credit (the order's earmark first, then free credit) settles it at once.
+    pub fn ship(
+        &mut self,
+        shipment_id: &str,
+        order_id: &str,
+        amount: Decimal,
+        at: Timestamp,
+        due_at: Timestamp,
+        closed_ids_cap: usize,
+    ) -> Option<&Receivable> {
+        let mut earmark_used = Decimal::ZERO;
+        let mut close = false;
+        if let Some(order) = self.orders.get_mut(order_id) {
+            order.shipped += amount;
+            if order.state == OrderState::Open {
+                let take = amount.min(order.open_remaining);
+                order.open_remaining -= take;
+                self.open_orders_total -= take;
+                earmark_used = amount.min(order.prepaid);
+                order.prepaid -= earmark_used;
+                self.earmarked -= earmark_used;
+                close = order.open_remaining.is_zero();
+            }
+        }
+        if close {
+            self.close_order(order_id, closed_ids_cap);
+        }
+        let mut r = Receivable {
+            shipment_id: shipment_id.to_string(),
+            order_id: order_id.to_string(),
+            amount,
+            open: amount,
+            shipped_at: at,
+            due_at,
+            paid: Decimal::ZERO,
+            credited: Decimal::ZERO,
+            late_weighted: Decimal::ZERO,
+            next_stage: 0,
+        };
+        let free = (self.unapplied_credit - self.earmarked).max(Decimal::ZERO);
+        let take = (earmark_used + free).min(amount);
+        if take > Decimal::ZERO {
+            r.apply_portion(SettlementKind::Payment, take, at);
+            self.unapplied_credit -= take;
+        }
+        if r.open.is_zero() {
+            self.remember_settled(r, at, closed_ids_cap);
+            return None;
+        }
+        self.receivables_total += r.open;
+        let key = (r.due_at, r.shipment_id.clone());
+        let pos = self
+            .receivables
+            .iter()
+            .position(|x| (x.due_at, x.shipment_id.clone()) > key)
+            .unwrap_or(self.receivables.len());
+        self.receivables.insert(pos, r);
+        self.receivables.get(pos)
+    }
+
+    /// Applies a payment or credit note: named receivables first, then oldest due first; the
+    /// rest stays as unapplied credit. Fully settled items move to the behaviour history.
+    pub fn settle(
+        &mut self,
+        kind: SettlementKind,
+        amount: Decimal,
+        applies_to: &[String],
+        at: Timestamp,
+        closed_ids_cap: usize,
+    ) {
+        let mut remaining = amount;
+        for sid in applies_to {
+            if remaining.is_zero() {
+                break;
+            }
+            if let Some(r) = self.receivables.iter_mut().find(|r| &r.shipment_id == sid) {
+                let take = remaining.min(r.open);
+                r.apply_portion(kind, take, at);
+                remaining -= take;
+                self.receivables_total -= take;
+            }
+        }
+        for r in self.receivables.iter_mut() {
+            if remaining.is_zero() {
+                break;
+            }
+            let take = remaining.min(r.open);
+            r.apply_portion(kind, take, at);
+            remaining -= take;
+            self.receivables_total -= take;
+        }
+        self.unapplied_credit += remaining;
+        let (settled, open): (Vec<_>, Vec<_>) = std::mem::take(&mut self.receivables)
+            .into_iter()
+            .partition(|r| r.open.is_zero());
+        self.receivables = open;
+        for r in settled {
+            self.remember_settled(r, at, closed_ids_cap);
+        }
+    }
+
+    fn remember_settled(&mut self, r: Receivable, at: Timestamp, closed_ids_cap: usize) {
+        self.closed_ids
+            .insert(format!("s:{}", r.shipment_id), closed_ids_cap);
+        self.behaviour.settled.push_back(SettledItem {
+            shipment_id: r.shipment_id,
+            amount: r.amount,
+            paid: r.paid,
+            credited: r.credited,
+            late_weighted: r.late_weighted,
+            due_at: r.due_at,
+            settled_at: at,
+        });
+    }
+
+    /// Recomputes every cached total from the items; `Err` names the first that disagrees.
+    pub fn check_identity(&self) -> Result<(), String> {
+        let open: Decimal = self.orders.values().map(|o| o.open_remaining).sum();
+        let rec: Decimal = self.receivables.iter().map(|r| r.open).sum();
+        let earmarked: Decimal = self.orders.values().map(|o| o.prepaid).sum();
+        let id = &self.customer_id;
+        if open != self.open_orders_total {
+            return Err(format!(
+                "{id}: open orders {open} != cached {}",
+                self.open_orders_total
+            ));
+        }
+        if rec != self.receivables_total {
+            return Err(format!(
+                "{id}: receivables {rec} != cached {}",
+                self.receivables_total
+            ));
+        }
+        if earmarked != self.earmarked || earmarked > self.unapplied_credit {
+            return Err(format!(
+                "{id}: earmarked {earmarked} / cached {} / credit {}",
+                self.earmarked, self.unapplied_credit
+            ));
+        }
+        if self.unapplied_credit < Decimal::ZERO
+            || self.receivables.iter().any(|r| r.open <= Decimal::ZERO)
+        {
+            return Err(format!("{id}: negative credit or a settled item left open"));
+        }
+        let held: Vec<&String> = self
+            .orders
+            .values()
+            .filter(|o| o.state == OrderState::Held)
+            .map(|o| &o.order_id)
+            .collect();
+        if held.len() != self.holds.len() || held.iter().any(|id| !self.holds.contains(id)) {
+            return Err(format!("{id}: hold queue does not match held orders"));
+        }
+        if self
+            .orders
+            .values()
+            .any(|o| o.state == OrderState::Held && !o.open_remaining.is_zero())
+        {
+            return Err(format!("{id}: a held order counts in exposure"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1805 @@
+//! The pure, deterministic credit core: `apply(event)` and `advance_clock(t)` turn validated
+//! events into decisions, alerts and rejections. No I/O, no wall clock, no Kafka: the same input
+//! and policy give the same output, byte for byte, which is what makes replay, backtesting,
+//! property tests and the live runtime one code path.
+//!
+//! Time is event time. The engine clock is the highest `occurred_at` seen (or a tick from the
+//! shell); time-driven warnings and hold expiry sit in an ordered index of due moments
+//! (`timers`), so advancing the clock touches only what is due, never every account.
+//! Index entries are validated when they fire, so a stale entry (an item paid since) does nothing.
+
+pub mod account;
+pub mod ids;
+pub mod rules;
+pub mod warnings;
+
+use crate::model::*;
+use crate::policy::{days_us, Policy, ReleaseOrder};
+pub use account::{Account, Order, OrderState, Receivable};
+use rules::{Candidate, GroupView, Terms};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+/// A customer group sharing one limit.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Group {
+    pub group_id: String,
+    pub profile: Option<GroupProfile>,
+    pub profile_at: Option<Timestamp>,
+    /// Customers whose profile names this group.
+    pub members: BTreeSet<String>,
+    pub utilization_fired: u32,
+}
+
+/// What a time-driven index entry is for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimerKind {
+    /// Stage 0: item passes its due date; 1..=n: aging buckets; n+1: write-off candidate.
+    Receivable {
+        shipment_id: String,
+        stage: u8,
+    },
+    ReviewWarning,
+    ReviewExpired,
+    TempLimitExpiry,
+    Inactivity,
+    HoldExpiry {
+        order_id: String,
+    },
+    PendingExpiry {
+        event_id: String,
+    },
+}
+
+/// One due moment in the index. Ordered by moment, then customer, then kind: deterministic.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timer {
+    pub at: Timestamp,
+    pub customer_id: String,
+    pub kind: TimerKind,
+}
+
+/// What applying an event did (for metrics and the replay summary).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    Applied,
+    /// A repeat (event id, order id, shipment id, payment id) or a stale profile: no change.
+    Duplicate,
+    /// A shipment or cancellation waiting for its order.
+    Pending,
+    /// Could not be applied; a rejection was emitted.
+    Rejected,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Pending => "pending",
+            Outcome::Rejected => "dead_lettered",
+        }
+    }
+}
+
+/// Exposure and limits summed per currency (for summaries and metrics).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CurrencyTotals {
+    pub accounts: usize,
+    pub exposure: ExposureView,
+    pub credit_limit: Decimal,
+    pub held_orders: usize,
+    pub held_amount: Decimal,
+}
+
+/// Who or what caused the outputs being built: an event, or the clock passing a moment.
+#[derive(Clone, Debug)]
+struct Cause {
+    /// For alert ids and decisions' `source_event_id`.
+    source: String,
+    at: Timestamp,
+}
+
+/// The credit engine.
+pub struct Engine {
+    policy: Arc<Policy>,
+    accounts: HashMap<String, Account>,
+    groups: HashMap<String, Group>,
+    timers: BTreeSet<Timer>,
+    clock: Option<Timestamp>,
+    /// Accounts whose position changed during the current event or timer, first touch first.
+    touched: Vec<String>,
+}
+
+fn money(v: Decimal) -> Value {
+    Value::String(format_money(v))
+}
+
+impl Engine {
+    pub fn new(policy: Policy) -> Engine {
+        Engine::with_policy(Arc::new(policy))
+    }
+
+    pub fn with_policy(policy: Arc<Policy>) -> Engine {
+        Engine {
+            policy,
+            accounts: HashMap::new(),
+            groups: HashMap::new(),
+            timers: BTreeSet::new(),
+            clock: None,
+            touched: Vec::new(),
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The engine clock: the highest event time seen or ticked to.
+    pub fn clock(&self) -> Option<Timestamp> {
+        self.clock
+    }
+
+    pub fn account(&self, customer_id: &str) -> Option<&Account> {
+        self.accounts.get(customer_id)
+    }
+
+    pub fn accounts(&self) -> impl Iterator<Item = &Account> {
+        self.accounts.values()
+    }
+
+    pub fn group(&self, group_id: &str) -> Option<&Group> {
+        self.groups.get(group_id)
+    }
+
+    /// Entries in the due-moment index (stale ones included until they come due).
+    pub fn timers_len(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// The terms in force for a customer now.
+    pub fn terms(&self, customer_id: &str) -> Option<Terms> {
+        let acc = self.accounts.get(customer_id)?;
+        rules::terms(acc, &self.policy, self.now())
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.unwrap_or_default()
+    }
+
+    /// Applies one validated event; outputs are appended to `out` in production order:
+    /// time-driven outputs due before the event, then the event's own, then any it made due.
+    pub fn apply(&mut self, event: &Event, out: &mut Vec<Output>) -> Outcome {
+        self.advance_clock(event.occurred_at, out);
+        let cause = Cause {
+            source: event.event_id.clone(),
+            at: event.occurred_at,
+        };
+        let outcome = self.dispatch(event, &cause, out);
+        self.finish(&cause, out);
+        self.fire_due_until(self.now(), out);
+        if cfg!(debug_assertions) {
+            if let Err(e) = self.verify_invariants() {
+                panic!("invariant broken after {}: {e}", event.event_id);
+            }
+        }
+        outcome
+    }
+
+    /// Moves the clock forward (never back) and fires everything due by then.
+    pub fn advance_clock(&mut self, to: Timestamp, out: &mut Vec<Output>) {
+        self.fire_due_until(to, out);
+        if self.clock.is_none_or(|c| c < to) {
+            self.clock = Some(to);
+        }
+    }
+
+    fn dispatch(&mut self, event: &Event, cause: &Cause, out: &mut Vec<Output>) -> Outcome {
+        let customer_id = match (&event.customer_id, &event.body) {
+            (_, EventBody::GroupProfile(g)) => return self.on_group_profile(event, g, cause, out),
+            (Some(c), _) => c.clone(),
+            (None, _) => {
+                out.push(Output::Rejection(rejection(
+                    event,
+                    ErrorCode::MissingField,
+                    "customer_id is required".into(),
+                )));
+                return Outcome::Rejected;
+            }
+        };
+        let cap = self.policy.bounds.event_ids_per_account;
+        let acc = self.account_mut(&customer_id);
+        if acc.recent_event_ids.contains(&event.event_id) {
+            return Outcome::Duplicate;
+        }
+        acc.recent_event_ids.insert(event.event_id.clone(), cap);
+        self.dispatch_account_event(&customer_id, event, cause, out)
+    }
+
+    fn dispatch_account_event(
+        &mut self,
+        cid: &str,
+        event: &Event,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) -> Outcome {
+        match &event.body {
+            EventBody::OrderPlaced {
+                order_id,
+                amount,
+                currency,
+            } => self.on_order_placed(cid, event, order_id, *amount, *currency, cause, out),
+            EventBody::OrderCancelled { order_id } => {
+                self.on_order_cancelled(cid, event, order_id, cause, out)
+            }
+            EventBody::ShipmentShipped {
+                shipment_id,
+                order_id,
+                amount,
+                currency,
+                due_at,
+            } => self.on_shipment(
+                cid,
+                event,
+                shipment_id,
+                order_id,
+                *amount,
+                *currency,
+                *due_at,
+                out,
+            ),
+            EventBody::Settlement {
+                kind,
+                settlement_id,
+                amount,
+                currency,
+                applies_to,
+            } => self.on_settlement(
+                cid,
+                event,
+                *kind,
+                settlement_id,
+                *amount,
+                *currency,
+                applies_to,
+                cause,
+                out,
+            ),
+            EventBody::CustomerProfile(p) => self.on_customer_profile(cid, event, p, cause, out),
+            EventBody::GroupProfile(_) => Outcome::Rejected,
+            EventBody::Command {
+                kind,
+                order_id,
+                actor,
+                note,
+            } => self.on_command(
+                cid,
+                event,
+                *kind,
+                order_id.as_deref(),
+                actor,
+                note,
+                cause,
+                out,
+            ),
+        }
+    }
+
+    fn account_mut(&mut self, customer_id: &str) -> &mut Account {
+        if !self.accounts.contains_key(customer_id) {
+            self.accounts
+                .insert(customer_id.to_string(), Account::new(customer_id));
+        }
+        self.accounts.get_mut(customer_id).expect("inserted above")
+    }
+
+    fn touch(&mut self, customer_id: &str) {
+        if !self.touched.iter().any(|c| c == customer_id) {
+            self.touched.push(customer_id.to_string());
+        }
+    }
+
+    fn schedule(&mut self, at: Timestamp, customer_id: &str, kind: TimerKind) {
+        self.timers.insert(Timer {
+            at,
+            customer_id: customer_id.to_string(),
+            kind,
+        });
+    }
+
+    // ---------------------------------------------------------------- orders
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_order_placed(
+        &mut self,
+        cid: &str,
+        event: &Event,
+        order_id: &str,
+        amount: Decimal,
+        currency: Currency,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) -> Outcome {
+        let now = self.now();
+        let policy = Arc::clone(&self.policy);
+        let acc = &self.accounts[cid];
+        if acc.knows_order(order_id) {
+            return Outcome::Duplicate;
+        }
+        let terms = rules::terms(acc, &policy, now);
+        let account_currency = terms.as_ref().map(|t| t.currency).or(acc.currency);
+        let amount_account = match account_currency {
+            Some(c) => policy.convert(amount, currency, c),
+            None => Some(amount),
+        };
+        let group = self.group_view(acc);
+        let candidate = Candidate {
+            amount,
+            currency,
+            amount_account,
+            first_check: true,
+            order_id,
+        };
+        let reasons = rules::check_order(
+            acc,
+            terms.as_ref(),
+            group.as_ref(),
+            &policy,
+            now,
+            &candidate,
+        );
+        let amount_acc = amount_account.unwrap_or(amount);
+        let near_limit = terms.as_ref().is_some_and(|t| {
+            warnings::utilization(acc.exposure_total() + amount_acc, t.limit_effective)
+                .is_none_or(|u| u >= policy.limit_suggestions.increase_near_limit_utilization)
+        });
+        let anomaly = reasons.iter().any(|r| r.code == ReasonCode::AmountAnomaly);
+        let typical = rules::typical_order(acc, &policy);
+
+        let cap = policy.bounds.closed_ids_per_account;
+        let acc = self.accounts.get_mut(cid).expect("account exists");
+        acc.orders.insert(
+            order_id.to_string(),
+            Order {
+                order_id: order_id.to_string(),
+                amount,
+                currency,
+                amount_account: amount_acc,
+                placed_at: event.occurred_at,
+                placed_event_id: event.event_id.clone(),
+                state: OrderState::Held,
+                shipped: Decimal::ZERO,
+                open_remaining: Decimal::ZERO,
+                prepaid: Decimal::ZERO,
+                hold: None,
+            },
+        );
+        let status = if reasons.is_empty() {
+            acc.open_order(order_id, terms.as_ref().is_some_and(|t| t.prepay), cap);
+            DecisionStatus::Approved
+        } else {
+            if let Some(o) = acc.orders.get_mut(order_id) {
+                o.hold = Some(account::Hold {
+                    reasons: reasons.clone(),
+                    held_at: event.occurred_at,
+                    first_approver: None,
+                });
+            }
+            acc.enqueue_hold(order_id);
+            DecisionStatus::Held
+        };
+        // Behaviour the warnings learn from.
+        let b = &mut acc.behaviour;
+        if !anomaly {
+            b.order_amounts.push_back(amount_acc);
+            while b.order_amounts.len() > policy.anomaly_window {
+                b.order_amounts.pop_front();
+            }
+        }
+        let pos = b
+            .order_times
+            .iter()
+            .position(|t| *t > event.occurred_at)
+            .unwrap_or(b.order_times.len());
+        b.order_times.insert(pos, event.occurred_at);
+        while b.order_times.len() > policy.inactivity_window + 1 {
+            b.order_times.pop_front();
+        }
+        b.near_limit.push_back(near_limit);
+        while b.near_limit.len() > policy.limit_suggestions.increase_recent_orders {
+            b.near_limit.pop_front();
+        }
+        let inactivity = warnings::inactivity_due(acc, &policy);
+
+        let decision = self.decision(cid, order_id, status, reasons, cause, None, None);
+        out.push(Output::Decision(decision));
+        if anomaly {
+            let typical = typical.unwrap_or_default();
+            let alert = self.alert(
+                AlertKind::AmountAnomaly,
+                Severity::Warning,
+                Some(cid),
+                None,
+                cause.at,
+                order_id,
+                vec![
+                    ("order_id", json!(order_id)),
+                    ("amount", money(amount_acc)),
+                    ("typical_order", money(typical)),
+                    (
+                        "factor",
+                        json!(policy.anomaly_factor.normalize().to_string()),
+                    ),
+                ],
+            );
+            out.push(Output::Alert(alert));
+        }
+        if status == DecisionStatus::Held && policy.hold_expiry_days > 0 {
+            let at = event
+                .occurred_at
+                .plus_us(days_us(policy.hold_expiry_days) + 1);
+            self.schedule(
+                at,
+                cid,
+                TimerKind::HoldExpiry {
+                    order_id: order_id.to_string(),
+                },
+            );
+        }
+        if let Some((due, _)) = inactivity {
+            self.schedule(due, cid, TimerKind::Inactivity);
+        }
+        self.touch(cid);
+        self.apply_pending_for(cid, order_id, cause, out);
+        Outcome::Applied
+    }
+
+    fn on_order_cancelled(
+        &mut self,
+        cid: &str,
+        event: &Event,
+        order_id: &str,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) -> Outcome {
+        let cap = self.policy.bounds.closed_ids_per_account;
+        let acc = self.accounts.get_mut(cid).expect("account exists");
+        let Some(order) = acc.orders.get(order_id) else {
+            if acc.knows_order(order_id) {
+                return Outcome::Duplicate;
+            }
+            return self.park(cid, event, out);
+        };
+        let was_held = order.state == OrderState::Held;
+        if was_held {
+            let decision = self.decision(
+                cid,
+                order_id,
+                DecisionStatus::Cancelled,
+                Vec::new(),
+                cause,
+                None,
+                None,
+            );
+            out.push(Output::Decision(decision));
+        }
+        if let Some(acc) = self.accounts.get_mut(cid) {
+            acc.close_order(order_id, cap);
+        }
+        self.touch(cid);
+        self.recheck_holds(cid, cause, out);
+        Outcome::Applied
+    }
+
+    // ---------------------------------------------------------------- shipments and money
+
+    /// Converts an amount into the account's currency, adopting the event's currency on an
+    /// account that has none yet. `Err` is the rejection detail.
+    fn to_account_currency(
+        &mut self,
+        cid: &str,
+        amount: Decimal,
+        currency: Currency,
+    ) -> Result<Decimal, String> {
+        let policy = Arc::clone(&self.policy);
+        let acc = self.account_mut(cid);
+        let acc_currency = *acc.currency.get_or_insert(currency);
+        policy
+            .convert(amount, currency, acc_currency)
+            .ok_or_else(|| {
+                format!("{currency} amount on a {acc_currency} account and no FX rate configured")
+            })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_shipment(
+        &mut self,
+        cid: &str,
+        event: &Event,
+        shipment_id: &str,
+        order_id: &str,
+        amount: Decimal,
+        currency: Currency,
+        due_at: Option<Timestamp>,
+        out: &mut Vec<Output>,
+    ) -> Outcome {
+        let acc = &self.accounts[cid];
+        if acc.knows_shipment(shipment_id) {
+            return Outcome::Duplicate;
+        }
+        if !acc.knows_order(order_id) {
+            return self.park(cid, event, out);
+        }
+        self.ship(
+            cid,
+            event,
+            shipment_id,
+            order_id,
+            amount,
+            currency,
+            due_at,
+            out,
+        )
+    }
+
+    /// Books a shipment (against its order, or none when the order never came).
+    #[allow(clippy::too_many_arguments)]
+    fn ship(
+        &mut self,
+        cid: &str,
+        event: &Event,
+        shipment_id: &str,
+        order_id: &str,
+        amount: Decimal,
+        currency: Currency,
+        due_at: Option<Timestamp>,
+        out: &mut Vec<Output>,
+    ) -> Outcome {
+        let amount = match self.to_account_currency(cid, amount, currency) {
+            Ok(a) => a,
+            Err(detail) => {
+                out.push(Output::Rejection(rejection(
+                    event,
+                    ErrorCode::CurrencyMismatch,
+                    detail,
+                )));
+                return Outcome::Rejected;
+            }
+        };
+        let policy = Arc::clone(&self.policy);
+        let now = self.now();
+        let acc = &self.accounts[cid];
+        let terms_days = rules::terms(acc, &policy, now)
+            .map_or(policy.grade(policy.default_grade).payment_terms_days, |t| {
+                t.payment_terms_days
+            });
+        let due = due_at.unwrap_or_else(|| event.occurred_at.plus_days(i64::from(terms_days)));
+        let cap = policy.bounds.closed_ids_per_account;
+        let acc = self.accounts.get_mut(cid).expect("account exists");
+        let open_item = acc
+            .ship(shipment_id, order_id, amount, event.occurred_at, due, cap)
+            .map(|r| (r.due_at, r.shipment_id.clone()));
+        if let Some((due, sid)) = open_item {
+            self.schedule(
+                due.plus_us(1),
+                cid,
+                TimerKind::Receivable {
+                    shipment_id: sid,
+                    stage: 0,
+                },
+            );
+        }
+        self.touch(cid);
+        Outcome::Applied
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_settlement(
+        &mut self,
+        cid: &str,
+        event: &Event,
+        kind: SettlementKind,
+        settlement_id: &str,
+        amount: Decimal,
+        currency: Currency,
+        applies_to: &[String],
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) -> Outcome {
+        let key = format!("p:{settlement_id}");
+        if self.accounts[cid].closed_ids.contains(&key) {
+            return Outcome::Duplicate;
+        }
+        let amount = match self.to_account_currency(cid, amount, currency) {
+            Ok(a) => a,
+            Err(detail) => {
+                out.push(Output::Rejection(rejection(
+                    event,
+                    ErrorCode::CurrencyMismatch,
+                    detail,
+                )));
+                return Outcome::Rejected;
+            }
+        };
+        let cap = self.policy.bounds.closed_ids_per_account;
+        let history_cap = self.policy.bounds.settled_history_per_account;
+        let acc = self.accounts.get_mut(cid).expect("account exists");
+        acc.settle(kind, amount, applies_to, event.occurred_at, cap);
+        acc.closed_ids.insert(key, cap);
+        while acc.behaviour.settled.len() > history_cap {
+            acc.behaviour.settled.pop_front();
+        }
+        self.touch(cid);
+        self.recheck_holds(cid, cause, out);
+        Outcome::Applied
+    }
+
+    // ---------------------------------------------------------------- pending (reordering)
+
+    /// Keeps a shipment or cancellation until its order arrives (bounded in count and time).
+    fn park(&mut self, cid: &str, event: &Event, out: &mut Vec<Output>) -> Outcome {
+        let bounds = self.policy.bounds.clone();
+        let now = self.now();
+        if bounds.pending_per_account == 0 {
+            self.resolve_orphan(cid, event.clone(), out);
+            return Outcome::Applied;
+        }
+        while self.accounts[cid].pending.len() >= bounds.pending_per_account {
+            let oldest = self.account_mut(cid).pending.remove(0);
+            self.resolve_orphan(cid, oldest.event, out);
+        }
+        self.account_mut(cid).pending.push(account::Pending {
+            event: event.clone(),
+            received_at: now,
+        });
+        self.schedule(
+            now.plus_us(bounds.pending_ttl_us),
+            cid,
+            TimerKind::PendingExpiry {
+                event_id: event.event_id.clone(),
+            },
+        );
+        Outcome::Pending
+    }
+
+    /// An event whose order never came: a shipment is still money owed, so it is booked
+    /// without an order; a cancellation has nothing to cancel and is dead-lettered.
+    fn resolve_orphan(&mut self, cid: &str, event: Event, out: &mut Vec<Output>) {
+        match &event.body {
+            EventBody::ShipmentShipped {
+                shipment_id,
+                order_id,
+                amount,
+                currency,
+                due_at,
+            } => {
+                let outcome = self.ship(
+                    cid,
+                    &event,
+                    shipment_id,
+                    order_id,
+                    *amount,
+                    *currency,
+                    *due_at,
+                    out,
+                );
+                if outcome == Outcome::Rejected {
+                    if let Some(Output::Rejection(r)) = out.last_mut() {
+                        r.original = Some(crate::codec::encode_event(&event));
+                    }
+                }
+            }
+            EventBody::OrderCancelled { order_id } => {
+                let mut r = rejection(
+                    &event,
+                    ErrorCode::OrderUnknown,
+                    format!("order {order_id} never arrived; nothing to cancel"),
+                );
+                r.original = Some(crate::codec::encode_event(&event));
+                out.push(Output::Rejection(r));
+            }
+            _ => {}
+        }
+    }
+
+    fn apply_pending_for(
+        &mut self,
+        cid: &str,
+        order_id: &str,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) {
+        let acc = self.account_mut(cid);
+        let (ready, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut acc.pending).into_iter().partition(|p| {
+            matches!(&p.event.body,
+                EventBody::ShipmentShipped { order_id: o, .. } | EventBody::OrderCancelled { order_id: o } if o == order_id)
+        });
+        acc.pending = keep;
+        for p in ready {
+            self.dispatch_account_event(cid, &p.event, cause, out);
+        }
+    }
+
+    // ---------------------------------------------------------------- profiles
+
+    fn on_customer_profile(
+        &mut self,
+        cid: &str,
+        event: &Event,
+        profile: &CustomerProfile,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) -> Outcome {
+        let acc = &self.accounts[cid];
+        if acc.profile_at.is_some_and(|t| event.occurred_at < t) {
+            return Outcome::Duplicate;
+        }
+        if let Some(c) = acc
+            .currency
+            .filter(|c| *c != profile.currency && acc.holds_money())
+        {
+            out.push(Output::Rejection(rejection(
+                event,
+                ErrorCode::CurrencyMismatch,
+                format!(
+                    "account holds {c} items; its currency cannot change to {}",
+                    profile.currency
+                ),
+            )));
+            return Outcome::Rejected;
+        }
+        let old_group = acc.group_id().map(str::to_string);
+        let acc = self.accounts.get_mut(cid).expect("account exists");
+        acc.profile = Some(profile.clone());
+        acc.profile_at = Some(event.occurred_at);
+        acc.currency = Some(profile.currency);
+        if old_group != profile.group_id {
+            if let Some(g) = old_group.as_deref().and_then(|g| self.groups.get_mut(g)) {
+                g.members.remove(cid);
+            }
+            if let Some(gid) = &profile.group_id {
+                let g = self.groups.entry(gid.clone()).or_insert_with(|| Group {
+                    group_id: gid.clone(),
+                    ..Group::default()
+                });
+                g.members.insert(cid.to_string());
+            }
+        }
+        let warn_days = i64::from(self.policy.review_warning_days);
+        if let Some(review) = profile.review_date {
+            self.schedule(review.plus_days(-warn_days), cid, TimerKind::ReviewWarning);
+            self.schedule(review, cid, TimerKind::ReviewExpired);
+        }
+        if let Some(t) = &profile.temporary_limit {
+            self.schedule(t.expires_at, cid, TimerKind::TempLimitExpiry);
+        }
+        self.touch(cid);
+        self.recheck_holds(cid, cause, out);
+        Outcome::Applied
+    }
+
+    fn on_group_profile(
+        &mut self,
+        event: &Event,
+        profile: &GroupProfile,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) -> Outcome {
+        let g = self
+            .groups
+            .entry(profile.group_id.clone())
+            .or_insert_with(|| Group {
+                group_id: profile.group_id.clone(),
+                ..Group::default()
+            });
+        if g.profile_at.is_some_and(|t| event.occurred_at < t) {
+            return Outcome::Duplicate;
+        }
+        g.profile = Some(profile.clone());
+        g.profile_at = Some(event.occurred_at);
+        let members: Vec<String> = g.members.iter().cloned().collect();
+        // Re-check every member's queue; `recheck_holds` covers the whole group at once.
+        if let Some(first) = members.first() {
+            self.recheck_holds(first, cause, out);
+        }
+        for m in &members {
+            self.touch(m);
+        }
+        Outcome::Applied
+    }
+}
+
+impl Engine {
+    // ---------------------------------------------------------------- commands
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_command(
+        &mut self,
+        cid: &str,
+        event: &Event,
+        kind: CommandKind,
+        order_id: Option<&str>,
+        actor: &str,
+        note: &str,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) -> Outcome {
+        match kind {
+            CommandKind::Block => {
+                self.account_mut(cid).manual_block = Some(actor.to_string());
+                self.touch(cid);
+                Outcome::Applied
+            }
+            CommandKind::Unblock => {
+                self.account_mut(cid).manual_block = None;
+                self.touch(cid);
+                self.recheck_holds(cid, cause, out);
+                Outcome::Applied
+            }
+            CommandKind::ReleaseHold | CommandKind::RejectHold => {
+                let order_id = order_id.unwrap_or_default();
+                let held = self.accounts[cid]
+                    .orders
+                    .get(order_id)
+                    .filter(|o| o.state == OrderState::Held);
+                let Some(order) = held else {
+                    out.push(Output::Rejection(rejection(
+                        event,
+                        ErrorCode::OrderNotHeld,
+                        format!("order {order_id} is not held for customer {cid}"),
+                    )));
+                    return Outcome::Rejected;
+                };
+                if kind == CommandKind::RejectHold {
+                    let detail = format!("rejected by {actor}: {note}");
+                    let reasons = vec![Reason {
+                        code: ReasonCode::Manual,
+                        detail,
+                    }];
+                    let d = self.decision(
+                        cid,
+                        order_id,
+                        DecisionStatus::Rejected,
+                        reasons,
+                        cause,
+                        Some(actor),
+                        Some(note),
+                    );
+                    out.push(Output::Decision(d));
+                    let cap = self.policy.bounds.closed_ids_per_account;
+                    self.account_mut(cid).close_order(order_id, cap);
+                } else {
+                    let four_eyes = self
+                        .policy
+                        .four_eyes_amount
+                        .is_some_and(|max| order.amount_account > max);
+                    let first = order.hold.as_ref().and_then(|h| h.first_approver.clone());
+                    let detail = match (four_eyes, first) {
+                        (false, _) => format!("released by {actor}: {note}"),
+                        (true, None) => {
+                            if let Some(h) = self
+                                .account_mut(cid)
+                                .orders
+                                .get_mut(order_id)
+                                .and_then(|o| o.hold.as_mut())
+                            {
+                                h.first_approver = Some(actor.to_string());
+                            }
+                            return Outcome::Applied;
+                        }
+                        (true, Some(first)) if first == actor => {
+                            out.push(Output::Rejection(rejection(
+                                event,
+                                ErrorCode::FourEyesSameActor,
+                                format!(
+                                    "order {order_id} needs a second approver other than {actor}"
+                                ),
+                            )));
+                            return Outcome::Rejected;
+                        }
+                        (true, Some(first)) => {
+                            format!(
+                                "released by {actor} (second approval; first by {first}): {note}"
+                            )
+                        }
+                    };
+                    let policy = Arc::clone(&self.policy);
+                    let now = self.now();
+                    let prepay =
+                        rules::terms(&self.accounts[cid], &policy, now).is_some_and(|t| t.prepay);
+                    let cap = policy.bounds.closed_ids_per_account;
+                    // Reserve first so the decision shows the exposure after it.
+                    let hold_id = ids::decision_id(cid, order_id, "initial");
+                    let order_snapshot = self.accounts[cid].orders.get(order_id).cloned();
+                    self.account_mut(cid).open_order(order_id, prepay, cap);
+                    let reasons = vec![Reason {
+                        code: ReasonCode::Manual,
+                        detail,
+                    }];
+                    if let Some(o) = order_snapshot {
+                        let d = self.decision_for(
+                            cid,
+                            &o,
+                            DecisionStatus::Released,
+                            reasons,
+                            cause,
+                            Some(actor),
+                            Some(note),
+                            Some(hold_id),
+                        );
+                        out.push(Output::Decision(d));
+                    }
+                }
+                self.touch(cid);
+                self.recheck_holds(cid, cause, out);
+                Outcome::Applied
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- the hold queue
+
+    /// Re-checks held orders after something freed room or cleared a reason. With a group
+    /// profile the whole group's queue is re-checked, oldest first across members. Holds that
+    /// need a person are skipped and block nothing. Under strict FIFO an order that still fails
+    /// blocks the later orders of its customer (and of the whole group when the group limit is
+    /// what it fails).
+    fn recheck_holds(&mut self, cid: &str, cause: &Cause, out: &mut Vec<Output>) {
+        let policy = Arc::clone(&self.policy);
+        let members: Vec<String> = match self.accounts.get(cid).and_then(|a| a.group_id()) {
+            Some(gid) if self.groups.get(gid).is_some_and(|g| g.profile.is_some()) => {
+                self.groups[gid].members.iter().cloned().collect()
+            }
+            _ => vec![cid.to_string()],
+        };
+        let mut queue: Vec<(Timestamp, String, String)> = Vec::new();
+        for m in &members {
+            if let Some(acc) = self.accounts.get(m) {
+                for id in &acc.holds {
+                    let o = &acc.orders[id];
+                    if !o.hold.as_ref().is_some_and(|h| h.needs_person()) {
+                        queue.push((o.placed_at, m.clone(), id.clone()));
+                    }
+                }
+            }
+        }
+        if queue.is_empty() {
+            return;
+        }
+        queue.sort();
+        let strict = policy.release_order == ReleaseOrder::StrictFifo;
+        let mut blocked: HashSet<String> = HashSet::new();
+        let mut group_blocked = false;
+        let now = self.now();
+        let cap = policy.bounds.closed_ids_per_account;
+        for (_, c, order_id) in queue {
+            if strict && (group_blocked || blocked.contains(&c)) {
+                continue;
+            }
+            let acc = &self.accounts[&c];
+            let terms = rules::terms(acc, &policy, now);
+            let order = &acc.orders[&order_id];
+            let amount_account = match &terms {
+                Some(t) => policy.convert(order.amount, order.currency, t.currency),
+                None => Some(order.amount_account),
+            };
+            let Some(amount_account) = amount_account else {
+                continue; // Needs a person: no FX rate to the account's currency.
+            };
+            let group = self.group_view(acc);
+            let candidate = Candidate {
+                amount: order.amount,
+                currency: order.currency,
+                amount_account: Some(amount_account),
+                first_check: false,
+                order_id: &order_id,
+            };
+            let reasons = rules::check_order(
+                acc,
+                terms.as_ref(),
+                group.as_ref(),
+                &policy,
+                now,
+                &candidate,
+            );
+            if reasons.is_empty() {
+                let prepay = terms.as_ref().is_some_and(|t| t.prepay);
+                let acc = self.account_mut(&c);
+                if let Some(o) = acc.orders.get_mut(&order_id) {
+                    o.amount_account = amount_account;
+                }
+                let snapshot = acc.orders.get(&order_id).cloned();
+                acc.open_order(&order_id, prepay, cap);
+                if let Some(o) = snapshot {
+                    let hold_id = ids::decision_id(&c, &order_id, "initial");
+                    let d = self.decision_for(
+                        &c,
+                        &o,
+                        DecisionStatus::Released,
+                        Vec::new(),
+                        cause,
+                        None,
+                        None,
+                        Some(hold_id),
+                    );
+                    out.push(Output::Decision(d));
+                }
+                self.touch(&c);
+            } else if strict {
+                if reasons
+                    .iter()
+                    .any(|r| r.code == ReasonCode::GroupLimitExceeded)
+                {
+                    group_blocked = true;
+                }
+                blocked.insert(c);
+            }
+        }
+    }
+
+    /// The group position of an account's group, when the group has a profile.
+    fn group_view(&self, acc: &Account) -> Option<GroupView> {
+        let gid = acc.group_id()?;
+        let g = self.groups.get(gid)?;
+        let gp = g.profile.as_ref()?;
+        let mut total = Ok(Decimal::ZERO);
+        for m in &g.members {
+            let Some(a) = self.accounts.get(m) else {
+                continue;
+            };
+            let exposure = a.exposure_total();
+            if exposure.is_zero() {
+                continue;
+            }
+            let cur = a.currency.unwrap_or(gp.currency);
+            total = match (total, self.policy.convert(exposure, cur, gp.currency)) {
+                (Ok(t), Some(e)) => Ok(t + e),
+                (Ok(_), None) => Err(format!(
+                    "member {m} is in {cur}, group {gid} in {}, no FX rate",
+                    gp.currency
+                )),
+                (err, _) => err,
+            };
+        }
+        let tolerance = gp.tolerance_pct.unwrap_or_default();
+        Some(GroupView {
+            group_id: gid.to_string(),
+            limit_with_tolerance: rules::with_tolerance(gp.credit_limit, tolerance),
+            credit_limit: gp.credit_limit,
+            currency: gp.currency,
+            exposure: total,
+        })
+    }
+
+    // ---------------------------------------------------------------- output builders
+
+    #[allow(clippy::too_many_arguments)]
+    fn decision(
+        &self,
+        cid: &str,
+        order_id: &str,
+        status: DecisionStatus,
+        reasons: Vec<Reason>,
+        cause: &Cause,
+        actor: Option<&str>,
+        note: Option<&str>,
+    ) -> Decision {
+        let order = self.accounts[cid]
+            .orders
+            .get(order_id)
+            .cloned()
+            .expect("decided order is live");
+        let hold_id = matches!(
+            status,
+            DecisionStatus::Released | DecisionStatus::Rejected | DecisionStatus::Cancelled
+        )
+        .then(|| ids::decision_id(cid, order_id, "initial"));
+        self.decision_for(cid, &order, status, reasons, cause, actor, note, hold_id)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decision_for(
+        &self,
+        cid: &str,
+        order: &Order,
+        status: DecisionStatus,
+        reasons: Vec<Reason>,
+        cause: &Cause,
+        actor: Option<&str>,
+        note: Option<&str>,
+        hold_decision_id: Option<String>,
+    ) -> Decision {
+        let acc = &self.accounts[cid];
+        let terms = rules::terms(acc, &self.policy, self.now());
+        let exposure = acc.exposure();
+        let limit = terms.as_ref().map(|t| t.limit_effective);
+        let phase = match status {
+            DecisionStatus::Approved | DecisionStatus::Held => "initial",
+            other => other.as_str(),
+        };
+        Decision {
+            decision_id: ids::decision_id(cid, &order.order_id, phase),
+            order_id: order.order_id.clone(),
+            customer_id: cid.to_string(),
+            status,
+            reasons,
+            amount: order.amount,
+            currency: order.currency,
+            exposure,
+            credit_limit: limit,
+            available: limit.map(|l| l - exposure.total),
+            decided_at: cause.at,
+            source_event_id: cause.source.clone(),
+            actor: actor.map(str::to_string),
+            utilization: limit.map(|l| match warnings::utilization(exposure.total, l) {
+                Some(u) => format_ratio(u),
+                None => "unbounded".to_string(),
+            }),
+            group_id: acc.group_id().map(str::to_string),
+            hold_decision_id,
+            note: note.map(str::to_string),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn alert(
+        &self,
+        kind: AlertKind,
+        severity: Severity,
+        customer_id: Option<&str>,
+        group_id: Option<&str>,
+        at: Timestamp,
+        discriminator: &str,
+        details: Vec<(&'static str, Value)>,
+    ) -> Alert {
+        let scope = if kind == AlertKind::GroupUtilizationThreshold {
+            group_id.unwrap_or_default()
+        } else {
+            customer_id.or(group_id).unwrap_or_default()
+        };
+        Alert {
+            alert_id: ids::alert_id(kind.as_str(), scope, discriminator),
+            kind,
+            severity,
+            customer_id: customer_id.map(str::to_string),
+            group_id: group_id.map(str::to_string),
+            at,
+            details: details.into_iter().collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    // ---------------------------------------------------------------- end-of-event warnings
+
+    /// After an event or a timer: utilization thresholds (customer and group) and behaviour
+    /// suggestions for every account whose position changed.
+    fn finish(&mut self, cause: &Cause, out: &mut Vec<Output>) {
+        let touched = std::mem::take(&mut self.touched);
+        let mut groups_done: Vec<String> = Vec::new();
+        for cid in &touched {
+            self.utilization_alerts(cid, cause, out);
+            self.behaviour_alerts(cid, cause, out);
+            if let Some(gid) = self
+                .accounts
+                .get(cid)
+                .and_then(|a| a.group_id())
+                .map(str::to_string)
+            {
+                if !groups_done.contains(&gid) {
+                    self.group_utilization_alerts(&gid, cid, cause, out);
+                    groups_done.push(gid);
+                }
+            }
+        }
+    }
+
+    fn utilization_alerts(&mut self, cid: &str, cause: &Cause, out: &mut Vec<Output>) {
+        let policy = Arc::clone(&self.policy);
+        let Some(terms) = self.terms(cid) else { return };
+        let acc = self.accounts.get_mut(cid).expect("touched account exists");
+        let exposure = acc.exposure_total();
+        let util = warnings::utilization(exposure, terms.limit_effective);
+        let crossed =
+            warnings::threshold_crossings(&policy, &mut acc.marks.utilization_fired, util);
+        for i in crossed {
+            let t = &policy.utilization_thresholds[i];
+            let threshold = format_ratio(t.ratio);
+            let alert = self.alert(
+                AlertKind::UtilizationThreshold,
+                t.severity,
+                Some(cid),
+                None,
+                cause.at,
+                &format!("{threshold}|{}|{}", cause.source, cause.at.0),
+                vec![
+                    ("threshold", json!(threshold)),
+                    (
+                        "utilization",
+                        util.map_or(json!("unbounded"), |u| json!(format_ratio(u))),
+                    ),
+                    ("exposure", money(exposure)),
+                    ("credit_limit", money(terms.limit_effective)),
+                    ("currency", json!(terms.currency.as_str())),
+                    ("source_event_id", json!(cause.source)),
+                ],
+            );
+            out.push(Output::Alert(alert));
+        }
+    }
+
+    fn group_utilization_alerts(
+        &mut self,
+        gid: &str,
+        cid: &str,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) {
+        let policy = Arc::clone(&self.policy);
+        let Some(acc) = self.accounts.get(cid) else {
+            return;
+        };
+        let Some(view) = self.group_view(acc) else {
+            return;
+        };
+        let Ok(exposure) = view.exposure else { return };
+        let util = warnings::utilization(exposure, view.credit_limit);
+        let Some(g) = self.groups.get_mut(gid) else {
+            return;
+        };
+        let members = g.members.len();
+        let crossed = warnings::threshold_crossings(&policy, &mut g.utilization_fired, util);
+        for i in crossed {
+            let t = &policy.utilization_thresholds[i];
+            let threshold = format_ratio(t.ratio);
+            let alert = self.alert(
+                AlertKind::GroupUtilizationThreshold,
+                t.severity,
+                Some(cid),
+                Some(gid),
+                cause.at,
+                &format!("{threshold}|{}|{}", cause.source, cause.at.0),
+                vec![
+                    ("threshold", json!(threshold)),
+                    (
+                        "utilization",
+                        util.map_or(json!("unbounded"), |u| json!(format_ratio(u))),
+                    ),
+                    ("exposure", money(exposure)),
+                    ("credit_limit", money(view.credit_limit)),
+                    ("currency", json!(view.currency.as_str())),
+                    ("members", json!(members)),
+                    ("source_event_id", json!(cause.source)),
+                ],
+            );
+            out.push(Output::Alert(alert));
+        }
+    }
+
+    /// Behavioural grade and limit suggestions, each edge-triggered (once per change).
+    fn behaviour_alerts(&mut self, cid: &str, cause: &Cause, out: &mut Vec<Output>) {
+        let policy = Arc::clone(&self.policy);
+        let now = self.now();
+        let Some(acc) = self.accounts.get(cid) else {
+            return;
+        };
+        let Some(profile) = acc.profile.as_ref() else {
+            return;
+        };
+        let profile_grade = profile.grade.unwrap_or(policy.default_grade);
+        let limit = profile.credit_limit;
+        let currency = profile.currency;
+        let disc = format!("{}|{}", cause.source, cause.at.0);
+
+        if let Some(ind) = warnings::behavioural_grade(acc, &policy, now, profile_grade) {
+            let suggested = ind.combined;
+            let acc = self.accounts.get_mut(cid).expect("exists");
+            if suggested == profile_grade {
+                acc.behaviour.grade_suggested = None;
+                if policy.apply_behavioural_grade {
+                    acc.grade_override = None;
+                }
+            } else if acc.behaviour.grade_suggested != Some(suggested) {
+                acc.behaviour.grade_suggested = Some(suggested);
+                if policy.apply_behavioural_grade {
+                    acc.grade_override = Some(suggested);
+                }
+                let severity = if suggested > profile_grade {
+                    Severity::Warning
+                } else {
+                    Severity::Info
+                };
+                let alert = self.alert(
+                    AlertKind::GradeChangeSuggested,
+                    severity,
+                    Some(cid),
+                    None,
+                    cause.at,
+                    &format!("{suggested}|{disc}"),
+                    vec![
+                        ("current_grade", json!(profile_grade.as_str())),
+                        ("suggested_grade", json!(suggested.as_str())),
+                        ("applied", json!(policy.apply_behavioural_grade)),
+                        (
+                            "indicators",
+                            json!({
+                                "net_collection_rate": format_ratio(ind.net_collection_rate),
+                                "collection_grade": ind.collection_grade.as_str(),
+                                "avg_days_late": ind.avg_days_late.normalize().to_string(),
+                                "timeliness_grade": ind.timeliness_grade.as_str(),
+                                "profile_grade": ind.profile_grade.as_str(),
+                                "amount_due": format_money(ind.amount_due),
+                                "collected": format_money(ind.collected),
+                                "window_days": policy.behaviour_window_days,
+                            }),
+                        ),
+                    ],
+                );
+                out.push(Output::Alert(alert));
+            }
+        }
+
+        let s = &policy.limit_suggestions;
+        let acc = self.accounts.get_mut(cid).expect("exists");
+        let avg_late = warnings::recent_avg_days_late(acc, s.settled_items);
+        let decrease = avg_late.is_some_and(|a| a > s.decrease_avg_days_late_min);
+        let near = acc.behaviour.near_limit.iter().filter(|n| **n).count();
+        let increase = !decrease
+            && avg_late.is_some_and(|a| a <= s.increase_avg_days_late_max)
+            && near >= s.increase_near_limit_orders_min;
+        let fire_decrease = decrease && !acc.behaviour.limit_decrease_active;
+        let fire_increase = increase && !acc.behaviour.limit_increase_active;
+        acc.behaviour.limit_decrease_active = decrease;
+        acc.behaviour.limit_increase_active = increase;
+        let avg = avg_late.unwrap_or_default().normalize().to_string();
+        if fire_decrease {
+            let suggested = (limit - limit * s.decrease_pct / Decimal::ONE_HUNDRED).round_dp(2);
+            let alert = self.alert(
+                AlertKind::LimitDecreaseSuggested,
+                Severity::Warning,
+                Some(cid),
+                None,
+                cause.at,
+                &disc,
+                vec![
+                    ("avg_days_late", json!(avg)),
+                    ("settled_items", json!(s.settled_items)),
+                    (
+                        "threshold_days",
+                        json!(s.decrease_avg_days_late_min.normalize().to_string()),
+                    ),
+                    ("credit_limit", money(limit)),
+                    ("suggested_limit", money(suggested)),
+                    ("currency", json!(currency.as_str())),
+                ],
+            );
+            out.push(Output::Alert(alert));
+        }
+        if fire_increase {
+            let suggested = (limit + limit * s.increase_pct / Decimal::ONE_HUNDRED).round_dp(2);
+            let alert = self.alert(
+                AlertKind::LimitIncreaseSuggested,
+                Severity::Info,
+                Some(cid),
+                None,
+                cause.at,
+                &disc,
+                vec![
+                    ("avg_days_late", json!(avg)),
+                    ("settled_items", json!(s.settled_items)),
+                    ("near_limit_orders", json!(near)),
+                    ("recent_orders", json!(s.increase_recent_orders)),
+                    ("credit_limit", money(limit)),
+                    ("suggested_limit", money(suggested)),
+                    ("currency", json!(currency.as_str())),
+                ],
+            );
+            out.push(Output::Alert(alert));
+        }
+    }
+
+    // ---------------------------------------------------------------- time-driven
+
+    /// Fires every index entry due at or before `until`, in moment order, with the clock set
+    /// to each entry's moment so that it is judged as of then.
+    fn fire_due_until(&mut self, until: Timestamp, out: &mut Vec<Output>) {
+        while self.timers.first().is_some_and(|t| t.at <= until) {
+            let Some(timer) = self.timers.pop_first() else {
+                break;
+            };
+            if self.clock.is_none_or(|c| c < timer.at) {
+                self.clock = Some(timer.at);
+            }
+            // Entries for "has passed" moments sit 1 us after the moment; report the moment.
+            let moment = match &timer.kind {
+                TimerKind::HoldExpiry { .. } | TimerKind::Receivable { stage: 0, .. } => {
+                    timer.at.plus_us(-1)
+                }
+                _ => timer.at,
+            };
+            let cause = Cause {
+                source: format!("clock:{moment}"),
+                at: moment,
+            };
+            self.fire(&timer, &cause, out);
+            self.finish(&cause, out);
+        }
+    }
+
+    fn fire(&mut self, timer: &Timer, cause: &Cause, out: &mut Vec<Output>) {
+        let policy = Arc::clone(&self.policy);
+        let cid = timer.customer_id.as_str();
+        let Some(acc) = self.accounts.get(cid) else {
+            return;
+        };
+        match &timer.kind {
+            TimerKind::Receivable { shipment_id, stage } => {
+                let Some(r) = acc
+                    .receivables
+                    .iter()
+                    .find(|r| &r.shipment_id == shipment_id)
+                else {
+                    return;
+                };
+                if r.next_stage != *stage {
+                    return;
+                }
+                let buckets = &policy.aging_buckets_days;
+                let stage_i = usize::from(*stage);
+                let (kind, severity, days) = if stage_i == 0 {
+                    (AlertKind::ItemOverdue, Severity::Warning, 0)
+                } else if stage_i <= buckets.len() {
+                    let sev = if stage_i == buckets.len() {
+                        Severity::Critical
+                    } else {
+                        Severity::Warning
+                    };
+                    (AlertKind::AgingBucket, sev, buckets[stage_i - 1])
+                } else {
+                    (
+                        AlertKind::WriteOffCandidate,
+                        Severity::Critical,
+                        policy.write_off_days,
+                    )
+                };
+                let mut details = vec![
+                    ("shipment_id", json!(r.shipment_id)),
+                    ("order_id", json!(r.order_id)),
+                    ("amount_open", money(r.open)),
+                    ("due_at", json!(r.due_at.to_rfc3339())),
+                    ("currency", json!(acc.currency.map(|c| c.to_string()))),
+                ];
+                if kind != AlertKind::ItemOverdue {
+                    details.push(("days_past_due", json!(days)));
+                }
+                if kind == AlertKind::AgingBucket {
+                    details.push(("bucket", json!(format!("{days}+"))));
+                }
+                let due_at = r.due_at;
+                let alert = self.alert(
+                    kind,
+                    severity,
+                    Some(cid),
+                    None,
+                    cause.at,
+                    &format!("{shipment_id}|{stage}"),
+                    details,
+                );
+                out.push(Output::Alert(alert));
+                let next = stage + 1;
+                let next_at = match usize::from(next) {
+                    n if n <= buckets.len() => Some(due_at.plus_days(i64::from(buckets[n - 1]))),
+                    n if n == buckets.len() + 1 => {
+                        Some(due_at.plus_days(i64::from(policy.write_off_days)))
+                    }
+                    _ => None,
+                };
+                if let Some(r) = self.accounts.get_mut(cid).and_then(|a| {
+                    a.receivables
+                        .iter_mut()
+                        .find(|r| &r.shipment_id == shipment_id)
+                }) {
+                    r.next_stage = next;
+                }
+                if let Some(at) = next_at {
+                    self.schedule(
+                        at,
+                        cid,
+                        TimerKind::Receivable {
+                            shipment_id: shipment_id.clone(),
+                            stage: next,
+                        },
+                    );
+                }
+                self.touch(cid);
+            }
+            TimerKind::ReviewWarning | TimerKind::ReviewExpired => {
+                let Some(review) = acc.profile.as_ref().and_then(|p| p.review_date) else {
+                    return;
+                };
+                let warning = timer.kind == TimerKind::ReviewWarning;
+                let expected = if warning {
+                    review.plus_days(-i64::from(policy.review_warning_days))
+                } else {
+                    review
+                };
+                let marks = &acc.marks;
+                let already = if warning {
+                    marks.review_warned_for
+                } else {
+                    marks.review_expired_for
+                };
+                if expected != timer.at
+                    || already == Some(review)
+                    || (warning && self.now() >= review)
+                {
+                    return;
+                }
+                let (kind, severity) = if warning {
+                    (AlertKind::LimitReviewDue, Severity::Info)
+                } else {
+                    (AlertKind::LimitExpired, Severity::Warning)
+                };
+                let limit = acc
+                    .profile
+                    .as_ref()
+                    .map(|p| p.credit_limit)
+                    .unwrap_or_default();
+                let alert = self.alert(
+                    kind,
+                    severity,
+                    Some(cid),
+                    None,
+                    timer.at,
+                    &review.0.to_string(),
+                    vec![
+                        ("review_date", json!(review.to_date())),
+                        ("credit_limit", money(limit)),
+                        (
+                            "days_ahead",
+                            json!(if warning {
+                                policy.review_warning_days
+                            } else {
+                                0
+                            }),
+                        ),
+                    ],
+                );
+                out.push(Output::Alert(alert));
+                let acc = self.account_mut(cid);
+                if warning {
+                    acc.marks.review_warned_for = Some(review);
+                } else {
+                    acc.marks.review_expired_for = Some(review);
+                }
+            }
+            TimerKind::TempLimitExpiry => {
+                let Some(p) = acc.profile.as_ref() else {
+                    return;
+                };
+                let Some(temp) = p.temporary_limit.as_ref() else {
+                    return;
+                };
+                if temp.expires_at != timer.at
+                    || acc.marks.temp_expired_for == Some(temp.expires_at)
+                {
+                    return;
+                }
+                let alert = self.alert(
+                    AlertKind::TempLimitExpired,
+                    Severity::Info,
+                    Some(cid),
+                    None,
+                    timer.at,
+                    &temp.expires_at.0.to_string(),
+                    vec![
+                        ("temporary_amount", money(temp.amount)),
+                        ("expires_at", json!(temp.expires_at.to_rfc3339())),
+                        ("credit_limit", money(p.credit_limit)),
+                        ("exposure", money(acc.exposure_total())),
+                    ],
+                );
+                out.push(Output::Alert(alert));
+                self.account_mut(cid).marks.temp_expired_for = Some(timer.at);
+                self.touch(cid);
+            }
+            TimerKind::Inactivity => {
+                let Some((due, usual_days)) = warnings::inactivity_due(acc, &policy) else {
+                    return;
+                };
+                let last = acc
+                    .behaviour
+                    .order_times
+                    .back()
+                    .copied()
+                    .unwrap_or_default();
+                if due != timer.at || acc.behaviour.inactivity_alerted_for == Some(last) {
+                    return;
+                }
+                let alert = self.alert(
+                    AlertKind::Inactivity,
+                    Severity::Info,
+                    Some(cid),
+                    None,
+                    timer.at,
+                    &last.0.to_string(),
+                    vec![
+                        ("last_order_at", json!(last.to_rfc3339())),
+                        (
+                            "usual_interval_days",
+                            json!(usual_days.normalize().to_string()),
+                        ),
+                        (
+                            "silent_days",
+                            json!(timer.at.days_since(last).normalize().to_string()),
+                        ),
+                    ],
+                );
+                out.push(Output::Alert(alert));
+                self.account_mut(cid).behaviour.inactivity_alerted_for = Some(last);
+            }
+            TimerKind::HoldExpiry { order_id } => {
+                let Some(order) = acc
+                    .orders
+                    .get(order_id)
+                    .filter(|o| o.state == OrderState::Held)
+                else {
+                    return;
+                };
+                if order
+                    .placed_at
+                    .plus_us(days_us(policy.hold_expiry_days) + 1)
+                    != timer.at
+                {
+                    return;
+                }
+                let source = order.placed_event_id.clone();
+                let expired_cause = Cause {
+                    source,
+                    at: cause.at,
+                };
+                let reasons = vec![Reason {
+                    code: ReasonCode::HoldExpired,
+                    detail: format!("held longer than {} days", policy.hold_expiry_days),
+                }];
+                let d = self.decision(
+                    cid,
+                    order_id,
+                    DecisionStatus::Rejected,
+                    reasons,
+                    &expired_cause,
+                    None,
+                    None,
+                );
+                out.push(Output::Decision(d));
+                self.account_mut(cid)
+                    .close_order(order_id, policy.bounds.closed_ids_per_account);
+                self.touch(cid);
+                self.recheck_holds(cid, cause, out);
+            }
+            TimerKind::PendingExpiry { event_id } => {
+                let acc = self.account_mut(cid);
+                let Some(pos) = acc
+                    .pending
+                    .iter()
+                    .position(|p| &p.event.event_id == event_id)
+                else {
+                    return;
+                };
+                let pending = acc.pending.remove(pos);
+                self.resolve_orphan(cid, pending.event, out);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    /// What would happen to this order now, without changing anything.
+    pub fn simulate_order(
+        &self,
+        customer_id: &str,
+        amount: Decimal,
+        currency: Currency,
+    ) -> (DecisionStatus, Vec<Reason>) {
+        let now = self.now();
+        let blank;
+        let acc = match self.accounts.get(customer_id) {
+            Some(a) => a,
+            None => {
+                blank = Account::new(customer_id);
+                &blank
+            }
+        };
+        let terms = rules::terms(acc, &self.policy, now);
+        let account_currency = terms.as_ref().map(|t| t.currency).or(acc.currency);
+        let amount_account = match account_currency {
+            Some(c) => self.policy.convert(amount, currency, c),
+            None => Some(amount),
+        };
+        let group = self.group_view(acc);
+        let candidate = Candidate {
+            amount,
+            currency,
+            amount_account,
+            first_check: true,
+            order_id: "",
+        };
+        let reasons = rules::check_order(
+            acc,
+            terms.as_ref(),
+            group.as_ref(),
+            &self.policy,
+            now,
+            &candidate,
+        );
+        let status = if reasons.is_empty() {
+            DecisionStatus::Approved
+        } else {
+            DecisionStatus::Held
+        };
+        (status, reasons)
+    }
+
+    /// Exposure, limits and holds summed per currency, in currency order.
+    pub fn totals(&self) -> BTreeMap<Currency, CurrencyTotals> {
+        let mut totals: BTreeMap<Currency, CurrencyTotals> = BTreeMap::new();
+        for acc in self.accounts.values() {
+            let Some(cur) = acc.currency else { continue };
+            let t = totals.entry(cur).or_default();
+            t.accounts += 1;
+            t.exposure.open_orders += acc.open_orders_total;
+            t.exposure.receivables += acc.receivables_total;
+            t.exposure.unapplied_credit += acc.unapplied_credit;
+            t.exposure.total += acc.exposure_total();
+            t.credit_limit += acc
+                .profile
+                .as_ref()
+                .map(|p| p.credit_limit)
+                .unwrap_or_default();
+            t.held_orders += acc.holds.len();
+            t.held_amount += acc
+                .holds
+                .iter()
+                .map(|id| acc.orders[id].amount_account)
+                .sum::<Decimal>();
+        }
+        totals
+    }
+
+    /// Checks every account's exposure identity and the group memberships.
+    pub fn verify_invariants(&self) -> Result<(), String> {
+        let mut ids: Vec<&String> = self.accounts.keys().collect();
+        ids.sort();
+        for id in ids {
+            let acc = &self.accounts[id];
+            acc.check_identity()?;
+            if let Some(gid) = acc.group_id() {
+                if !self.groups.get(gid).is_some_and(|g| g.members.contains(id)) {
+                    return Err(format!("{id}: not a member of its group {gid}"));
+                }
+            }
+        }
+        for g in self.groups.values() {
+            for m in &g.members {
+                if self.accounts.get(m).and_then(|a| a.group_id()) != Some(g.group_id.as_str()) {
+                    return Err(format!(
+                        "group {}: member {m} names another group",
+                        g.group_id
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn rejection(event: &Event, error: ErrorCode, detail: String) -> Rejection {
+    Rejection {
+        error,
+        detail,
+        event_id: Some(event.event_id.clone()),
+        event_type: Some(event.type_str().to_string()),
+        customer_id: event.customer_id.clone(),
+        original: None,
+    }
+}

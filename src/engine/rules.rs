@@ -1,0 +1,302 @@
+//! The order check (DOMAIN.md, "Order check"): the credit terms that apply to an account right
+//! now, and the ten rules an order is held for. Every failed rule is reported with the numbers
+//! behind it, not just the first. Pure functions over borrowed state.
+
+use super::account::Account;
+use super::warnings::median;
+use crate::model::*;
+use crate::policy::Policy;
+use rust_decimal::Decimal;
+
+/// The credit terms in force for an account at one moment: profile merged with its grade.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Terms {
+    pub grade: Grade,
+    pub credit_limit: Decimal,
+    /// `credit_limit` plus a temporary limit that has not expired.
+    pub limit_effective: Decimal,
+    pub currency: Currency,
+    pub tolerance_pct: Decimal,
+    pub overdue_days_max: u32,
+    pub payment_terms_days: u32,
+    pub prepay: bool,
+    pub max_order_amount: Option<Decimal>,
+    pub status: AccountStatus,
+    pub review_date: Option<Timestamp>,
+}
+
+impl Terms {
+    /// The most exposure an order may bring the account to: limit x (1 + tolerance).
+    pub fn limit_with_tolerance(&self) -> Decimal {
+        with_tolerance(self.limit_effective, self.tolerance_pct)
+    }
+}
+
+pub fn with_tolerance(limit: Decimal, tolerance_pct: Decimal) -> Decimal {
+    limit + limit * tolerance_pct / Decimal::ONE_HUNDRED
+}
+
+/// The terms for an account at `now`; `None` for a customer without a profile when the policy
+/// names no default limit for unknown customers.
+pub fn terms(account: &Account, policy: &Policy, now: Timestamp) -> Option<Terms> {
+    match &account.profile {
+        Some(p) => {
+            let grade = account
+                .grade_override
+                .or(p.grade)
+                .unwrap_or(policy.default_grade);
+            let rule = policy.grade(grade);
+            let temp = p
+                .temporary_limit
+                .as_ref()
+                .filter(|t| now < t.expires_at)
+                .map_or(Decimal::ZERO, |t| t.amount);
+            Some(Terms {
+                grade,
+                credit_limit: p.credit_limit,
+                limit_effective: p.credit_limit + temp,
+                currency: p.currency,
+                tolerance_pct: p.tolerance_pct.unwrap_or(rule.tolerance_pct),
+                overdue_days_max: rule.overdue_days_max,
+                payment_terms_days: p.payment_terms_days.unwrap_or(rule.payment_terms_days),
+                prepay: rule.prepay || p.status == AccountStatus::PrepayOnly,
+                max_order_amount: p.max_order_amount,
+                status: p.status,
+                review_date: p.review_date,
+            })
+        }
+        None => {
+            let (limit, currency) = policy.unknown_customer_limit?;
+            let grade = account.grade_override.unwrap_or(policy.default_grade);
+            let rule = policy.grade(grade);
+            Some(Terms {
+                grade,
+                credit_limit: limit,
+                limit_effective: limit,
+                currency,
+                tolerance_pct: rule.tolerance_pct,
+                overdue_days_max: rule.overdue_days_max,
+                payment_terms_days: rule.payment_terms_days,
+                prepay: rule.prepay,
+                max_order_amount: None,
+                status: AccountStatus::Active,
+                review_date: None,
+            })
+        }
+    }
+}
+
+/// A group's position for the group-limit rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupView {
+    pub group_id: String,
+    pub limit_with_tolerance: Decimal,
+    pub credit_limit: Decimal,
+    pub currency: Currency,
+    /// Sum of the members' exposure in the group's currency; `Err` names a member whose
+    /// currency has no FX rate to the group's.
+    pub exposure: Result<Decimal, String>,
+}
+
+/// The order being checked.
+#[derive(Clone, Debug)]
+pub struct Candidate<'a> {
+    pub amount: Decimal,
+    pub currency: Currency,
+    /// The amount in the account's currency; `None` when no FX rate converts it.
+    pub amount_account: Option<Decimal>,
+    /// First check (all rules) or automatic re-check of a held order (rules a person need
+    /// not decide: 1, 2, 4-8).
+    pub first_check: bool,
+    /// The order id, excluded from the account's own earmarks.
+    pub order_id: &'a str,
+}
+
+fn m(v: Decimal) -> String {
+    format_money(v)
+}
+
+/// Runs every rule; returns all that fail, in rule order. Empty means approve.
+pub fn check_order(
+    account: &Account,
+    terms: Option<&Terms>,
+    group: Option<&GroupView>,
+    policy: &Policy,
+    now: Timestamp,
+    order: &Candidate<'_>,
+) -> Vec<Reason> {
+    let mut reasons = Vec::new();
+    let mut fail = |code: ReasonCode, detail: String| reasons.push(Reason { code, detail });
+    let Some(t) = terms else {
+        fail(
+            ReasonCode::CustomerUnknown,
+            format!("customer {} has no credit profile", account.customer_id),
+        );
+        return reasons;
+    };
+    let amount = order.amount_account.unwrap_or(order.amount);
+    let exposure = account.exposure_total();
+
+    // 1. Blocked or closed account.
+    if matches!(t.status, AccountStatus::Blocked | AccountStatus::Closed) {
+        fail(
+            ReasonCode::AccountBlocked,
+            format!("account status is {}", t.status.as_str()),
+        );
+    } else if let Some(actor) = &account.manual_block {
+        fail(
+            ReasonCode::AccountBlocked,
+            format!("account blocked by {actor}"),
+        );
+    }
+    // 2. Pay before ship.
+    if t.prepay {
+        let free = (account.unapplied_credit - account.earmarked).max(Decimal::ZERO);
+        if free < amount {
+            let why = if t.status == AccountStatus::PrepayOnly {
+                "status prepay_only".to_string()
+            } else {
+                format!("grade {} pays before shipment", t.grade)
+            };
+            fail(
+                ReasonCode::PrepaymentRequired,
+                format!("{why}: unapplied credit {} < order {}", m(free), m(amount)),
+            );
+        }
+    }
+    // 3. Order credit limit.
+    if order.first_check {
+        if let Some(max) = t.max_order_amount.filter(|max| amount > *max) {
+            fail(
+                ReasonCode::OrderLimitExceeded,
+                format!("order {} > max order amount {}", m(amount), m(max)),
+            );
+        }
+    }
+    // 4. Review date passed.
+    if let Some(review) = t.review_date.filter(|r| *r <= now) {
+        fail(
+            ReasonCode::LimitExpired,
+            format!("credit limit review date {} has passed", review.to_date()),
+        );
+    }
+    let small = policy.small_order_amount.is_some_and(|s| amount <= s);
+    if !small {
+        let (overdue_total, oldest) = account.overdue(now);
+        // 5. Days past due of the oldest unpaid item.
+        if let Some(item) = oldest {
+            let allowed_us = i64::from(t.overdue_days_max) * DAY_US;
+            if now.0 - item.due_at.0 > allowed_us {
+                fail(
+                    ReasonCode::OverdueDays,
+                    format!(
+                        "oldest overdue item {} is {} days past due > {} allowed",
+                        item.shipment_id,
+                        now.days_since(item.due_at),
+                        t.overdue_days_max
+                    ),
+                );
+            }
+        }
+        // 6. Overdue amount cap.
+        let share_cap = policy.overdue_share_max.map(|s| s * t.limit_effective);
+        let cap = match (policy.overdue_amount_max, share_cap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(cap) = cap.filter(|cap| overdue_total > *cap) {
+            fail(
+                ReasonCode::OverdueAmount,
+                format!("overdue {} > cap {}", m(overdue_total), m(cap)),
+            );
+        }
+        // 7. Credit limit (with tolerance).
+        let ceiling = t.limit_with_tolerance();
+        if exposure + amount > ceiling {
+            let limit_text = if t.tolerance_pct.is_zero() {
+                format!("limit {}", m(t.limit_effective))
+            } else {
+                format!(
+                    "limit {} + {}% tolerance = {}",
+                    m(t.limit_effective),
+                    t.tolerance_pct.normalize(),
+                    m(ceiling)
+                )
+            };
+            fail(
+                ReasonCode::CreditLimitExceeded,
+                format!(
+                    "exposure {} + order {} > {}",
+                    m(exposure),
+                    m(amount),
+                    limit_text
+                ),
+            );
+        }
+        // 8. Group limit.
+        if let Some(g) = group {
+            match &g.exposure {
+                Ok(group_exposure) => {
+                    let converted = policy.convert(amount, t.currency, g.currency);
+                    match converted {
+                        Some(a) if *group_exposure + a > g.limit_with_tolerance => fail(
+                            ReasonCode::GroupLimitExceeded,
+                            format!(
+                                "group {} exposure {} + order {} > group limit {}",
+                                g.group_id,
+                                m(*group_exposure),
+                                m(a),
+                                m(g.limit_with_tolerance)
+                            ),
+                        ),
+                        Some(_) => {}
+                        None => fail(
+                            ReasonCode::CurrencyMismatch,
+                            format!(
+                                "no FX rate from {} to group {} currency {}",
+                                t.currency, g.group_id, g.currency
+                            ),
+                        ),
+                    }
+                }
+                Err(why) => fail(ReasonCode::CurrencyMismatch, why.clone()),
+            }
+        }
+        // 9. Amount far above the customer's typical order.
+        if order.first_check {
+            if let Some(typical) = typical_order(account, policy) {
+                if amount > policy.anomaly_factor * typical {
+                    fail(
+                        ReasonCode::AmountAnomaly,
+                        format!(
+                            "order {} > {}x typical order {}",
+                            m(amount),
+                            policy.anomaly_factor.normalize(),
+                            m(typical)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    // 10. Currency without an FX rate.
+    if order.first_check && order.amount_account.is_none() {
+        fail(
+            ReasonCode::CurrencyMismatch,
+            format!(
+                "order in {}, account in {}, no FX rate configured",
+                order.currency, t.currency
+            ),
+        );
+    }
+    reasons
+}
+
+/// The median of the customer's recent orders, once enough are known.
+pub fn typical_order(account: &Account, policy: &Policy) -> Option<Decimal> {
+    let amounts = &account.behaviour.order_amounts;
+    if amounts.len() < policy.anomaly_min_orders.max(1) {
+        return None;
+    }
+    median(amounts.iter().copied())
+}

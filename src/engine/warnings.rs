@@ -1,0 +1,244 @@
+//! Early-warning arithmetic: utilization and threshold crossings with hysteresis, the
+//! behavioural grade (net collection rate x timeliness x the profile's grade, with a D veto),
+//! days-late averages for limit suggestions, and medians for anomaly and inactivity.
+//! Pure functions; the engine decides when to call them and emits the alerts.
+
+use super::account::Account;
+use crate::model::*;
+use crate::policy::Policy;
+use rust_decimal::Decimal;
+
+/// Median of a list of decimals (mean of the middle two for an even count).
+pub fn median(values: impl Iterator<Item = Decimal>) -> Option<Decimal> {
+    let mut v: Vec<Decimal> = values.collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort();
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / Decimal::TWO
+    })
+}
+
+/// Utilization = exposure / limit. `None` means unbounded (exposure above a zero limit).
+pub fn utilization(exposure: Decimal, limit: Decimal) -> Option<Decimal> {
+    if limit > Decimal::ZERO {
+        exposure.checked_div(limit)
+    } else if exposure > Decimal::ZERO {
+        None
+    } else {
+        Some(Decimal::ZERO)
+    }
+}
+
+/// Updates the fired bits for a new utilization; returns the indexes of the thresholds crossed
+/// upward now. A fired threshold re-arms once utilization falls `margin` below it.
+pub fn threshold_crossings(policy: &Policy, fired: &mut u32, util: Option<Decimal>) -> Vec<usize> {
+    let mut crossed = Vec::new();
+    for (i, t) in policy.utilization_thresholds.iter().enumerate().take(32) {
+        let bit = 1u32 << i;
+        let at_or_above = util.is_none_or(|u| u >= t.ratio);
+        if *fired & bit == 0 {
+            if at_or_above {
+                *fired |= bit;
+                crossed.push(i);
+            }
+        } else if util.is_some_and(|u| u < t.ratio - policy.utilization_rearm_margin) {
+            *fired &= !bit;
+        }
+    }
+    crossed
+}
+
+/// The indicators behind a behavioural grade.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GradeIndicators {
+    pub amount_due: Decimal,
+    pub collected: Decimal,
+    pub net_collection_rate: Decimal,
+    pub collection_grade: Grade,
+    pub avg_days_late: Decimal,
+    pub timeliness_grade: Grade,
+    pub profile_grade: Grade,
+    pub combined: Grade,
+}
+
+fn collection_grade(rate: Decimal) -> Grade {
+    if rate >= Decimal::ONE {
+        Grade::A
+    } else if rate >= Decimal::new(95, 2) {
+        Grade::B
+    } else if rate >= Decimal::new(90, 2) {
+        Grade::C
+    } else {
+        Grade::D
+    }
+}
+
+fn timeliness_grade(avg_days_late: Decimal) -> Grade {
+    if avg_days_late <= Decimal::ZERO {
+        Grade::A
+    } else if avg_days_late < Decimal::from(5) {
+        Grade::B
+    } else if avg_days_late < Decimal::from(10) {
+        Grade::C
+    } else {
+        Grade::D
+    }
+}
+
+/// Combines three letters as the grading seeds prescribe: any D vetoes; AAA/AAB -> A;
+/// ABB/BBB -> B; BBC/BCC/CCC -> C; the unlisted mixes AAC -> B, ABC -> B, ACC -> C.
+pub fn combine_grades(mut letters: [Grade; 3]) -> Grade {
+    letters.sort();
+    use Grade::*;
+    match letters {
+        [_, _, D] => D,
+        [A, A, A] | [A, A, B] => A,
+        [A, B, B] | [B, B, B] | [A, A, C] | [A, B, C] => B,
+        _ => C,
+    }
+}
+
+/// The behavioural grade from the recently settled receivables: items settled so far whose
+/// due date falls within the policy window before `now` (DOMAIN.md). Open items do not count
+/// here: while unpaid they are the overdue rules' and aging alerts' business, and counting a
+/// just-due item as "0% collected" would swing the grade on noise. `None` until an item counts.
+pub fn behavioural_grade(
+    account: &Account,
+    policy: &Policy,
+    now: Timestamp,
+    profile_grade: Grade,
+) -> Option<GradeIndicators> {
+    let since = now.plus_days(-i64::from(policy.behaviour_window_days));
+    let mut due = Decimal::ZERO;
+    let mut paid = Decimal::ZERO;
+    let mut late_weighted = Decimal::ZERO;
+    for s in account
+        .behaviour
+        .settled
+        .iter()
+        .filter(|s| s.due_at >= since && s.due_at <= now)
+    {
+        due += s.amount;
+        paid += s.paid;
+        late_weighted += s.late_weighted;
+    }
+    if due <= Decimal::ZERO {
+        return None;
+    }
+    let rate = (paid / due).round_dp(4);
+    let avg_late = if paid > Decimal::ZERO {
+        (late_weighted / paid).round_dp(2)
+    } else {
+        Decimal::ZERO
+    };
+    let collection = collection_grade(rate);
+    let timeliness = timeliness_grade(avg_late);
+    Some(GradeIndicators {
+        amount_due: due,
+        collected: paid,
+        net_collection_rate: rate,
+        collection_grade: collection,
+        avg_days_late: avg_late,
+        timeliness_grade: timeliness,
+        profile_grade,
+        combined: combine_grades([collection, timeliness, profile_grade]),
+    })
+}
+
+/// Amount-weighted average days late over the last `n` settled items that were paid;
+/// `None` until `n` such items exist.
+pub fn recent_avg_days_late(account: &Account, n: usize) -> Option<Decimal> {
+    let items: Vec<_> = account
+        .behaviour
+        .settled
+        .iter()
+        .rev()
+        .filter(|s| s.paid > Decimal::ZERO)
+        .take(n)
+        .collect();
+    if n == 0 || items.len() < n {
+        return None;
+    }
+    let paid: Decimal = items.iter().map(|s| s.paid).sum();
+    let late: Decimal = items.iter().map(|s| s.late_weighted).sum();
+    Some((late / paid).round_dp(2))
+}
+
+/// When an INACTIVITY alert is due: the last order time plus the median of the recent gaps
+/// between orders plus the extra days, once enough gaps are known.
+pub fn inactivity_due(account: &Account, policy: &Policy) -> Option<(Timestamp, Decimal)> {
+    let times = &account.behaviour.order_times;
+    if times.len() < policy.inactivity_min_gaps + 1 || policy.inactivity_min_gaps == 0 {
+        return None;
+    }
+    let gaps = times
+        .iter()
+        .zip(times.iter().skip(1))
+        .map(|(a, b)| Decimal::from(b.0 - a.0));
+    let usual_us = median(gaps)?;
+    let usual_us_i = i64::try_from(usual_us.trunc().mantissa()).ok()?;
+    let last = *times.back()?;
+    let due = last
+        .plus_us(usual_us_i)
+        .plus_days(i64::from(policy.inactivity_extra_days));
+    Some((due, (usual_us / Decimal::from(DAY_US)).round_dp(2)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Grade::*;
+
+    #[test]
+    fn grade_combinations_follow_the_seeds() {
+        let cases = [
+            ([A, A, A], A),
+            ([A, B, A], A),
+            ([B, A, B], B),
+            ([B, B, B], B),
+            ([C, B, B], C),
+            ([B, C, C], C),
+            ([C, C, C], C),
+            ([A, A, C], B),
+            ([C, B, A], B),
+            ([A, C, C], C),
+            ([A, A, D], D),
+            ([D, C, B], D),
+        ];
+        for (letters, want) in cases {
+            assert_eq!(combine_grades(letters), want, "{letters:?}");
+        }
+    }
+
+    #[test]
+    fn medians() {
+        let d = |v: i64| Decimal::from(v);
+        assert_eq!(median([d(3), d(1), d(2)].into_iter()), Some(d(2)));
+        assert_eq!(
+            median([d(4), d(1), d(2), d(3)].into_iter()),
+            Some(Decimal::new(25, 1))
+        );
+        assert_eq!(median(std::iter::empty()), None);
+    }
+
+    #[test]
+    fn thresholds_rearm_with_hysteresis() {
+        let p = Policy::default();
+        let mut fired = 0;
+        let r = |v: i64| Some(Decimal::new(v, 2));
+        assert_eq!(threshold_crossings(&p, &mut fired, r(90)), vec![0, 1]);
+        assert!(threshold_crossings(&p, &mut fired, r(84)).is_empty());
+        assert!(
+            threshold_crossings(&p, &mut fired, r(90)).is_empty(),
+            "84 is not 5 points below 85"
+        );
+        assert!(threshold_crossings(&p, &mut fired, r(79)).is_empty());
+        assert_eq!(threshold_crossings(&p, &mut fired, r(86)), vec![1]);
+        assert_eq!(threshold_crossings(&p, &mut fired, None), vec![2]);
+    }
+}

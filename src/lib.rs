@@ -1,0 +1,17 @@
+//! credit-sentinel: streaming credit-limit enforcement.
+//!
+//! The crate is a pure, deterministic core (`engine`) that turns validated events (`model`,
+//! decoded by `codec`) into decisions, alerts and dead-letters under a `policy`, plus the shells
+//! that feed it: `replay` over a JSON Lines file today, and a Kafka runtime and HTTP API later.
+//! See ARCHITECTURE.md for the map and the invariants.
+
+pub mod codec;
+pub mod config;
+pub mod engine;
+pub mod generator;
+pub mod model;
+pub mod policy;
+pub mod replay;
+
+pub use engine::{Engine, Outcome};
+pub use policy::Policy;

@@ -1,0 +1,237 @@
+//! Input events after validation: the envelope every event carries and one typed body per
+//! contract type (`order.placed`, `shipment.shipped`, ...). Decoding and validation live in
+//! `codec`; these types are what the core consumes, so every field here is already known good.
+
+use super::money::Currency;
+use super::time::Timestamp;
+use rust_decimal::Decimal;
+use std::fmt;
+
+/// A customer's credit grade. Grades order from best (A) to worst (D).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Grade {
+    A,
+    B,
+    C,
+    D,
+}
+
+impl Grade {
+    pub const ALL: [Grade; 4] = [Grade::A, Grade::B, Grade::C, Grade::D];
+
+    pub fn parse(s: &str) -> Option<Grade> {
+        match s {
+            "A" => Some(Grade::A),
+            "B" => Some(Grade::B),
+            "C" => Some(Grade::C),
+            "D" => Some(Grade::D),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grade::A => "A",
+            Grade::B => "B",
+            Grade::C => "C",
+            Grade::D => "D",
+        }
+    }
+}
+
+impl fmt::Display for Grade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A customer's status as set by its profile.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum AccountStatus {
+    #[default]
+    Active,
+    Blocked,
+    PrepayOnly,
+    Closed,
+}
+
+impl AccountStatus {
+    pub fn parse(s: &str) -> Option<AccountStatus> {
+        match s {
+            "active" => Some(AccountStatus::Active),
+            "blocked" => Some(AccountStatus::Blocked),
+            "prepay_only" => Some(AccountStatus::PrepayOnly),
+            "closed" => Some(AccountStatus::Closed),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Blocked => "blocked",
+            AccountStatus::PrepayOnly => "prepay_only",
+            AccountStatus::Closed => "closed",
+        }
+    }
+}
+
+/// A limit increase that holds until `expires_at` (exclusive).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct TemporaryLimit {
+    pub amount: Decimal,
+    pub expires_at: Timestamp,
+}
+
+/// `profile.customer`: the credit terms people set for one customer (an upsert).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CustomerProfile {
+    pub credit_limit: Decimal,
+    pub currency: Currency,
+    pub grade: Option<Grade>,
+    pub payment_terms_days: Option<u32>,
+    pub max_order_amount: Option<Decimal>,
+    pub tolerance_pct: Option<Decimal>,
+    pub status: AccountStatus,
+    pub group_id: Option<String>,
+    pub temporary_limit: Option<TemporaryLimit>,
+    pub review_date: Option<Timestamp>,
+}
+
+/// `profile.group`: a limit shared by every customer whose profile names the group.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct GroupProfile {
+    pub group_id: String,
+    pub credit_limit: Decimal,
+    pub currency: Currency,
+    pub tolerance_pct: Option<Decimal>,
+}
+
+/// Whether money received is a payment (collected cash) or a credit note (a claim, a return).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SettlementKind {
+    Payment,
+    CreditNote,
+}
+
+/// A command from a credit manager.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CommandKind {
+    ReleaseHold,
+    RejectHold,
+    Block,
+    Unblock,
+}
+
+/// The typed payload of an input event.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum EventBody {
+    OrderPlaced {
+        order_id: String,
+        amount: Decimal,
+        currency: Currency,
+    },
+    OrderCancelled {
+        order_id: String,
+    },
+    ShipmentShipped {
+        shipment_id: String,
+        order_id: String,
+        amount: Decimal,
+        currency: Currency,
+        due_at: Option<Timestamp>,
+    },
+    /// `payment.received` or `credit_note.issued`.
+    Settlement {
+        kind: SettlementKind,
+        settlement_id: String,
+        amount: Decimal,
+        currency: Currency,
+        applies_to: Vec<String>,
+    },
+    CustomerProfile(Box<CustomerProfile>),
+    GroupProfile(GroupProfile),
+    Command {
+        kind: CommandKind,
+        /// Set for release/reject, `None` for block/unblock.
+        order_id: Option<String>,
+        actor: String,
+        note: String,
+    },
+}
+
+/// One validated input event: the envelope plus its body.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Event {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    /// Required on every type but `profile.group`.
+    pub customer_id: Option<String>,
+    pub body: EventBody,
+}
+
+/// The contract's type strings.
+pub mod types {
+    pub const ORDER_PLACED: &str = "order.placed";
+    pub const ORDER_CANCELLED: &str = "order.cancelled";
+    pub const SHIPMENT_SHIPPED: &str = "shipment.shipped";
+    pub const PAYMENT_RECEIVED: &str = "payment.received";
+    pub const CREDIT_NOTE_ISSUED: &str = "credit_note.issued";
+    pub const PROFILE_CUSTOMER: &str = "profile.customer";
+    pub const PROFILE_GROUP: &str = "profile.group";
+    pub const COMMAND_RELEASE_HOLD: &str = "command.release_hold";
+    pub const COMMAND_REJECT_HOLD: &str = "command.reject_hold";
+    pub const COMMAND_BLOCK: &str = "command.block";
+    pub const COMMAND_UNBLOCK: &str = "command.unblock";
+
+    /// Every input type, in contract order.
+    pub const ALL: [&str; 11] = [
+        ORDER_PLACED,
+        ORDER_CANCELLED,
+        SHIPMENT_SHIPPED,
+        PAYMENT_RECEIVED,
+        CREDIT_NOTE_ISSUED,
+        PROFILE_CUSTOMER,
+        PROFILE_GROUP,
+        COMMAND_RELEASE_HOLD,
+        COMMAND_REJECT_HOLD,
+        COMMAND_BLOCK,
+        COMMAND_UNBLOCK,
+    ];
+}
+
+impl Event {
+    /// The contract type string of this event.
+    pub fn type_str(&self) -> &'static str {
+        match &self.body {
+            EventBody::OrderPlaced { .. } => types::ORDER_PLACED,
+            EventBody::OrderCancelled { .. } => types::ORDER_CANCELLED,
+            EventBody::ShipmentShipped { .. } => types::SHIPMENT_SHIPPED,
+            EventBody::Settlement {
+                kind: SettlementKind::Payment,
+                ..
+            } => types::PAYMENT_RECEIVED,
+            EventBody::Settlement {
+                kind: SettlementKind::CreditNote,
+                ..
+            } => types::CREDIT_NOTE_ISSUED,
+            EventBody::CustomerProfile(_) => types::PROFILE_CUSTOMER,
+            EventBody::GroupProfile(_) => types::PROFILE_GROUP,
+            EventBody::Command { kind, .. } => match kind {
+                CommandKind::ReleaseHold => types::COMMAND_RELEASE_HOLD,
+                CommandKind::RejectHold => types::COMMAND_REJECT_HOLD,
+                CommandKind::Block => types::COMMAND_BLOCK,
+                CommandKind::Unblock => types::COMMAND_UNBLOCK,
+            },
+        }
+    }
+
+    /// The partition key of this event: its customer, or for `profile.group` its group.
+    pub fn key(&self) -> &str {
+        match (&self.customer_id, &self.body) {
+            (Some(c), _) => c,
+            (None, EventBody::GroupProfile(g)) => &g.group_id,
+            (None, _) => "",
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Exact money: amounts are `rust_decimal::Decimal`, parsed from JSON strings or numbers without
+//! ever passing through binary floating point, and printed in one canonical form so that replay
+//! output is byte-identical across runs.
+//!
+//! Contract limits (CONTRACT.md): at most 4 decimal places, absolute value below 10^15.
+
+use rust_decimal::prelude::*;
+use std::fmt;
+
+/// Largest number of decimal places an input amount may carry.
+pub const AMOUNT_SCALE_MAX: u32 = 4;
+
+/// An ISO 4217 currency code: three upper-case ASCII letters, stored inline.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    /// Parses a currency code; `None` unless it is exactly three upper-case ASCII letters.
+    pub fn parse(code: &str) -> Option<Currency> {
+        let bytes = code.as_bytes();
+        if bytes.len() == 3 && bytes.iter().all(u8::is_ascii_uppercase) {
+            Some(Currency([bytes[0], bytes[1], bytes[2]]))
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Constructed only from ASCII upper-case letters.
+        std::str::from_utf8(&self.0).unwrap_or("???")
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Currency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Why an amount was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AmountError {
+    NotANumber,
+    TooManyDecimals,
+    TooLarge,
+}
+
+impl fmt::Display for AmountError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AmountError::NotANumber => f.write_str("is not a decimal number"),
+            AmountError::TooManyDecimals => {
+                write!(f, "has more than {AMOUNT_SCALE_MAX} decimal places")
+            }
+            AmountError::TooLarge => f.write_str("is not below 10^15 in absolute value"),
+        }
+    }
+}
+
+/// Parses the text of a decimal amount (`"1250.00"`, `1250`, `1.25e3`), exactly.
+///
+/// Accepts the JSON number grammar (optionally signed, fraction, exponent). The value must
+/// have at most [`AMOUNT_SCALE_MAX`] significant decimal places (trailing zeros beyond that are
+/// allowed: `"1.50000"` is 1.5) and an absolute value below 10^15.
+pub fn parse_amount(text: &str) -> Result<Decimal, AmountError> {
+    let text = text.trim();
+    if text.is_empty() || text.len() > 64 || !is_json_number(text) {
+        return Err(AmountError::NotANumber);
+    }
+    let value = if text.contains(['e', 'E']) {
+        Decimal::from_scientific(text).map_err(|_| AmountError::TooLarge)?
+    } else {
+        Decimal::from_str_exact(text).map_err(|e| match e {
+            rust_decimal::Error::Underflow => AmountError::TooManyDecimals,
+            _ => AmountError::TooLarge,
+        })?
+    };
+    let value = value.normalize();
+    if value.scale() > AMOUNT_SCALE_MAX {
+        return Err(AmountError::TooManyDecimals);
+    }
+    if value.abs() >= Decimal::from(1_000_000_000_000_000i64) {
+        return Err(AmountError::TooLarge);
+    }
+    Ok(value)
+}
+
+/// The JSON number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+/// A leading `+` or a bare `.5` are refused, as JSON refuses them.
+fn is_json_number(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    let int_start = i;
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    let int_len = i - int_start;
+    if int_len == 0 || (int_len > 1 && b[int_start] == b'0') {
+        return false;
+    }
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        let frac_start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == frac_start {
+            return false;
+        }
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        let exp_start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == exp_start || i - exp_start > 3 {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+/// Canonical money text: at least two decimal places, more only when the value has them
+/// (`5000` -> `"5000.00"`, `12.3456` -> `"12.3456"`).
+pub fn format_money(value: Decimal) -> String {
+    let mut v = value.normalize();
+    if v.scale() < 2 {
+        v.rescale(2);
+    }
+    if v.is_zero() {
+        // Avoid "-0.00".
+        v.set_sign_positive(true);
+    }
+    v.to_string()
+}
+
+/// A ratio (utilization, thresholds, rates) rounded half away from zero to four places,
+/// printed with at least two decimal places (`0.85` -> `"0.85"`, `0.87314` -> `"0.8731"`).
+pub fn format_ratio(value: Decimal) -> String {
+    format_money(round_ratio(value))
+}
+
+/// Rounds a ratio to four places, half away from zero.
+pub fn round_ratio(value: Decimal) -> Decimal {
+    value.round_dp_with_strategy(4, RoundingStrategy::MidpointAwayFromZero)
+}
+
+/// Serializes a `Decimal` as canonical money text.
+pub fn ser_money<S: serde::Serializer>(v: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_money(*v))
+}
+
+/// Serializes an optional `Decimal` as canonical money text or `null`.
+pub fn ser_money_opt<S: serde::Serializer>(v: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_str(&format_money(*v)),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_exactly() {
+        assert_eq!(parse_amount("1250.00").unwrap(), Decimal::new(125000, 2));
+        assert_eq!(parse_amount("0.1").unwrap(), Decimal::new(1, 1));
+        assert_eq!(parse_amount("1.25e3").unwrap(), Decimal::from(1250));
+        assert_eq!(parse_amount("1.50000").unwrap(), Decimal::new(15, 1));
+        assert_eq!(parse_amount("-3").unwrap(), Decimal::from(-3));
+    }
+
+    #[test]
+    fn refuses_bad_amounts() {
+        assert_eq!(parse_amount("12.345678"), Err(AmountError::TooManyDecimals));
+        assert_eq!(parse_amount("1e15"), Err(AmountError::TooLarge));
+        assert_eq!(
+            parse_amount("999999999999999.9999").unwrap().to_string(),
+            "999999999999999.9999"
+        );
+        assert_eq!(parse_amount("1000000000000000"), Err(AmountError::TooLarge));
+        for bad in [
+            "", "abc", "1.", ".5", "+1", "01", "1e", "NaN", "1e99999", "0x10", "1,5",
+        ] {
+            assert_eq!(parse_amount(bad), Err(AmountError::NotANumber), "{bad}");
+        }
+        assert!(parse_amount("1e-9").is_err());
+    }
+
+    #[test]
+    fn formats_canonically() {
+        assert_eq!(format_money(Decimal::from(5000)), "5000.00");
+        assert_eq!(format_money(Decimal::new(123456, 4)), "12.3456");
+        assert_eq!(format_money(Decimal::new(-0, 2)), "0.00");
+        assert_eq!(format_ratio(Decimal::new(87314, 5)), "0.8731");
+        assert_eq!(format_ratio(Decimal::new(85, 2)), "0.85");
+    }
+
+    #[test]
+    fn currency_codes() {
+        assert!(Currency::parse("EUR").is_some());
+        assert!(Currency::parse("eur").is_none());
+        assert!(Currency::parse("EURO").is_none());
+    }
+}

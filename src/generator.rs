@@ -160,7 +160,7 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
             terms_days: [30, 30, 45, 60][rng.below(4) as usize],
             payer,
             interval_hours: rng.range(48, 24 * 12),
-            typical: (limit / rng.range(8, 25)).max(200),
+            typical: (limit / rng.range(15, 40)).max(200),
             group: None,
         });
     }
@@ -299,8 +299,8 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
                     let due = shipped_at.plus_days(c.terms_days);
                     let late_days = match c.payer {
                         Payer::OnTime => rng.range(-10, 0),
-                        Payer::Late => rng.range(2, 20),
-                        Payer::VeryLate => rng.range(20, 60),
+                        Payer::Late => rng.range(1, 12),
+                        Payer::VeryLate => rng.range(14, 45),
                         Payer::Defaulter => i64::MAX / (2 * crate::model::DAY_US),
                     };
                     let stop_paying =

@@ -293,12 +293,10 @@ pub enum ErrorCode {
     FourEyesSameActor,
     /// A cancellation whose order never arrived within the pending window.
     OrderUnknown,
-    /// The account reached a configured limit (pending events).
-    LimitReached,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::MalformedJson,
         ErrorCode::MissingField,
         ErrorCode::InvalidField,
@@ -308,7 +306,6 @@ impl ErrorCode {
         ErrorCode::OrderNotHeld,
         ErrorCode::FourEyesSameActor,
         ErrorCode::OrderUnknown,
-        ErrorCode::LimitReached,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -322,7 +319,6 @@ impl ErrorCode {
             ErrorCode::OrderNotHeld => "ORDER_NOT_HELD",
             ErrorCode::FourEyesSameActor => "FOUR_EYES_SAME_ACTOR",
             ErrorCode::OrderUnknown => "ORDER_UNKNOWN",
-            ErrorCode::LimitReached => "LIMIT_REACHED",
         }
     }
 }

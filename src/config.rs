@@ -35,10 +35,25 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawGrade {
-    pub tolerance_pct: String,
-    pub overdue_days_max: u32,
-    pub payment_terms_days: u32,
-    pub prepay: bool,
+    pub tolerance_pct: Option<String>,
+    pub overdue_days_max: Option<u32>,
+    pub payment_terms_days: Option<u32>,
+    pub prepay: Option<bool>,
+}
+
+impl RawGrade {
+    /// Fields set in `over` win (the environment layer arrives lower-cased: `grades.b`).
+    fn merged(&self, over: &RawGrade) -> RawGrade {
+        RawGrade {
+            tolerance_pct: over
+                .tolerance_pct
+                .clone()
+                .or_else(|| self.tolerance_pct.clone()),
+            overdue_days_max: over.overdue_days_max.or(self.overdue_days_max),
+            payment_terms_days: over.payment_terms_days.or(self.payment_terms_days),
+            prepay: over.prepay.or(self.prepay),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -220,21 +235,41 @@ fn currency(key: &str, text: &str) -> Result<Currency, ConfigError> {
 /// Turns the raw tree into validated settings.
 pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
     let p = &raw.policy;
+    // Merge grade tables case-insensitively: `A` from files, `a` from the environment.
+    let mut merged: BTreeMap<String, RawGrade> = BTreeMap::new();
+    let mut names: Vec<&String> = p.grades.keys().collect();
+    names.sort_by_key(|n| (n.to_uppercase(), n.chars().any(|c| c.is_lowercase())));
+    for name in names {
+        let upper = name.to_uppercase();
+        let g = &p.grades[name];
+        let entry = match merged.get(&upper) {
+            Some(prev) => prev.merged(g),
+            None => g.clone(),
+        };
+        merged.insert(upper, entry);
+    }
     let mut grades = BTreeMap::new();
-    for (name, g) in &p.grades {
+    for (name, g) in &merged {
         let key = format!("policy.grades.{name}");
         let grade = Grade::parse(name).ok_or_else(|| invalid(&key, "grades are A, B, C and D"))?;
+        let need = |field: &str| invalid(&format!("{key}.{field}"), "is required");
+        let tolerance = g
+            .tolerance_pct
+            .as_deref()
+            .ok_or_else(|| need("tolerance_pct"))?;
         grades.insert(
             grade,
             GradeRule {
                 tolerance_pct: decimal_min(
                     &format!("{key}.tolerance_pct"),
-                    &g.tolerance_pct,
+                    tolerance,
                     Decimal::ZERO,
                 )?,
-                overdue_days_max: g.overdue_days_max,
-                payment_terms_days: g.payment_terms_days,
-                prepay: g.prepay,
+                overdue_days_max: g.overdue_days_max.ok_or_else(|| need("overdue_days_max"))?,
+                payment_terms_days: g
+                    .payment_terms_days
+                    .ok_or_else(|| need("payment_terms_days"))?,
+                prepay: g.prepay.ok_or_else(|| need("prepay"))?,
             },
         );
     }

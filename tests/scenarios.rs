@@ -19,18 +19,35 @@ fn acme(s: &mut Scenario, limit: &str, extra: serde_json::Value) {
 
 #[test]
 fn example_limit_and_release() {
-    let out = replay_bytes(Policy::default(), include_bytes!("data/limit-and-release.jsonl"));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = replay_bytes(
+        Policy::default(),
+        include_bytes!("data/limit-and-release.jsonl"),
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let statuses: Vec<(&str, &str)> = lines
         .iter()
         .filter(|l| l["topic"] == "credit.decisions")
-        .map(|l| (l["value"]["order_id"].as_str().unwrap(), l["value"]["status"].as_str().unwrap()))
+        .map(|l| {
+            (
+                l["value"]["order_id"].as_str().unwrap(),
+                l["value"]["status"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(statuses, [("SO-1", "approved"), ("SO-2", "held"), ("SO-2", "released")]);
+    assert_eq!(
+        statuses,
+        [("SO-1", "approved"), ("SO-2", "held"), ("SO-2", "released")]
+    );
     let held = &lines[1]["value"];
     assert_eq!(held["reasons"][0]["code"], "CREDIT_LIMIT_EXCEEDED");
-    assert_eq!(held["reasons"][0]["detail"], "exposure 30000.00 + order 25000.00 > limit 50000.00");
+    assert_eq!(
+        held["reasons"][0]["detail"],
+        "exposure 30000.00 + order 25000.00 > limit 50000.00"
+    );
     assert_eq!(held["utilization"], "0.60");
     let released = &lines[2]["value"];
     assert_eq!(released["exposure"]["total"], "45000.00");
@@ -40,19 +57,30 @@ fn example_limit_and_release() {
         .filter(|l| l["topic"] == "credit.alerts")
         .map(|l| l["value"]["details"]["threshold"].as_str().unwrap())
         .collect();
-    assert_eq!(thresholds, ["0.70", "0.85"], "one alert per threshold crossed, none before the release");
+    assert_eq!(
+        thresholds,
+        ["0.70", "0.85"],
+        "one alert per threshold crossed, none before the release"
+    );
 }
 
 #[test]
 fn example_overdue() {
     let out = replay_bytes(Policy::default(), include_bytes!("data/overdue.jsonl"));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let kinds: Vec<String> = lines
         .iter()
         .map(|l| match l["topic"].as_str().unwrap() {
             "credit.alerts" => l["value"]["kind"].as_str().unwrap().to_string(),
-            _ => format!("{} {}", l["value"]["order_id"].as_str().unwrap(), l["value"]["status"].as_str().unwrap()),
+            _ => format!(
+                "{} {}",
+                l["value"]["order_id"].as_str().unwrap(),
+                l["value"]["status"].as_str().unwrap()
+            ),
         })
         .collect();
     assert_eq!(kinds, ["SO-7 approved", "ITEM_OVERDUE", "SO-8 held"]);
@@ -63,8 +91,11 @@ fn example_overdue() {
 #[test]
 fn example_bad_input() {
     let out = replay_bytes(Policy::default(), include_bytes!("data/bad-input.jsonl"));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0]["topic"], "credit.dead-letter");
     assert_eq!(lines[0]["value"]["error"], "MALFORMED_JSON");
@@ -81,20 +112,31 @@ fn example_bad_input() {
 fn unknown_customer_is_held_until_a_profile_arrives() {
     let mut s = Scenario::default();
     let d = only_decision(&s.order(T0, "NEW", "O-1", "500")).clone();
-    assert_eq!((d.status, codes(&d)), (DecisionStatus::Held, vec!["CUSTOMER_UNKNOWN"]));
+    assert_eq!(
+        (d.status, codes(&d)),
+        (DecisionStatus::Held, vec!["CUSTOMER_UNKNOWN"])
+    );
     assert_eq!(d.credit_limit, None);
     let out = s.profile("2026-03-02T09:00:00Z", "NEW", "1000", json!({}));
     let r = only_decision(&out);
-    assert_eq!((r.status, r.order_id.as_str()), (DecisionStatus::Released, "O-1"));
+    assert_eq!(
+        (r.status, r.order_id.as_str()),
+        (DecisionStatus::Released, "O-1")
+    );
     assert_eq!(r.exposure.total, dec("500"));
 }
 
 #[test]
 fn unknown_customer_gets_the_policy_default_limit() {
-    let mut p = Policy::default();
-    p.unknown_customer_limit = Some((dec("1000"), Currency::parse("EUR").unwrap()));
+    let p = Policy {
+        unknown_customer_limit: Some((dec("1000"), Currency::parse("EUR").unwrap())),
+        ..Policy::default()
+    };
     let mut s = Scenario::new(p);
-    assert_eq!(only_decision(&s.order(T0, "NEW", "O-1", "900")).status, DecisionStatus::Approved);
+    assert_eq!(
+        only_decision(&s.order(T0, "NEW", "O-1", "900")).status,
+        DecisionStatus::Approved
+    );
     let d = only_decision(&s.order(T0, "NEW", "O-2", "200")).clone();
     assert_eq!(codes(&d), ["CREDIT_LIMIT_EXCEEDED"]);
 }
@@ -104,11 +146,19 @@ fn blocked_and_closed_accounts_hold() {
     let mut s = Scenario::default();
     s.profile(T0, "B1", "1000", json!({"status": "blocked"}));
     s.profile(T0, "C1", "1000", json!({"status": "closed"}));
-    assert_eq!(codes(only_decision(&s.order(T0, "B1", "O-1", "10"))), ["ACCOUNT_BLOCKED"]);
+    assert_eq!(
+        codes(only_decision(&s.order(T0, "B1", "O-1", "10"))),
+        ["ACCOUNT_BLOCKED"]
+    );
     let d = only_decision(&s.order(T0, "C1", "O-2", "10")).clone();
     assert_eq!(d.reasons[0].detail, "account status is closed");
     // The profile lifting the block releases the queue.
-    let out = s.profile("2026-03-02T09:00:00Z", "B1", "1000", json!({"status": "active"}));
+    let out = s.profile(
+        "2026-03-02T09:00:00Z",
+        "B1",
+        "1000",
+        json!({"status": "active"}),
+    );
     assert_eq!(only_decision(&out).status, DecisionStatus::Released);
 }
 
@@ -117,21 +167,44 @@ fn prepayment_required_and_credit_is_consumed_once() {
     let mut s = Scenario::default();
     s.profile(T0, "D1", "0", json!({"grade": "D"}));
     let d = only_decision(&s.order(T0, "D1", "O-1", "1000")).clone();
-    assert_eq!(codes(&d), ["PREPAYMENT_REQUIRED", "CREDIT_LIMIT_EXCEEDED"], "limit 0: both rules fail");
-    assert!(d.reasons[0].detail.contains("unapplied credit 0.00 < order 1000.00"), "{}", d.reasons[0].detail);
+    assert_eq!(
+        codes(&d),
+        ["PREPAYMENT_REQUIRED", "CREDIT_LIMIT_EXCEEDED"],
+        "limit 0: both rules fail"
+    );
+    assert!(
+        d.reasons[0]
+            .detail
+            .contains("unapplied credit 0.00 < order 1000.00"),
+        "{}",
+        d.reasons[0].detail
+    );
     // The prepayment arrives: the order is released and the credit earmarked for it.
     let out = s.pay("2026-03-02T09:00:00Z", "D1", "P-1", "1000", &[]);
     let r = only_decision(&out);
     assert_eq!(r.status, DecisionStatus::Released);
-    assert_eq!(r.exposure.total, dec("0"), "prepaid order nets to zero exposure");
+    assert_eq!(
+        r.exposure.total,
+        dec("0"),
+        "prepaid order nets to zero exposure"
+    );
     // The same credit cannot prepay a second order.
     let d = only_decision(&s.order("2026-03-02T10:00:00Z", "D1", "O-2", "10")).clone();
     assert_eq!(codes(&d)[0], "PREPAYMENT_REQUIRED");
-    assert!(d.reasons[0].detail.contains("unapplied credit 0.00 < order 10.00"), "{}", d.reasons[0].detail);
+    assert!(
+        d.reasons[0]
+            .detail
+            .contains("unapplied credit 0.00 < order 10.00"),
+        "{}",
+        d.reasons[0].detail
+    );
     // Shipping consumes the earmarked credit: nothing owed, nothing left.
     s.ship("2026-03-03T10:00:00Z", "D1", "DN-1", "O-1", "1000");
     let e = s.exposure("D1");
-    assert_eq!((e.open_orders, e.receivables, e.unapplied_credit), (dec("0"), dec("0"), dec("0")));
+    assert_eq!(
+        (e.open_orders, e.receivables, e.unapplied_credit),
+        (dec("0"), dec("0"), dec("0"))
+    );
 }
 
 #[test]
@@ -149,19 +222,52 @@ fn order_limit_needs_a_person() {
     acme(&mut s, "100000", json!({"max_order_amount": "5000"}));
     let d = only_decision(&s.order(T0, "ACME", "O-1", "6000")).clone();
     assert_eq!(codes(&d), ["ORDER_LIMIT_EXCEEDED"]);
-    assert_eq!(d.reasons[0].detail, "order 6000.00 > max order amount 5000.00");
+    assert_eq!(
+        d.reasons[0].detail,
+        "order 6000.00 > max order amount 5000.00"
+    );
     // A payment does not release it...
     assert!(decisions(&s.pay("2026-03-03T08:00:00Z", "ACME", "P-1", "10", &[])).is_empty());
     // ...and it does not block the queue behind it.
-    s.profile("2026-03-03T09:00:00Z", "ACME", "1000", json!({"max_order_amount": "5000"}));
-    assert_eq!(codes(only_decision(&s.order("2026-03-03T10:00:00Z", "ACME", "O-2", "1500"))), ["CREDIT_LIMIT_EXCEEDED"]);
-    let out = s.profile("2026-03-03T11:00:00Z", "ACME", "100000", json!({"max_order_amount": "5000"}));
+    s.profile(
+        "2026-03-03T09:00:00Z",
+        "ACME",
+        "1000",
+        json!({"max_order_amount": "5000"}),
+    );
+    assert_eq!(
+        codes(only_decision(&s.order(
+            "2026-03-03T10:00:00Z",
+            "ACME",
+            "O-2",
+            "1500"
+        ))),
+        ["CREDIT_LIMIT_EXCEEDED"]
+    );
+    let out = s.profile(
+        "2026-03-03T11:00:00Z",
+        "ACME",
+        "100000",
+        json!({"max_order_amount": "5000"}),
+    );
     let r = only_decision(&out);
-    assert_eq!((r.order_id.as_str(), r.status), ("O-2", DecisionStatus::Released));
+    assert_eq!(
+        (r.order_id.as_str(), r.status),
+        ("O-2", DecisionStatus::Released)
+    );
     // A person releases it.
-    let out = s.command("2026-03-03T12:00:00Z", "command.release_hold", "ACME", Some("O-1"), "alice");
+    let out = s.command(
+        "2026-03-03T12:00:00Z",
+        "command.release_hold",
+        "ACME",
+        Some("O-1"),
+        "alice",
+    );
     let r = only_decision(&out);
-    assert_eq!((r.status, r.actor.as_deref()), (DecisionStatus::Released, Some("alice")));
+    assert_eq!(
+        (r.status, r.actor.as_deref()),
+        (DecisionStatus::Released, Some("alice"))
+    );
     assert_eq!(codes(r), ["MANUAL"]);
 }
 
@@ -169,11 +275,22 @@ fn order_limit_needs_a_person() {
 fn review_date_passed_expires_the_limit() {
     let mut s = Scenario::default();
     acme(&mut s, "10000", json!({"review_date": "2026-03-10"}));
-    assert_eq!(only_decision(&s.order("2026-03-09T23:59:59Z", "ACME", "O-1", "10")).status, DecisionStatus::Approved);
+    assert_eq!(
+        only_decision(&s.order("2026-03-09T23:59:59Z", "ACME", "O-1", "10")).status,
+        DecisionStatus::Approved
+    );
     let d = only_decision(&s.order("2026-03-10T00:00:00Z", "ACME", "O-2", "10")).clone();
     assert_eq!(codes(&d), ["LIMIT_EXPIRED"]);
-    assert_eq!(d.reasons[0].detail, "credit limit review date 2026-03-10 has passed");
-    let out = s.profile("2026-03-10T09:00:00Z", "ACME", "10000", json!({"review_date": "2027-03-10"}));
+    assert_eq!(
+        d.reasons[0].detail,
+        "credit limit review date 2026-03-10 has passed"
+    );
+    let out = s.profile(
+        "2026-03-10T09:00:00Z",
+        "ACME",
+        "10000",
+        json!({"review_date": "2027-03-10"}),
+    );
     assert_eq!(only_decision(&out).status, DecisionStatus::Released);
 }
 
@@ -184,10 +301,16 @@ fn overdue_days_uses_elapsed_time_against_the_grade() {
     acme(&mut s, "100000", json!({"grade": "B"}));
     s.order(T0, "ACME", "O-1", "100");
     s.send(T0, "shipment.shipped", "ACME", json!({"shipment_id": "DN-1", "order_id": "O-1", "amount": "100", "currency": "EUR", "due_date": "2026-03-10"}));
-    assert_eq!(only_decision(&s.order("2026-03-24T21:00:00Z", "ACME", "O-2", "10")).status, DecisionStatus::Approved);
+    assert_eq!(
+        only_decision(&s.order("2026-03-24T21:00:00Z", "ACME", "O-2", "10")).status,
+        DecisionStatus::Approved
+    );
     let d = only_decision(&s.order("2026-03-25T12:00:00Z", "ACME", "O-3", "10")).clone();
     assert_eq!(codes(&d), ["OVERDUE_DAYS"]);
-    assert_eq!(d.reasons[0].detail, "oldest overdue item DN-1 is 15.50 days past due > 15 allowed");
+    assert_eq!(
+        d.reasons[0].detail,
+        "oldest overdue item DN-1 is 15.50 days past due > 15 allowed"
+    );
     // Paying the item releases the order.
     let out = s.pay("2026-03-26T08:00:00Z", "ACME", "P-1", "100", &["DN-1"]);
     assert_eq!(only_decision(&out).order_id, "O-3");
@@ -195,8 +318,10 @@ fn overdue_days_uses_elapsed_time_against_the_grade() {
 
 #[test]
 fn overdue_amount_cap() {
-    let mut p = Policy::default();
-    p.overdue_amount_max = Some(dec("500"));
+    let p = Policy {
+        overdue_amount_max: Some(dec("500")),
+        ..Policy::default()
+    };
     let mut s = Scenario::new(p);
     acme(&mut s, "100000", json!({"grade": "A"}));
     s.order(T0, "ACME", "O-1", "600");
@@ -210,28 +335,45 @@ fn overdue_amount_cap() {
 fn credit_limit_with_grade_tolerance() {
     let mut s = Scenario::default();
     acme(&mut s, "10000", json!({"grade": "B"}));
-    assert_eq!(only_decision(&s.order(T0, "ACME", "O-1", "10500")).status, DecisionStatus::Approved);
+    assert_eq!(
+        only_decision(&s.order(T0, "ACME", "O-1", "10500")).status,
+        DecisionStatus::Approved
+    );
     let d = only_decision(&s.order(T0, "ACME", "O-2", "0.01")).clone();
     assert_eq!(codes(&d), ["CREDIT_LIMIT_EXCEEDED"]);
-    assert_eq!(d.reasons[0].detail, "exposure 10500.00 + order 0.01 > limit 10000.00 + 5% tolerance = 10500.00");
+    assert_eq!(
+        d.reasons[0].detail,
+        "exposure 10500.00 + order 0.01 > limit 10000.00 + 5% tolerance = 10500.00"
+    );
     assert_eq!(d.available, Some(dec("-500")));
 }
 
 #[test]
 fn group_limit_holds_across_members_and_a_members_payment_releases_another() {
     let mut s = Scenario::default();
-    s.send(T0, "profile.group", "ignored", json!({"group_id": "G", "credit_limit": "10000", "currency": "EUR"}));
+    s.send(
+        T0,
+        "profile.group",
+        "ignored",
+        json!({"group_id": "G", "credit_limit": "10000", "currency": "EUR"}),
+    );
     s.profile(T0, "M1", "8000", json!({"group_id": "G"}));
     s.profile(T0, "M2", "8000", json!({"group_id": "G"}));
     s.order(T0, "M1", "O-1", "7000");
     s.ship(T0, "M1", "DN-1", "O-1", "7000");
     let d = only_decision(&s.order(T0, "M2", "O-2", "4000")).clone();
     assert_eq!(codes(&d), ["GROUP_LIMIT_EXCEEDED"]);
-    assert_eq!(d.reasons[0].detail, "group G exposure 7000.00 + order 4000.00 > group limit 10000.00");
+    assert_eq!(
+        d.reasons[0].detail,
+        "group G exposure 7000.00 + order 4000.00 > group limit 10000.00"
+    );
     assert_eq!(d.group_id.as_deref(), Some("G"));
     let out = s.pay("2026-03-03T08:00:00Z", "M1", "P-1", "2000", &[]);
     let r = only_decision(&out);
-    assert_eq!((r.customer_id.as_str(), r.status), ("M2", DecisionStatus::Released));
+    assert_eq!(
+        (r.customer_id.as_str(), r.status),
+        ("M2", DecisionStatus::Released)
+    );
 }
 
 #[test]
@@ -249,7 +391,11 @@ fn amount_anomaly_holds_alerts_and_needs_a_person() {
     for i in 0..5 {
         s.order(T0, "ACME", &format!("O-{i}"), "100");
     }
-    assert_eq!(only_decision(&s.order(T0, "ACME", "O-5", "500")).status, DecisionStatus::Approved, "5x is not above 5x");
+    assert_eq!(
+        only_decision(&s.order(T0, "ACME", "O-5", "500")).status,
+        DecisionStatus::Approved,
+        "5x is not above 5x"
+    );
     let out = s.order(T0, "ACME", "O-6", "500.01");
     assert_eq!(codes(only_decision(&out)), ["AMOUNT_ANOMALY"]);
     let a = alerts_of(&out, AlertKind::AmountAnomaly);
@@ -262,15 +408,33 @@ fn amount_anomaly_holds_alerts_and_needs_a_person() {
 fn currency_mismatch_without_and_with_fx() {
     let mut s = Scenario::default();
     acme(&mut s, "1000", json!({}));
-    let d = only_decision(&s.send(T0, "order.placed", "ACME", json!({"order_id": "O-1", "amount": "10", "currency": "USD"}))).clone();
+    let d = only_decision(&s.send(
+        T0,
+        "order.placed",
+        "ACME",
+        json!({"order_id": "O-1", "amount": "10", "currency": "USD"}),
+    ))
+    .clone();
     assert_eq!(codes(&d), ["CURRENCY_MISMATCH"]);
     assert_eq!(d.currency.as_str(), "USD");
 
     let mut p = Policy::default();
-    p.fx_rates.insert((Currency::parse("USD").unwrap(), Currency::parse("EUR").unwrap()), dec("0.5"));
+    p.fx_rates.insert(
+        (
+            Currency::parse("USD").unwrap(),
+            Currency::parse("EUR").unwrap(),
+        ),
+        dec("0.5"),
+    );
     let mut s = Scenario::new(p);
     acme(&mut s, "1000", json!({}));
-    let d = only_decision(&s.send(T0, "order.placed", "ACME", json!({"order_id": "O-1", "amount": "100", "currency": "USD"}))).clone();
+    let d = only_decision(&s.send(
+        T0,
+        "order.placed",
+        "ACME",
+        json!({"order_id": "O-1", "amount": "100", "currency": "USD"}),
+    ))
+    .clone();
     assert_eq!(d.status, DecisionStatus::Approved);
     assert_eq!(d.exposure.open_orders, dec("50"), "converted at 0.5");
 }
@@ -278,26 +442,48 @@ fn currency_mismatch_without_and_with_fx() {
 #[test]
 fn every_failed_rule_is_reported_in_rule_order() {
     let mut s = Scenario::default();
-    acme(&mut s, "100", json!({"status": "blocked", "max_order_amount": "50", "review_date": "2026-01-01"}));
+    acme(
+        &mut s,
+        "100",
+        json!({"status": "blocked", "max_order_amount": "50", "review_date": "2026-01-01"}),
+    );
     let d = only_decision(&s.order(T0, "ACME", "O-1", "500")).clone();
-    assert_eq!(codes(&d), ["ACCOUNT_BLOCKED", "ORDER_LIMIT_EXCEEDED", "LIMIT_EXPIRED", "CREDIT_LIMIT_EXCEEDED"]);
+    assert_eq!(
+        codes(&d),
+        [
+            "ACCOUNT_BLOCKED",
+            "ORDER_LIMIT_EXCEEDED",
+            "LIMIT_EXPIRED",
+            "CREDIT_LIMIT_EXCEEDED"
+        ]
+    );
 }
 
 #[test]
 fn small_orders_skip_rules_five_to_nine() {
-    let mut p = Policy::default();
-    p.small_order_amount = Some(dec("100"));
+    let p = Policy {
+        small_order_amount: Some(dec("100")),
+        ..Policy::default()
+    };
     let mut s = Scenario::new(p);
     acme(&mut s, "50", json!({"grade": "C"}));
-    assert_eq!(only_decision(&s.order(T0, "ACME", "O-1", "100")).status, DecisionStatus::Approved);
-    assert_eq!(codes(only_decision(&s.order(T0, "ACME", "O-2", "100.01"))), ["CREDIT_LIMIT_EXCEEDED"]);
+    assert_eq!(
+        only_decision(&s.order(T0, "ACME", "O-1", "100")).status,
+        DecisionStatus::Approved
+    );
+    assert_eq!(
+        codes(only_decision(&s.order(T0, "ACME", "O-2", "100.01"))),
+        ["CREDIT_LIMIT_EXCEEDED"]
+    );
 }
 
 // ------------------------------------------------------------------ holds and releases
 
 fn queue_scenario(order: ReleaseOrder) -> Vec<String> {
-    let mut p = Policy::default();
-    p.release_order = order;
+    let p = Policy {
+        release_order: order,
+        ..Policy::default()
+    };
     let mut s = Scenario::new(p);
     acme(&mut s, "1000", json!({"tolerance_pct": "0"}));
     s.order(T0, "ACME", "O-1", "900");
@@ -305,12 +491,18 @@ fn queue_scenario(order: ReleaseOrder) -> Vec<String> {
     s.order("2026-03-02T09:00:00Z", "ACME", "BIG", "800");
     s.order("2026-03-02T10:00:00Z", "ACME", "SMALL", "150");
     let out = s.pay("2026-03-02T11:00:00Z", "ACME", "P-1", "300", &[]);
-    decisions(&out).iter().map(|d| format!("{} {}", d.order_id, d.status.as_str())).collect()
+    decisions(&out)
+        .iter()
+        .map(|d| format!("{} {}", d.order_id, d.status.as_str()))
+        .collect()
 }
 
 #[test]
 fn strict_fifo_does_not_starve_a_large_old_order() {
-    assert!(queue_scenario(ReleaseOrder::StrictFifo).is_empty(), "SMALL waits behind BIG");
+    assert!(
+        queue_scenario(ReleaseOrder::StrictFifo).is_empty(),
+        "SMALL waits behind BIG"
+    );
 }
 
 #[test]
@@ -328,7 +520,10 @@ fn fifo_releases_in_order_when_room_frees() {
     s.order("2026-03-02T10:00:00Z", "ACME", "B", "300");
     s.order("2026-03-02T11:00:00Z", "ACME", "C", "300");
     let out = s.pay("2026-03-02T12:00:00Z", "ACME", "P-1", "700", &[]);
-    let released: Vec<&str> = decisions(&out).iter().map(|d| d.order_id.as_str()).collect();
+    let released: Vec<&str> = decisions(&out)
+        .iter()
+        .map(|d| d.order_id.as_str())
+        .collect();
     assert_eq!(released, ["A", "B"]);
     assert_eq!(decisions(&out)[1].exposure.total, dec("900"));
 }
@@ -344,7 +539,10 @@ fn hold_expires_when_the_clock_passes_even_without_events_for_the_customer() {
     assert!(decisions(&out).iter().all(|d| d.order_id == "X-1"));
     let out = s.tick("2026-04-01T08:00:01Z");
     let d = only_decision(&out);
-    assert_eq!((d.order_id.as_str(), d.status), ("O-1", DecisionStatus::Rejected));
+    assert_eq!(
+        (d.order_id.as_str(), d.status),
+        ("O-1", DecisionStatus::Rejected)
+    );
     assert_eq!(codes(d), ["HOLD_EXPIRED"]);
     assert_eq!(d.decided_at.to_rfc3339(), "2026-04-01T08:00:00Z");
 }
@@ -358,11 +556,17 @@ fn cancelling_a_held_order_and_an_approved_one() {
     s.order(T0, "ACME", "O-3", "300");
     let out = s.send(T0, "order.cancelled", "ACME", json!({"order_id": "O-2"}));
     let d = only_decision(&out);
-    assert_eq!((d.order_id.as_str(), d.status), ("O-2", DecisionStatus::Cancelled));
+    assert_eq!(
+        (d.order_id.as_str(), d.status),
+        ("O-2", DecisionStatus::Cancelled)
+    );
     // Cancelling the approved O-1 frees room: O-3 is released; no decision for O-1 itself.
     let out = s.send(T0, "order.cancelled", "ACME", json!({"order_id": "O-1"}));
     let d = only_decision(&out);
-    assert_eq!((d.order_id.as_str(), d.status), ("O-3", DecisionStatus::Released));
+    assert_eq!(
+        (d.order_id.as_str(), d.status),
+        ("O-3", DecisionStatus::Released)
+    );
     assert_eq!(s.exposure("ACME").open_orders, dec("300"));
 }
 
@@ -387,12 +591,19 @@ fn manual_reject_and_release() {
     s.order(T0, "ACME", "O-2", "500");
     let out = s.command(T0, "command.reject_hold", "ACME", Some("O-1"), "bob");
     let d = only_decision(&out);
-    assert_eq!((d.status, d.actor.as_deref(), codes(d)), (DecisionStatus::Rejected, Some("bob"), vec!["MANUAL"]));
+    assert_eq!(
+        (d.status, d.actor.as_deref(), codes(d)),
+        (DecisionStatus::Rejected, Some("bob"), vec!["MANUAL"])
+    );
     let out = s.command(T0, "command.release_hold", "ACME", Some("O-2"), "bob");
     let d = only_decision(&out);
     assert_eq!(d.status, DecisionStatus::Released);
     assert_eq!(d.reasons[0].detail, "released by bob: checked");
-    assert_eq!(d.exposure.open_orders, dec("500"), "a manual release approves the order as it stands");
+    assert_eq!(
+        d.exposure.open_orders,
+        dec("500"),
+        "a manual release approves the order as it stands"
+    );
     // A released order is not re-held by later events.
     assert!(decisions(&s.pay(T0, "ACME", "P-1", "1", &[])).is_empty());
     assert_eq!(s.exposure("ACME").open_orders, dec("500"));
@@ -400,27 +611,43 @@ fn manual_reject_and_release() {
 
 #[test]
 fn four_eyes_above_the_configured_amount() {
-    let mut p = Policy::default();
-    p.four_eyes_amount = Some(dec("1000"));
+    let p = Policy {
+        four_eyes_amount: Some(dec("1000")),
+        ..Policy::default()
+    };
     let mut s = Scenario::new(p);
     acme(&mut s, "10", json!({}));
     s.order(T0, "ACME", "BIG", "5000");
     s.order(T0, "ACME", "SMALL", "900");
-    assert!(s.command(T0, "command.release_hold", "ACME", Some("BIG"), "alice").is_empty(), "first approval only");
+    assert!(
+        s.command(T0, "command.release_hold", "ACME", Some("BIG"), "alice")
+            .is_empty(),
+        "first approval only"
+    );
     let out = s.command(T0, "command.release_hold", "ACME", Some("BIG"), "alice");
     assert_eq!(rejections(&out)[0].error, ErrorCode::FourEyesSameActor);
     let out = s.command(T0, "command.release_hold", "ACME", Some("BIG"), "carol");
     let d = only_decision(&out);
     assert_eq!(d.status, DecisionStatus::Released);
-    assert!(d.reasons[0].detail.contains("first by alice"), "{}", d.reasons[0].detail);
-    assert_eq!(only_decision(&s.command(T0, "command.release_hold", "ACME", Some("SMALL"), "alice")).status, DecisionStatus::Released);
+    assert!(
+        d.reasons[0].detail.contains("first by alice"),
+        "{}",
+        d.reasons[0].detail
+    );
+    assert_eq!(
+        only_decision(&s.command(T0, "command.release_hold", "ACME", Some("SMALL"), "alice"))
+            .status,
+        DecisionStatus::Released
+    );
 }
 
 #[test]
 fn block_and_unblock_commands() {
     let mut s = Scenario::default();
     acme(&mut s, "1000", json!({}));
-    assert!(s.command(T0, "command.block", "ACME", None, "risk").is_empty());
+    assert!(s
+        .command(T0, "command.block", "ACME", None, "risk")
+        .is_empty());
     let d = only_decision(&s.order(T0, "ACME", "O-1", "10")).clone();
     assert_eq!(d.reasons[0].detail, "account blocked by risk");
     let out = s.command(T0, "command.unblock", "ACME", None, "risk");
@@ -432,9 +659,16 @@ fn commands_for_orders_that_are_not_held_are_dead_lettered() {
     let mut s = Scenario::default();
     acme(&mut s, "1000", json!({}));
     s.order(T0, "ACME", "O-1", "10");
-    for (order, cmd) in [("O-1", "command.release_hold"), ("NOPE", "command.reject_hold")] {
+    for (order, cmd) in [
+        ("O-1", "command.release_hold"),
+        ("NOPE", "command.reject_hold"),
+    ] {
         let out = s.command(T0, cmd, "ACME", Some(order), "bob");
-        assert_eq!(rejections(&out)[0].error, ErrorCode::OrderNotHeld, "{order}");
+        assert_eq!(
+            rejections(&out)[0].error,
+            ErrorCode::OrderNotHeld,
+            "{order}"
+        );
     }
 }
 
@@ -446,10 +680,19 @@ fn partial_shipments_and_over_shipment() {
     acme(&mut s, "10000", json!({}));
     s.order(T0, "ACME", "O-1", "1000");
     s.ship(T0, "ACME", "DN-1", "O-1", "400");
-    assert_eq!((s.exposure("ACME").open_orders, s.exposure("ACME").receivables), (dec("600"), dec("400")));
+    assert_eq!(
+        (
+            s.exposure("ACME").open_orders,
+            s.exposure("ACME").receivables
+        ),
+        (dec("600"), dec("400"))
+    );
     s.ship(T0, "ACME", "DN-2", "O-1", "700");
     let e = s.exposure("ACME");
-    assert_eq!((e.open_orders, e.receivables, e.total), (dec("0"), dec("1100"), dec("1100")));
+    assert_eq!(
+        (e.open_orders, e.receivables, e.total),
+        (dec("0"), dec("1100"), dec("1100"))
+    );
 }
 
 #[test]
@@ -462,7 +705,11 @@ fn payments_settle_named_items_then_oldest_due_and_keep_the_rest_as_credit() {
     s.send(T0, "shipment.shipped", "ACME", json!({"shipment_id": "MID", "order_id": "O-1", "amount": "100", "currency": "EUR", "due_date": "2026-04-15"}));
     s.pay(T0, "ACME", "P-1", "150", &["NEW"]);
     let acc = s.engine.account("ACME").unwrap();
-    let open: Vec<(&str, String)> = acc.receivables.iter().map(|r| (r.shipment_id.as_str(), format_money(r.open))).collect();
+    let open: Vec<(&str, String)> = acc
+        .receivables
+        .iter()
+        .map(|r| (r.shipment_id.as_str(), format_money(r.open)))
+        .collect();
     assert_eq!(
         open,
         [("OLD", "50.00".to_string()), ("MID", "100.00".to_string())],
@@ -470,7 +717,10 @@ fn payments_settle_named_items_then_oldest_due_and_keep_the_rest_as_credit() {
     );
     s.pay(T0, "ACME", "P-2", "300", &[]);
     let e = s.exposure("ACME");
-    assert_eq!((e.receivables, e.unapplied_credit, e.total), (dec("0"), dec("150"), dec("-150")));
+    assert_eq!(
+        (e.receivables, e.unapplied_credit, e.total),
+        (dec("0"), dec("150"), dec("-150"))
+    );
     // Credit on account settles the next shipment as it is created: it never goes overdue.
     s.order(T0, "ACME", "O-2", "100");
     s.ship(T0, "ACME", "DN-9", "O-2", "100");
@@ -492,14 +742,33 @@ fn credit_notes_settle_like_payments() {
 #[test]
 fn temporary_limit_counts_until_it_expires_then_alerts() {
     let mut s = Scenario::default();
-    acme(&mut s, "1000", json!({"tolerance_pct": "0", "temporary_limit": {"amount": "500", "expires_at": "2026-03-10T00:00:00Z"}}));
+    acme(
+        &mut s,
+        "1000",
+        json!({"tolerance_pct": "0", "temporary_limit": {"amount": "500", "expires_at": "2026-03-10T00:00:00Z"}}),
+    );
     let d = only_decision(&s.order(T0, "ACME", "O-1", "1400")).clone();
-    assert_eq!((d.status, d.credit_limit), (DecisionStatus::Approved, Some(dec("1500"))));
+    assert_eq!(
+        (d.status, d.credit_limit),
+        (DecisionStatus::Approved, Some(dec("1500")))
+    );
     let out = s.tick("2026-03-10T00:00:00Z");
     let kinds: Vec<AlertKind> = alerts(&out).iter().map(|a| a.kind).collect();
-    assert_eq!(kinds, [AlertKind::TempLimitExpired, AlertKind::UtilizationThreshold], "{out:#?}");
+    assert_eq!(
+        kinds,
+        [AlertKind::TempLimitExpired, AlertKind::UtilizationThreshold],
+        "{out:#?}"
+    );
     assert_eq!(alerts(&out)[1].details["threshold"], "1.00");
-    assert_eq!(codes(only_decision(&s.order("2026-03-10T01:00:00Z", "ACME", "O-2", "1"))), ["CREDIT_LIMIT_EXCEEDED"]);
+    assert_eq!(
+        codes(only_decision(&s.order(
+            "2026-03-10T01:00:00Z",
+            "ACME",
+            "O-2",
+            "1"
+        ))),
+        ["CREDIT_LIMIT_EXCEEDED"]
+    );
 }
 
 // ------------------------------------------------------------------ alerts
@@ -510,8 +779,14 @@ fn utilization_thresholds_fire_upward_once_and_rearm_with_hysteresis() {
     acme(&mut s, "1000", json!({}));
     let out = s.order(T0, "ACME", "O-1", "720");
     let a = alerts_of(&out, AlertKind::UtilizationThreshold);
-    assert_eq!((a.len(), a[0].details["threshold"].as_str(), a[0].severity), (1, Some("0.70"), Severity::Info));
-    assert!(alerts(&s.order(T0, "ACME", "O-2", "10")).is_empty(), "no repeat while above");
+    assert_eq!(
+        (a.len(), a[0].details["threshold"].as_str(), a[0].severity),
+        (1, Some("0.70"), Severity::Info)
+    );
+    assert!(
+        alerts(&s.order(T0, "ACME", "O-2", "10")).is_empty(),
+        "no repeat while above"
+    );
     s.ship(T0, "ACME", "DN-1", "O-1", "730");
     s.pay(T0, "ACME", "P-1", "70", &[]); // 0.67: not 5 points below 0.70
     assert!(alerts(&s.order(T0, "ACME", "O-3", "40")).is_empty());
@@ -523,7 +798,12 @@ fn utilization_thresholds_fire_upward_once_and_rearm_with_hysteresis() {
 #[test]
 fn group_utilization_threshold() {
     let mut s = Scenario::default();
-    s.send(T0, "profile.group", "x", json!({"group_id": "G", "credit_limit": "1000", "currency": "EUR"}));
+    s.send(
+        T0,
+        "profile.group",
+        "x",
+        json!({"group_id": "G", "credit_limit": "1000", "currency": "EUR"}),
+    );
     s.profile(T0, "M1", "1000", json!({"group_id": "G"}));
     s.profile(T0, "M2", "1000", json!({"group_id": "G"}));
     s.order(T0, "M1", "O-1", "400");
@@ -540,10 +820,21 @@ fn overdue_aging_and_write_off_fire_as_the_clock_passes() {
     acme(&mut s, "10000", json!({"grade": "A"}));
     s.order(T0, "ACME", "O-1", "100");
     s.send(T0, "shipment.shipped", "ACME", json!({"shipment_id": "DN-1", "order_id": "O-1", "amount": "100", "currency": "EUR", "due_date": "2026-04-01"}));
-    assert!(s.tick("2026-04-01T00:00:00Z").is_empty(), "due, not yet past due");
+    assert!(
+        s.tick("2026-04-01T00:00:00Z").is_empty(),
+        "due, not yet past due"
+    );
     let out = s.tick("2026-10-01T00:00:00Z");
-    let seen: Vec<(AlertKind, Option<u64>, Severity)> =
-        alerts(&out).iter().map(|a| (a.kind, a.details.get("days_past_due").and_then(|v| v.as_u64()), a.severity)).collect();
+    let seen: Vec<(AlertKind, Option<u64>, Severity)> = alerts(&out)
+        .iter()
+        .map(|a| {
+            (
+                a.kind,
+                a.details.get("days_past_due").and_then(|v| v.as_u64()),
+                a.severity,
+            )
+        })
+        .collect();
     assert_eq!(
         seen,
         [
@@ -575,7 +866,10 @@ fn time_driven_alerts_come_before_the_events_own_outputs() {
     s.order(T0, "ACME", "O-1", "100");
     s.send(T0, "shipment.shipped", "ACME", json!({"shipment_id": "DN-1", "order_id": "O-1", "amount": "100", "currency": "EUR", "due_date": "2026-03-05"}));
     let out = s.order("2026-03-06T00:00:00Z", "ACME", "O-2", "10");
-    assert!(matches!(&out[0], Output::Alert(a) if a.kind == AlertKind::ItemOverdue), "{out:#?}");
+    assert!(
+        matches!(&out[0], Output::Alert(a) if a.kind == AlertKind::ItemOverdue),
+        "{out:#?}"
+    );
     assert!(matches!(&out[1], Output::Decision(d) if codes(d) == ["OVERDUE_DAYS"]));
 }
 
@@ -585,12 +879,20 @@ fn review_due_and_limit_expired_alerts() {
     acme(&mut s, "10000", json!({"review_date": "2026-06-30"}));
     let out = s.tick("2026-06-01T00:00:00Z");
     let a = alerts_of(&out, AlertKind::LimitReviewDue);
-    assert_eq!((a.len(), a[0].details["review_date"].as_str()), (1, Some("2026-06-30")));
+    assert_eq!(
+        (a.len(), a[0].details["review_date"].as_str()),
+        (1, Some("2026-06-30"))
+    );
     assert_eq!(a[0].at.to_rfc3339(), "2026-05-31T00:00:00Z");
     let out = s.tick("2026-06-30T00:00:00Z");
     assert_eq!(alerts_of(&out, AlertKind::LimitExpired).len(), 1);
     // An upsert with the same review date does not repeat either alert.
-    s.profile("2026-06-30T01:00:00Z", "ACME", "10000", json!({"review_date": "2026-06-30"}));
+    s.profile(
+        "2026-06-30T01:00:00Z",
+        "ACME",
+        "10000",
+        json!({"review_date": "2026-06-30"}),
+    );
     assert!(alerts(&s.tick("2026-07-30T00:00:00Z")).is_empty());
 }
 
@@ -599,14 +901,25 @@ fn inactivity_after_the_usual_interval_plus_three_days_once_per_silence() {
     let mut s = Scenario::default();
     acme(&mut s, "100000", json!({}));
     for (i, day) in ["01", "08", "15", "22"].iter().enumerate() {
-        s.order(&format!("2026-03-{day}T09:00:00Z"), "ACME", &format!("O-{i}"), "10");
+        s.order(
+            &format!("2026-03-{day}T09:00:00Z"),
+            "ACME",
+            &format!("O-{i}"),
+            "10",
+        );
     }
-    assert!(s.tick("2026-04-01T08:59:59Z").is_empty(), "7-day cadence + 3 days = 2026-04-01T09:00Z");
+    assert!(
+        s.tick("2026-04-01T08:59:59Z").is_empty(),
+        "7-day cadence + 3 days = 2026-04-01T09:00Z"
+    );
     let out = s.tick("2026-04-01T09:00:00Z");
     let a = alerts_of(&out, AlertKind::Inactivity);
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].details["usual_interval_days"], "7");
-    assert!(s.tick("2026-06-01T00:00:00Z").is_empty(), "once per silence");
+    assert!(
+        s.tick("2026-06-01T00:00:00Z").is_empty(),
+        "once per silence"
+    );
 }
 
 fn pay_items_late(s: &mut Scenario, n: usize, days_late: i64, amount: &str) {
@@ -630,15 +943,31 @@ fn late_payments_suggest_a_lower_limit_and_a_worse_grade() {
         let sid = format!("LS-{i}");
         s.order(T0, "ACME", &oid, "100");
         s.send(T0, "shipment.shipped", "ACME", json!({"shipment_id": sid, "order_id": oid, "amount": "100", "currency": "EUR", "due_date": "2026-03-10"}));
-        all.extend(s.pay("2026-03-30T00:00:00Z", "ACME", &format!("LP-{i}"), "100", &[sid.as_str()]));
+        all.extend(s.pay(
+            "2026-03-30T00:00:00Z",
+            "ACME",
+            &format!("LP-{i}"),
+            "100",
+            &[sid.as_str()],
+        ));
     }
     let dec_alerts = alerts_of(&all, AlertKind::LimitDecreaseSuggested);
-    assert_eq!(dec_alerts.len(), 1, "once, when the fifth item completes the window");
+    assert_eq!(
+        dec_alerts.len(),
+        1,
+        "once, when the fifth item completes the window"
+    );
     assert_eq!(dec_alerts[0].details["avg_days_late"], "20");
     assert_eq!(dec_alerts[0].details["suggested_limit"], "80000.00");
     let g = alerts_of(&all, AlertKind::GradeChangeSuggested);
     assert_eq!(g.len(), 1, "once per change: {g:#?}");
-    assert_eq!((g[0].details["current_grade"].as_str(), g[0].details["suggested_grade"].as_str()), (Some("A"), Some("D")));
+    assert_eq!(
+        (
+            g[0].details["current_grade"].as_str(),
+            g[0].details["suggested_grade"].as_str()
+        ),
+        (Some("A"), Some("D"))
+    );
     assert_eq!(g[0].details["indicators"]["timeliness_grade"], "D");
     assert_eq!(g[0].details["indicators"]["collection_grade"], "A");
 }
@@ -652,7 +981,12 @@ fn on_time_payer_near_its_limit_gets_an_increase_suggestion() {
     for i in 0..3 {
         // Each order finds the account at 0.90 of its limit; the customer then cancels it.
         out.extend(s.order(T0, "ACME", &format!("N-{i}"), "900"));
-        out.extend(s.send(T0, "order.cancelled", "ACME", json!({"order_id": format!("N-{i}")})));
+        out.extend(s.send(
+            T0,
+            "order.cancelled",
+            "ACME",
+            json!({"order_id": format!("N-{i}")}),
+        ));
     }
     let a = alerts_of(&out, AlertKind::LimitIncreaseSuggested);
     assert_eq!(a.len(), 1, "{out:#?}");
@@ -661,13 +995,27 @@ fn on_time_payer_near_its_limit_gets_an_increase_suggestion() {
 
 #[test]
 fn behavioural_grade_can_be_applied_by_setting() {
-    let mut p = Policy::default();
-    p.apply_behavioural_grade = true;
+    let p = Policy {
+        apply_behavioural_grade: true,
+        ..Policy::default()
+    };
     let mut s = Scenario::new(p);
     acme(&mut s, "100000", json!({"grade": "A"}));
     pay_items_late(&mut s, 1, 12, "100");
-    assert_eq!(s.engine.terms("ACME").unwrap().grade, Grade::D, "timeliness D vetoes");
-    assert_eq!(codes(only_decision(&s.order("2026-04-01T00:00:00Z", "ACME", "X", "10"))), ["PREPAYMENT_REQUIRED"]);
+    assert_eq!(
+        s.engine.terms("ACME").unwrap().grade,
+        Grade::D,
+        "timeliness D vetoes"
+    );
+    assert_eq!(
+        codes(only_decision(&s.order(
+            "2026-04-01T00:00:00Z",
+            "ACME",
+            "X",
+            "10"
+        ))),
+        ["PREPAYMENT_REQUIRED"]
+    );
 }
 
 // ------------------------------------------------------------------ duplicates and reordering
@@ -676,16 +1024,49 @@ fn behavioural_grade_can_be_applied_by_setting() {
 fn duplicates_change_nothing() {
     let mut s = Scenario::default();
     acme(&mut s, "1000", json!({}));
-    let first = s.send_with_id("E-1", T0, "order.placed", "ACME", json!({"order_id": "O-1", "amount": "100", "currency": "EUR"}));
+    let first = s.send_with_id(
+        "E-1",
+        T0,
+        "order.placed",
+        "ACME",
+        json!({"order_id": "O-1", "amount": "100", "currency": "EUR"}),
+    );
     assert_eq!(decisions(&first).len(), 1);
-    assert!(s.send_with_id("E-1", T0, "order.placed", "ACME", json!({"order_id": "O-1", "amount": "100", "currency": "EUR"})).is_empty());
-    let (o, out) = s.outcome_of(T0, "order.placed", "ACME", json!({"order_id": "O-1", "amount": "999", "currency": "EUR"}));
-    assert_eq!((o, out.len()), (Outcome::Duplicate, 0), "a known order_id is a duplicate");
+    assert!(s
+        .send_with_id(
+            "E-1",
+            T0,
+            "order.placed",
+            "ACME",
+            json!({"order_id": "O-1", "amount": "100", "currency": "EUR"})
+        )
+        .is_empty());
+    let (o, out) = s.outcome_of(
+        T0,
+        "order.placed",
+        "ACME",
+        json!({"order_id": "O-1", "amount": "999", "currency": "EUR"}),
+    );
+    assert_eq!(
+        (o, out.len()),
+        (Outcome::Duplicate, 0),
+        "a known order_id is a duplicate"
+    );
     s.ship(T0, "ACME", "DN-1", "O-1", "60");
-    let (o, _) = s.outcome_of(T0, "shipment.shipped", "ACME", json!({"shipment_id": "DN-1", "order_id": "O-1", "amount": "60", "currency": "EUR"}));
+    let (o, _) = s.outcome_of(
+        T0,
+        "shipment.shipped",
+        "ACME",
+        json!({"shipment_id": "DN-1", "order_id": "O-1", "amount": "60", "currency": "EUR"}),
+    );
     assert_eq!(o, Outcome::Duplicate);
     s.pay(T0, "ACME", "P-1", "10", &[]);
-    let (o, _) = s.outcome_of(T0, "payment.received", "ACME", json!({"payment_id": "P-1", "amount": "10", "currency": "EUR"}));
+    let (o, _) = s.outcome_of(
+        T0,
+        "payment.received",
+        "ACME",
+        json!({"payment_id": "P-1", "amount": "10", "currency": "EUR"}),
+    );
     assert_eq!(o, Outcome::Duplicate);
     let e = s.exposure("ACME");
     assert_eq!((e.open_orders, e.receivables), (dec("40"), dec("50")));
@@ -695,7 +1076,12 @@ fn duplicates_change_nothing() {
 fn an_older_profile_arriving_late_is_ignored() {
     let mut s = Scenario::default();
     s.profile("2026-03-02T10:00:00Z", "ACME", "5000", json!({}));
-    let (o, _) = s.outcome_of("2026-03-02T09:00:00Z", "profile.customer", "ACME", json!({"credit_limit": "1", "currency": "EUR"}));
+    let (o, _) = s.outcome_of(
+        "2026-03-02T09:00:00Z",
+        "profile.customer",
+        "ACME",
+        json!({"credit_limit": "1", "currency": "EUR"}),
+    );
     assert_eq!(o, Outcome::Duplicate);
     assert_eq!(s.engine.terms("ACME").unwrap().credit_limit, dec("5000"));
 }
@@ -704,7 +1090,12 @@ fn an_older_profile_arriving_late_is_ignored() {
 fn a_shipment_before_its_order_waits_for_it() {
     let mut s = Scenario::default();
     acme(&mut s, "1000", json!({}));
-    let (o, out) = s.outcome_of(T0, "shipment.shipped", "ACME", json!({"shipment_id": "DN-1", "order_id": "O-1", "amount": "100", "currency": "EUR"}));
+    let (o, out) = s.outcome_of(
+        T0,
+        "shipment.shipped",
+        "ACME",
+        json!({"shipment_id": "DN-1", "order_id": "O-1", "amount": "100", "currency": "EUR"}),
+    );
     assert_eq!((o, out.len()), (Outcome::Pending, 0));
     let d = only_decision(&s.order(T0, "ACME", "O-1", "100")).clone();
     assert_eq!(d.status, DecisionStatus::Approved);
@@ -727,13 +1118,22 @@ fn pending_events_are_resolved_after_the_window() {
     let mut s = Scenario::default();
     acme(&mut s, "1000", json!({}));
     s.ship(T0, "ACME", "DN-1", "GHOST", "100");
-    s.send(T0, "order.cancelled", "ACME", json!({"order_id": "PHANTOM"}));
+    s.send(
+        T0,
+        "order.cancelled",
+        "ACME",
+        json!({"order_id": "PHANTOM"}),
+    );
     let out = s.tick("2026-03-03T08:00:00Z");
     let r = rejections(&out);
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].error, ErrorCode::OrderUnknown);
     assert!(r[0].original.as_deref().unwrap().contains("PHANTOM"));
-    assert_eq!(s.exposure("ACME").receivables, dec("100"), "the shipment is still money owed");
+    assert_eq!(
+        s.exposure("ACME").receivables,
+        dec("100"),
+        "the shipment is still money owed"
+    );
 }
 
 #[test]
@@ -746,7 +1146,11 @@ fn pending_is_bounded_per_account() {
         s.ship(T0, "ACME", &format!("DN-{i}"), &format!("O-{i}"), "10");
     }
     assert_eq!(s.engine.account("ACME").unwrap().pending.len(), 2);
-    assert_eq!(s.exposure("ACME").receivables, dec("10"), "the oldest was booked without its order");
+    assert_eq!(
+        s.exposure("ACME").receivables,
+        dec("10"),
+        "the oldest was booked without its order"
+    );
 }
 
 // ------------------------------------------------------------------ dead-letters
@@ -773,7 +1177,9 @@ fn each_dead_letter_code() {
     let mut engine = credit_sentinel::Engine::new(Policy::default());
     let mut out = Vec::new();
     credit_sentinel::replay::replay(&mut engine, big.as_bytes(), &mut out, 1024, |_| {}).unwrap();
-    assert!(String::from_utf8(out).unwrap().contains("\"error\":\"TOO_LARGE\""));
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .contains("\"error\":\"TOO_LARGE\""));
 }
 
 #[test]
@@ -781,6 +1187,11 @@ fn a_profile_cannot_change_the_currency_of_an_account_holding_money() {
     let mut s = Scenario::default();
     acme(&mut s, "1000", json!({}));
     s.order(T0, "ACME", "O-1", "10");
-    let out = s.send(T0, "profile.customer", "ACME", json!({"credit_limit": "1000", "currency": "USD"}));
+    let out = s.send(
+        T0,
+        "profile.customer",
+        "ACME",
+        json!({"credit_limit": "1000", "currency": "USD"}),
+    );
     assert_eq!(rejections(&out)[0].error, ErrorCode::CurrencyMismatch);
 }

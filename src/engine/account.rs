@@ -342,7 +342,6 @@ impl Account {
         due_at: Timestamp,
         closed_ids_cap: usize,
     ) -> Option<&Receivable> {
-        let mut earmark_used = Decimal::ZERO;
         let mut close = false;
         if let Some(order) = self.orders.get_mut(order_id) {
             order.shipped += amount;
@@ -350,7 +349,7 @@ impl Account {
                 let take = amount.min(order.open_remaining);
                 order.open_remaining -= take;
                 self.open_orders_total -= take;
-                earmark_used = amount.min(order.prepaid);
+                let earmark_used = amount.min(order.prepaid);
                 order.prepaid -= earmark_used;
                 self.earmarked -= earmark_used;
                 close = order.open_remaining.is_zero();
@@ -371,8 +370,9 @@ impl Account {
             late_weighted: Decimal::ZERO,
             next_stage: 0,
         };
+        // The order's earmark was released above, so free credit now includes it.
         let free = (self.unapplied_credit - self.earmarked).max(Decimal::ZERO);
-        let take = (earmark_used + free).min(amount);
+        let take = free.min(amount);
         if take > Decimal::ZERO {
             r.apply_portion(SettlementKind::Payment, take, at);
             self.unapplied_credit -= take;

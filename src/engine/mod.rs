@@ -31,6 +31,8 @@ pub struct Group {
     /// Customers whose profile names this group.
     pub members: BTreeSet<String>,
     pub utilization_fired: u32,
+    /// Recent `profile.group` event ids (group events have no account to remember them).
+    pub recent_event_ids: account::IdRing,
 }
 
 /// What a time-driven index entry is for.
@@ -360,22 +362,21 @@ impl Engine {
 
         let cap = policy.bounds.closed_ids_per_account;
         let acc = self.accounts.get_mut(cid).expect("account exists");
-        acc.orders.insert(
-            order_id.to_string(),
-            Order {
-                order_id: order_id.to_string(),
-                amount,
-                currency,
-                amount_account: amount_acc,
-                placed_at: event.occurred_at,
-                placed_event_id: event.event_id.clone(),
-                state: OrderState::Held,
-                shipped: Decimal::ZERO,
-                open_remaining: Decimal::ZERO,
-                prepaid: Decimal::ZERO,
-                hold: None,
-            },
-        );
+        let order = Order {
+            order_id: order_id.to_string(),
+            amount,
+            currency,
+            amount_account: amount_acc,
+            placed_at: event.occurred_at,
+            placed_event_id: event.event_id.clone(),
+            state: OrderState::Held,
+            shipped: Decimal::ZERO,
+            open_remaining: Decimal::ZERO,
+            prepaid: Decimal::ZERO,
+            hold: None,
+        };
+        // A zero-amount order closes as soon as it opens, so decide from this copy.
+        acc.orders.insert(order_id.to_string(), order.clone());
         let status = if reasons.is_empty() {
             acc.open_order(order_id, terms.as_ref().is_some_and(|t| t.prepay), cap);
             DecisionStatus::Approved
@@ -413,7 +414,7 @@ impl Engine {
         }
         let inactivity = warnings::inactivity_due(acc, &policy);
 
-        let decision = self.decision(cid, order_id, status, reasons, cause, None, None);
+        let decision = self.decision_for(cid, &order, status, reasons, cause, None, None, None);
         out.push(Output::Decision(decision));
         if anomaly {
             let typical = typical.unwrap_or_default();
@@ -497,7 +498,7 @@ impl Engine {
 
     /// Converts an amount into the account's currency, adopting the event's currency on an
     /// account that has none yet. `Err` is the rejection detail.
-    fn to_account_currency(
+    fn convert_for_account(
         &mut self,
         cid: &str,
         amount: Decimal,
@@ -557,7 +558,7 @@ impl Engine {
         due_at: Option<Timestamp>,
         out: &mut Vec<Output>,
     ) -> Outcome {
-        let amount = match self.to_account_currency(cid, amount, currency) {
+        let amount = match self.convert_for_account(cid, amount, currency) {
             Ok(a) => a,
             Err(detail) => {
                 out.push(Output::Rejection(rejection(
@@ -612,7 +613,7 @@ impl Engine {
         if self.accounts[cid].closed_ids.contains(&key) {
             return Outcome::Duplicate;
         }
-        let amount = match self.to_account_currency(cid, amount, currency) {
+        let amount = match self.convert_for_account(cid, amount, currency) {
             Ok(a) => a,
             Err(detail) => {
                 out.push(Output::Rejection(rejection(
@@ -794,9 +795,15 @@ impl Engine {
                 group_id: profile.group_id.clone(),
                 ..Group::default()
             });
-        if g.profile_at.is_some_and(|t| event.occurred_at < t) {
+        if g.profile_at.is_some_and(|t| event.occurred_at < t)
+            || g.recent_event_ids.contains(&event.event_id)
+        {
             return Outcome::Duplicate;
         }
+        g.recent_event_ids.insert(
+            event.event_id.clone(),
+            self.policy.bounds.event_ids_per_account,
+        );
         g.profile = Some(profile.clone());
         g.profile_at = Some(event.occurred_at);
         let members: Vec<String> = g.members.iter().cloned().collect();

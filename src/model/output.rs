@@ -338,6 +338,8 @@ pub struct Rejection {
 }
 
 /// Everything the core emits, in production order.
+// Decisions are the common case; boxing them would cost an allocation per decision.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, PartialEq, Debug)]
 pub enum Output {
     Decision(Decision),

@@ -48,8 +48,16 @@ impl Scenario {
         self.send_with_id(&id, at, type_, customer, fields)
     }
 
-    pub fn send_with_id(&mut self, id: &str, at: &str, type_: &str, customer: &str, fields: Value) -> Vec<Output> {
-        let mut obj = json!({"event_id": id, "type": type_, "occurred_at": at, "customer_id": customer});
+    pub fn send_with_id(
+        &mut self,
+        id: &str,
+        at: &str,
+        type_: &str,
+        customer: &str,
+        fields: Value,
+    ) -> Vec<Output> {
+        let mut obj =
+            json!({"event_id": id, "type": type_, "occurred_at": at, "customer_id": customer});
         if let (Some(o), Some(f)) = (obj.as_object_mut(), fields.as_object()) {
             for (k, v) in f {
                 o.insert(k.clone(), v.clone());
@@ -58,7 +66,13 @@ impl Scenario {
         self.raw(obj.to_string().as_bytes())
     }
 
-    pub fn outcome_of(&mut self, at: &str, type_: &str, customer: &str, fields: Value) -> (Outcome, Vec<Output>) {
+    pub fn outcome_of(
+        &mut self,
+        at: &str,
+        type_: &str,
+        customer: &str,
+        fields: Value,
+    ) -> (Outcome, Vec<Output>) {
         self.next_id += 1;
         let mut obj = json!({"event_id": format!("t-{}", self.next_id), "type": type_, "occurred_at": at, "customer_id": customer});
         if let (Some(o), Some(f)) = (obj.as_object_mut(), fields.as_object()) {
@@ -83,10 +97,22 @@ impl Scenario {
     }
 
     pub fn order(&mut self, at: &str, customer: &str, order_id: &str, amount: &str) -> Vec<Output> {
-        self.send(at, "order.placed", customer, json!({"order_id": order_id, "amount": amount, "currency": "EUR"}))
+        self.send(
+            at,
+            "order.placed",
+            customer,
+            json!({"order_id": order_id, "amount": amount, "currency": "EUR"}),
+        )
     }
 
-    pub fn ship(&mut self, at: &str, customer: &str, shipment_id: &str, order_id: &str, amount: &str) -> Vec<Output> {
+    pub fn ship(
+        &mut self,
+        at: &str,
+        customer: &str,
+        shipment_id: &str,
+        order_id: &str,
+        amount: &str,
+    ) -> Vec<Output> {
         self.send(
             at,
             "shipment.shipped",
@@ -95,7 +121,14 @@ impl Scenario {
         )
     }
 
-    pub fn pay(&mut self, at: &str, customer: &str, payment_id: &str, amount: &str, applies_to: &[&str]) -> Vec<Output> {
+    pub fn pay(
+        &mut self,
+        at: &str,
+        customer: &str,
+        payment_id: &str,
+        amount: &str,
+        applies_to: &[&str],
+    ) -> Vec<Output> {
         let mut f = json!({"payment_id": payment_id, "amount": amount, "currency": "EUR"});
         if !applies_to.is_empty() {
             f["applies_to"] = json!(applies_to);
@@ -103,7 +136,14 @@ impl Scenario {
         self.send(at, "payment.received", customer, f)
     }
 
-    pub fn command(&mut self, at: &str, type_: &str, customer: &str, order_id: Option<&str>, actor: &str) -> Vec<Output> {
+    pub fn command(
+        &mut self,
+        at: &str,
+        type_: &str,
+        customer: &str,
+        order_id: Option<&str>,
+        actor: &str,
+    ) -> Vec<Output> {
         let mut f = json!({"actor": actor, "note": "checked"});
         if let Some(o) = order_id {
             f["order_id"] = json!(o);

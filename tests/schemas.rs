@@ -168,7 +168,8 @@ fn schemas_refuse_records_that_break_the_contract() {
         "{:#?}",
         errors(&decision, &good)
     );
-    let mutations: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let mutations: Vec<(&str, Mutation)> = vec![
         (
             "missing reasons",
             Box::new(|v| {

@@ -135,3 +135,19 @@ fn the_sample_file_is_what_the_documented_generator_makes() {
     let committed = std::fs::read(root().join("examples/sample-events.jsonl")).expect("sample");
     assert!(o.stdout == committed, "examples/sample-events.jsonl is stale: run `credit-sentinel generate --output examples/sample-events.jsonl`");
 }
+
+#[test]
+fn the_worked_examples_replay_to_their_golden_output() {
+    // Decision and alert ids are a promise to consumers: they must not change by accident.
+    // After an intended change, regenerate with
+    // `credit-sentinel replay --quiet --input tests/data/X.jsonl --output tests/data/X.expected.jsonl`.
+    for name in ["limit-and-release", "overdue", "bad-input"] {
+        let o = run(bin().args(["replay", "--quiet", "--input", &format!("tests/data/{name}.jsonl")]));
+        let want = std::fs::read(root().join(format!("tests/data/{name}.expected.jsonl"))).expect("golden file");
+        assert!(
+            o.stdout == want,
+            "{name}: output differs from its golden file:\n{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+}

@@ -96,6 +96,14 @@ pub struct CurrencyTotals {
     pub held_amount: Decimal,
 }
 
+/// Where an account or group stands against its limit, for threshold alerts.
+struct Position {
+    util: Option<Decimal>,
+    exposure: Decimal,
+    limit: Decimal,
+    currency: Currency,
+}
+
 /// Who or what caused the outputs being built: an event, or the clock passing a moment.
 #[derive(Clone, Debug)]
 struct Cause {
@@ -1216,30 +1224,21 @@ impl Engine {
         let util = warnings::utilization(exposure, terms.limit_effective);
         let crossed =
             warnings::threshold_crossings(&policy, &mut acc.marks.utilization_fired, util);
-        for i in crossed {
-            let t = &policy.utilization_thresholds[i];
-            let threshold = format_ratio(t.ratio);
-            let alert = self.alert(
-                AlertKind::UtilizationThreshold,
-                t.severity,
-                Some(cid),
-                None,
-                cause.at,
-                &format!("{threshold}|{}|{}", cause.source, cause.at.0),
-                vec![
-                    ("threshold", json!(threshold)),
-                    (
-                        "utilization",
-                        util.map_or(json!("unbounded"), |u| json!(format_ratio(u))),
-                    ),
-                    ("exposure", money(exposure)),
-                    ("credit_limit", money(terms.limit_effective)),
-                    ("currency", json!(terms.currency.as_str())),
-                    ("source_event_id", json!(cause.source)),
-                ],
-            );
-            out.push(Output::Alert(alert));
-        }
+        let position = Position {
+            util,
+            exposure,
+            limit: terms.limit_effective,
+            currency: terms.currency,
+        };
+        self.threshold_alerts(
+            AlertKind::UtilizationThreshold,
+            &crossed,
+            cid,
+            None,
+            &position,
+            cause,
+            out,
+        );
     }
 
     fn group_utilization_alerts(
@@ -1250,10 +1249,7 @@ impl Engine {
         out: &mut Vec<Output>,
     ) {
         let policy = Arc::clone(&self.policy);
-        let Some(acc) = self.accounts.get(cid) else {
-            return;
-        };
-        let Some(view) = self.group_view(acc) else {
+        let Some(view) = self.accounts.get(cid).and_then(|acc| self.group_view(acc)) else {
             return;
         };
         let Ok(exposure) = view.exposure else { return };
@@ -1263,28 +1259,63 @@ impl Engine {
         };
         let members = g.members.len();
         let crossed = warnings::threshold_crossings(&policy, &mut g.utilization_fired, util);
-        for i in crossed {
-            let t = &policy.utilization_thresholds[i];
+        let position = Position {
+            util,
+            exposure,
+            limit: view.credit_limit,
+            currency: view.currency,
+        };
+        let group = Some((gid, members));
+        self.threshold_alerts(
+            AlertKind::GroupUtilizationThreshold,
+            &crossed,
+            cid,
+            group,
+            &position,
+            cause,
+            out,
+        );
+    }
+
+    /// One alert per threshold crossed (customer or group scope).
+    #[allow(clippy::too_many_arguments)]
+    fn threshold_alerts(
+        &self,
+        kind: AlertKind,
+        crossed: &[usize],
+        cid: &str,
+        group: Option<(&str, usize)>,
+        p: &Position,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) {
+        for &i in crossed {
+            let t = &self.policy.utilization_thresholds[i];
             let threshold = format_ratio(t.ratio);
+            let mut details = vec![
+                ("threshold", json!(threshold)),
+                (
+                    "utilization",
+                    p.util
+                        .map_or(json!("unbounded"), |u| json!(format_ratio(u))),
+                ),
+                ("exposure", money(p.exposure)),
+                ("credit_limit", money(p.limit)),
+                ("currency", json!(p.currency.as_str())),
+                ("source_event_id", json!(cause.source)),
+            ];
+            if let Some((_, members)) = group {
+                details.push(("members", json!(members)));
+            }
+            let disc = format!("{threshold}|{}|{}", cause.source, cause.at.0);
             let alert = self.alert(
-                AlertKind::GroupUtilizationThreshold,
+                kind,
                 t.severity,
                 Some(cid),
-                Some(gid),
+                group.map(|g| g.0),
                 cause.at,
-                &format!("{threshold}|{}|{}", cause.source, cause.at.0),
-                vec![
-                    ("threshold", json!(threshold)),
-                    (
-                        "utilization",
-                        util.map_or(json!("unbounded"), |u| json!(format_ratio(u))),
-                    ),
-                    ("exposure", money(exposure)),
-                    ("credit_limit", money(view.credit_limit)),
-                    ("currency", json!(view.currency.as_str())),
-                    ("members", json!(members)),
-                    ("source_event_id", json!(cause.source)),
-                ],
+                &disc,
+                details,
             );
             out.push(Output::Alert(alert));
         }

@@ -133,6 +133,7 @@ pub struct RawLimits {
     pub pending_per_account: usize,
     pub pending_ttl_hours: u32,
     pub settled_history_per_account: usize,
+    pub clock_jump_max_days: u32,
     pub max_message_bytes: usize,
 }
 
@@ -428,6 +429,7 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             pending_per_account: l.pending_per_account,
             pending_ttl_us: i64::from(l.pending_ttl_hours) * 3_600_000_000,
             settled_history_per_account: l.settled_history_per_account,
+            clock_jump_max_us: crate::policy::days_us(l.clock_jump_max_days),
         },
     };
     let progress = match raw.replay.progress.as_str() {

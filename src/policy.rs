@@ -68,6 +68,9 @@ pub struct Bounds {
     pub pending_ttl_us: i64,
     /// Settled items kept for the behavioural indicators, per account.
     pub settled_history_per_account: usize,
+    /// An event this far ahead of the engine clock is dead-lettered instead of moving time
+    /// (one bad producer clock must not expire every hold). 0 disables the check.
+    pub clock_jump_max_us: i64,
 }
 
 /// The whole policy.
@@ -238,6 +241,7 @@ impl Default for Policy {
                 pending_per_account: 256,
                 pending_ttl_us: 24 * 3_600_000_000,
                 settled_history_per_account: 64,
+                clock_jump_max_us: days_us(90),
             },
         }
     }

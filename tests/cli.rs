@@ -142,8 +142,14 @@ fn the_worked_examples_replay_to_their_golden_output() {
     // After an intended change, regenerate with
     // `credit-sentinel replay --quiet --input tests/data/X.jsonl --output tests/data/X.expected.jsonl`.
     for name in ["limit-and-release", "overdue", "bad-input"] {
-        let o = run(bin().args(["replay", "--quiet", "--input", &format!("tests/data/{name}.jsonl")]));
-        let want = std::fs::read(root().join(format!("tests/data/{name}.expected.jsonl"))).expect("golden file");
+        let o = run(bin().args([
+            "replay",
+            "--quiet",
+            "--input",
+            &format!("tests/data/{name}.jsonl"),
+        ]));
+        let want = std::fs::read(root().join(format!("tests/data/{name}.expected.jsonl")))
+            .expect("golden file");
         assert!(
             o.stdout == want,
             "{name}: output differs from its golden file:\n{}",

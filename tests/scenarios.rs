@@ -1195,3 +1195,27 @@ fn a_profile_cannot_change_the_currency_of_an_account_holding_money() {
     );
     assert_eq!(rejections(&out)[0].error, ErrorCode::CurrencyMismatch);
 }
+
+#[test]
+fn an_event_from_a_broken_clock_does_not_move_time() {
+    let mut s = Scenario::default();
+    acme(&mut s, "10", json!({}));
+    s.order(T0, "ACME", "O-1", "500");
+    let out = s.order("2099-01-01T00:00:00Z", "ACME", "O-2", "1");
+    let r = rejections(&out);
+    assert_eq!((r.len(), r[0].error), (1, ErrorCode::InvalidField));
+    assert!(
+        r[0].detail.contains("ahead of the engine clock"),
+        "{}",
+        r[0].detail
+    );
+    assert!(decisions(&out).is_empty(), "the held order did not expire");
+    assert_eq!(s.engine.clock().unwrap().to_rfc3339(), T0);
+    // A gap within the limit is normal time passing.
+    let out = s.order("2026-05-01T00:00:00Z", "ACME", "O-3", "1");
+    assert_eq!(
+        decisions(&out)[0].status,
+        DecisionStatus::Rejected,
+        "O-1's hold expired on the way"
+    );
+}

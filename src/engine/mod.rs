@@ -182,6 +182,25 @@ impl Engine {
     /// Applies one validated event; outputs are appended to `out` in production order:
     /// time-driven outputs due before the event, then the event's own, then any it made due.
     pub fn apply(&mut self, event: &Event, out: &mut Vec<Output>) -> Outcome {
+        let jump_max = self.policy.bounds.clock_jump_max_us;
+        if let Some(clock) = self
+            .clock
+            .filter(|c| jump_max > 0 && event.occurred_at.0 - c.0 > jump_max)
+        {
+            let detail = format!(
+                "occurred_at {} is {} days ahead of the engine clock {}; limits.clock_jump_max_days is {}",
+                event.occurred_at,
+                event.occurred_at.days_since(clock).normalize(),
+                clock,
+                jump_max / DAY_US
+            );
+            out.push(Output::Rejection(rejection(
+                event,
+                ErrorCode::InvalidField,
+                detail,
+            )));
+            return Outcome::Rejected;
+        }
         self.advance_clock(event.occurred_at, out);
         let cause = Cause {
             source: event.event_id.clone(),

@@ -59,7 +59,11 @@ fn write_off_stream() -> &'static str {
         "\n",
         r#"{"event_id":"w3","type":"shipment.shipped","occurred_at":"2026-01-01T00:00:00Z","customer_id":"W","shipment_id":"S","order_id":"O","amount":"90","currency":"EUR"}"#,
         "\n",
-        r#"{"event_id":"w4","type":"order.placed","occurred_at":"2026-08-01T00:00:00Z","customer_id":"W","order_id":"O2","amount":"9","currency":"EUR"}"#,
+        r#"{"event_id":"w4","type":"order.placed","occurred_at":"2026-03-15T00:00:00Z","customer_id":"W","order_id":"O2","amount":"1","currency":"EUR"}"#,
+        "\n",
+        r#"{"event_id":"w5","type":"order.placed","occurred_at":"2026-05-15T00:00:00Z","customer_id":"W","order_id":"O3","amount":"1","currency":"EUR"}"#,
+        "\n",
+        r#"{"event_id":"w6","type":"order.placed","occurred_at":"2026-08-01T00:00:00Z","customer_id":"W","order_id":"O4","amount":"9","currency":"EUR"}"#,
         "\n",
     )
 }

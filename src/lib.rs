@@ -12,6 +12,7 @@ pub mod generator;
 pub mod model;
 pub mod policy;
 pub mod replay;
+pub mod state;
 
 pub use engine::{Engine, Outcome};
 pub use policy::Policy;

@@ -8,7 +8,7 @@ use common::replay_bytes;
 use credit_sentinel::codec::{decode_event, encode_event};
 use credit_sentinel::model::*;
 use credit_sentinel::policy::ReleaseOrder;
-use credit_sentinel::{Engine, Policy};
+use credit_sentinel::{state, Engine, Policy};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
@@ -198,6 +198,28 @@ proptest! {
         let at = (i + 1 + gap).min(dup.len());
         dup.insert(at, lines[i].clone());
         let (got, _) = run(&p, &dup);
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn restoring_from_a_snapshot_mid_stream_changes_nothing(lines in stream(60), cut in any::<prop::sample::Index>()) {
+        let p = policy(false, true);
+        let (want, _) = run(&p, &lines);
+        let k = cut.index(lines.len() + 1);
+        let (mut got, first) = run(&p, &lines[..k]);
+        let mut second = Engine::new(p.clone());
+        for (key, value) in state::snapshot_all(&first) {
+            let record = state::decode(&key, &value).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            state::restore(&mut second, record);
+        }
+        if let Some(c) = first.clock() {
+            second.restore_clock(c);
+        }
+        second.verify_invariants().map_err(TestCaseError::fail)?;
+        for l in &lines[k..] {
+            let ev = decode_event(l).expect("valid");
+            second.apply(&ev, &mut got);
+        }
         prop_assert_eq!(got, want);
     }
 

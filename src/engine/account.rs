@@ -7,13 +7,30 @@
 
 use crate::model::*;
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
-/// A bounded set of ids that forgets the oldest first.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// A bounded set of ids that forgets the oldest first. Serialized as the list, oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "Vec<String>", into = "Vec<String>")]
 pub struct IdRing {
     set: HashSet<String>,
     order: VecDeque<String>,
+}
+
+impl From<Vec<String>> for IdRing {
+    fn from(ids: Vec<String>) -> IdRing {
+        IdRing {
+            set: ids.iter().cloned().collect(),
+            order: ids.into(),
+        }
+    }
+}
+
+impl From<IdRing> for Vec<String> {
+    fn from(ring: IdRing) -> Vec<String> {
+        ring.order.into()
+    }
 }
 
 impl IdRing {
@@ -50,7 +67,7 @@ impl IdRing {
 }
 
 /// Where an order stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderState {
     /// Approved (or released): its unshipped remainder counts in exposure.
     Open,
@@ -59,7 +76,7 @@ pub enum OrderState {
 }
 
 /// A hold on an order: every rule it failed, and the first approver under four-eyes.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hold {
     pub reasons: Vec<Reason>,
     pub held_at: Timestamp,
@@ -74,7 +91,7 @@ impl Hold {
 }
 
 /// A live order (approved with an unshipped remainder, or held).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Order {
     pub order_id: String,
     /// Amount and currency as ordered.
@@ -95,7 +112,7 @@ pub struct Order {
 }
 
 /// One open receivable: a shipment not yet fully paid or credited.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Receivable {
     pub shipment_id: String,
     pub order_id: String,
@@ -128,7 +145,7 @@ impl Receivable {
 }
 
 /// A receivable after it was settled, kept (bounded) for the behavioural indicators.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SettledItem {
     pub shipment_id: String,
     pub amount: Decimal,
@@ -140,14 +157,15 @@ pub struct SettledItem {
 }
 
 /// A shipment or cancellation that arrived before its order.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pending {
+    #[serde(with = "event_as_json")]
     pub event: Event,
     pub received_at: Timestamp,
 }
 
 /// What the warnings remember about the customer's behaviour (all bounded).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Behaviour {
     /// Amounts (account currency) of recent non-anomalous orders, newest last.
     pub order_amounts: VecDeque<Decimal>,
@@ -165,7 +183,7 @@ pub struct Behaviour {
 }
 
 /// Alert bookkeeping that stops repeats.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AlertMarks {
     /// Bit i set: utilization threshold i fired and waits to re-arm.
     pub utilization_fired: u32,
@@ -175,7 +193,7 @@ pub struct AlertMarks {
 }
 
 /// One customer's account.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Account {
     pub customer_id: String,
     pub profile: Option<CustomerProfile>,
@@ -493,5 +511,21 @@ impl Account {
             return Err(format!("{id}: a held order counts in exposure"));
         }
         Ok(())
+    }
+}
+
+/// Parked events are kept in snapshots in their contract JSON form.
+mod event_as_json {
+    use crate::codec::{decode_event, encode_event};
+    use crate::model::Event;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(event: &Event, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&encode_event(event))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Event, D::Error> {
+        let text = String::deserialize(d)?;
+        decode_event(text.as_bytes()).map_err(|r| serde::de::Error::custom(r.detail))
     }
 }

@@ -23,12 +23,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// A customer group sharing one limit.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Group {
     pub group_id: String,
     pub profile: Option<GroupProfile>,
     pub profile_at: Option<Timestamp>,
-    /// Customers whose profile names this group.
+    /// Customers whose profile names this group (derived from the accounts, not persisted).
+    #[serde(skip)]
     pub members: BTreeSet<String>,
     pub utilization_fired: u32,
     /// Recent `profile.group` event ids (group events have no account to remember them).
@@ -1865,5 +1866,135 @@ fn rejection(event: &Event, error: ErrorCode, detail: String) -> Rejection {
         event_type: Some(event.type_str().to_string()),
         customer_id: event.customer_id.clone(),
         original: None,
+    }
+}
+
+impl Engine {
+    // ---------------------------------------------------------------- snapshot and restore
+
+    /// Puts a snapshotted account back (replacing any live copy), rejoins its group and
+    /// re-derives its due moments: the index is derived state and is never persisted.
+    pub fn restore_account(&mut self, account: Account) {
+        let cid = account.customer_id.clone();
+        if let Some(old) = self.accounts.remove(&cid) {
+            if let Some(g) = old.group_id().and_then(|g| self.groups.get_mut(g)) {
+                g.members.remove(&cid);
+            }
+        }
+        if let Some(gid) = account.group_id() {
+            let g = self.groups.entry(gid.to_string()).or_insert_with(|| Group {
+                group_id: gid.to_string(),
+                ..Group::default()
+            });
+            g.members.insert(cid.clone());
+        }
+        self.accounts.insert(cid.clone(), account);
+        self.schedule_account_timers(&cid);
+    }
+
+    /// Puts a snapshotted group back, keeping the members the restored accounts named.
+    pub fn restore_group(&mut self, group: Group) {
+        let g = self
+            .groups
+            .entry(group.group_id.clone())
+            .or_insert_with(|| Group {
+                group_id: group.group_id.clone(),
+                ..Group::default()
+            });
+        let members = std::mem::take(&mut g.members);
+        *g = Group { members, ..group };
+    }
+
+    /// Moves the clock forward to a checkpointed moment without firing anything: the restored
+    /// state already reflects everything due before it.
+    pub fn restore_clock(&mut self, at: Timestamp) {
+        if self.clock.is_none_or(|c| c < at) {
+            self.clock = Some(at);
+        }
+    }
+
+    /// Forgets an account (its partition was revoked). Its index entries become no-ops.
+    pub fn drop_account(&mut self, customer_id: &str) {
+        if let Some(acc) = self.accounts.remove(customer_id) {
+            if let Some(g) = acc.group_id().and_then(|g| self.groups.get_mut(g)) {
+                g.members.remove(customer_id);
+            }
+        }
+    }
+
+    /// Every due moment an account's state implies.
+    fn schedule_account_timers(&mut self, cid: &str) {
+        let policy = Arc::clone(&self.policy);
+        let Some(acc) = self.accounts.get(cid) else {
+            return;
+        };
+        let mut timers: Vec<(Timestamp, TimerKind)> = Vec::new();
+        let buckets = &policy.aging_buckets_days;
+        for r in &acc.receivables {
+            let stage = usize::from(r.next_stage);
+            let at = match stage {
+                0 => Some(r.due_at.plus_us(1)),
+                n if n <= buckets.len() => Some(r.due_at.plus_days(i64::from(buckets[n - 1]))),
+                n if n == buckets.len() + 1 => {
+                    Some(r.due_at.plus_days(i64::from(policy.write_off_days)))
+                }
+                _ => None,
+            };
+            if let Some(at) = at {
+                timers.push((
+                    at,
+                    TimerKind::Receivable {
+                        shipment_id: r.shipment_id.clone(),
+                        stage: r.next_stage,
+                    },
+                ));
+            }
+        }
+        if let Some(p) = &acc.profile {
+            if let Some(review) = p.review_date {
+                timers.push((
+                    review.plus_days(-i64::from(policy.review_warning_days)),
+                    TimerKind::ReviewWarning,
+                ));
+                timers.push((review, TimerKind::ReviewExpired));
+            }
+            if let Some(t) = &p.temporary_limit {
+                timers.push((t.expires_at, TimerKind::TempLimitExpiry));
+            }
+        }
+        if let Some((due, _)) = warnings::inactivity_due(acc, &policy) {
+            timers.push((due, TimerKind::Inactivity));
+        }
+        if policy.hold_expiry_days > 0 {
+            for id in &acc.holds {
+                let at = acc.orders[id]
+                    .placed_at
+                    .plus_us(days_us(policy.hold_expiry_days) + 1);
+                timers.push((
+                    at,
+                    TimerKind::HoldExpiry {
+                        order_id: id.clone(),
+                    },
+                ));
+            }
+        }
+        for p in &acc.pending {
+            timers.push((
+                p.received_at.plus_us(policy.bounds.pending_ttl_us),
+                TimerKind::PendingExpiry {
+                    event_id: p.event.event_id.clone(),
+                },
+            ));
+        }
+        for (at, kind) in timers {
+            self.schedule(at, cid, kind);
+        }
+    }
+
+    /// Group ids known to the engine, sorted.
+    pub fn group_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.groups.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids
     }
 }

@@ -5,10 +5,11 @@
 use super::money::Currency;
 use super::time::Timestamp;
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A customer's credit grade. Grades order from best (A) to worst (D).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub enum Grade {
     A,
     B,
@@ -46,7 +47,8 @@ impl fmt::Display for Grade {
 }
 
 /// A customer's status as set by its profile.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AccountStatus {
     #[default]
     Active,
@@ -77,14 +79,14 @@ impl AccountStatus {
 }
 
 /// A limit increase that holds until `expires_at` (exclusive).
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct TemporaryLimit {
     pub amount: Decimal,
     pub expires_at: Timestamp,
 }
 
 /// `profile.customer`: the credit terms people set for one customer (an upsert).
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct CustomerProfile {
     pub credit_limit: Decimal,
     pub currency: Currency,
@@ -99,7 +101,7 @@ pub struct CustomerProfile {
 }
 
 /// `profile.group`: a limit shared by every customer whose profile names the group.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct GroupProfile {
     pub group_id: String,
     pub credit_limit: Decimal,

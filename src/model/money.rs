@@ -43,6 +43,14 @@ impl fmt::Debug for Currency {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Currency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Currency::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid currency {s:?}")))
+    }
+}
+
 impl serde::Serialize for Currency {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())

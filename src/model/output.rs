@@ -5,7 +5,7 @@
 use super::money::{ser_money, ser_money_opt, Currency};
 use super::time::Timestamp;
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -41,7 +41,7 @@ impl DecisionStatus {
 }
 
 /// Reason codes carried by decisions (CONTRACT.md).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ReasonCode {
     CustomerUnknown,
@@ -113,7 +113,7 @@ impl fmt::Display for ReasonCode {
 }
 
 /// One failed rule, with the numbers behind it.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Reason {
     pub code: ReasonCode,
     pub detail: String,

@@ -15,7 +15,7 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Clone, Debug, PartialEq)]
 pub enum StateRecord {
     Account(Box<Account>),
-    Group(Group),
+    Group(Box<Group>),
 }
 
 /// Why a changelog record could not be read.
@@ -92,7 +92,7 @@ pub fn decode(key: &str, value: &[u8]) -> Result<StateRecord, StateError> {
         Ok(StateRecord::Account(Box::new(e.state)))
     } else if key.starts_with("g/") {
         let e: Envelope<Group> = serde_json::from_slice(value).map_err(invalid)?;
-        Ok(StateRecord::Group(e.state))
+        Ok(StateRecord::Group(Box::new(e.state)))
     } else {
         Err(StateError::UnknownKey(key.to_string()))
     }
@@ -102,7 +102,7 @@ pub fn decode(key: &str, value: &[u8]) -> Result<StateRecord, StateError> {
 pub fn restore(engine: &mut Engine, record: StateRecord) {
     match record {
         StateRecord::Account(a) => engine.restore_account(*a),
-        StateRecord::Group(g) => engine.restore_group(g),
+        StateRecord::Group(g) => engine.restore_group(*g),
     }
 }
 

@@ -107,10 +107,17 @@ pub fn restore(engine: &mut Engine, record: StateRecord) {
 }
 
 /// Every record describing an engine's state: groups first, then accounts, in key order.
+/// A group that only exists because profiles name it has no state of its own (restoring its
+/// members recreates it) and is left out.
 pub fn snapshot_all(engine: &Engine) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = engine
         .group_ids()
         .into_iter()
+        .filter(|g| {
+            engine
+                .group(g)
+                .is_some_and(|g| g.profile_at.is_some() || !g.recent_event_ids.is_empty())
+        })
         .filter_map(|g| encode_group(engine, g))
         .collect();
     let mut ids: Vec<&str> = engine.accounts().map(|a| a.customer_id.as_str()).collect();

@@ -122,6 +122,10 @@ pub struct Engine {
     clock: Option<Timestamp>,
     /// Accounts whose position changed during the current event or timer, first touch first.
     touched: Vec<String>,
+    /// Accounts and groups whose state changed since `take_changed` was last called (what a
+    /// shell must snapshot to the changelog).
+    changed_accounts: BTreeSet<String>,
+    changed_groups: BTreeSet<String>,
 }
 
 fn money(v: Decimal) -> Value {
@@ -141,6 +145,8 @@ impl Engine {
             timers: BTreeSet::new(),
             clock: None,
             touched: Vec::new(),
+            changed_accounts: BTreeSet::new(),
+            changed_groups: BTreeSet::new(),
         }
     }
 
@@ -247,6 +253,7 @@ impl Engine {
             }
         };
         let cap = self.policy.bounds.event_ids_per_account;
+        self.changed_accounts.insert(customer_id.clone());
         let acc = self.account_mut(&customer_id);
         if acc.recent_event_ids.contains(&event.event_id) {
             return Outcome::Duplicate;
@@ -333,6 +340,7 @@ impl Engine {
     }
 
     fn touch(&mut self, customer_id: &str) {
+        self.changed_accounts.insert(customer_id.to_string());
         if !self.touched.iter().any(|c| c == customer_id) {
             self.touched.push(customer_id.to_string());
         }
@@ -839,6 +847,11 @@ impl Engine {
             event.event_id.clone(),
             self.policy.bounds.event_ids_per_account,
         );
+        self.changed_groups.insert(profile.group_id.clone());
+        let g = self
+            .groups
+            .get_mut(&profile.group_id)
+            .expect("entered above");
         g.profile = Some(profile.clone());
         g.profile_at = Some(event.occurred_at);
         let members: Vec<String> = g.members.iter().cloned().collect();
@@ -1278,7 +1291,11 @@ impl Engine {
             return;
         };
         let members = g.members.len();
+        let fired_before = g.utilization_fired;
         let crossed = warnings::threshold_crossings(&policy, &mut g.utilization_fired, util);
+        if g.utilization_fired != fired_before {
+            self.changed_groups.insert(gid.to_string());
+        }
         let position = Position {
             util,
             exposure,
@@ -1494,6 +1511,9 @@ impl Engine {
     fn fire(&mut self, timer: &Timer, cause: &Cause, out: &mut Vec<Output>) {
         let policy = Arc::clone(&self.policy);
         let cid = timer.customer_id.as_str();
+        if self.accounts.contains_key(cid) {
+            self.changed_accounts.insert(cid.to_string());
+        }
         let Some(acc) = self.accounts.get(cid) else {
             return;
         };
@@ -1989,6 +2009,17 @@ impl Engine {
         for (at, kind) in timers {
             self.schedule(at, cid, kind);
         }
+    }
+
+    /// Accounts and groups changed since the last call (sorted), and forgets them.
+    pub fn take_changed(&mut self) -> (Vec<String>, Vec<String>) {
+        let accounts = std::mem::take(&mut self.changed_accounts)
+            .into_iter()
+            .collect();
+        let groups = std::mem::take(&mut self.changed_groups)
+            .into_iter()
+            .collect();
+        (accounts, groups)
     }
 
     /// Group ids known to the engine, sorted.

@@ -143,6 +143,79 @@ pub struct RawReplay {
     pub progress: String,
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Topics {
+    pub orders: String,
+    pub shipments: String,
+    pub payments: String,
+    pub profiles: String,
+    pub commands: String,
+    pub decisions: String,
+    pub alerts: String,
+    pub dead_letter: String,
+    pub changelog: String,
+}
+
+impl Topics {
+    /// The input topics, in a fixed order.
+    pub fn inputs(&self) -> [&str; 5] {
+        [
+            &self.orders,
+            &self.shipments,
+            &self.payments,
+            &self.profiles,
+            &self.commands,
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafka {
+    pub brokers: String,
+    pub group_id: String,
+    pub client_id: String,
+    pub delivery: String,
+    pub transactional_id: String,
+    pub batch_max_messages: usize,
+    pub batch_max_ms: u64,
+    pub tick_ms: u64,
+    pub linger_ms: u64,
+    pub retry_backoff_min_ms: u64,
+    pub retry_backoff_max_ms: u64,
+    pub properties_file: Option<String>,
+    pub topics: Topics,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// How outputs and offsets are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    ExactlyOnce,
+    AtLeastOnce,
+}
+
+/// Validated Kafka settings.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub group_id: String,
+    pub client_id: String,
+    pub delivery: Delivery,
+    pub transactional_id: String,
+    pub batch_max_messages: usize,
+    pub batch_max_ms: u64,
+    pub tick_ms: u64,
+    pub linger_ms: u64,
+    pub retry_backoff_min_ms: u64,
+    pub retry_backoff_max_ms: u64,
+    pub topics: Topics,
+    /// librdkafka properties: `[kafka.properties]` overlaid with `properties_file`.
+    pub properties: BTreeMap<String, String>,
+}
+
 /// The settings tree as written in TOML.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -150,6 +223,7 @@ pub struct RawSettings {
     pub policy: RawPolicy,
     pub limits: RawLimits,
     pub replay: RawReplay,
+    pub kafka: RawKafka,
 }
 
 /// When the replay progress bar shows.
@@ -166,6 +240,7 @@ pub struct Settings {
     pub policy: Policy,
     pub max_message_bytes: usize,
     pub progress: Progress,
+    pub kafka: KafkaSettings,
     /// The merged tree, for `check-config`.
     pub raw: RawSettings,
 }
@@ -443,11 +518,79 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             ))
         }
     };
+    let kafka = validate_kafka(&raw.kafka)?;
     Ok(Settings {
         policy,
         max_message_bytes: l.max_message_bytes,
         progress,
+        kafka,
         raw,
+    })
+}
+
+/// Reads a librdkafka properties file: `key=value` per line, `#` comments, blank lines.
+pub fn read_properties_file(path: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let key = "kafka.properties_file";
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(key, format!("cannot read {path}: {e}")))?;
+    let mut props = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| invalid(key, format!("{path} line {}: expected key=value", n + 1)))?;
+        props.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(props)
+}
+
+fn validate_kafka(k: &RawKafka) -> Result<KafkaSettings, ConfigError> {
+    let delivery = match k.delivery.as_str() {
+        "exactly_once" => Delivery::ExactlyOnce,
+        "at_least_once" => Delivery::AtLeastOnce,
+        _ => {
+            return Err(invalid(
+                "kafka.delivery",
+                "must be \"exactly_once\" or \"at_least_once\"",
+            ))
+        }
+    };
+    if k.brokers.trim().is_empty() {
+        return Err(invalid("kafka.brokers", "must name at least one broker"));
+    }
+    if k.batch_max_messages == 0 || k.batch_max_ms == 0 {
+        return Err(invalid(
+            "kafka.batch_max_messages",
+            "batches need at least 1 message and 1 ms",
+        ));
+    }
+    if delivery == Delivery::ExactlyOnce && k.transactional_id.trim().is_empty() {
+        return Err(invalid(
+            "kafka.transactional_id",
+            "is required for exactly_once delivery",
+        ));
+    }
+    let mut properties = k.properties.clone();
+    if let Some(path) = k.properties_file.as_deref().filter(|p| !p.is_empty()) {
+        properties.extend(read_properties_file(path)?);
+    }
+    Ok(KafkaSettings {
+        brokers: k.brokers.clone(),
+        group_id: k.group_id.clone(),
+        client_id: k.client_id.clone(),
+        delivery,
+        transactional_id: k.transactional_id.clone(),
+        batch_max_messages: k.batch_max_messages,
+        batch_max_ms: k.batch_max_ms,
+        tick_ms: k.tick_ms,
+        linger_ms: k.linger_ms,
+        retry_backoff_min_ms: k.retry_backoff_min_ms.max(1),
+        retry_backoff_max_ms: k.retry_backoff_max_ms.max(k.retry_backoff_min_ms.max(1)),
+        topics: k.topics.clone(),
+        properties,
     })
 }
 

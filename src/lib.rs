@@ -12,7 +12,9 @@ pub mod generator;
 pub mod model;
 pub mod policy;
 pub mod replay;
+pub mod runtime;
 pub mod state;
+pub mod traffic;
 
 pub use engine::{Engine, Outcome};
 pub use policy::Policy;

@@ -1,16 +1,20 @@
-//! The `credit-sentinel` command line: `replay` (backtest a policy over a JSON Lines file of
-//! events), `generate` (realistic sample traffic) and `check-config` (print the effective
-//! settings or the error naming the bad key).
+//! The `credit-sentinel` command line: `run` (live enforcement on Kafka), `demo` (an embedded
+//! broker with generated traffic and a live view), `replay` (backtest a policy over a JSON
+//! Lines file), `loadgen` (generated traffic to any broker), `generate` (sample traffic to a
+//! file) and `check-config` (the effective settings, or the error naming the bad key).
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use credit_sentinel::config::{self, Progress};
 use credit_sentinel::generator::{self, GeneratorConfig};
 use credit_sentinel::model::Timestamp;
-use credit_sentinel::{replay, Engine};
+use credit_sentinel::{replay, runtime, traffic, Engine};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +29,44 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Enforce credit limits live: consume the input topics, produce decisions and alerts.
+    Run {
+        #[arg(long, short, env = "CREDIT_SENTINEL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Start an embedded Kafka-protocol broker, the engine, and generated traffic, with a live
+    /// view. Any Kafka client can attach to the printed bootstrap address.
+    Demo {
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Events per second of generated traffic.
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        #[arg(long, default_value_t = 200)]
+        customers: usize,
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// "exactly_once" or "at_least_once".
+        #[arg(long, default_value = "exactly_once")]
+        delivery: String,
+    },
+    /// Send generated traffic to a broker (for load tests and trying a cluster).
+    Loadgen {
+        #[arg(long, default_value = "localhost:9092")]
+        brokers: String,
+        /// Events per second (0: as fast as possible).
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 1000)]
+        customers: usize,
+        #[arg(long, default_value_t = 120)]
+        days: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, short, env = "CREDIT_SENTINEL_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Replay a JSON Lines file of input events and write every produced record.
     Replay {
         /// Input events, one JSON object per line ("-" for stdin).
@@ -67,6 +109,12 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CREDIT_SENTINEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .init();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(2);
@@ -83,8 +131,196 @@ fn output_writer(path: Option<&PathBuf>) -> Result<Box<dyn Write>> {
     })
 }
 
+/// A flag set by SIGINT or SIGTERM.
+fn shutdown_on_signal() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = Arc::clone(&flag);
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            #[cfg(unix)]
+            {
+                let mut term =
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+            tracing::info!("signal received: finishing the open batch");
+            f.store(true, Ordering::Relaxed);
+        });
+    });
+    flag
+}
+
+fn demo(
+    duration: Option<u64>,
+    rate: u64,
+    customers: usize,
+    partitions: i32,
+    delivery: &str,
+) -> Result<()> {
+    use rdkafka::mocking::MockCluster;
+    let cluster = MockCluster::new(1).context("cannot start the embedded broker")?;
+    let mut settings = config::load(None)?;
+    settings.kafka.brokers = cluster.bootstrap_servers();
+    settings.kafka.delivery = match delivery {
+        "exactly_once" => config::Delivery::ExactlyOnce,
+        "at_least_once" => config::Delivery::AtLeastOnce,
+        other => anyhow::bail!("--delivery {other:?}: use exactly_once or at_least_once"),
+    };
+    let t = settings.kafka.topics.clone();
+    for topic in t.inputs().into_iter().chain([
+        t.changelog.as_str(),
+        t.decisions.as_str(),
+        t.alerts.as_str(),
+        t.dead_letter.as_str(),
+    ]) {
+        cluster
+            .create_topic(topic, partitions, 1)
+            .with_context(|| format!("cannot create {topic}"))?;
+    }
+    println!(
+        "embedded broker: {}  (attach any Kafka client, e.g. kcat -b {} -C -t {})",
+        cluster.bootstrap_servers(),
+        cluster.bootstrap_servers(),
+        t.decisions
+    );
+    let shutdown = shutdown_on_signal();
+    let stats = Arc::new(runtime::Stats::default());
+    let engine = {
+        let (s, sh, st) = (settings.clone(), Arc::clone(&shutdown), Arc::clone(&stats));
+        std::thread::spawn(move || runtime::run(s, sh, st, runtime::Options::default()))
+    };
+    let sent = Arc::new(AtomicU64::new(0));
+    let today = Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0),
+    );
+    let lines = generator::generate(&GeneratorConfig {
+        customers,
+        days: 120,
+        seed: 7,
+        start: Timestamp(today.0 - today.0.rem_euclid(credit_sentinel::model::DAY_US)),
+        faults: true,
+    });
+    let producer = {
+        let (k, sh, n) = (
+            settings.kafka.clone(),
+            Arc::clone(&shutdown),
+            Arc::clone(&sent),
+        );
+        std::thread::spawn(move || traffic::send(&k, &lines, rate, &sh, &n))
+    };
+    let started = Instant::now();
+    let mut last = (Instant::now(), 0u64);
+    while !shutdown.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_secs(1));
+        if duration.is_some_and(|d| started.elapsed() >= Duration::from_secs(d)) {
+            shutdown.store(true, Ordering::Relaxed);
+        }
+        let events = stats.events.load(Ordering::Relaxed);
+        let rate_now = (events - last.1) as f64 / last.0.elapsed().as_secs_f64().max(0.001);
+        last = (Instant::now(), events);
+        let d: Vec<String> = credit_sentinel::model::DecisionStatus::ALL
+            .iter()
+            .zip(&stats.decisions)
+            .map(|(s, n)| format!("{} {}", s.as_str(), n.load(Ordering::Relaxed)))
+            .collect();
+        let mut view = format!(
+            "\n[{:>4}s] sent {} | consumed {} ({:.0}/s) | batches {} | {} | holds waiting {} | alerts {} | dead-letters {}\n",
+            started.elapsed().as_secs(),
+            sent.load(Ordering::Relaxed),
+            events,
+            rate_now,
+            stats.batches.load(Ordering::Relaxed),
+            d.join(", "),
+            stats.held_orders.load(Ordering::Relaxed),
+            stats.alerts.load(Ordering::Relaxed),
+            stats.dead_letters.load(Ordering::Relaxed),
+        );
+        if let Ok(top) = stats.top_utilization.lock() {
+            let t: Vec<String> = top.iter().map(|(c, u)| format!("{c} {u}")).collect();
+            view.push_str(&format!("  top utilization: {}\n", t.join(", ")));
+        }
+        if let Ok(recent) = stats.recent_alerts.lock() {
+            for a in recent.iter().rev().take(4) {
+                view.push_str(&format!("  alert: {a}\n"));
+            }
+        }
+        print!("{view}");
+        io::stdout().flush().ok();
+    }
+    let _ = producer.join();
+    match engine.join() {
+        Ok(r) => r?,
+        Err(_) => anyhow::bail!("the engine thread panicked"),
+    }
+    println!("demo stopped");
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Run { config } => {
+            let settings = config::load(config.as_deref())?;
+            let shutdown = shutdown_on_signal();
+            runtime::run(
+                settings,
+                shutdown,
+                Arc::new(runtime::Stats::default()),
+                runtime::Options::default(),
+            )
+        }
+        Command::Demo {
+            duration,
+            rate,
+            customers,
+            partitions,
+            delivery,
+        } => demo(duration, rate, customers, partitions, &delivery),
+        Command::Loadgen {
+            brokers,
+            rate,
+            customers,
+            days,
+            seed,
+            config,
+        } => {
+            let mut settings = config::load(config.as_deref())?;
+            settings.kafka.brokers = brokers;
+            let lines = generator::generate(&GeneratorConfig {
+                customers,
+                days,
+                seed,
+                ..GeneratorConfig::default()
+            });
+            let shutdown = shutdown_on_signal();
+            let sent = AtomicU64::new(0);
+            let started = Instant::now();
+            let n = traffic::send(&settings.kafka, &lines, rate, &shutdown, &sent)?;
+            eprintln!(
+                "loadgen: sent {n} events in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
         Command::Replay {
             input,
             output,
@@ -164,7 +400,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::CheckConfig { config } => {
             let settings = config::load(config.as_deref())?;
-            let text = toml::to_string_pretty(&settings.raw).context("cannot print settings")?;
+            let mut raw = settings.raw.clone();
+            for (k, v) in raw.kafka.properties.iter_mut() {
+                if runtime::is_secret(k) {
+                    *v = "<redacted>".into();
+                }
+            }
+            let text = toml::to_string_pretty(&raw).context("cannot print settings")?;
             println!("# effective settings (defaults, file, environment): OK\n{text}");
             Ok(())
         }

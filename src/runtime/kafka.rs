@@ -1,0 +1,177 @@
+//! Kafka client setup: librdkafka configuration from settings (security and any other
+//! property passed through), the producer (transactional for exactly_once, idempotent
+//! always), and startup checks that wait, with backoff, for an unreachable broker instead of
+//! crash-looping.
+
+use crate::config::{Delivery, KafkaSettings};
+use anyhow::{Context as _, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Properties whose values are secrets: never logged.
+pub fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password") || k.contains("secret") || k.ends_with(".key") || k.contains("token")
+}
+
+/// The base librdkafka configuration: brokers, client id, then every passed-through property.
+pub fn client_config(k: &KafkaSettings) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &k.brokers)
+        .set("client.id", &k.client_id);
+    for (key, value) in &k.properties {
+        cfg.set(key, value);
+    }
+    cfg
+}
+
+pub fn consumer_config(k: &KafkaSettings) -> ClientConfig {
+    let mut cfg = client_config(k);
+    cfg.set("group.id", &k.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    if k.delivery == Delivery::ExactlyOnce {
+        cfg.set("isolation.level", "read_committed");
+    }
+    for (key, value) in &k.properties {
+        cfg.set(key, value);
+    }
+    cfg
+}
+
+fn backoff(k: &KafkaSettings, attempt: u32) -> Duration {
+    let ms = k
+        .retry_backoff_min_ms
+        .saturating_mul(1u64 << attempt.min(16));
+    Duration::from_millis(ms.min(k.retry_backoff_max_ms))
+}
+
+fn sleep_unless_shutdown(d: Duration, shutdown: &AtomicBool) {
+    let step = Duration::from_millis(50);
+    let mut left = d;
+    while !left.is_zero() && !shutdown.load(Ordering::Relaxed) {
+        let s = left.min(step);
+        std::thread::sleep(s);
+        left -= s;
+    }
+}
+
+/// Creates the producer; for exactly_once, initialises transactions, retrying with backoff
+/// while the broker is unreachable. `None` if shut down while waiting.
+pub fn create_producer(
+    k: &KafkaSettings,
+    shutdown: &AtomicBool,
+) -> Result<Option<ThreadedProducer<DefaultProducerContext>>> {
+    let mut cfg = client_config(k);
+    cfg.set("enable.idempotence", "true")
+        .set("linger.ms", k.linger_ms.to_string())
+        .set("message.timeout.ms", "60000");
+    if k.delivery == Delivery::ExactlyOnce {
+        cfg.set("transactional.id", &k.transactional_id)
+            .set("transaction.timeout.ms", "60000");
+    }
+    for (key, value) in &k.properties {
+        cfg.set(key, value);
+    }
+    let mut attempt = 0;
+    loop {
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            cfg.create().context("cannot create the producer")?;
+        if k.delivery == Delivery::AtLeastOnce {
+            return Ok(Some(producer));
+        }
+        match producer.init_transactions(Duration::from_secs(10)) {
+            Ok(()) => {
+                info!(transactional_id = %k.transactional_id, "transactions ready");
+                return Ok(Some(producer));
+            }
+            Err(e) => {
+                let wait = backoff(k, attempt);
+                warn!(brokers = %k.brokers, "cannot initialise transactions ({e}); retrying in {} ms", wait.as_millis());
+                sleep_unless_shutdown(wait, shutdown);
+                if shutdown.load(Ordering::Relaxed) {
+                    return Ok(None);
+                }
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Waits until every topic exists, then checks that the inputs and the changelog have the same
+/// partition count (co-partitioning is what keeps a customer's state with its events).
+pub fn wait_for_topics<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    k: &KafkaSettings,
+    shutdown: &AtomicBool,
+) -> Result<()> {
+    let t = &k.topics;
+    let mut needed: Vec<&str> = t.inputs().to_vec();
+    needed.extend([
+        t.changelog.as_str(),
+        t.decisions.as_str(),
+        t.alerts.as_str(),
+        t.dead_letter.as_str(),
+    ]);
+    let mut attempt = 0;
+    loop {
+        match consumer.fetch_metadata(None, Duration::from_secs(10)) {
+            Ok(md) => {
+                let counts: Vec<(&str, Option<usize>)> = needed
+                    .iter()
+                    .map(|n| {
+                        (
+                            *n,
+                            md.topics()
+                                .iter()
+                                .find(|mt| mt.name() == *n && mt.error().is_none())
+                                .map(|mt| mt.partitions().len()),
+                        )
+                    })
+                    .filter(|(_, c)| c != &Some(0))
+                    .collect();
+                let missing: Vec<&str> = counts
+                    .iter()
+                    .filter(|(_, c)| c.is_none())
+                    .map(|(n, _)| *n)
+                    .collect();
+                if missing.is_empty() {
+                    let keyed: Vec<(&str, usize)> = counts
+                        .iter()
+                        .filter(|(n, _)| t.inputs().contains(n) || *n == t.changelog)
+                        .map(|(n, c)| (*n, c.unwrap_or(0)))
+                        .collect();
+                    let first = keyed.first().map(|(_, c)| *c).unwrap_or(0);
+                    if keyed.iter().any(|(_, c)| *c != first) {
+                        anyhow::bail!(
+                            "the input topics and the changelog must have the same partition count, found {keyed:?}"
+                        );
+                    }
+                    return Ok(());
+                }
+                let wait = backoff(k, attempt);
+                warn!(
+                    ?missing,
+                    "waiting for topics to exist; retrying in {} ms",
+                    wait.as_millis()
+                );
+                sleep_unless_shutdown(wait, shutdown);
+            }
+            Err(e) => {
+                let wait = backoff(k, attempt);
+                warn!(brokers = %k.brokers, "broker unreachable ({e}); retrying in {} ms", wait.as_millis());
+                sleep_unless_shutdown(wait, shutdown);
+            }
+        }
+        if shutdown.load(Ordering::Relaxed) {
+            anyhow::bail!("shut down while waiting for the broker");
+        }
+        attempt += 1;
+    }
+}

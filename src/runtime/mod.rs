@@ -1,0 +1,744 @@
+//! The live shell: consumes the input topics in batches, feeds the core, and produces
+//! decisions, alerts and dead-letters, with the core's state written to the compacted
+//! changelog so that a restart (or a new owner of a partition) carries on exactly where the
+//! committed state left off.
+//!
+//! Exactly-once by construction (ARCHITECTURE.md, "Delivery guarantees"):
+//! - every batch writes, after its outputs, a snapshot of each account and group it changed
+//!   and a checkpoint per input partition (`c/<partition>`: the next offset of every input
+//!   topic and the engine clock);
+//! - on assignment, the accounts of the new partitions are restored from the changelog and
+//!   consumption resumes at the checkpointed offsets, never at the group's committed offsets
+//!   (which some brokers do not keep transactionally);
+//! - `exactly_once` puts outputs, snapshots, checkpoints and consumed offsets in one Kafka
+//!   transaction; `at_least_once` produces and awaits the outputs before the snapshots, so a
+//!   crash at worst repeats outputs with the same deterministic ids;
+//! - a batch whose commit fails is rolled back by rebuilding the engine from the changelog
+//!   and seeking back to the checkpoints.
+//!
+//! Partitioning: every input topic and the changelog have the same partition count. Each
+//! input partition has its own engine (its own accounts and its own clock), so what a
+//! partition decides depends only on that partition's input, exactly as a replay of it would;
+//! its state lives in the same-numbered changelog partition. Group profiles are applied to
+//! every partition engine of this instance; a group's limit is enforced over the members in
+//! each partition separately until the repartition stage of issue 5 exists.
+
+mod kafka;
+
+use crate::codec::{self, DeadLetter, SourcePosition};
+use crate::config::{Delivery, KafkaSettings, Settings};
+use crate::engine::Engine;
+use crate::model::*;
+use crate::state::{self, StateRecord};
+use anyhow::{Context as _, Result};
+pub use kafka::{client_config, is_secret};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{debug, error, info, warn};
+
+/// Counters the runtime keeps for the demo's live view and, later, metrics.
+#[derive(Default)]
+pub struct Stats {
+    pub events: AtomicU64,
+    pub decisions: [AtomicU64; 5],
+    pub alerts: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub batches: AtomicU64,
+    pub aborted: AtomicU64,
+    pub restored_accounts: AtomicU64,
+    /// True once the first assignment is restored and consumption has started.
+    pub ready: AtomicBool,
+    /// The most recent alerts, newest last (bounded).
+    pub recent_alerts: Mutex<std::collections::VecDeque<String>>,
+    /// Held orders and top utilization, refreshed after each batch.
+    pub held_orders: AtomicU64,
+    pub top_utilization: Mutex<Vec<(String, String)>>,
+}
+
+impl Stats {
+    fn count(&self, outputs: &[Output]) {
+        for o in outputs {
+            match o {
+                Output::Decision(d) => {
+                    let i = DecisionStatus::ALL
+                        .iter()
+                        .position(|s| *s == d.status)
+                        .unwrap_or(0);
+                    self.decisions[i].fetch_add(1, Ordering::Relaxed);
+                }
+                Output::Alert(a) => {
+                    self.alerts.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut recent) = self.recent_alerts.lock() {
+                        recent.push_back(format!(
+                            "{} {} {} {}",
+                            a.at,
+                            a.severity.as_str(),
+                            a.kind.as_str(),
+                            a.key()
+                        ));
+                        while recent.len() > 8 {
+                            recent.pop_front();
+                        }
+                    }
+                }
+                Output::Rejection(_) => {
+                    self.dead_letters.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Inputs applied per partition engine, in apply order.
+pub type Recording = Arc<Mutex<BTreeMap<i32, Vec<Vec<u8>>>>>;
+
+/// Options for embedding the runtime (the demo and tests).
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Every input applied, per partition engine, in apply order (a test hook: replaying each
+    /// partition's list through its own engine must give exactly what the runtime produced).
+    pub record: Option<Recording>,
+}
+
+/// The checkpoint of one input partition, stored as `c/<partition>` in that changelog partition.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Checkpoint {
+    v: u32,
+    /// Next offset to consume, per input topic.
+    offsets: BTreeMap<String, i64>,
+    clock: Option<Timestamp>,
+}
+
+fn checkpoint_key(partition: i32) -> String {
+    format!("c/{partition}")
+}
+
+/// One input partition's engine and how far it has consumed each input topic.
+struct PartitionState {
+    engine: Engine,
+    /// Next offset per input topic, as of the last applied message.
+    positions: BTreeMap<String, i64>,
+}
+
+/// State shared between the processing loop and the rebalance callback (same thread).
+struct Shared {
+    policy: crate::policy::Policy,
+    parts: BTreeMap<i32, PartitionState>,
+}
+
+impl Shared {
+    fn part(&mut self, p: i32) -> &mut PartitionState {
+        let policy = &self.policy;
+        self.parts.entry(p).or_insert_with(|| PartitionState {
+            engine: Engine::new(policy.clone()),
+            positions: BTreeMap::new(),
+        })
+    }
+}
+
+struct Ctx {
+    settings: Arc<Settings>,
+    shared: Arc<Mutex<Shared>>,
+    stats: Arc<Stats>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let partitions: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                info!(
+                    ?partitions,
+                    "partitions assigned; restoring their accounts from the changelog"
+                );
+                let started = Instant::now();
+                let mut shared = match self.shared.lock() {
+                    Ok(s) => s,
+                    Err(p) => p.into_inner(),
+                };
+                let checkpoints =
+                    match restore_partitions(&self.settings, &mut shared, &partitions, &self.stats)
+                    {
+                        Ok(c) => c,
+                        Err(e) => {
+                            // Without its state a partition must not be processed: leave it
+                            // unassigned; the group will rebalance it again.
+                            error!("restore failed, not taking partitions {partitions:?}: {e:#}");
+                            let _ = consumer.assign(&TopicPartitionList::new());
+                            return;
+                        }
+                    };
+                let elems: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                for (topic, partition) in elems {
+                    let offset = checkpoints
+                        .get(&partition)
+                        .and_then(|c| c.offsets.get(&topic))
+                        .map_or(Offset::Stored, |o| Offset::Offset(*o));
+                    let _ = tpl.set_partition_offset(&topic, partition, offset);
+                }
+                drop(shared);
+                if let Err(e) = consumer.assign(tpl) {
+                    error!("assign failed: {e}");
+                }
+                self.stats.ready.store(true, Ordering::Relaxed);
+                info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "restore done; consuming"
+                );
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                info!(?partitions, "partitions revoked; dropping their accounts");
+                if let Ok(mut shared) = self.shared.lock() {
+                    for p in &partitions {
+                        shared.parts.remove(p);
+                    }
+                }
+                let _ = consumer.unassign();
+            }
+            other => error!("rebalance error: {other:?}"),
+        }
+    }
+}
+
+/// Reads the changelog partitions of `partitions` from the start to their high watermark and
+/// restores each into a fresh engine for that partition; returns the checkpoints found.
+fn restore_partitions(
+    settings: &Settings,
+    shared: &mut Shared,
+    partitions: &BTreeSet<i32>,
+    stats: &Stats,
+) -> Result<BTreeMap<i32, Checkpoint>> {
+    let k = &settings.kafka;
+    let mut cfg = client_config(k);
+    cfg.set("group.id", format!("{}-restore", k.group_id))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+    let reader: BaseConsumer = cfg.create().context("cannot create the changelog reader")?;
+    let topic = &k.topics.changelog;
+    let timeout = Duration::from_secs(10);
+    let mut ends = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        let (low, high) = reader
+            .fetch_watermarks(topic, *p, timeout)
+            .with_context(|| format!("cannot read the watermarks of {topic}/{p}"))?;
+        if high > low {
+            ends.insert(*p, high);
+            tpl.add_partition_offset(topic, *p, Offset::Offset(low))?;
+        }
+    }
+    let mut checkpoints = BTreeMap::new();
+    let mut restored = 0u64;
+    let mut groups = Vec::new();
+    for p in partitions {
+        shared.parts.remove(p);
+        shared.part(*p);
+    }
+    if !ends.is_empty() {
+        reader.assign(&tpl)?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let mut done: BTreeSet<i32> = BTreeSet::new();
+        while done.len() < ends.len() {
+            if Instant::now() > deadline {
+                anyhow::bail!("changelog restore did not reach the end of {topic} in 600 s");
+            }
+            let Some(msg) = reader.poll(Duration::from_millis(500)) else {
+                // Transaction markers take offsets but are not delivered: check positions.
+                for (p, end) in &ends {
+                    if let Ok(pos) = reader.position() {
+                        if let Some(Offset::Offset(o)) =
+                            pos.find_partition(topic, *p).map(|e| e.offset())
+                        {
+                            if o >= *end {
+                                done.insert(*p);
+                            }
+                        }
+                    }
+                }
+                continue;
+            };
+            let msg = msg.context("changelog read failed")?;
+            let p = msg.partition();
+            if msg.offset() + 1 >= ends.get(&p).copied().unwrap_or(0) {
+                done.insert(p);
+            }
+            let (Some(key), Some(value)) = (msg.key(), msg.payload()) else {
+                continue;
+            };
+            let key = String::from_utf8_lossy(key);
+            if key.starts_with("c/") {
+                match serde_json::from_slice::<Checkpoint>(value) {
+                    Ok(c) => {
+                        checkpoints.insert(p, c);
+                    }
+                    Err(e) => warn!("ignoring unreadable checkpoint {key}: {e}"),
+                }
+                continue;
+            }
+            match state::decode(&key, value) {
+                Ok(StateRecord::Account(a)) => {
+                    shared.part(p).engine.restore_account(*a);
+                    restored += 1;
+                }
+                Ok(StateRecord::Group(g)) => groups.push((p, g)),
+                Err(e) => anyhow::bail!("{e}"),
+            }
+        }
+    }
+    for (p, g) in groups {
+        shared.part(p).engine.restore_group(*g);
+    }
+    for (p, c) in &checkpoints {
+        let part = shared.part(*p);
+        if let Some(clock) = c.clock {
+            part.engine.restore_clock(clock);
+        }
+        part.positions = c.offsets.clone();
+    }
+    stats
+        .restored_accounts
+        .fetch_add(restored, Ordering::Relaxed);
+    info!(
+        accounts = restored,
+        checkpoints = checkpoints.len(),
+        "changelog read"
+    );
+    Ok(checkpoints)
+}
+
+/// The engine's producer and where each record kind goes.
+struct Output_<'a> {
+    producer: &'a ThreadedProducer<DefaultProducerContext>,
+    k: &'a KafkaSettings,
+}
+
+impl Output_<'_> {
+    fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<()> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        let mut record = record;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e).with_context(|| format!("cannot produce to {topic}")),
+            }
+        }
+    }
+
+    fn emit(
+        &self,
+        output: Output,
+        original: &[u8],
+        original_key: Option<&[u8]>,
+        source: &SourcePosition,
+    ) -> Result<()> {
+        let t = &self.k.topics;
+        match output {
+            Output::Decision(d) => {
+                let value = serde_json::to_vec(&d)?;
+                self.send(&t.decisions, None, Some(d.customer_id.as_bytes()), &value)
+            }
+            Output::Alert(a) => {
+                let value = serde_json::to_vec(&a)?;
+                self.send(&t.alerts, None, Some(a.key().as_bytes()), &value)
+            }
+            Output::Rejection(r) => {
+                let dl = DeadLetter::new(r, original, source);
+                let value = serde_json::to_vec(&dl)?;
+                let key = original_key.or(dl.key().map(str::as_bytes));
+                self.send(&t.dead_letter, None, key, &value)
+            }
+        }
+    }
+}
+
+/// Runs the engine on Kafka until `shutdown` is set. Returns after the open batch is committed.
+pub fn run(
+    settings: Settings,
+    shutdown: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+    options: Options,
+) -> Result<()> {
+    let settings = Arc::new(settings);
+    let k = settings.kafka.clone();
+    let shared = Arc::new(Mutex::new(Shared {
+        policy: settings.policy.clone(),
+        parts: BTreeMap::new(),
+    }));
+    let producer = kafka::create_producer(&k, &shutdown)?;
+    let Some(producer) = producer else {
+        return Ok(());
+    };
+    let ctx = Ctx {
+        settings: Arc::clone(&settings),
+        shared: Arc::clone(&shared),
+        stats: Arc::clone(&stats),
+    };
+    let consumer: BaseConsumer<Ctx> = kafka::consumer_config(&k)
+        .create_with_context(ctx)
+        .context("cannot create the consumer")?;
+    kafka::wait_for_topics(&consumer, &k, &shutdown)?;
+    consumer
+        .subscribe(&k.topics.inputs())
+        .context("cannot subscribe to the input topics")?;
+    info!(brokers = %k.brokers, delivery = ?k.delivery, "consuming");
+
+    let out = Output_ {
+        producer: &producer,
+        k: &k,
+    };
+    let mut last_tick = Instant::now();
+    let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(k.batch_max_messages);
+    let mut outputs = Vec::new();
+    while !shutdown.load(Ordering::Relaxed) {
+        batch.clear();
+        let started = Instant::now();
+        let window = Duration::from_millis(k.batch_max_ms);
+        while batch.len() < k.batch_max_messages {
+            let left = window.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            match consumer.poll(left) {
+                Some(Ok(m)) => batch.push(m),
+                Some(Err(e)) => {
+                    warn!("consumer: {e}");
+                    break;
+                }
+                None => break,
+            }
+        }
+        let tick_due = k.tick_ms > 0 && last_tick.elapsed() >= Duration::from_millis(k.tick_ms);
+        if batch.is_empty() && !tick_due {
+            continue;
+        }
+        if tick_due {
+            last_tick = Instant::now();
+        }
+        let mut guard = shared
+            .lock()
+            .map_err(|_| anyhow::anyhow!("engine state poisoned"))?;
+        let sh = &mut *guard;
+        let result = process_batch(
+            sh,
+            &batch,
+            tick_due,
+            &out,
+            &k,
+            &settings,
+            &stats,
+            &options,
+            &mut outputs,
+        )
+        .and_then(|touched| commit_batch(sh, touched, &batch, &out, &consumer, &k));
+        match result {
+            Ok(()) => {
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                refresh_views(sh, &stats);
+            }
+            Err(e) => {
+                stats.aborted.fetch_add(1, Ordering::Relaxed);
+                error!("batch failed, rolling back to the last checkpoint: {e:#}");
+                if k.delivery == Delivery::ExactlyOnce {
+                    if let Err(e) = producer.abort_transaction(Duration::from_secs(30)) {
+                        error!("abort failed: {e}");
+                    }
+                }
+                rewind(sh, &settings, &consumer, &stats)?;
+            }
+        }
+    }
+    info!("shutting down: the last batch is committed");
+    producer.flush(Duration::from_secs(30)).ok();
+    consumer.unsubscribe();
+    Ok(())
+}
+
+/// Applies a batch (and a clock tick) to the engine and produces its outputs. Returns the input
+/// partitions the batch touched.
+#[allow(clippy::too_many_arguments)]
+fn process_batch(
+    sh: &mut Shared,
+    batch: &[BorrowedMessage<'_>],
+    tick: bool,
+    out: &Output_<'_>,
+    k: &KafkaSettings,
+    settings: &Settings,
+    stats: &Stats,
+    options: &Options,
+    outputs: &mut Vec<Output>,
+) -> Result<BTreeSet<i32>> {
+    if k.delivery == Delivery::ExactlyOnce {
+        out.producer
+            .begin_transaction()
+            .context("cannot begin a transaction")?;
+    }
+    let mut touched = BTreeSet::new();
+    for m in batch {
+        let p = m.partition();
+        touched.insert(p);
+        sh.part(p)
+            .positions
+            .insert(m.topic().to_string(), m.offset() + 1);
+        let payload = m.payload().unwrap_or_default();
+        let source = SourcePosition {
+            topic: Some(m.topic().to_string()),
+            partition: Some(p),
+            offset: Some(m.offset()),
+            line: None,
+        };
+        outputs.clear();
+        if payload.len() > settings.max_message_bytes {
+            outputs.push(Output::Rejection(Rejection {
+                error: ErrorCode::TooLarge,
+                detail: format!(
+                    "message of {} bytes exceeds limits.max_message_bytes = {}",
+                    payload.len(),
+                    settings.max_message_bytes
+                ),
+                event_id: None,
+                event_type: None,
+                customer_id: None,
+                original: None,
+            }));
+        } else {
+            match codec::decode_event(payload) {
+                Ok(event) => {
+                    let is_group = matches!(event.body, EventBody::GroupProfile(_));
+                    if let Some(rec) = &options.record {
+                        if let Ok(mut r) = rec.lock() {
+                            r.entry(p).or_default().push(payload.to_vec());
+                            if is_group {
+                                for q in sh.parts.keys().filter(|q| **q != p) {
+                                    r.entry(*q).or_default().push(payload.to_vec());
+                                }
+                            }
+                        }
+                    }
+                    debug!(event_id = %event.event_id, customer_id = event.customer_id.as_deref().unwrap_or(""), partition = p, "apply");
+                    sh.part(p).engine.apply(&event, outputs);
+                    if is_group {
+                        // Every partition engine of this instance learns the group's limit.
+                        let mut more = Vec::new();
+                        for (q, part) in sh.parts.iter_mut().filter(|(q, _)| **q != p) {
+                            part.engine.apply(&event, &mut more);
+                            touched.insert(*q);
+                        }
+                        outputs.extend(
+                            more.into_iter()
+                                .filter(|o| !matches!(o, Output::Rejection(_))),
+                        );
+                    }
+                }
+                Err(r) => outputs.push(Output::Rejection(r)),
+            }
+        }
+        stats.events.fetch_add(1, Ordering::Relaxed);
+        stats.count(outputs);
+        let original = &payload[..payload.len().min(settings.max_message_bytes)];
+        for o in outputs.drain(..) {
+            out.emit(o, original, m.key(), &source)?;
+        }
+    }
+    if tick {
+        let now = wall_clock();
+        for (p, part) in sh.parts.iter_mut() {
+            outputs.clear();
+            part.engine.advance_clock(now, outputs);
+            stats.count(outputs);
+            for o in outputs.drain(..) {
+                out.emit(o, &[], None, &SourcePosition::default())?;
+            }
+            // The clock moved: every partition gets a fresh checkpoint.
+            touched.insert(*p);
+        }
+    }
+    Ok(touched)
+}
+
+fn wall_clock() -> Timestamp {
+    let us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    Timestamp(us)
+}
+
+/// Writes snapshots of what changed and the checkpoints, then commits.
+fn commit_batch(
+    sh: &mut Shared,
+    touched: BTreeSet<i32>,
+    batch: &[BorrowedMessage<'_>],
+    out: &Output_<'_>,
+    consumer: &BaseConsumer<Ctx>,
+    k: &KafkaSettings,
+) -> Result<()> {
+    if k.delivery == Delivery::AtLeastOnce {
+        // Outputs first and acknowledged, then the state that says they were produced.
+        out.producer
+            .flush(Duration::from_secs(30))
+            .context("outputs not acknowledged")?;
+    }
+    let changelog = &k.topics.changelog;
+    for (p, part) in sh.parts.iter_mut() {
+        let (accounts, groups) = part.engine.take_changed();
+        for g in &groups {
+            if let Some((key, value)) = state::encode_group(&part.engine, g) {
+                out.send(changelog, Some(*p), Some(key.as_bytes()), &value)?;
+            }
+        }
+        for a in &accounts {
+            if let Some((key, value)) = state::encode_account(&part.engine, a) {
+                out.send(changelog, Some(*p), Some(key.as_bytes()), &value)?;
+            }
+        }
+        if touched.contains(p) {
+            let c = Checkpoint {
+                v: state::FORMAT_VERSION,
+                offsets: part.positions.clone(),
+                clock: part.engine.clock(),
+            };
+            out.send(
+                changelog,
+                Some(*p),
+                Some(checkpoint_key(*p).as_bytes()),
+                &serde_json::to_vec(&c)?,
+            )?;
+        }
+    }
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let e = next.entry((m.topic(), m.partition())).or_default();
+        *e = (*e).max(m.offset() + 1);
+    }
+    let mut offsets = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        offsets.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    }
+    match k.delivery {
+        Delivery::ExactlyOnce => {
+            if offsets.count() > 0 {
+                let meta = consumer
+                    .group_metadata()
+                    .context("no consumer group metadata")?;
+                out.producer
+                    .send_offsets_to_transaction(&offsets, &meta, Duration::from_secs(30))
+                    .context("cannot add offsets to the transaction")?;
+            }
+            out.producer
+                .commit_transaction(Duration::from_secs(60))
+                .context("commit failed")?;
+        }
+        Delivery::AtLeastOnce => {
+            out.producer
+                .flush(Duration::from_secs(30))
+                .context("changelog not acknowledged")?;
+            if offsets.count() > 0 {
+                // Group offsets are for lag monitoring; restore uses the checkpoints.
+                if let Err(e) = consumer.commit(&offsets, rdkafka::consumer::CommitMode::Async) {
+                    warn!("offset commit failed (restore does not depend on it): {e}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds the engine from the changelog and seeks every assigned partition back to its
+/// checkpoint: what a failed batch did to the in-memory state is thrown away.
+fn rewind(
+    sh: &mut Shared,
+    settings: &Settings,
+    consumer: &BaseConsumer<Ctx>,
+    stats: &Stats,
+) -> Result<()> {
+    let assigned: BTreeSet<i32> = sh.parts.keys().copied().collect();
+    let checkpoints = loop {
+        match restore_partitions(settings, sh, &assigned, stats) {
+            Ok(c) => break c,
+            Err(e) => {
+                error!("restore after a failed batch failed, retrying: {e:#}");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    };
+    let assignment = consumer.assignment().context("no assignment")?;
+    for elem in assignment.elements() {
+        let offset = checkpoints
+            .get(&elem.partition())
+            .and_then(|c| c.offsets.get(elem.topic()))
+            .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+        if let Err(e) = consumer.seek(
+            elem.topic(),
+            elem.partition(),
+            offset,
+            Duration::from_secs(10),
+        ) {
+            warn!("seek {}/{} failed: {e}", elem.topic(), elem.partition());
+        }
+    }
+    Ok(())
+}
+
+/// Refreshes the holds count and the top-utilization list for the live view.
+fn refresh_views(sh: &Shared, stats: &Stats) {
+    let mut held = 0usize;
+    let mut top: Vec<(rust_decimal::Decimal, String)> = Vec::new();
+    for part in sh.parts.values() {
+        let engine = &part.engine;
+        held += engine.accounts().map(|a| a.holds.len()).sum::<usize>();
+        top.extend(engine.accounts().filter_map(|a| {
+            let limit = engine.terms(&a.customer_id)?.limit_effective;
+            let u = crate::engine::warnings::utilization(a.exposure_total(), limit)?;
+            Some((u, a.customer_id.clone()))
+        }));
+    }
+    stats.held_orders.store(held as u64, Ordering::Relaxed);
+    top.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    if let Ok(mut t) = stats.top_utilization.lock() {
+        *t = top
+            .into_iter()
+            .take(5)
+            .map(|(u, c)| (c, format_ratio(u)))
+            .collect();
+    }
+}

@@ -289,3 +289,210 @@ fn a_restarted_engine_restores_its_state_and_resumes_at_its_checkpoints() {
         want.len()
     );
 }
+
+/// Every record of a topic per partition, in offset order, as (key, payload).
+fn read_partitions(
+    settings: &Settings,
+    topic: &str,
+) -> BTreeMap<i32, Vec<(Option<String>, Vec<u8>)>> {
+    let mut cfg = runtime::client_config(&settings.kafka);
+    cfg.set("group.id", "test-reader")
+        .set("enable.auto.commit", "false");
+    let reader: BaseConsumer = cfg.create().expect("reader");
+    let mut out = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let (low, high) = reader
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Offset(low))
+            .expect("tpl");
+        reader.assign(&tpl).expect("assign");
+        let mut msgs = Vec::new();
+        let started = Instant::now();
+        while (msgs.len() as i64) < high - low {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "reading {topic}/{p} timed out"
+            );
+            if let Some(m) = reader.poll(Duration::from_millis(200)) {
+                let m = m.expect("message");
+                msgs.push((
+                    m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    m.payload().unwrap_or_default().to_vec(),
+                ));
+            }
+        }
+        out.insert(p, msgs);
+    }
+    out
+}
+
+fn child(settings: &Settings, delivery: &str) -> std::process::Child {
+    let k = &settings.kafka;
+    std::process::Command::new(env!("CARGO_BIN_EXE_credit-sentinel"))
+        .arg("run")
+        .env("CREDIT_SENTINEL__KAFKA__BROKERS", &k.brokers)
+        .env("CREDIT_SENTINEL__KAFKA__DELIVERY", delivery)
+        .env("CREDIT_SENTINEL__KAFKA__TICK_MS", "0")
+        .env("CREDIT_SENTINEL__KAFKA__BATCH_MAX_MESSAGES", "40")
+        .env("CREDIT_SENTINEL__KAFKA__GROUP_ID", &k.group_id)
+        .env(
+            "CREDIT_SENTINEL__KAFKA__TRANSACTIONAL_ID",
+            &k.transactional_id,
+        )
+        .env("CREDIT_SENTINEL_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("engine process")
+}
+
+fn distinct_ids(records: &[String], field: &str) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for r in records {
+        let v: serde_json::Value = serde_json::from_str(r).expect("json");
+        let id = v[field].as_str().expect("id").to_string();
+        if let Some(prev) = m.insert(id.clone(), r.clone()) {
+            assert_eq!(
+                prev, *r,
+                "a repeated {field} {id} must carry the same record"
+            );
+        }
+    }
+    m
+}
+
+fn killed_mid_stream_then_restarted(delivery: Delivery, name: &str) {
+    let (_cluster, settings) = cluster(delivery);
+    let t = settings.kafka.topics.clone();
+    // All events on one input topic, keyed by customer: each partition's order is then fixed,
+    // and replaying it gives exactly what the engine must end with, however often it crashed.
+    let lines = traffic_lines(40, 60, 23);
+    let mut cfg = runtime::client_config(&settings.kafka);
+    cfg.set("linger.ms", "5");
+    let producer: rdkafka::producer::BaseProducer = cfg.create().expect("producer");
+    for l in &lines {
+        let (_, key) = traffic::route(&t, l);
+        let mut rec = rdkafka::producer::BaseRecord::<str, str>::to(&t.orders).payload(l);
+        if let Some(k) = key.as_deref() {
+            rec = rec.key(k);
+        }
+        producer.send(rec).map_err(|(e, _)| e).expect("send");
+        producer.poll(Duration::ZERO);
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).expect("flush");
+
+    // Expected: each partition replayed through its own engine.
+    let mut record: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
+    for (p, msgs) in read_partitions(&settings, &t.orders) {
+        record.insert(
+            p,
+            msgs.into_iter()
+                .map(|(_, v)| v)
+                .filter(|v| decode_event(v).is_ok())
+                .collect(),
+        );
+    }
+    let (want_decisions, want_alerts, _) = replay_per_partition(&settings, &record);
+    let want_d = distinct_ids(&want_decisions, "decision_id");
+    let want_a = distinct_ids(&want_alerts, "alert_id");
+
+    let decisions_written = |s: &Settings| -> i64 {
+        let mut cfg = runtime::client_config(&s.kafka);
+        cfg.set("group.id", "test-watch");
+        let c: BaseConsumer = cfg.create().expect("watch");
+        (0..PARTITIONS)
+            .map(|p| {
+                c.fetch_watermarks(&t.decisions, p, Duration::from_secs(5))
+                    .map(|(_, h)| h)
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    let mut engine = child(&settings, name);
+    wait_for(
+        "the engine to be mid-stream",
+        Duration::from_secs(120),
+        || decisions_written(&settings) > 150,
+    );
+    engine.kill().expect("SIGKILL");
+    engine.wait().expect("reaped");
+    assert!(
+        decisions_written(&settings) < want_decisions.len() as i64,
+        "the kill must land mid-stream for this test to mean anything"
+    );
+
+    let mut engine = child(&settings, name);
+    wait_for(
+        "every decision after the restart",
+        Duration::from_secs(180),
+        || distinct_ids(&read_topic(&settings, &t.decisions), "decision_id").len() >= want_d.len(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    // SIGTERM: the open batch is finished, then a clean exit.
+    let pid = engine.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    let status = engine.wait().expect("exit");
+    assert!(
+        status.success(),
+        "SIGTERM ends the engine with exit 0, got {status}"
+    );
+
+    let got_d = distinct_ids(&read_topic(&settings, &t.decisions), "decision_id");
+    assert_eq!(got_d.len(), want_d.len(), "no decision lost, none invented");
+    assert!(got_d == want_d, "every distinct decision equals replay's");
+    let got_a = distinct_ids(&read_topic(&settings, &t.alerts), "alert_id");
+    assert!(
+        got_a == want_a,
+        "every distinct alert equals replay's ({} vs {})",
+        got_a.len(),
+        want_a.len()
+    );
+
+    // Final state: the latest snapshot of every account equals replay's account.
+    let mut latest: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for msgs in read_partitions(&settings, &t.changelog).into_values() {
+        for (key, value) in msgs {
+            if let Some(k) = key.filter(|k| k.starts_with("a/")) {
+                latest.insert(k, value);
+            }
+        }
+    }
+    let mut replayed = 0;
+    for lines in record.values() {
+        let mut engine = Engine::new(settings.policy.clone());
+        let mut out = Vec::new();
+        for l in lines {
+            engine.apply(&decode_event(l).expect("valid"), &mut out);
+        }
+        for acc in engine.accounts() {
+            let value = latest
+                .get(&format!("a/{}", acc.customer_id))
+                .expect("account in the changelog");
+            let restored =
+                match credit_sentinel::state::decode(&format!("a/{}", acc.customer_id), value)
+                    .expect("decodes")
+                {
+                    credit_sentinel::state::StateRecord::Account(a) => a,
+                    other => panic!("{other:?}"),
+                };
+            assert_eq!(restored.exposure(), acc.exposure(), "{}", acc.customer_id);
+            replayed += 1;
+        }
+    }
+    assert!(replayed >= 40);
+}
+
+#[test]
+fn killed_mid_stream_at_least_once_loses_and_invents_nothing() {
+    killed_mid_stream_then_restarted(Delivery::AtLeastOnce, "at_least_once");
+}
+
+#[test]
+fn killed_mid_stream_exactly_once_loses_and_invents_nothing() {
+    killed_mid_stream_then_restarted(Delivery::ExactlyOnce, "exactly_once");
+}

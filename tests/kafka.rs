@@ -290,11 +290,11 @@ fn a_restarted_engine_restores_its_state_and_resumes_at_its_checkpoints() {
     );
 }
 
-/// Every record of a topic per partition, in offset order, as (key, payload).
-fn read_partitions(
-    settings: &Settings,
-    topic: &str,
-) -> BTreeMap<i32, Vec<(Option<String>, Vec<u8>)>> {
+/// A partition's records in offset order, as (key, payload).
+type PartitionRecords = Vec<(Option<String>, Vec<u8>)>;
+
+/// Every record of a topic per partition.
+fn read_partitions(settings: &Settings, topic: &str) -> BTreeMap<i32, PartitionRecords> {
     let mut cfg = runtime::client_config(&settings.kafka);
     cfg.set("group.id", "test-reader")
         .set("enable.auto.commit", "false");

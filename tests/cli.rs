@@ -157,3 +157,21 @@ fn the_worked_examples_replay_to_their_golden_output() {
         );
     }
 }
+
+#[test]
+fn check_config_redacts_secrets() {
+    let dir = std::env::temp_dir().join(format!("cs-redact-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cfg = dir.join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[kafka.properties]\n\"sasl.password\" = \"hunter2\"\n\"sasl.username\" = \"engine\"\n",
+    )
+    .expect("write");
+    let o = run(bin().args(["check-config", "--config"]).arg(&cfg));
+    std::fs::remove_dir_all(&dir).ok();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("<redacted>") && text.contains("engine"));
+}

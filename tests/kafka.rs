@@ -496,3 +496,28 @@ fn killed_mid_stream_at_least_once_loses_and_invents_nothing() {
 fn killed_mid_stream_exactly_once_loses_and_invents_nothing() {
     killed_mid_stream_then_restarted(Delivery::ExactlyOnce, "exactly_once");
 }
+
+#[test]
+fn startup_with_the_broker_down_waits_and_shuts_down_cleanly() {
+    let mut settings =
+        config::load_with_env(None, Vec::<(String, String)>::new()).expect("settings");
+    // Nothing listens on port 9 of loopback: every connection is refused.
+    settings.kafka.brokers = "127.0.0.1:9".into();
+    settings.kafka.delivery = Delivery::AtLeastOnce;
+    settings.kafka.retry_backoff_min_ms = 50;
+    settings.kafka.retry_backoff_max_ms = 200;
+    let running = start(&settings);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !running.handle.is_finished(),
+        "no crash while the broker is down"
+    );
+    running.shutdown.store(true, Ordering::Relaxed);
+    let result = running.handle.join().expect("thread");
+    let err = result.expect_err("shut down before any broker answered");
+    assert!(
+        err.to_string()
+            .contains("shut down while waiting for the broker"),
+        "{err}"
+    );
+}

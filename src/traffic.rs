@@ -31,6 +31,22 @@ pub fn route<'a>(topics: &'a Topics, line: &str) -> (&'a str, Option<String>) {
     }
 }
 
+/// When message `n` is due: `rate` per second on average over each 10 s cycle, with the first
+/// second of every cycle at five times the rate of the other nine.
+pub fn burst_schedule(n: u64, rate: u64) -> Duration {
+    let per_cycle = rate * 10;
+    let cycle = n / per_cycle.max(1);
+    let within = n % per_cycle.max(1);
+    // 5 shares in the burst second, 5 shares spread over the other nine seconds.
+    let burst = per_cycle / 2;
+    let offset = if within < burst {
+        within as f64 / burst.max(1) as f64
+    } else {
+        1.0 + 9.0 * (within - burst) as f64 / (per_cycle - burst).max(1) as f64
+    };
+    Duration::from_secs_f64(cycle as f64 * 10.0 + offset)
+}
+
 /// Produces `lines` at up to `rate` per second (0: as fast as possible) until done or shut down.
 /// Returns how many were sent.
 pub fn send(
@@ -51,7 +67,9 @@ pub fn send(
             break;
         }
         if rate > 0 {
-            let due = Duration::from_secs_f64(n as f64 / rate as f64);
+            // Bursts: one second in every ten runs at five times the rate, as order entry does
+            // at the top of the hour; the schedule catches up after.
+            let due = burst_schedule(n, rate);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 std::thread::sleep(wait);
             }
@@ -78,4 +96,20 @@ pub fn send(
         .flush(Duration::from_secs(30))
         .context("traffic not acknowledged")?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::burst_schedule;
+    use std::time::Duration;
+
+    #[test]
+    fn bursts_then_steady() {
+        // rate 100: 1000 per 10 s cycle, 500 in the first second, 500 over the next nine.
+        assert_eq!(burst_schedule(0, 100), Duration::ZERO);
+        assert!(burst_schedule(499, 100) < Duration::from_secs(1));
+        assert!(burst_schedule(500, 100) >= Duration::from_secs(1));
+        assert!(burst_schedule(999, 100) < Duration::from_secs(10));
+        assert_eq!(burst_schedule(1000, 100), Duration::from_secs(10));
+    }
 }

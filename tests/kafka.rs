@@ -330,9 +330,20 @@ fn read_partitions(settings: &Settings, topic: &str) -> BTreeMap<i32, PartitionR
 
 fn child(settings: &Settings, delivery: &str) -> std::process::Child {
     let k = &settings.kafka;
-    std::process::Command::new(env!("CARGO_BIN_EXE_credit-sentinel"))
-        .arg("run")
-        .env("CREDIT_SENTINEL__KAFKA__BROKERS", &k.brokers)
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_credit-sentinel"));
+    if !k.properties.is_empty() {
+        let file =
+            std::env::temp_dir().join(format!("cs-child-{}-{delivery}.toml", std::process::id()));
+        let mut text = String::from("[kafka.properties]\n");
+        for (key, value) in &k.properties {
+            text.push_str(&format!("{key:?} = {value:?}\n"));
+        }
+        std::fs::write(&file, text).expect("child config");
+        cmd.arg("run").arg("--config").arg(file);
+    } else {
+        cmd.arg("run");
+    }
+    cmd.env("CREDIT_SENTINEL__KAFKA__BROKERS", &k.brokers)
         .env("CREDIT_SENTINEL__KAFKA__DELIVERY", delivery)
         .env("CREDIT_SENTINEL__KAFKA__TICK_MS", "0")
         .env("CREDIT_SENTINEL__KAFKA__BATCH_MAX_MESSAGES", "40")
@@ -363,8 +374,7 @@ fn distinct_ids(records: &[String], field: &str) -> BTreeMap<String, String> {
     m
 }
 
-fn killed_mid_stream_then_restarted(delivery: Delivery, name: &str) {
-    let (_cluster, settings) = cluster(delivery);
+fn killed_mid_stream_then_restarted(settings: Settings, name: &str) {
     let t = settings.kafka.topics.clone();
     // All events on one input topic, keyed by customer: each partition's order is then fixed,
     // and replaying it gives exactly what the engine must end with, however often it crashed.
@@ -489,12 +499,119 @@ fn killed_mid_stream_then_restarted(delivery: Delivery, name: &str) {
 
 #[test]
 fn killed_mid_stream_at_least_once_loses_and_invents_nothing() {
-    killed_mid_stream_then_restarted(Delivery::AtLeastOnce, "at_least_once");
+    let (_cluster, settings) = cluster(Delivery::AtLeastOnce);
+    killed_mid_stream_then_restarted(settings, "at_least_once");
 }
 
 #[test]
 fn killed_mid_stream_exactly_once_loses_and_invents_nothing() {
-    killed_mid_stream_then_restarted(Delivery::ExactlyOnce, "exactly_once");
+    let (_cluster, settings) = cluster(Delivery::ExactlyOnce);
+    killed_mid_stream_then_restarted(settings, "exactly_once");
+}
+
+/// An out-of-process tansu broker on a free loopback port, stopped on drop.
+struct Tansu {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where the tansu binary is: $TANSU_BIN, the project's .tools/, the CI cache, or PATH.
+fn tansu_binary() -> Option<std::path::PathBuf> {
+    let mut candidates: Vec<std::path::PathBuf> = Vec::new();
+    if let Ok(p) = std::env::var("TANSU_BIN") {
+        candidates.push(p.into());
+    }
+    candidates.push(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/tansu"));
+    if let Ok(home) = std::env::var("HOME") {
+        candidates.push(std::path::Path::new(&home).join(".cache/credit-sentinel/tools/bin/tansu"));
+    }
+    if let Ok(path) = std::env::var("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join("tansu")));
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+fn start_tansu(bin: &std::path::Path) -> Tansu {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = std::process::Command::new(bin)
+        .args([
+            "broker",
+            "--storage-engine",
+            "memory://tansu/",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tansu starts");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "tansu did not listen on {url}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Tansu { child, url }
+}
+
+#[test]
+fn out_of_process_broker_at_least_once_with_a_restart() {
+    let required = std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var("CREDIT_SENTINEL_REQUIRE_TANSU").is_ok();
+    let Some(bin) = tansu_binary() else {
+        assert!(
+            !required,
+            "tansu is required here (CI): .ci/run installs it"
+        );
+        eprintln!("SKIPPED: no tansu binary (set TANSU_BIN or run .ci/run once to install it)");
+        return;
+    };
+    let broker = start_tansu(&bin);
+    let mut settings =
+        config::load_with_env(None, Vec::<(String, String)>::new()).expect("settings");
+    settings.kafka.brokers = broker.url.trim_start_matches("tcp://").to_string();
+    settings.kafka.delivery = Delivery::AtLeastOnce;
+    settings.kafka.tick_ms = 0;
+    settings.kafka.group_id = format!("tansu-{}", std::process::id());
+    let t = settings.kafka.topics.clone();
+    for topic in t.inputs().into_iter().chain([
+        t.changelog.as_str(),
+        t.decisions.as_str(),
+        t.alerts.as_str(),
+        t.dead_letter.as_str(),
+    ]) {
+        let status = std::process::Command::new(&bin)
+            .args([
+                "topic",
+                "create",
+                "--broker",
+                &broker.url,
+                "--partitions",
+                &PARTITIONS.to_string(),
+                topic,
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("tansu topic create");
+        assert!(status.success(), "cannot create {topic} on tansu");
+    }
+    killed_mid_stream_then_restarted(settings, "at_least_once");
 }
 
 #[test]
@@ -520,4 +637,34 @@ fn startup_with_the_broker_down_waits_and_shuts_down_cleanly() {
             .contains("shut down while waiting for the broker"),
         "{err}"
     );
+}
+
+#[test]
+fn a_broker_outage_mid_run_is_survived() {
+    let (cluster, settings) = cluster(Delivery::AtLeastOnce);
+    let lines = traffic_lines(25, 40, 31);
+    let (first, second) = lines.split_at(lines.len() / 2);
+    send(&settings, first);
+    let running = start(&settings);
+    let stats = Arc::clone(&running.stats);
+    wait_for("the first half", Duration::from_secs(120), || {
+        stats.events.load(Ordering::Relaxed) as usize >= first.len()
+    });
+    cluster.broker_down(1).expect("broker down");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !running.handle.is_finished(),
+        "the engine survives the outage"
+    );
+    cluster.broker_up(1).expect("broker up");
+    send(&settings, second);
+    wait_for(
+        "the second half after the outage",
+        Duration::from_secs(180),
+        || stats.events.load(Ordering::Relaxed) as usize >= lines.len(),
+    );
+    let record = stop(running);
+    let (want, _, _) = replay_per_partition(&settings, &record);
+    let got = read_topic(&settings, &settings.kafka.topics.decisions);
+    assert!(distinct_ids(&got, "decision_id") == distinct_ids(&want, "decision_id"));
 }

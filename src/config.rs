@@ -216,6 +216,105 @@ pub struct KafkaSettings {
     pub properties: BTreeMap<String, String>,
 }
 
+/// One API token as written in `[http.tokens.<name>]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    pub role: String,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub enabled: bool,
+    pub listen: String,
+    pub max_body_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub max_concurrent_requests: usize,
+    pub metrics_require_auth: bool,
+    pub tokens_file: Option<String>,
+    #[serde(default)]
+    pub tokens: BTreeMap<String, RawToken>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: String,
+    pub level: String,
+}
+
+/// What a bearer token may do. Each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads: customers, groups, holds, top accounts, check.
+    Viewer,
+    /// Reads, and release or reject held orders.
+    Approver,
+    /// Everything, including block and unblock.
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "viewer" => Some(Role::Viewer),
+            "approver" => Some(Role::Approver),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Approver => "approver",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// A configured API token: who it is (the actor on commands), its role and its secret.
+#[derive(Clone)]
+pub struct Token {
+    pub name: String,
+    pub role: Role,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Shortest accepted token secret.
+pub const TOKEN_MIN_LEN: usize = 16;
+
+/// Validated HTTP settings.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub enabled: bool,
+    pub listen: std::net::SocketAddr,
+    pub max_body_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub max_concurrent_requests: usize,
+    pub metrics_require_auth: bool,
+    pub tokens: Vec<Token>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
 /// The settings tree as written in TOML.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -224,6 +323,8 @@ pub struct RawSettings {
     pub limits: RawLimits,
     pub replay: RawReplay,
     pub kafka: RawKafka,
+    pub http: RawHttp,
+    pub log: RawLog,
 }
 
 /// When the replay progress bar shows.
@@ -241,6 +342,10 @@ pub struct Settings {
     pub max_message_bytes: usize,
     pub progress: Progress,
     pub kafka: KafkaSettings,
+    pub http: HttpSettings,
+    pub log_format: LogFormat,
+    /// Default log filter (`CREDIT_SENTINEL_LOG` overrides it).
+    pub log_level: String,
     /// The merged tree, for `check-config`.
     pub raw: RawSettings,
 }
@@ -519,12 +624,123 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         }
     };
     let kafka = validate_kafka(&raw.kafka)?;
+    let http = validate_http(&raw.http)?;
+    let log_format = match raw.log.format.as_str() {
+        "human" => LogFormat::Human,
+        "json" => LogFormat::Json,
+        _ => return Err(invalid("log.format", "must be \"human\" or \"json\"")),
+    };
+    if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
+        return Err(invalid(
+            "log.level",
+            "is not a log filter (e.g. \"info\" or \"credit_sentinel=debug,warn\")",
+        ));
+    }
     Ok(Settings {
         policy,
         max_message_bytes: l.max_message_bytes,
         progress,
         kafka,
+        http,
+        log_format,
+        log_level: raw.log.level.clone(),
         raw,
+    })
+}
+
+fn token(key: &str, name: &str, role: &str, secret: &str) -> Result<Token, ConfigError> {
+    let role = Role::parse(role).ok_or_else(|| {
+        invalid(
+            &format!("{key}.role"),
+            "must be \"viewer\", \"approver\" or \"admin\"",
+        )
+    })?;
+    if secret.chars().count() < TOKEN_MIN_LEN || secret.chars().any(char::is_whitespace) {
+        return Err(invalid(
+            &format!("{key}.token"),
+            format!("must be at least {TOKEN_MIN_LEN} characters without spaces"),
+        ));
+    }
+    if name.is_empty() || name.len() > 64 {
+        return Err(invalid(key, "token names are 1..64 characters"));
+    }
+    Ok(Token {
+        name: name.to_string(),
+        role,
+        secret: secret.to_string(),
+    })
+}
+
+/// Reads a tokens file: `name role token` per line, `#` comments, blank lines.
+pub fn read_tokens_file(path: &str) -> Result<Vec<Token>, ConfigError> {
+    let key = "http.tokens_file";
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(key, format!("cannot read {path}: {e}")))?;
+    let mut tokens = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let [name, role, secret] = parts[..] else {
+            return Err(invalid(
+                key,
+                format!("{path} line {}: expected `name role token`", n + 1),
+            ));
+        };
+        tokens.push(token(
+            &format!("{key} ({path} line {})", n + 1),
+            name,
+            role,
+            secret,
+        )?);
+    }
+    Ok(tokens)
+}
+
+fn validate_http(h: &RawHttp) -> Result<HttpSettings, ConfigError> {
+    let listen = h.listen.parse().map_err(|_| {
+        invalid(
+            "http.listen",
+            format!("{:?} is not an address:port", h.listen),
+        )
+    })?;
+    if h.max_body_bytes == 0 || h.request_timeout_ms == 0 || h.max_concurrent_requests == 0 {
+        return Err(invalid(
+            "http.max_body_bytes",
+            "body limit, request timeout and concurrency must all be above 0",
+        ));
+    }
+    let mut tokens = Vec::new();
+    for (name, t) in &h.tokens {
+        tokens.push(token(
+            &format!("http.tokens.{name}"),
+            name,
+            &t.role,
+            &t.token,
+        )?);
+    }
+    if let Some(path) = h.tokens_file.as_deref().filter(|p| !p.is_empty()) {
+        tokens.extend(read_tokens_file(path)?);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for t in &tokens {
+        if !seen.insert(t.secret.as_str()) {
+            return Err(invalid(
+                "http.tokens",
+                format!("token of {:?} is also given to another name", t.name),
+            ));
+        }
+    }
+    Ok(HttpSettings {
+        enabled: h.enabled,
+        listen,
+        max_body_bytes: h.max_body_bytes,
+        request_timeout_ms: h.request_timeout_ms,
+        max_concurrent_requests: h.max_concurrent_requests,
+        metrics_require_auth: h.metrics_require_auth,
+        tokens,
     })
 }
 

@@ -9,6 +9,8 @@ pub mod codec;
 pub mod config;
 pub mod engine;
 pub mod generator;
+pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod replay;

@@ -7,8 +7,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use credit_sentinel::config::{self, Progress};
 use credit_sentinel::generator::{self, GeneratorConfig};
+use credit_sentinel::metrics::Metrics;
 use credit_sentinel::model::Timestamp;
-use credit_sentinel::{replay, runtime, traffic, Engine};
+use credit_sentinel::{http, replay, runtime, traffic, Engine};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ enum Command {
         /// "exactly_once" or "at_least_once".
         #[arg(long, default_value = "exactly_once")]
         delivery: String,
+        /// Where the HTTP API and /metrics listen ("off" to disable).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: String,
     },
     /// Send generated traffic to a broker (for load tests and trying a cluster).
     Loadgen {
@@ -107,14 +111,39 @@ enum Command {
     },
 }
 
+/// Logs to stderr in the configured format (`log.format`), filtered by `CREDIT_SENTINEL_LOG`
+/// or else `log.level`. A settings error is reported by the command itself; logging then
+/// falls back to human-readable `info`.
+fn init_logging(cli: &Cli) {
+    let file = match &cli.command {
+        Command::Run { config }
+        | Command::Loadgen { config, .. }
+        | Command::Replay { config, .. }
+        | Command::CheckConfig { config } => config.clone(),
+        Command::Demo { .. } | Command::Generate { .. } => None,
+    };
+    let (format, level) = match config::load(file.as_deref()) {
+        Ok(s) => (s.log_format, s.log_level),
+        Err(_) => (config::LogFormat::Human, "info".to_string()),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CREDIT_SENTINEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    match format {
+        config::LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        config::LogFormat::Human => builder.init(),
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CREDIT_SENTINEL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .init();
+    init_logging(&cli);
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(2);
@@ -129,6 +158,25 @@ fn output_writer(path: Option<&PathBuf>) -> Result<Box<dyn Write>> {
         )),
         None => Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock())),
     })
+}
+
+/// Starts the HTTP server when `http.enabled`, sharing the runtime's state and metrics.
+fn start_http(
+    settings: &config::Settings,
+    options: &runtime::Options,
+    stats: &Arc<runtime::Stats>,
+    shutdown: &Arc<AtomicBool>,
+) -> Result<Option<http::Server>> {
+    if !settings.http.enabled {
+        return Ok(None);
+    }
+    let app = http::app_state(
+        Arc::new(settings.clone()),
+        options.state.clone().unwrap_or_default(),
+        options.metrics.clone().unwrap_or_default(),
+        Arc::clone(stats),
+    )?;
+    Ok(Some(http::spawn(app, Arc::clone(shutdown))?))
 }
 
 /// A flag set by SIGINT or SIGTERM.
@@ -173,6 +221,7 @@ fn demo(
     customers: usize,
     partitions: i32,
     delivery: &str,
+    http_listen: &str,
 ) -> Result<()> {
     use rdkafka::mocking::MockCluster;
     let cluster = MockCluster::new(1).context("cannot start the embedded broker")?;
@@ -202,9 +251,47 @@ fn demo(
     );
     let shutdown = shutdown_on_signal();
     let stats = Arc::new(runtime::Stats::default());
+    let options = runtime::Options {
+        state: Some(runtime::StateHandle::default()),
+        metrics: Some(Arc::new(Metrics::new())),
+        ..Default::default()
+    };
+    if http_listen == "off" {
+        settings.http.enabled = false;
+    } else {
+        settings.http.listen = http_listen
+            .parse()
+            .with_context(|| format!("--http {http_listen:?} is not an address:port"))?;
+        if settings.http.tokens.is_empty() {
+            // A demo has demo credentials, printed here; `run` has none unless configured.
+            for (name, role) in [
+                ("demo-viewer", config::Role::Viewer),
+                ("demo-approver", config::Role::Approver),
+                ("demo-admin", config::Role::Admin),
+            ] {
+                settings.http.tokens.push(config::Token {
+                    name: name.into(),
+                    role,
+                    secret: format!("{name}-token-not-a-secret"),
+                });
+            }
+        }
+    }
+    let server = start_http(&settings, &options, &stats, &shutdown)?;
+    if let Some(s) = &server {
+        println!(
+            "HTTP API: http://{}  (metrics at /metrics, spec at /openapi.json)",
+            s.addr
+        );
+        for t in &settings.http.tokens {
+            if t.secret.ends_with("-token-not-a-secret") {
+                println!("  demo token ({}): {}", t.role.as_str(), t.secret);
+            }
+        }
+    }
     let engine = {
         let (s, sh, st) = (settings.clone(), Arc::clone(&shutdown), Arc::clone(&stats));
-        std::thread::spawn(move || runtime::run(s, sh, st, runtime::Options::default()))
+        std::thread::spawn(move || runtime::run(s, sh, st, options))
     };
     let sent = Arc::new(AtomicU64::new(0));
     let today = Timestamp(
@@ -268,6 +355,9 @@ fn demo(
         io::stdout().flush().ok();
     }
     let _ = producer.join();
+    if let Some(s) = server {
+        let _ = s.thread.join();
+    }
     match engine.join() {
         Ok(r) => r?,
         Err(_) => anyhow::bail!("the engine thread panicked"),
@@ -281,12 +371,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run { config } => {
             let settings = config::load(config.as_deref())?;
             let shutdown = shutdown_on_signal();
-            runtime::run(
-                settings,
-                shutdown,
-                Arc::new(runtime::Stats::default()),
-                runtime::Options::default(),
-            )
+            let stats = Arc::new(runtime::Stats::default());
+            let options = runtime::Options {
+                state: Some(runtime::StateHandle::default()),
+                metrics: Some(Arc::new(Metrics::new())),
+                ..Default::default()
+            };
+            let server = start_http(&settings, &options, &stats, &shutdown)?;
+            let result = runtime::run(settings, Arc::clone(&shutdown), stats, options);
+            shutdown.store(true, Ordering::Relaxed);
+            if let Some(s) = server {
+                let _ = s.thread.join();
+            }
+            result
         }
         Command::Demo {
             duration,
@@ -294,7 +391,8 @@ fn run(cli: Cli) -> Result<()> {
             customers,
             partitions,
             delivery,
-        } => demo(duration, rate, customers, partitions, &delivery),
+            http,
+        } => demo(duration, rate, customers, partitions, &delivery, &http),
         Command::Loadgen {
             brokers,
             rate,
@@ -405,6 +503,9 @@ fn run(cli: Cli) -> Result<()> {
                 if runtime::is_secret(k) {
                     *v = "<redacted>".into();
                 }
+            }
+            for t in raw.http.tokens.values_mut() {
+                t.token = "<redacted>".into();
             }
             let text = toml::to_string_pretty(&raw).context("cannot print settings")?;
             println!("# effective settings (defaults, file, environment): OK\n{text}");

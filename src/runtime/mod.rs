@@ -28,6 +28,7 @@ mod kafka;
 use crate::codec::{self, DeadLetter, SourcePosition};
 use crate::config::{Delivery, KafkaSettings, Settings};
 use crate::engine::Engine;
+use crate::metrics::Metrics;
 use crate::model::*;
 use crate::state::{self, StateRecord};
 use anyhow::{Context as _, Result};
@@ -102,12 +103,52 @@ impl Stats {
 /// Inputs applied per partition engine, in apply order.
 pub type Recording = Arc<Mutex<BTreeMap<i32, Vec<Vec<u8>>>>>;
 
-/// Options for embedding the runtime (the demo and tests).
+/// Options for embedding the runtime (the demo, the HTTP layer and tests).
 #[derive(Clone, Default)]
 pub struct Options {
     /// Every input applied, per partition engine, in apply order (a test hook: replaying each
     /// partition's list through its own engine must give exactly what the runtime produced).
     pub record: Option<Recording>,
+    /// Where readers (the HTTP API, metrics) see the engines; a private one when `None`.
+    pub state: Option<StateHandle>,
+    /// The metric families to update; a private set when `None`.
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+/// A read handle on the engines of this instance's partitions, shared with the HTTP layer.
+///
+/// Readers lock it briefly between batches; the processing loop holds it while it applies a
+/// batch, so a read waits at most one batch and never sees a half-applied one.
+#[derive(Clone)]
+pub struct StateHandle(Arc<Mutex<Shared>>);
+
+impl Default for StateHandle {
+    fn default() -> Self {
+        StateHandle(Arc::new(Mutex::new(Shared {
+            policy: crate::policy::Policy::default(),
+            parts: BTreeMap::new(),
+        })))
+    }
+}
+
+impl StateHandle {
+    /// Runs `f` over the partition engines (ascending partition order).
+    pub fn read<R>(&self, f: impl FnOnce(&[&Engine]) -> R) -> R {
+        let guard = match self.0.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let engines: Vec<&Engine> = guard.parts.values().map(|p| &p.engine).collect();
+        f(&engines)
+    }
+
+    /// The partitions currently assigned to this instance.
+    pub fn partitions(&self) -> Vec<i32> {
+        self.0
+            .lock()
+            .map(|g| g.parts.keys().copied().collect())
+            .unwrap_or_default()
+    }
 }
 
 /// The checkpoint of one input partition, stored as `c/<partition>` in that changelog partition.
@@ -150,6 +191,7 @@ struct Ctx {
     settings: Arc<Settings>,
     shared: Arc<Mutex<Shared>>,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
 }
 
 impl ClientContext for Ctx {}
@@ -168,23 +210,28 @@ impl ConsumerContext for Ctx {
                     ?partitions,
                     "partitions assigned; restoring their accounts from the changelog"
                 );
+                self.metrics.rebalances.with_label_values(&["assign"]).inc();
                 let started = Instant::now();
                 let mut shared = match self.shared.lock() {
                     Ok(s) => s,
                     Err(p) => p.into_inner(),
                 };
-                let checkpoints =
-                    match restore_partitions(&self.settings, &mut shared, &partitions, &self.stats)
-                    {
-                        Ok(c) => c,
-                        Err(e) => {
-                            // Without its state a partition must not be processed: leave it
-                            // unassigned; the group will rebalance it again.
-                            error!("restore failed, not taking partitions {partitions:?}: {e:#}");
-                            let _ = consumer.assign(&TopicPartitionList::new());
-                            return;
-                        }
-                    };
+                let checkpoints = match restore_partitions(
+                    &self.settings,
+                    &mut shared,
+                    &partitions,
+                    &self.stats,
+                    &self.metrics,
+                ) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Without its state a partition must not be processed: leave it
+                        // unassigned; the group will rebalance it again.
+                        error!("restore failed, not taking partitions {partitions:?}: {e:#}");
+                        let _ = consumer.assign(&TopicPartitionList::new());
+                        return;
+                    }
+                };
                 let elems: Vec<(String, i32)> = tpl
                     .elements()
                     .iter()
@@ -202,6 +249,10 @@ impl ConsumerContext for Ctx {
                     error!("assign failed: {e}");
                 }
                 self.stats.ready.store(true, Ordering::Relaxed);
+                self.metrics.ready.set(1);
+                self.metrics
+                    .restore_duration
+                    .observe(started.elapsed().as_secs_f64());
                 info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "restore done; consuming"
@@ -209,6 +260,7 @@ impl ConsumerContext for Ctx {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 info!(?partitions, "partitions revoked; dropping their accounts");
+                self.metrics.rebalances.with_label_values(&["revoke"]).inc();
                 if let Ok(mut shared) = self.shared.lock() {
                     for p in &partitions {
                         shared.parts.remove(p);
@@ -228,6 +280,7 @@ fn restore_partitions(
     shared: &mut Shared,
     partitions: &BTreeSet<i32>,
     stats: &Stats,
+    metrics: &Metrics,
 ) -> Result<BTreeMap<i32, Checkpoint>> {
     let k = &settings.kafka;
     let mut cfg = client_config(k);
@@ -259,7 +312,24 @@ fn restore_partitions(
         reader.assign(&tpl)?;
         let deadline = Instant::now() + Duration::from_secs(600);
         let mut done: BTreeSet<i32> = BTreeSet::new();
-        while done.len() < ends.len() {
+        loop {
+            if done.len() >= ends.len() {
+                // Read to a stable end: some brokers (tansu 0.6) report a high watermark that
+                // lags what they already serve, so ask again before calling the restore done.
+                let mut grew = false;
+                for (p, end) in ends.iter_mut() {
+                    if let Ok((_, high)) = reader.fetch_watermarks(topic, *p, timeout) {
+                        if high > *end {
+                            *end = high;
+                            done.remove(p);
+                            grew = true;
+                        }
+                    }
+                }
+                if !grew {
+                    break;
+                }
+            }
             if Instant::now() > deadline {
                 anyhow::bail!("changelog restore did not reach the end of {topic} in 600 s");
             }
@@ -319,6 +389,7 @@ fn restore_partitions(
     stats
         .restored_accounts
         .fetch_add(restored, Ordering::Relaxed);
+    metrics.restored_accounts.inc_by(restored);
     info!(
         accounts = restored,
         checkpoints = checkpoints.len(),
@@ -400,10 +471,12 @@ pub fn run(
 ) -> Result<()> {
     let settings = Arc::new(settings);
     let k = settings.kafka.clone();
-    let shared = Arc::new(Mutex::new(Shared {
-        policy: settings.policy.clone(),
-        parts: BTreeMap::new(),
-    }));
+    let shared = options.state.clone().unwrap_or_default().0;
+    if let Ok(mut sh) = shared.lock() {
+        sh.policy = settings.policy.clone();
+        sh.parts.clear();
+    }
+    let metrics = options.metrics.clone().unwrap_or_default();
     let producer = kafka::create_producer(&k, &shutdown)?;
     let Some(producer) = producer else {
         return Ok(());
@@ -412,6 +485,7 @@ pub fn run(
         settings: Arc::clone(&settings),
         shared: Arc::clone(&shared),
         stats: Arc::clone(&stats),
+        metrics: Arc::clone(&metrics),
     };
     let consumer: BaseConsumer<Ctx> = kafka::consumer_config(&k)
         .create_with_context(ctx)
@@ -427,10 +501,19 @@ pub fn run(
         k: &k,
     };
     let mut last_tick = Instant::now();
+    let mut last_lag = Instant::now();
     let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(k.batch_max_messages);
+    let mut polled: Vec<Instant> = Vec::with_capacity(k.batch_max_messages);
+    let mut decided: Vec<Instant> = Vec::new();
     let mut outputs = Vec::new();
     while !shutdown.load(Ordering::Relaxed) {
         batch.clear();
+        polled.clear();
+        decided.clear();
+        if last_lag.elapsed() >= Duration::from_secs(1) {
+            last_lag = Instant::now();
+            update_lag(&consumer, &metrics);
+        }
         let started = Instant::now();
         let window = Duration::from_millis(k.batch_max_ms);
         while batch.len() < k.batch_max_messages {
@@ -439,7 +522,10 @@ pub fn run(
                 break;
             }
             match consumer.poll(left) {
-                Some(Ok(m)) => batch.push(m),
+                Some(Ok(m)) => {
+                    batch.push(m);
+                    polled.push(Instant::now());
+                }
                 Some(Err(e)) => {
                     warn!("consumer: {e}");
                     break;
@@ -460,12 +546,16 @@ pub fn run(
         let sh = &mut *guard;
         let result = process_batch(
             sh,
-            &batch,
+            Batch {
+                messages: &batch,
+                polled: &polled,
+                decided: &mut decided,
+            },
             tick_due,
             &out,
-            &k,
             &settings,
             &stats,
+            &metrics,
             &options,
             &mut outputs,
         )
@@ -473,17 +563,26 @@ pub fn run(
         match result {
             Ok(()) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
+                metrics.transactions.with_label_values(&["committed"]).inc();
+                metrics.batch_size.observe(batch.len() as f64);
+                let now = Instant::now();
+                for t in &decided {
+                    metrics
+                        .decision_latency
+                        .observe(now.duration_since(*t).as_secs_f64());
+                }
                 refresh_views(sh, &stats);
             }
             Err(e) => {
                 stats.aborted.fetch_add(1, Ordering::Relaxed);
+                metrics.transactions.with_label_values(&["aborted"]).inc();
                 error!("batch failed, rolling back to the last checkpoint: {e:#}");
                 if k.delivery == Delivery::ExactlyOnce {
                     if let Err(e) = producer.abort_transaction(Duration::from_secs(30)) {
                         error!("abort failed: {e}");
                     }
                 }
-                rewind(sh, &settings, &consumer, &stats)?;
+                rewind(sh, &settings, &consumer, &stats, &metrics)?;
             }
         }
     }
@@ -493,27 +592,77 @@ pub fn run(
     Ok(())
 }
 
+/// Sets the consumer lag gauge of every assigned partition from the client's cached
+/// watermarks (no broker round trip).
+fn update_lag(consumer: &BaseConsumer<Ctx>, metrics: &Metrics) {
+    let Ok(position) = consumer.position() else {
+        return;
+    };
+    for e in position.elements() {
+        let Offset::Offset(pos) = e.offset() else {
+            continue;
+        };
+        if let Some(high) = cached_high_watermark(consumer, e.topic(), e.partition()) {
+            if high >= 0 {
+                metrics
+                    .consumer_lag
+                    .with_label_values(&[e.topic(), &e.partition().to_string()])
+                    .set((high - pos).max(0));
+            }
+        }
+    }
+}
+
+/// The high watermark librdkafka last saw in a fetch response for this partition (no
+/// broker round trip; rdkafka 0.39 has no safe wrapper for it).
+fn cached_high_watermark(consumer: &BaseConsumer<Ctx>, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` is borrowed; the topic is a valid
+    // NUL-terminated string for the duration of the call; low/high are valid out-pointers.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR).then_some(high)
+}
+
+/// One polled batch: the messages, when each was read, and (filled in while processing) the
+/// read times of the messages that produced a decision.
+struct Batch<'a, 'm> {
+    messages: &'a [BorrowedMessage<'m>],
+    polled: &'a [Instant],
+    decided: &'a mut Vec<Instant>,
+}
+
 /// Applies a batch (and a clock tick) to the engine and produces its outputs. Returns the input
 /// partitions the batch touched.
 #[allow(clippy::too_many_arguments)]
 fn process_batch(
     sh: &mut Shared,
-    batch: &[BorrowedMessage<'_>],
+    batch: Batch<'_, '_>,
     tick: bool,
     out: &Output_<'_>,
-    k: &KafkaSettings,
     settings: &Settings,
     stats: &Stats,
+    metrics: &Metrics,
     options: &Options,
     outputs: &mut Vec<Output>,
 ) -> Result<BTreeSet<i32>> {
+    let k = &settings.kafka;
+    let wall = wall_clock();
     if k.delivery == Delivery::ExactlyOnce {
         out.producer
             .begin_transaction()
             .context("cannot begin a transaction")?;
     }
     let mut touched = BTreeSet::new();
-    for m in batch {
+    for (i, m) in batch.messages.iter().enumerate() {
         let p = m.partition();
         touched.insert(p);
         sh.part(p)
@@ -527,6 +676,7 @@ fn process_batch(
             line: None,
         };
         outputs.clear();
+        let mut event_type = "invalid";
         if payload.len() > settings.max_message_bytes {
             outputs.push(Output::Rejection(Rejection {
                 error: ErrorCode::TooLarge,
@@ -554,8 +704,34 @@ fn process_batch(
                             }
                         }
                     }
-                    debug!(event_id = %event.event_id, customer_id = event.customer_id.as_deref().unwrap_or(""), partition = p, "apply");
-                    sh.part(p).engine.apply(&event, outputs);
+                    event_type = event.type_str();
+                    let order_id = match &event.body {
+                        EventBody::OrderPlaced { order_id, .. }
+                        | EventBody::OrderCancelled { order_id }
+                        | EventBody::ShipmentShipped { order_id, .. } => Some(order_id.as_str()),
+                        EventBody::Command { order_id, .. } => order_id.as_deref(),
+                        _ => None,
+                    };
+                    let span = tracing::debug_span!(
+                        "apply",
+                        event_id = %event.event_id,
+                        customer_id = event.customer_id.as_deref().unwrap_or(""),
+                        order_id = order_id.unwrap_or(""),
+                        partition = p
+                    );
+                    let _entered = span.enter();
+                    let outcome = sh.part(p).engine.apply(&event, outputs);
+                    metrics
+                        .events
+                        .with_label_values(&[event_type, outcome.as_str()])
+                        .inc();
+                    let lag_us = wall.0 - event.occurred_at.0;
+                    metrics.event_time_lag.observe(lag_us.max(0) as f64 / 1e6);
+                    debug!(
+                        outcome = outcome.as_str(),
+                        outputs = outputs.len(),
+                        "applied"
+                    );
                     if is_group {
                         // Every partition engine of this instance learns the group's limit.
                         let mut more = Vec::new();
@@ -572,8 +748,20 @@ fn process_batch(
                 Err(r) => outputs.push(Output::Rejection(r)),
             }
         }
+        if event_type == "invalid" {
+            metrics
+                .events
+                .with_label_values(&["invalid", "dead_lettered"])
+                .inc();
+        }
+        if outputs.iter().any(|o| matches!(o, Output::Decision(_))) {
+            if let Some(t) = batch.polled.get(i) {
+                batch.decided.push(*t);
+            }
+        }
         stats.events.fetch_add(1, Ordering::Relaxed);
         stats.count(outputs);
+        metrics.count_outputs(outputs);
         let original = &payload[..payload.len().min(settings.max_message_bytes)];
         for o in outputs.drain(..) {
             out.emit(o, original, m.key(), &source)?;
@@ -585,6 +773,7 @@ fn process_batch(
             outputs.clear();
             part.engine.advance_clock(now, outputs);
             stats.count(outputs);
+            metrics.count_outputs(outputs);
             for o in outputs.drain(..) {
                 out.emit(o, &[], None, &SourcePosition::default())?;
             }
@@ -690,10 +879,11 @@ fn rewind(
     settings: &Settings,
     consumer: &BaseConsumer<Ctx>,
     stats: &Stats,
+    metrics: &Metrics,
 ) -> Result<()> {
     let assigned: BTreeSet<i32> = sh.parts.keys().copied().collect();
     let checkpoints = loop {
-        match restore_partitions(settings, sh, &assigned, stats) {
+        match restore_partitions(settings, sh, &assigned, stats, metrics) {
             Ok(c) => break c,
             Err(e) => {
                 error!("restore after a failed batch failed, retrying: {e:#}");

@@ -3,6 +3,8 @@
 //! engine produced for it, so tests read as "events in, decisions and alerts out".
 #![allow(dead_code)]
 
+pub mod broker;
+
 use credit_sentinel::codec;
 use credit_sentinel::model::*;
 use credit_sentinel::{Engine, Outcome, Policy};

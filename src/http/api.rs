@@ -1,0 +1,728 @@
+//! The `/v1` handlers: views of customers, groups, holds and top accounts built from the
+//! engines under a short read lock; the what-if check (`Engine::simulate_order`, no state
+//! change); and the commands, validated here and published to the commands topic for the
+//! engine to apply in order.
+
+use super::auth::Principal;
+use super::{ApiError, AppState};
+use crate::engine::{warnings, Engine};
+use crate::model::*;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use rdkafka::producer::FutureRecord;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+const ID_MAX: usize = 128;
+const NOTE_MAX: usize = 1000;
+const PAGE_MAX: usize = 500;
+
+fn valid_id(what: &str, id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.chars().count() > ID_MAX || id.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "{what} must be 1..{ID_MAX} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn money_opt(v: Option<Decimal>) -> Value {
+    v.map_or(Value::Null, |d| Value::String(format_money(d)))
+}
+
+/// Days past due of every open receivable, in the policy's aging buckets.
+fn aging(engine: &Engine, acc: &crate::engine::account::Account) -> Value {
+    let now = engine.clock().unwrap_or(Timestamp(0));
+    let buckets = &engine.policy().aging_buckets_days;
+    let mut labels = vec!["current".to_string()];
+    let mut lower = 1u32;
+    for b in buckets {
+        labels.push(format!("{lower}-{b}"));
+        lower = b + 1;
+    }
+    labels.push(format!("{lower}+"));
+    let mut sums = vec![Decimal::ZERO; labels.len()];
+    for r in &acc.receivables {
+        let idx = if now <= r.due_at {
+            0
+        } else {
+            let days = now.days_since(r.due_at);
+            1 + buckets
+                .iter()
+                .position(|b| days <= Decimal::from(*b))
+                .unwrap_or(buckets.len())
+        };
+        sums[idx] += r.open;
+    }
+    let mut m = serde_json::Map::new();
+    for (l, s) in labels.into_iter().zip(sums) {
+        m.insert(l, Value::String(format_money(s)));
+    }
+    Value::Object(m)
+}
+
+fn hold_json(acc: &crate::engine::account::Account, order_id: &str) -> Option<Value> {
+    let o = acc.orders.get(order_id)?;
+    let h = o.hold.as_ref()?;
+    Some(json!({
+        "order_id": o.order_id,
+        "customer_id": acc.customer_id,
+        "amount": format_money(o.amount),
+        "currency": o.currency.as_str(),
+        "placed_at": o.placed_at,
+        "held_at": h.held_at,
+        "reasons": h.reasons,
+        "needs_person": h.needs_person(),
+        "first_approver": h.first_approver,
+    }))
+}
+
+fn profile_json(p: &CustomerProfile) -> Value {
+    json!({
+        "credit_limit": format_money(p.credit_limit),
+        "currency": p.currency.as_str(),
+        "grade": p.grade.map(Grade::as_str),
+        "payment_terms_days": p.payment_terms_days,
+        "max_order_amount": money_opt(p.max_order_amount),
+        "tolerance_pct": p.tolerance_pct.map(|t| t.normalize().to_string()),
+        "status": p.status.as_str(),
+        "group_id": p.group_id,
+        "temporary_limit": p.temporary_limit.as_ref().map(|t| json!({
+            "amount": format_money(t.amount),
+            "expires_at": t.expires_at,
+        })),
+        "review_date": p.review_date,
+    })
+}
+
+fn customer_json(engine: &Engine, acc: &crate::engine::account::Account) -> Value {
+    let terms = engine.terms(&acc.customer_id);
+    let exposure = acc.exposure();
+    let limit = terms.as_ref().map(|t| t.limit_effective);
+    let available = limit.map(|l| l - exposure.total);
+    let utilization = limit.and_then(|l| warnings::utilization(exposure.total, l));
+    json!({
+        "customer_id": acc.customer_id,
+        "currency": acc.currency.map(|c| c.as_str().to_string()),
+        "profile": acc.profile.as_ref().map(profile_json),
+        "grade": terms.as_ref().map(|t| t.grade.as_str()),
+        "status": terms.as_ref().map(|t| t.status.as_str()),
+        "manual_block": acc.manual_block.as_ref().map(|actor| json!({"actor": actor})),
+        "group_id": acc.group_id(),
+        "credit_limit": money_opt(terms.as_ref().map(|t| t.credit_limit)),
+        "limit_effective": money_opt(limit),
+        "exposure": exposure,
+        "available": money_opt(available),
+        "utilization": utilization.map(format_ratio),
+        "aging": aging(engine, acc),
+        "open_orders": acc.orders.values().filter(|o| o.hold.is_none()).count(),
+        "open_receivables": acc.receivables.len(),
+        "held_orders": acc.holds.iter().filter_map(|id| hold_json(acc, id)).collect::<Vec<_>>(),
+        "as_of": engine.clock(),
+    })
+}
+
+pub async fn customer(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    valid_id("customer id", &id)?;
+    app.state
+        .read(|engines| {
+            engines
+                .iter()
+                .find_map(|e| e.account(&id).map(|a| customer_json(e, a)))
+        })
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("customer {id} is not known to this instance")))
+}
+
+pub async fn group(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    valid_id("group id", &id)?;
+    app.state
+        .read(|engines| {
+            let mut profile = None;
+            let mut members = std::collections::BTreeSet::new();
+            for e in engines {
+                if let Some(g) = e.group(&id) {
+                    if profile.is_none() {
+                        profile = g.profile.clone();
+                    }
+                    members.extend(g.members.iter().cloned());
+                }
+            }
+            if profile.is_none() && members.is_empty() {
+                return None;
+            }
+            let mut exposure = Decimal::ZERO;
+            let mut unconverted = Vec::new();
+            let mut member_views = Vec::new();
+            for m in &members {
+                let Some((e, a)) = engines.iter().find_map(|e| e.account(m).map(|a| (e, a)))
+                else {
+                    continue;
+                };
+                let total = a.exposure_total();
+                if let (Some(p), Some(cur)) = (&profile, a.currency) {
+                    match e.policy().convert(total, cur, p.currency) {
+                        Some(v) => exposure += v,
+                        None => unconverted.push(m.clone()),
+                    }
+                }
+                member_views.push(json!({
+                    "customer_id": m,
+                    "currency": a.currency.map(|c| c.as_str().to_string()),
+                    "exposure": format_money(total),
+                    "held_orders": a.holds.len(),
+                }));
+            }
+            let limit = profile.as_ref().map(|p| p.credit_limit);
+            Some(json!({
+                "group_id": id,
+                "profile": profile.as_ref().map(|p| json!({
+                    "credit_limit": format_money(p.credit_limit),
+                    "currency": p.currency.as_str(),
+                    "tolerance_pct": p.tolerance_pct.map(|t| t.normalize().to_string()),
+                })),
+                "members": member_views,
+                "exposure": format_money(exposure),
+                "available": money_opt(limit.map(|l| l - exposure)),
+                "utilization": limit.and_then(|l| warnings::utilization(exposure, l)).map(format_ratio),
+                "members_without_fx_rate": unconverted,
+            }))
+        })
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("group {id} is not known to this instance")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldsQuery {
+    reason: Option<String>,
+    customer_id: Option<String>,
+    min_amount: Option<String>,
+    max_amount: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad_request(format!("query string: {}", e.body_text())))
+}
+
+fn amount_param(name: &str, v: &Option<String>) -> Result<Option<Decimal>, ApiError> {
+    v.as_deref()
+        .map(|s| parse_amount(s).map_err(|e| ApiError::bad_request(format!("{name} {s:?}: {e}"))))
+        .transpose()
+}
+
+pub async fn holds(
+    State(app): State<Arc<AppState>>,
+    q: Result<Query<HoldsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let reason = match q.reason.as_deref() {
+        None => None,
+        Some(r) => Some(
+            ReasonCode::ALL
+                .into_iter()
+                .find(|c| c.as_str() == r)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("reason {r:?} is not a reason code"))
+                })?,
+        ),
+    };
+    let min = amount_param("min_amount", &q.min_amount)?;
+    let max = amount_param("max_amount", &q.max_amount)?;
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > PAGE_MAX {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1..{PAGE_MAX}"
+        )));
+    }
+    let offset = q.offset.unwrap_or(0);
+    let mut items: Vec<(Timestamp, String, Value)> = app.state.read(|engines| {
+        let mut items = Vec::new();
+        for e in engines {
+            for acc in e.accounts() {
+                if q.customer_id
+                    .as_deref()
+                    .is_some_and(|c| c != acc.customer_id)
+                {
+                    continue;
+                }
+                for id in &acc.holds {
+                    let Some(o) = acc.orders.get(id) else {
+                        continue;
+                    };
+                    let Some(h) = o.hold.as_ref() else { continue };
+                    if reason.is_some_and(|r| !h.reasons.iter().any(|x| x.code == r))
+                        || min.is_some_and(|m| o.amount < m)
+                        || max.is_some_and(|m| o.amount > m)
+                    {
+                        continue;
+                    }
+                    if let Some(v) = hold_json(acc, id) {
+                        items.push((h.held_at, id.clone(), v));
+                    }
+                }
+            }
+        }
+        items
+    });
+    items.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    let total = items.len();
+    let page: Vec<Value> = items
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(_, _, v)| v)
+        .collect();
+    Ok(Json(json!({
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+        "items": page,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopQuery {
+    by: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn top(
+    State(app): State<Arc<AppState>>,
+    q: Result<Query<TopQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let by = q.by.unwrap_or_else(|| "utilization".into());
+    if by != "utilization" && by != "exposure" {
+        return Err(ApiError::bad_request(
+            "by must be \"utilization\" or \"exposure\"",
+        ));
+    }
+    let limit = q.limit.unwrap_or(10);
+    if limit == 0 || limit > 100 {
+        return Err(ApiError::bad_request("limit must be 1..100"));
+    }
+    let mut rows: Vec<(Decimal, String, Value)> = app.state.read(|engines| {
+        let mut rows = Vec::new();
+        for e in engines {
+            for acc in e.accounts() {
+                let exposure = acc.exposure_total();
+                let limit = e.terms(&acc.customer_id).map(|t| t.limit_effective);
+                let u = limit.and_then(|l| warnings::utilization(exposure, l));
+                let key = if by == "utilization" {
+                    match u {
+                        Some(u) => u,
+                        None => continue,
+                    }
+                } else {
+                    exposure
+                };
+                rows.push((
+                    key,
+                    acc.customer_id.clone(),
+                    json!({
+                        "customer_id": acc.customer_id,
+                        "currency": acc.currency.map(|c| c.as_str().to_string()),
+                        "exposure": format_money(exposure),
+                        "limit_effective": money_opt(limit),
+                        "utilization": u.map(format_ratio),
+                        "held_orders": acc.holds.len(),
+                    }),
+                ));
+            }
+        }
+        rows
+    });
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    rows.truncate(limit);
+    Ok(Json(json!({
+        "by": by,
+        "items": rows.into_iter().map(|(_, _, v)| v).collect::<Vec<_>>(),
+    })))
+}
+
+/// Parses a JSON object body, with 415 for another content type and 400 naming the problem.
+fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let body = body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                "too_large"
+            } else {
+                "bad_request"
+            },
+            e.body_text(),
+        )
+    })?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("application/json")
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send Content-Type: application/json",
+        ));
+    }
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("body must be a JSON object"));
+    }
+    Ok(v)
+}
+
+fn only_fields(v: &Value, allowed: &[&str]) -> Result<(), ApiError> {
+    if let Some(o) = v.as_object() {
+        if let Some(k) = o.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(ApiError::bad_request(format!(
+                "unknown field {k:?}; allowed: {}",
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn string_field<'a>(v: &'a Value, name: &str, max: usize) -> Result<&'a str, ApiError> {
+    let s = v
+        .get(name)
+        .ok_or_else(|| ApiError::bad_request(format!("{name} is required")))?
+        .as_str()
+        .ok_or_else(|| ApiError::bad_request(format!("{name} must be a string")))?;
+    if s.trim().is_empty() || s.chars().count() > max {
+        return Err(ApiError::bad_request(format!(
+            "{name} must be 1..{max} characters"
+        )));
+    }
+    Ok(s)
+}
+
+pub async fn check(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let v = json_body(&headers, body)?;
+    only_fields(&v, &["customer_id", "amount", "currency"])?;
+    let customer_id = string_field(&v, "customer_id", ID_MAX)?.to_string();
+    let amount_text = match v.get("amount") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "amount must be a decimal string or number",
+            ))
+        }
+        None => return Err(ApiError::bad_request("amount is required")),
+    };
+    let amount = parse_amount(&amount_text)
+        .map_err(|e| ApiError::bad_request(format!("amount {amount_text:?}: {e}")))?;
+    if amount.is_sign_negative() {
+        return Err(ApiError::bad_request("amount must be >= 0"));
+    }
+    let currency_text = string_field(&v, "currency", 3)?;
+    let currency = Currency::parse(currency_text).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "currency {currency_text:?} is not an ISO 4217 code"
+        ))
+    })?;
+    app.state
+        .read(|engines| {
+            let e = engines.iter().find(|e| e.account(&customer_id).is_some())?;
+            let (status, reasons) = e.simulate_order(&customer_id, amount, currency);
+            let acc = e.account(&customer_id)?;
+            let limit = e.terms(&customer_id).map(|t| t.limit_effective);
+            Some(json!({
+                "customer_id": customer_id,
+                "amount": format_money(amount),
+                "currency": currency.as_str(),
+                "status": status.as_str(),
+                "reasons": reasons,
+                "exposure": acc.exposure(),
+                "limit_effective": money_opt(limit),
+                "available": money_opt(limit.map(|l| l - acc.exposure_total())),
+                "as_of": e.clock(),
+            }))
+        })
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "customer {customer_id} is not known to this instance"
+            ))
+        })
+}
+
+fn now() -> Timestamp {
+    Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0),
+    )
+}
+
+/// Publishes one command to the commands topic and answers 202 with its id.
+async fn publish(
+    app: &AppState,
+    kind: &'static str,
+    customer_id: &str,
+    order_id: Option<&str>,
+    actor: &Principal,
+    note: &str,
+    extra: Value,
+) -> Result<Response, ApiError> {
+    let at = now();
+    let seq = app.command_seq.fetch_add(1, Ordering::Relaxed);
+    let digest = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(actor.name.as_bytes());
+        h.update(at.0.to_be_bytes());
+        h.update(seq.to_be_bytes());
+        h.update(std::process::id().to_be_bytes());
+        h.update(customer_id.as_bytes());
+        h.finalize()
+    };
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    let command_id = format!("cmd-{hex}");
+    let mut record = json!({
+        "event_id": command_id,
+        "type": kind,
+        "occurred_at": at,
+        "customer_id": customer_id,
+        "actor": actor.name,
+        "note": note,
+    });
+    if let Some(o) = order_id {
+        record["order_id"] = json!(o);
+    }
+    let payload = serde_json::to_vec(&record)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let topic = &app.settings.kafka.topics.commands;
+    app.producer
+        .send(
+            FutureRecord::to(topic).key(customer_id).payload(&payload),
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|(e, _)| {
+            tracing::error!(%topic, "cannot publish command: {e}");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("the command could not be published to {topic}; retry later"),
+            )
+        })?;
+    app.metrics
+        .commands_published
+        .with_label_values(&[kind])
+        .inc();
+    tracing::info!(command_id = %command_id, kind, customer_id, order_id = order_id.unwrap_or(""), actor = %actor.name, "command published");
+    let mut body = json!({
+        "command_id": command_id,
+        "type": kind,
+        "customer_id": customer_id,
+        "order_id": order_id,
+        "actor": actor.name,
+        "topic": topic,
+    });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+fn note(v: &Value) -> Result<String, ApiError> {
+    only_fields(v, &["note"])?;
+    Ok(string_field(v, "note", NOTE_MAX)?.to_string())
+}
+
+/// Finds the customer holding `order_id` and what four-eyes says about `actor` releasing it.
+fn find_hold(app: &AppState, order_id: &str) -> Option<(String, Option<String>, bool)> {
+    app.state.read(|engines| {
+        for e in engines {
+            for acc in e.accounts() {
+                if !acc.holds.iter().any(|h| h == order_id) {
+                    continue;
+                }
+                let o = acc.orders.get(order_id)?;
+                let first = o.hold.as_ref().and_then(|h| h.first_approver.clone());
+                let four_eyes = e
+                    .policy()
+                    .four_eyes_amount
+                    .is_some_and(|max| o.amount_account > max);
+                return Some((acc.customer_id.clone(), first, four_eyes));
+            }
+        }
+        None
+    })
+}
+
+async fn decide_hold(
+    app: Arc<AppState>,
+    order_id: String,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    kind: &'static str,
+) -> Result<Response, ApiError> {
+    valid_id("order id", &order_id)?;
+    let v = json_body(&headers, body)?;
+    let note = note(&v)?;
+    let (customer_id, first, four_eyes) = find_hold(&app, &order_id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "order_not_held",
+            format!("order {order_id} is not on hold here"),
+        )
+    })?;
+    let mut extra = json!({});
+    if kind == crate::model::types::COMMAND_RELEASE_HOLD && four_eyes {
+        match first {
+            Some(f) if f == principal.name => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "four_eyes_same_actor",
+                    format!(
+                        "order {order_id} needs a second approver other than {}",
+                        principal.name
+                    ),
+                ))
+            }
+            Some(f) => {
+                extra = json!({"four_eyes": {"first_approver": f, "this": "second approval"}})
+            }
+            None => {
+                extra = json!({"four_eyes": {"first_approver": null, "this": "first approval; a second approver must release it too"}})
+            }
+        }
+    }
+    publish(
+        &app,
+        kind,
+        &customer_id,
+        Some(&order_id),
+        &principal,
+        &note,
+        extra,
+    )
+    .await
+}
+
+pub async fn release(
+    State(app): State<Arc<AppState>>,
+    Path(order_id): Path<String>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    decide_hold(
+        app,
+        order_id,
+        principal,
+        headers,
+        body,
+        crate::model::types::COMMAND_RELEASE_HOLD,
+    )
+    .await
+}
+
+pub async fn reject(
+    State(app): State<Arc<AppState>>,
+    Path(order_id): Path<String>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    decide_hold(
+        app,
+        order_id,
+        principal,
+        headers,
+        body,
+        crate::model::types::COMMAND_REJECT_HOLD,
+    )
+    .await
+}
+
+async fn block_command(
+    app: Arc<AppState>,
+    id: String,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    kind: &'static str,
+) -> Result<Response, ApiError> {
+    valid_id("customer id", &id)?;
+    let v = json_body(&headers, body)?;
+    let note = note(&v)?;
+    let known = app
+        .state
+        .read(|engines| engines.iter().any(|e| e.account(&id).is_some()));
+    if !known {
+        return Err(ApiError::not_found(format!(
+            "customer {id} is not known to this instance"
+        )));
+    }
+    publish(&app, kind, &id, None, &principal, &note, json!({})).await
+}
+
+pub async fn block(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    block_command(
+        app,
+        id,
+        principal,
+        headers,
+        body,
+        crate::model::types::COMMAND_BLOCK,
+    )
+    .await
+}
+
+pub async fn unblock(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    block_command(
+        app,
+        id,
+        principal,
+        headers,
+        body,
+        crate::model::types::COMMAND_UNBLOCK,
+    )
+    .await
+}

@@ -1,0 +1,320 @@
+//! The HTTP surface (axum): `/metrics` for Prometheus, `/healthz` and `/readyz` for probes,
+//! `/openapi.json`, and the `/v1` API for people and tools: reads of the engine's state, a
+//! what-if check, and commands (release, reject, block, unblock) that are *published* to the
+//! commands topic so that the engine applies them in order — the HTTP layer never mutates
+//! state itself.
+//!
+//! Hardening: bearer tokens with roles on every `/v1` route (no open mode), request bodies
+//! capped at `http.max_body_bytes`, a per-request timeout, a bound on concurrent requests, and
+//! JSON error bodies that never echo a token.
+
+mod api;
+pub mod auth;
+
+use crate::config::{Role, Settings};
+use crate::metrics::Metrics;
+use crate::runtime::{StateHandle, Stats};
+use anyhow::{Context as _, Result};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rdkafka::producer::FutureProducer;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The OpenAPI description of this server, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// What the handlers share.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub state: StateHandle,
+    pub metrics: Arc<Metrics>,
+    pub stats: Arc<Stats>,
+    tokens: auth::Tokens,
+    producer: FutureProducer,
+    command_seq: std::sync::atomic::AtomicU64,
+}
+
+/// A JSON error response: `{"error": code, "message": text}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            Json(json!({"error": self.code, "message": self.message})),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"credit-sentinel\""),
+            );
+        }
+        r
+    }
+}
+
+/// The role a route needs, checked by the auth middleware.
+#[derive(Clone, Copy)]
+struct Needs(Role);
+
+async fn require(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(Needs(role)): axum::Extension<Needs>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    let principal = match app.tokens.authenticate(header) {
+        Ok(p) => p,
+        Err(e) => {
+            let message = match e {
+                auth::AuthError::Missing => "missing Authorization: Bearer <token>",
+                auth::AuthError::Malformed => "Authorization must be `Bearer <token>`",
+                auth::AuthError::Unknown => "unknown token",
+            };
+            return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+                .into_response();
+        }
+    };
+    if principal.role < role {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "{} has role {}; this needs {}",
+                principal.name,
+                principal.role.as_str(),
+                role.as_str()
+            ),
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+async fn observe(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    app.metrics
+        .http_requests
+        .with_label_values(&[&route, &method, &status])
+        .inc();
+    app.metrics
+        .http_duration
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    tracing::debug!(%route, %method, %status, "http");
+    response
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    let ready = app.stats.ready.load(Ordering::Relaxed);
+    let partitions = app.state.partitions();
+    let body = Json(json!({"ready": ready, "partitions": partitions}));
+    if ready {
+        (StatusCode::OK, body).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let m = Arc::clone(&app.metrics);
+    let state = app.state.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        state.read(|engines| m.refresh_state(engines.iter().copied()));
+        m.render()
+    })
+    .await
+    .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn fallback() -> ApiError {
+    ApiError::not_found("no such route; see /openapi.json")
+}
+
+/// The whole router.
+pub fn router(app: Arc<AppState>) -> Router {
+    let h = &app.settings.http;
+    let guard = |role: Role| {
+        (
+            axum::Extension(Needs(role)),
+            middleware::from_fn_with_state(Arc::clone(&app), require),
+        )
+    };
+    let (viewer_ext, viewer_mw) = guard(Role::Viewer);
+    let reads = Router::new()
+        .route("/v1/customers/{id}", get(api::customer))
+        .route("/v1/groups/{id}", get(api::group))
+        .route("/v1/holds", get(api::holds))
+        .route("/v1/accounts/top", get(api::top))
+        .route("/v1/check", post(api::check))
+        .route_layer(viewer_mw)
+        .route_layer(viewer_ext);
+    let (approver_ext, approver_mw) = guard(Role::Approver);
+    let approvals = Router::new()
+        .route("/v1/holds/{order_id}/release", post(api::release))
+        .route("/v1/holds/{order_id}/reject", post(api::reject))
+        .route_layer(approver_mw)
+        .route_layer(approver_ext);
+    let (admin_ext, admin_mw) = guard(Role::Admin);
+    let admin = Router::new()
+        .route("/v1/customers/{id}/block", post(api::block))
+        .route("/v1/customers/{id}/unblock", post(api::unblock))
+        .route_layer(admin_mw)
+        .route_layer(admin_ext);
+    let mut scrape = Router::new().route("/metrics", get(metrics));
+    if h.metrics_require_auth {
+        let (e, m) = guard(Role::Viewer);
+        scrape = scrape.route_layer(m).route_layer(e);
+    }
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+        .merge(scrape)
+        .merge(reads)
+        .merge(approvals)
+        .merge(admin)
+        .fallback(fallback)
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), observe))
+        .layer(axum::extract::DefaultBodyLimit::max(h.max_body_bytes))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(h.request_timeout_ms),
+        ))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(
+            h.max_concurrent_requests,
+        ))
+        .with_state(app)
+}
+
+/// Builds the shared state (including the producer commands are published with).
+pub fn app_state(
+    settings: Arc<Settings>,
+    state: StateHandle,
+    metrics: Arc<Metrics>,
+    stats: Arc<Stats>,
+) -> Result<Arc<AppState>> {
+    let mut cfg = crate::runtime::client_config(&settings.kafka);
+    cfg.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "10000");
+    let producer: FutureProducer = cfg
+        .create()
+        .context("cannot create the commands producer")?;
+    if settings.http.tokens.is_empty() {
+        tracing::warn!(
+            "no API tokens configured (http.tokens / http.tokens_file): every /v1 request will be refused"
+        );
+    }
+    Ok(Arc::new(AppState {
+        tokens: auth::Tokens::new(&settings.http.tokens),
+        settings,
+        state,
+        metrics,
+        stats,
+        producer,
+        command_seq: std::sync::atomic::AtomicU64::new(0),
+    }))
+}
+
+/// A running HTTP server: its address and the thread serving it.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Binds `http.listen` (port 0 picks a free port) and serves on a thread of its own until
+/// `shutdown` is set.
+pub fn spawn(app: Arc<AppState>, shutdown: Arc<AtomicBool>) -> Result<Server> {
+    let listen = app.settings.http.listen;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("http")
+        .enable_all()
+        .build()
+        .context("cannot start the HTTP runtime")?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "HTTP API listening");
+    let router = router(app);
+    let thread = std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let stop = async move {
+                    while !shutdown.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                };
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
+                    tracing::error!("HTTP server failed: {e}");
+                }
+            });
+        })
+        .context("cannot spawn the HTTP thread")?;
+    Ok(Server { addr, thread })
+}

@@ -1,0 +1,461 @@
+//! Prometheus metrics: the named metric families the runtime and the HTTP layer update, and the
+//! state gauges (exposure, limits, utilization bands, holds) computed from the engines when
+//! `/metrics` is scraped.
+//!
+//! Cardinality is bounded by construction: no label carries a customer, order or group id.
+//! Labels are event types, outcomes, decision statuses, reason codes, alert kinds and
+//! severities, dead-letter error codes (all closed sets from the contract), currencies (ISO
+//! codes seen in profiles), topic/partition pairs of the input topics, and HTTP routes as
+//! matched (templates, not paths).
+
+use crate::engine::{warnings, Engine};
+use crate::model::*;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+
+const NS: &str = "credit_sentinel";
+
+/// The engine's metric families.
+pub struct Metrics {
+    registry: Registry,
+    /// Input events by contract type (`invalid` when undecodable) and outcome.
+    pub events: IntCounterVec,
+    pub decisions: IntCounterVec,
+    /// Every failed rule of a held or rejected decision (one decision can count several).
+    pub decision_reasons: IntCounterVec,
+    pub alerts: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    /// From reading the message off the input topic to its decision being committed.
+    pub decision_latency: Histogram,
+    /// Wall clock minus the event's `occurred_at`, at apply time.
+    pub event_time_lag: Histogram,
+    pub consumer_lag: IntGaugeVec,
+    pub transactions: IntCounterVec,
+    pub batch_size: Histogram,
+    pub restore_duration: Histogram,
+    pub restored_accounts: IntCounter,
+    pub rebalances: IntCounterVec,
+    pub ready: IntGauge,
+    pub commands_published: IntCounterVec,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    // State gauges, refreshed at scrape time by `refresh_state`.
+    pub accounts: IntGaugeVec,
+    pub accounts_by_band: IntGaugeVec,
+    pub over_limit: IntGauge,
+    pub held_orders: IntGauge,
+    pub held_amount: prometheus::GaugeVec,
+    pub exposure: prometheus::GaugeVec,
+    pub credit_limit: prometheus::GaugeVec,
+    pub open_receivables_overdue: prometheus::GaugeVec,
+}
+
+/// Utilization bands of the `credit_sentinel_accounts_by_utilization` gauge.
+pub const BANDS: [&str; 5] = ["0-70", "70-85", "85-100", "100+", "no_limit"];
+
+fn band(u: Option<Decimal>) -> &'static str {
+    match u {
+        None => BANDS[4],
+        Some(u) if u >= Decimal::ONE => BANDS[3],
+        Some(u) if u >= Decimal::new(85, 2) => BANDS[2],
+        Some(u) if u >= Decimal::new(70, 2) => BANDS[1],
+        Some(_) => BANDS[0],
+    }
+}
+
+/// Event type labels: the contract's input types, and `invalid` for what did not decode.
+pub const EVENT_TYPES: [&str; 12] = [
+    "order.placed",
+    "order.cancelled",
+    "shipment.shipped",
+    "payment.received",
+    "credit_note.issued",
+    "profile.customer",
+    "profile.group",
+    "command.release_hold",
+    "command.reject_hold",
+    "command.block",
+    "command.unblock",
+    "invalid",
+];
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help).namespace(NS), labels).expect("metric definition")
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
+    prometheus::GaugeVec::new(Opts::new(name, help).namespace(NS), labels)
+        .expect("metric definition")
+}
+
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    Histogram::with_opts(
+        HistogramOpts::new(name, help)
+            .namespace(NS)
+            .buckets(buckets),
+    )
+    .expect("metric definition")
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let latency_buckets = vec![
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ];
+        let m = Metrics {
+            registry: Registry::new(),
+            events: counter_vec(
+                "events_total",
+                "Input events by type and outcome (applied, duplicate, pending, dead_lettered).",
+                &["type", "outcome"],
+            ),
+            decisions: counter_vec(
+                "decisions_total",
+                "Decisions produced, by status.",
+                &["status"],
+            ),
+            decision_reasons: counter_vec(
+                "decision_reasons_total",
+                "Failed rules reported on decisions, by status and reason code.",
+                &["status", "reason"],
+            ),
+            alerts: counter_vec(
+                "alerts_total",
+                "Early-warning alerts produced, by kind and severity.",
+                &["kind", "severity"],
+            ),
+            dead_letters: counter_vec(
+                "dead_letters_total",
+                "Input messages dead-lettered, by error code.",
+                &["error"],
+            ),
+            decision_latency: histogram(
+                "decision_latency_seconds",
+                "From an order-path message being read off its input topic to its decision being committed to the output topic.",
+                latency_buckets.clone(),
+            ),
+            event_time_lag: histogram(
+                "event_time_lag_seconds",
+                "Wall clock minus the event's occurred_at when the engine applied it.",
+                vec![0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0, 86400.0, 604800.0],
+            ),
+            consumer_lag: IntGaugeVec::new(
+                Opts::new(
+                    "consumer_lag_messages",
+                    "High watermark minus the engine's position, per input topic partition.",
+                )
+                .namespace(NS),
+                &["topic", "partition"],
+            )
+            .expect("metric definition"),
+            transactions: counter_vec(
+                "transactions_total",
+                "Batches committed or rolled back (each batch is one Kafka transaction in exactly_once).",
+                &["outcome"],
+            ),
+            batch_size: histogram(
+                "batch_messages",
+                "Input messages per committed batch.",
+                vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0],
+            ),
+            restore_duration: histogram(
+                "restore_duration_seconds",
+                "Time to restore assigned partitions from the changelog.",
+                vec![0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0],
+            ),
+            restored_accounts: IntCounter::with_opts(
+                Opts::new(
+                    "restored_accounts_total",
+                    "Accounts read back from the changelog.",
+                )
+                .namespace(NS),
+            )
+            .expect("metric definition"),
+            rebalances: counter_vec(
+                "rebalances_total",
+                "Consumer group rebalances seen, by kind (assign, revoke).",
+                &["kind"],
+            ),
+            ready: IntGauge::with_opts(
+                Opts::new(
+                    "ready",
+                    "1 once state is restored and the engine is consuming.",
+                )
+                .namespace(NS),
+            )
+            .expect("metric definition"),
+            commands_published: counter_vec(
+                "commands_published_total",
+                "Commands published to the commands topic by the HTTP API, by type.",
+                &["type"],
+            ),
+            http_requests: counter_vec(
+                "http_requests_total",
+                "HTTP requests by route template, method and status code.",
+                &["route", "method", "status"],
+            ),
+            http_duration: HistogramVec::new(
+                HistogramOpts::new("http_request_duration_seconds", "HTTP request duration.")
+                    .namespace(NS)
+                    .buckets(latency_buckets),
+                &["route"],
+            )
+            .expect("metric definition"),
+            accounts: IntGaugeVec::new(
+                Opts::new("accounts", "Accounts held in memory, by currency.").namespace(NS),
+                &["currency"],
+            )
+            .expect("metric definition"),
+            accounts_by_band: IntGaugeVec::new(
+                Opts::new(
+                    "accounts_by_utilization",
+                    "Accounts by utilization band (exposure / effective limit, percent).",
+                )
+                .namespace(NS),
+                &["band"],
+            )
+            .expect("metric definition"),
+            over_limit: IntGauge::with_opts(
+                Opts::new(
+                    "accounts_over_limit",
+                    "Accounts whose exposure exceeds their effective limit.",
+                )
+                .namespace(NS),
+            )
+            .expect("metric definition"),
+            held_orders: IntGauge::with_opts(
+                Opts::new("held_orders", "Orders on hold, waiting for room or a person.")
+                    .namespace(NS),
+            )
+            .expect("metric definition"),
+            held_amount: gauge_vec(
+                "held_amount",
+                "Amount of orders on hold, by account currency.",
+                &["currency"],
+            ),
+            exposure: gauge_vec(
+                "exposure",
+                "Exposure (open orders + receivables - unapplied credit), by currency.",
+                &["currency"],
+            ),
+            credit_limit: gauge_vec(
+                "credit_limit",
+                "Credit limits granted (profiles' credit_limit), by currency.",
+                &["currency"],
+            ),
+            open_receivables_overdue: gauge_vec(
+                "overdue_receivables",
+                "Open receivables past their due date, by currency.",
+                &["currency"],
+            ),
+        };
+        let r = &m.registry;
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.events.clone()),
+            Box::new(m.decisions.clone()),
+            Box::new(m.decision_reasons.clone()),
+            Box::new(m.alerts.clone()),
+            Box::new(m.dead_letters.clone()),
+            Box::new(m.decision_latency.clone()),
+            Box::new(m.event_time_lag.clone()),
+            Box::new(m.consumer_lag.clone()),
+            Box::new(m.transactions.clone()),
+            Box::new(m.batch_size.clone()),
+            Box::new(m.restore_duration.clone()),
+            Box::new(m.restored_accounts.clone()),
+            Box::new(m.rebalances.clone()),
+            Box::new(m.ready.clone()),
+            Box::new(m.commands_published.clone()),
+            Box::new(m.http_requests.clone()),
+            Box::new(m.http_duration.clone()),
+            Box::new(m.accounts.clone()),
+            Box::new(m.accounts_by_band.clone()),
+            Box::new(m.over_limit.clone()),
+            Box::new(m.held_orders.clone()),
+            Box::new(m.held_amount.clone()),
+            Box::new(m.exposure.clone()),
+            Box::new(m.credit_limit.clone()),
+            Box::new(m.open_receivables_overdue.clone()),
+        ];
+        for c in collectors {
+            r.register(c).expect("unique metric names");
+        }
+        // Closed label sets start at zero so rate() and absent() behave from the first scrape.
+        for s in DecisionStatus::ALL {
+            m.decisions.with_label_values(&[s.as_str()]);
+        }
+        for k in AlertKind::ALL {
+            for sev in [Severity::Info, Severity::Warning, Severity::Critical] {
+                m.alerts.with_label_values(&[k.as_str(), sev.as_str()]);
+            }
+        }
+        for e in ErrorCode::ALL {
+            m.dead_letters.with_label_values(&[e.as_str()]);
+        }
+        for o in ["committed", "aborted"] {
+            m.transactions.with_label_values(&[o]);
+        }
+        for k in ["assign", "revoke"] {
+            m.rebalances.with_label_values(&[k]);
+        }
+        for b in BANDS {
+            m.accounts_by_band.with_label_values(&[b]);
+        }
+        m
+    }
+
+    /// Counts one input's outputs.
+    pub fn count_outputs(&self, outputs: &[Output]) {
+        for o in outputs {
+            match o {
+                Output::Decision(d) => {
+                    self.decisions.with_label_values(&[d.status.as_str()]).inc();
+                    for r in &d.reasons {
+                        self.decision_reasons
+                            .with_label_values(&[d.status.as_str(), r.code.as_str()])
+                            .inc();
+                    }
+                }
+                Output::Alert(a) => {
+                    self.alerts
+                        .with_label_values(&[a.kind.as_str(), a.severity.as_str()])
+                        .inc();
+                }
+                Output::Rejection(r) => {
+                    self.dead_letters
+                        .with_label_values(&[r.error.as_str()])
+                        .inc();
+                }
+            }
+        }
+    }
+
+    /// Recomputes the state gauges from the engines (called when `/metrics` is scraped).
+    pub fn refresh_state<'a>(&self, engines: impl Iterator<Item = &'a Engine>) {
+        #[derive(Default)]
+        struct Cur {
+            accounts: i64,
+            exposure: Decimal,
+            limit: Decimal,
+            held: Decimal,
+            overdue: Decimal,
+        }
+        let mut per: BTreeMap<Currency, Cur> = BTreeMap::new();
+        let mut bands: BTreeMap<&str, i64> = BANDS.iter().map(|b| (*b, 0)).collect();
+        let (mut over, mut held) = (0i64, 0i64);
+        for engine in engines {
+            let now = engine.clock().unwrap_or(Timestamp(0));
+            for acc in engine.accounts() {
+                held += acc.holds.len() as i64;
+                let exposure = acc.exposure_total();
+                let terms = engine.terms(&acc.customer_id);
+                let u = terms
+                    .as_ref()
+                    .and_then(|t| warnings::utilization(exposure, t.limit_effective));
+                *bands.entry(band(u)).or_default() += 1;
+                if let Some(t) = &terms {
+                    if exposure > t.limit_effective {
+                        over += 1;
+                    }
+                }
+                let Some(cur) = acc.currency else { continue };
+                let c = per.entry(cur).or_default();
+                c.accounts += 1;
+                c.exposure += exposure;
+                c.limit += acc
+                    .profile
+                    .as_ref()
+                    .map(|p| p.credit_limit)
+                    .unwrap_or_default();
+                c.held += acc
+                    .holds
+                    .iter()
+                    .filter_map(|id| acc.orders.get(id))
+                    .map(|o| o.amount_account)
+                    .sum::<Decimal>();
+                c.overdue += acc.overdue(now).0;
+            }
+        }
+        for (b, n) in bands {
+            self.accounts_by_band.with_label_values(&[b]).set(n);
+        }
+        self.over_limit.set(over);
+        self.held_orders.set(held);
+        for g in [
+            &self.held_amount,
+            &self.exposure,
+            &self.credit_limit,
+            &self.open_receivables_overdue,
+        ] {
+            g.reset();
+        }
+        self.accounts.reset();
+        for (cur, c) in per {
+            let l = [cur.as_str()];
+            self.accounts.with_label_values(&l).set(c.accounts);
+            self.exposure
+                .with_label_values(&l)
+                .set(c.exposure.to_f64().unwrap_or(0.0));
+            self.credit_limit
+                .with_label_values(&l)
+                .set(c.limit.to_f64().unwrap_or(0.0));
+            self.held_amount
+                .with_label_values(&l)
+                .set(c.held.to_f64().unwrap_or(0.0));
+            self.open_receivables_overdue
+                .with_label_values(&l)
+                .set(c.overdue.to_f64().unwrap_or(0.0));
+        }
+    }
+
+    /// The text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!("metrics encoding failed: {e}");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bands_cover_the_thresholds() {
+        assert_eq!(band(None), "no_limit");
+        assert_eq!(band(Some(Decimal::new(69, 2))), "0-70");
+        assert_eq!(band(Some(Decimal::new(70, 2))), "70-85");
+        assert_eq!(band(Some(Decimal::new(85, 2))), "85-100");
+        assert_eq!(band(Some(Decimal::ONE)), "100+");
+    }
+
+    #[test]
+    fn exposition_names_every_family() {
+        let m = Metrics::new();
+        m.refresh_state(std::iter::empty());
+        let text = m.render();
+        for name in [
+            "credit_sentinel_decisions_total",
+            "credit_sentinel_alerts_total",
+            "credit_sentinel_dead_letters_total",
+            "credit_sentinel_accounts_by_utilization",
+            "credit_sentinel_transactions_total",
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The deploy assets are valid and true to the engine: the compose file, the Kubernetes
+//! manifests, the Prometheus alert rules and the Grafana dashboard parse; every metric they
+//! name is one the engine exports; `promtool check rules` passes (required under CI, where
+//! `.ci/run` installs Debian's prometheus package); `docker compose config` where the client
+//! has compose.
+
+use credit_sentinel::metrics::Metrics;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn deploy(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(rel)
+}
+
+fn yaml(rel: &str) -> Vec<serde_yaml::Value> {
+    let text = std::fs::read_to_string(deploy(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| {
+            serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{rel} is not YAML: {e}"))
+        })
+        .collect()
+}
+
+/// Metric family names the engine exports (histograms with their series suffixes). Vectors
+/// are touched once so that families without series yet still appear.
+fn exported() -> BTreeSet<String> {
+    let m = Metrics::new();
+    m.events
+        .with_label_values(&["order.placed", "applied"])
+        .inc();
+    m.decision_reasons
+        .with_label_values(&["held", "CREDIT_LIMIT_EXCEEDED"])
+        .inc();
+    m.consumer_lag
+        .with_label_values(&["credit.orders", "0"])
+        .set(0);
+    m.commands_published
+        .with_label_values(&["command.block"])
+        .inc();
+    m.http_requests
+        .with_label_values(&["/healthz", "GET", "200"])
+        .inc();
+    m.http_duration
+        .with_label_values(&["/healthz"])
+        .observe(0.0);
+    for g in [
+        &m.exposure,
+        &m.credit_limit,
+        &m.held_amount,
+        &m.open_receivables_overdue,
+    ] {
+        g.with_label_values(&["EUR"]).set(0.0);
+    }
+    m.accounts.with_label_values(&["EUR"]).set(0);
+    let text = m.render();
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            names.insert(name.to_string());
+            if kind == "histogram" {
+                for s in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{name}{s}"));
+                }
+            }
+        }
+    }
+    assert!(names.len() >= 25, "{names:?}");
+    names
+}
+
+fn metric_names_in(expr: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = expr[i..].find("credit_sentinel_") {
+        let start = i + pos;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        out.insert(expr[start..end].to_string());
+        i = end;
+    }
+    out
+}
+
+#[test]
+fn alert_rules_name_only_exported_metrics() {
+    let docs = yaml("prometheus/alerts.yml");
+    let known = exported();
+    let mut rules = 0;
+    for group in docs[0]["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let name = rule["alert"].as_str().expect("alert name");
+            let expr = rule["expr"].as_str().expect("expr");
+            assert!(
+                rule["labels"]["severity"].is_string(),
+                "{name} has a severity"
+            );
+            assert!(
+                rule["annotations"]["summary"].is_string(),
+                "{name} has a summary"
+            );
+            for m in metric_names_in(expr) {
+                assert!(
+                    known.contains(&m),
+                    "{name} uses {m}, which the engine does not export"
+                );
+            }
+            rules += 1;
+        }
+    }
+    assert!(
+        rules >= 5,
+        "lag, dead-letters, no decisions, over-limit, aborts"
+    );
+}
+
+#[test]
+fn promtool_accepts_the_alert_rules() {
+    let required = std::env::var("CI").is_ok_and(|v| v == "true");
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("promtool"))
+            .find(|f| f.is_file())
+    });
+    let Some(promtool) = found else {
+        assert!(
+            !required,
+            "promtool is required under CI: .ci/run installs it"
+        );
+        eprintln!("SKIPPED: promtool not installed");
+        return;
+    };
+    let out = std::process::Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(deploy("prometheus/alerts.yml"))
+        .output()
+        .expect("promtool ran");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn dashboard_panels_query_exported_metrics() {
+    let text = std::fs::read_to_string(deploy("grafana/dashboards/credit-sentinel.json"))
+        .expect("dashboard");
+    let d: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let known = exported();
+    let panels = d["panels"].as_array().expect("panels");
+    let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+    for want in [
+        "Decision rate",
+        "latency",
+        "Held",
+        "utilization",
+        "Alerts",
+        "lag",
+    ] {
+        assert!(
+            titles.iter().any(|t| t.contains(want)),
+            "a panel about {want}: {titles:?}"
+        );
+    }
+    let mut ids = BTreeSet::new();
+    for p in panels {
+        assert!(
+            ids.insert(p["id"].as_i64().expect("panel id")),
+            "unique panel ids"
+        );
+        for t in p["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            let names = metric_names_in(expr);
+            assert!(!names.is_empty(), "{expr}");
+            for m in names {
+                assert!(known.contains(&m), "panel {:?} uses {m}", p["title"]);
+            }
+        }
+    }
+    // Provisioning points at the folder the compose file mounts the dashboard into.
+    let prov = yaml("grafana/provisioning/dashboards/dashboards.yml");
+    assert_eq!(
+        prov[0]["providers"][0]["options"]["path"].as_str(),
+        Some("/var/lib/grafana/dashboards")
+    );
+}
+
+#[test]
+fn compose_file_runs_kafka_in_kraft_mode_with_the_stack() {
+    let c = &yaml("compose.yaml")[0];
+    let services = c["services"].as_mapping().expect("services");
+    for s in ["kafka", "topics", "engine", "prometheus", "grafana"] {
+        assert!(
+            services.contains_key(serde_yaml::Value::from(s)),
+            "service {s}"
+        );
+    }
+    let kafka = &c["services"]["kafka"]["environment"];
+    assert_eq!(
+        kafka["KAFKA_PROCESS_ROLES"].as_str(),
+        Some("broker,controller")
+    );
+    let env = &c["services"]["engine"]["environment"];
+    assert_eq!(
+        env["CREDIT_SENTINEL__KAFKA__BROKERS"].as_str(),
+        Some("kafka:9092")
+    );
+    // Every engine setting named in the compose file is a real key.
+    let pairs: Vec<(String, String)> = env
+        .as_mapping()
+        .expect("env")
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().expect("key").to_string(),
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{v:?}")),
+            )
+        })
+        .collect();
+    credit_sentinel::config::load_with_env(None, pairs).expect("compose settings load");
+    for mount in c["services"]["prometheus"]["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .chain(
+            c["services"]["grafana"]["volumes"]
+                .as_sequence()
+                .expect("volumes"),
+        )
+    {
+        let src = mount
+            .as_str()
+            .expect("mount")
+            .split(':')
+            .next()
+            .expect("src");
+        assert!(deploy(src).exists(), "{src} exists");
+    }
+    // `docker compose config` validates against the compose schema where compose is present.
+    let ok = std::process::Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        let out = std::process::Command::new("docker")
+            .args(["compose", "-f"])
+            .arg(deploy("compose.yaml"))
+            .args(["config", "--quiet"])
+            .output()
+            .expect("docker compose");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!("SKIPPED: docker compose config (no compose plugin)");
+    }
+}
+
+#[test]
+fn kubernetes_manifests_are_complete() {
+    let mut kinds = BTreeSet::new();
+    for f in std::fs::read_dir(deploy("kubernetes")).expect("dir") {
+        let path = f.expect("entry").path();
+        let rel = format!(
+            "kubernetes/{}",
+            path.file_name().expect("name").to_string_lossy()
+        );
+        for doc in yaml(&rel) {
+            let kind = doc["kind"].as_str().expect("kind").to_string();
+            assert!(doc["apiVersion"].is_string(), "{rel} apiVersion");
+            kinds.insert(kind);
+        }
+    }
+    for k in [
+        "ConfigMap",
+        "StatefulSet",
+        "Service",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+    ] {
+        assert!(kinds.contains(k), "{k} manifest");
+    }
+    let sts = &yaml("kubernetes/statefulset.yaml")[0];
+    let c = &sts["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert!(c["resources"]["requests"]["memory"].is_string());
+    assert_eq!(
+        sts["spec"]["template"]["spec"]["volumes"][1]["secret"]["secretName"].as_str(),
+        Some("credit-sentinel-secrets")
+    );
+    // The mounted settings file is valid for the engine (secrets files aside).
+    let cm = &yaml("kubernetes/configmap.yaml")[0];
+    let toml_text = cm["data"]["credit-sentinel.toml"].as_str().expect("toml");
+    let cleaned: String = toml_text
+        .lines()
+        .filter(|l| !l.contains("_file ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let file = std::env::temp_dir().join(format!("cs-k8s-{}.toml", std::process::id()));
+    std::fs::write(&file, cleaned).expect("write");
+    credit_sentinel::config::load_with_env(Some(&file), Vec::<(String, String)>::new())
+        .expect("the ConfigMap's settings load");
+}

@@ -388,7 +388,7 @@ fn killed_mid_stream_then_restarted(settings: Settings, name: &str, check_change
     let mut engine = child(&settings, name);
     wait_for(
         "every decision after the restart",
-        Duration::from_secs(180),
+        Duration::from_secs(300),
         || distinct_ids(&read_topic(&settings, &t.decisions), "decision_id").len() >= want_d.len(),
     );
     std::thread::sleep(Duration::from_secs(2));
@@ -560,6 +560,14 @@ fn out_of_process_broker_at_least_once_with_a_restart() {
     settings.kafka.delivery = Delivery::AtLeastOnce;
     settings.kafka.tick_ms = 0;
     settings.kafka.group_id = format!("tansu-{}", std::process::id());
+    // A killed member is noticed after the session timeout: keep it short so the restart
+    // does not wait 45 s for the group to rebalance.
+    for (k, v) in [
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "1000"),
+    ] {
+        settings.kafka.properties.insert(k.into(), v.into());
+    }
     let t = settings.kafka.topics.clone();
     for topic in t.inputs().into_iter().chain([
         t.changelog.as_str(),

@@ -655,6 +655,29 @@ fn promtool_check_metrics(text: &str) {
 }
 
 #[test]
+fn the_openapi_document_is_a_valid_openapi_3_spec() {
+    let Some(validator) = external("openapi-spec-validator") else {
+        return;
+    };
+    let spec = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
+    let out = std::process::Command::new(validator)
+        .arg(&spec)
+        .output()
+        .expect("openapi-spec-validator ran");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The served document is this file.
+    assert_eq!(
+        http::OPENAPI,
+        std::fs::read_to_string(&spec).expect("spec file")
+    );
+}
+
+#[test]
 fn schemathesis_finds_no_server_error_and_no_spec_violation() {
     let Some(st) = external("schemathesis") else {
         return;

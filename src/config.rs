@@ -168,6 +168,23 @@ impl Topics {
             &self.commands,
         ]
     }
+
+    /// Every topic the engine reads or writes: the inputs, then changelog, decisions, alerts
+    /// and dead-letters (what a broker must have before `run` starts).
+    pub fn all(&self) -> [&str; 9] {
+        let [o, s, p, pr, c] = self.inputs();
+        [
+            o,
+            s,
+            p,
+            pr,
+            c,
+            &self.changelog,
+            &self.decisions,
+            &self.alerts,
+            &self.dead_letter,
+        ]
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -671,26 +688,33 @@ fn token(key: &str, name: &str, role: &str, secret: &str) -> Result<Token, Confi
     })
 }
 
+/// The meaningful lines of a settings side file (`key` names the setting that points at it):
+/// trimmed, with their 1-based line numbers, without blank lines and `#` comments.
+fn side_file_lines(key: &str, path: &str) -> Result<Vec<(usize, String)>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(key, format!("cannot read {path}: {e}")))?;
+    Ok(text
+        .lines()
+        .enumerate()
+        .map(|(n, l)| (n + 1, l.trim().to_string()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .collect())
+}
+
 /// Reads a tokens file: `name role token` per line, `#` comments, blank lines.
 pub fn read_tokens_file(path: &str) -> Result<Vec<Token>, ConfigError> {
     let key = "http.tokens_file";
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| invalid(key, format!("cannot read {path}: {e}")))?;
     let mut tokens = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
+    for (n, line) in side_file_lines(key, path)? {
         let parts: Vec<&str> = line.split_whitespace().collect();
         let [name, role, secret] = parts[..] else {
             return Err(invalid(
                 key,
-                format!("{path} line {}: expected `name role token`", n + 1),
+                format!("{path} line {n}: expected `name role token`"),
             ));
         };
         tokens.push(token(
-            &format!("{key} ({path} line {})", n + 1),
+            &format!("{key} ({path} line {n})"),
             name,
             role,
             secret,
@@ -747,17 +771,11 @@ fn validate_http(h: &RawHttp) -> Result<HttpSettings, ConfigError> {
 /// Reads a librdkafka properties file: `key=value` per line, `#` comments, blank lines.
 pub fn read_properties_file(path: &str) -> Result<BTreeMap<String, String>, ConfigError> {
     let key = "kafka.properties_file";
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| invalid(key, format!("cannot read {path}: {e}")))?;
     let mut props = BTreeMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
+    for (n, line) in side_file_lines(key, path)? {
         let (k, v) = line
             .split_once('=')
-            .ok_or_else(|| invalid(key, format!("{path} line {}: expected key=value", n + 1)))?;
+            .ok_or_else(|| invalid(key, format!("{path} line {n}: expected key=value")))?;
         props.insert(k.trim().to_string(), v.trim().to_string());
     }
     Ok(props)

@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use credit_sentinel::config::{self, Progress};
 use credit_sentinel::generator::{self, GeneratorConfig};
-use credit_sentinel::metrics::Metrics;
 use credit_sentinel::model::Timestamp;
 use credit_sentinel::{http, replay, runtime, traffic, Engine};
 use std::fs::File;
@@ -215,6 +214,33 @@ fn shutdown_on_signal() -> Arc<AtomicBool> {
     flag
 }
 
+/// Held orders and the five highest utilizations, for the demo's live view (read once a
+/// second through the state handle, off the decision path's per-batch work).
+fn live_holds_and_top(engines: &[&Engine]) -> (usize, Vec<String>) {
+    let mut held = 0;
+    let mut top = Vec::new();
+    for engine in engines {
+        for a in engine.accounts() {
+            held += a.holds.len();
+            let Some(limit) = engine.terms(&a.customer_id).map(|t| t.limit_effective) else {
+                continue;
+            };
+            if let Some(u) =
+                credit_sentinel::engine::warnings::utilization(a.exposure_total(), limit)
+            {
+                top.push((u, a.customer_id.clone()));
+            }
+        }
+    }
+    top.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let top = top
+        .into_iter()
+        .take(5)
+        .map(|(u, c)| format!("{c} {}", credit_sentinel::model::format_ratio(u)))
+        .collect();
+    (held, top)
+}
+
 fn demo(
     duration: Option<u64>,
     rate: u64,
@@ -233,12 +259,7 @@ fn demo(
         other => anyhow::bail!("--delivery {other:?}: use exactly_once or at_least_once"),
     };
     let t = settings.kafka.topics.clone();
-    for topic in t.inputs().into_iter().chain([
-        t.changelog.as_str(),
-        t.decisions.as_str(),
-        t.alerts.as_str(),
-        t.dead_letter.as_str(),
-    ]) {
+    for topic in t.all() {
         cluster
             .create_topic(topic, partitions, 1)
             .with_context(|| format!("cannot create {topic}"))?;
@@ -251,11 +272,7 @@ fn demo(
     );
     let shutdown = shutdown_on_signal();
     let stats = Arc::new(runtime::Stats::default());
-    let options = runtime::Options {
-        state: Some(runtime::StateHandle::default()),
-        metrics: Some(Arc::new(Metrics::new())),
-        ..Default::default()
-    };
+    let options = runtime::Options::served();
     if http_listen == "off" {
         settings.http.enabled = false;
     } else {
@@ -289,6 +306,7 @@ fn demo(
             }
         }
     }
+    let state = options.state.clone().unwrap_or_default();
     let engine = {
         let (s, sh, st) = (settings.clone(), Arc::clone(&shutdown), Arc::clone(&stats));
         std::thread::spawn(move || runtime::run(s, sh, st, options))
@@ -330,6 +348,7 @@ fn demo(
             .zip(&stats.decisions)
             .map(|(s, n)| format!("{} {}", s.as_str(), n.load(Ordering::Relaxed)))
             .collect();
+        let (held, top) = state.read(live_holds_and_top);
         let mut view = format!(
             "\n[{:>4}s] sent {} | consumed {} ({:.0}/s) | batches {} | {} | holds waiting {} | alerts {} | dead-letters {}\n",
             started.elapsed().as_secs(),
@@ -338,14 +357,11 @@ fn demo(
             rate_now,
             stats.batches.load(Ordering::Relaxed),
             d.join(", "),
-            stats.held_orders.load(Ordering::Relaxed),
+            held,
             stats.alerts.load(Ordering::Relaxed),
             stats.dead_letters.load(Ordering::Relaxed),
         );
-        if let Ok(top) = stats.top_utilization.lock() {
-            let t: Vec<String> = top.iter().map(|(c, u)| format!("{c} {u}")).collect();
-            view.push_str(&format!("  top utilization: {}\n", t.join(", ")));
-        }
+        view.push_str(&format!("  top utilization: {}\n", top.join(", ")));
         if let Ok(recent) = stats.recent_alerts.lock() {
             for a in recent.iter().rev().take(4) {
                 view.push_str(&format!("  alert: {a}\n"));
@@ -372,11 +388,7 @@ fn run(cli: Cli) -> Result<()> {
             let settings = config::load(config.as_deref())?;
             let shutdown = shutdown_on_signal();
             let stats = Arc::new(runtime::Stats::default());
-            let options = runtime::Options {
-                state: Some(runtime::StateHandle::default()),
-                metrics: Some(Arc::new(Metrics::new())),
-                ..Default::default()
-            };
+            let options = runtime::Options::served();
             let server = start_http(&settings, &options, &stats, &shutdown)?;
             let result = runtime::run(settings, Arc::clone(&shutdown), stats, options);
             shutdown.store(true, Ordering::Relaxed);

@@ -8,7 +8,7 @@
 //! codes seen in profiles), topic/partition pairs of the input topics, and HTTP routes as
 //! matched (templates, not paths).
 
-use crate::engine::{warnings, Engine};
+use crate::engine::{warnings, Engine, Outcome};
 use crate::model::*;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -44,6 +44,10 @@ pub struct Metrics {
     pub commands_published: IntCounterVec,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
+    /// `events` children resolved once: [type][outcome] (no label hashing per event).
+    event_children: Vec<[IntCounter; 4]>,
+    /// `decisions` children resolved once, in `DecisionStatus::ALL` order.
+    decision_children: Vec<IntCounter>,
     // State gauges, refreshed at scrape time by `refresh_state`.
     pub accounts: IntGaugeVec,
     pub accounts_by_band: IntGaugeVec,
@@ -113,7 +117,9 @@ impl Metrics {
         let latency_buckets = vec![
             0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ];
-        let m = Metrics {
+        let mut m = Metrics {
+            event_children: Vec::new(),
+            decision_children: Vec::new(),
             registry: Registry::new(),
             events: counter_vec(
                 "events_total",
@@ -292,9 +298,20 @@ impl Metrics {
             r.register(c).expect("unique metric names");
         }
         // Closed label sets start at zero so rate() and absent() behave from the first scrape.
-        for s in DecisionStatus::ALL {
-            m.decisions.with_label_values(&[s.as_str()]);
-        }
+        m.decision_children = DecisionStatus::ALL
+            .iter()
+            .map(|s| m.decisions.with_label_values(&[s.as_str()]))
+            .collect();
+        let outcomes = [
+            Outcome::Applied,
+            Outcome::Duplicate,
+            Outcome::Pending,
+            Outcome::Rejected,
+        ];
+        m.event_children = EVENT_TYPES
+            .iter()
+            .map(|t| outcomes.map(|o| m.events.with_label_values(&[t, o.as_str()])))
+            .collect();
         for k in AlertKind::ALL {
             for sev in [Severity::Info, Severity::Warning, Severity::Critical] {
                 m.alerts.with_label_values(&[k.as_str(), sev.as_str()]);
@@ -315,12 +332,29 @@ impl Metrics {
         m
     }
 
+    /// Counts one input event by contract type (`invalid` for what did not decode) and outcome.
+    pub fn count_event(&self, event_type: &str, outcome: Outcome) {
+        let t = EVENT_TYPES
+            .iter()
+            .position(|x| *x == event_type)
+            .unwrap_or(EVENT_TYPES.len() - 1);
+        let o = match outcome {
+            Outcome::Applied => 0,
+            Outcome::Duplicate => 1,
+            Outcome::Pending => 2,
+            Outcome::Rejected => 3,
+        };
+        self.event_children[t][o].inc();
+    }
+
     /// Counts one input's outputs.
     pub fn count_outputs(&self, outputs: &[Output]) {
         for o in outputs {
             match o {
                 Output::Decision(d) => {
-                    self.decisions.with_label_values(&[d.status.as_str()]).inc();
+                    if let Some(i) = DecisionStatus::ALL.iter().position(|s| *s == d.status) {
+                        self.decision_children[i].inc();
+                    }
                     for r in &d.reasons {
                         self.decision_reasons
                             .with_label_values(&[d.status.as_str(), r.code.as_str()])

@@ -9,8 +9,7 @@ mod common;
 use common::broker::*;
 use credit_sentinel::config::{Delivery, Role, Settings, Token};
 use credit_sentinel::http;
-use credit_sentinel::metrics::Metrics;
-use credit_sentinel::runtime::{self, Options, StateHandle, Stats};
+use credit_sentinel::runtime::{self, Options, Stats};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -173,11 +172,7 @@ fn engine_with_a_hold(four_eyes: Option<&str>) -> Engine {
     );
     let shutdown = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());
-    let options = Options {
-        state: Some(StateHandle::default()),
-        metrics: Some(Arc::new(Metrics::new())),
-        ..Default::default()
-    };
+    let options = Options::served();
     let app = http::app_state(
         Arc::new(settings.clone()),
         options.state.clone().expect("state"),

@@ -584,12 +584,7 @@ fn out_of_process_broker_at_least_once_with_a_restart() {
         settings.kafka.properties.insert(k.into(), v.into());
     }
     let t = settings.kafka.topics.clone();
-    for topic in t.inputs().into_iter().chain([
-        t.changelog.as_str(),
-        t.decisions.as_str(),
-        t.alerts.as_str(),
-        t.dead_letter.as_str(),
-    ]) {
+    for topic in t.all() {
         let status = std::process::Command::new(&bin)
             .args([
                 "topic",

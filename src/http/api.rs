@@ -582,14 +582,25 @@ fn find_hold(app: &AppState, order_id: &str) -> Option<(String, Option<String>, 
     })
 }
 
-async fn decide_hold(
-    app: Arc<AppState>,
-    order_id: String,
-    principal: Principal,
+/// Which command a route publishes (the routes share one handler each).
+pub const RELEASE: bool = true;
+pub const REJECT: bool = false;
+pub const BLOCK: bool = true;
+pub const UNBLOCK: bool = false;
+
+/// `POST /v1/holds/{order_id}/release` (`RELEASE_HOLD`) or `/reject`.
+pub async fn hold_command<const RELEASE_HOLD: bool>(
+    State(app): State<Arc<AppState>>,
+    Path(order_id): Path<String>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    kind: &'static str,
 ) -> Result<Response, ApiError> {
+    let kind = if RELEASE_HOLD {
+        crate::model::types::COMMAND_RELEASE_HOLD
+    } else {
+        crate::model::types::COMMAND_REJECT_HOLD
+    };
     valid_id("order id", &order_id)?;
     let v = json_body(&headers, body)?;
     let note = note(&v)?;
@@ -601,7 +612,7 @@ async fn decide_hold(
         )
     })?;
     let mut extra = json!({});
-    if kind == crate::model::types::COMMAND_RELEASE_HOLD && four_eyes {
+    if RELEASE_HOLD && four_eyes {
         match first {
             Some(f) if f == principal.name => {
                 return Err(ApiError::new(
@@ -633,50 +644,19 @@ async fn decide_hold(
     .await
 }
 
-pub async fn release(
+/// `POST /v1/customers/{id}/block` (`BLOCK_CUSTOMER`) or `/unblock`.
+pub async fn customer_command<const BLOCK_CUSTOMER: bool>(
     State(app): State<Arc<AppState>>,
-    Path(order_id): Path<String>,
+    Path(id): Path<String>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    decide_hold(
-        app,
-        order_id,
-        principal,
-        headers,
-        body,
-        crate::model::types::COMMAND_RELEASE_HOLD,
-    )
-    .await
-}
-
-pub async fn reject(
-    State(app): State<Arc<AppState>>,
-    Path(order_id): Path<String>,
-    Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    decide_hold(
-        app,
-        order_id,
-        principal,
-        headers,
-        body,
-        crate::model::types::COMMAND_REJECT_HOLD,
-    )
-    .await
-}
-
-async fn block_command(
-    app: Arc<AppState>,
-    id: String,
-    principal: Principal,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    kind: &'static str,
-) -> Result<Response, ApiError> {
+    let kind = if BLOCK_CUSTOMER {
+        crate::model::types::COMMAND_BLOCK
+    } else {
+        crate::model::types::COMMAND_UNBLOCK
+    };
     valid_id("customer id", &id)?;
     let v = json_body(&headers, body)?;
     let note = note(&v)?;
@@ -689,40 +669,4 @@ async fn block_command(
         )));
     }
     publish(&app, kind, &id, None, &principal, &note, json!({})).await
-}
-
-pub async fn block(
-    State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    block_command(
-        app,
-        id,
-        principal,
-        headers,
-        body,
-        crate::model::types::COMMAND_BLOCK,
-    )
-    .await
-}
-
-pub async fn unblock(
-    State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    block_command(
-        app,
-        id,
-        principal,
-        headers,
-        body,
-        crate::model::types::COMMAND_UNBLOCK,
-    )
-    .await
 }

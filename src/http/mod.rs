@@ -193,37 +193,48 @@ async fn fallback() -> ApiError {
 /// The whole router.
 pub fn router(app: Arc<AppState>) -> Router {
     let h = &app.settings.http;
-    let guard = |role: Role| {
-        (
-            axum::Extension(Needs(role)),
-            middleware::from_fn_with_state(Arc::clone(&app), require),
-        )
+    // The role each route group needs; the Extension is outermost so `require` sees it.
+    let guarded = |router: Router<Arc<AppState>>, role: Role| {
+        router
+            .route_layer(middleware::from_fn_with_state(Arc::clone(&app), require))
+            .route_layer(axum::Extension(Needs(role)))
     };
-    let (viewer_ext, viewer_mw) = guard(Role::Viewer);
-    let reads = Router::new()
-        .route("/v1/customers/{id}", get(api::customer))
-        .route("/v1/groups/{id}", get(api::group))
-        .route("/v1/holds", get(api::holds))
-        .route("/v1/accounts/top", get(api::top))
-        .route("/v1/check", post(api::check))
-        .route_layer(viewer_mw)
-        .route_layer(viewer_ext);
-    let (approver_ext, approver_mw) = guard(Role::Approver);
-    let approvals = Router::new()
-        .route("/v1/holds/{order_id}/release", post(api::release))
-        .route("/v1/holds/{order_id}/reject", post(api::reject))
-        .route_layer(approver_mw)
-        .route_layer(approver_ext);
-    let (admin_ext, admin_mw) = guard(Role::Admin);
-    let admin = Router::new()
-        .route("/v1/customers/{id}/block", post(api::block))
-        .route("/v1/customers/{id}/unblock", post(api::unblock))
-        .route_layer(admin_mw)
-        .route_layer(admin_ext);
+    let reads = guarded(
+        Router::new()
+            .route("/v1/customers/{id}", get(api::customer))
+            .route("/v1/groups/{id}", get(api::group))
+            .route("/v1/holds", get(api::holds))
+            .route("/v1/accounts/top", get(api::top))
+            .route("/v1/check", post(api::check)),
+        Role::Viewer,
+    );
+    let approvals = guarded(
+        Router::new()
+            .route(
+                "/v1/holds/{order_id}/release",
+                post(api::hold_command::<{ api::RELEASE }>),
+            )
+            .route(
+                "/v1/holds/{order_id}/reject",
+                post(api::hold_command::<{ api::REJECT }>),
+            ),
+        Role::Approver,
+    );
+    let admin = guarded(
+        Router::new()
+            .route(
+                "/v1/customers/{id}/block",
+                post(api::customer_command::<{ api::BLOCK }>),
+            )
+            .route(
+                "/v1/customers/{id}/unblock",
+                post(api::customer_command::<{ api::UNBLOCK }>),
+            ),
+        Role::Admin,
+    );
     let mut scrape = Router::new().route("/metrics", get(metrics));
     if h.metrics_require_auth {
-        let (e, m) = guard(Role::Viewer);
-        scrape = scrape.route_layer(m).route_layer(e);
+        scrape = guarded(scrape, Role::Viewer);
     }
     Router::new()
         .route("/healthz", get(healthz))

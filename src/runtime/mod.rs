@@ -61,9 +61,6 @@ pub struct Stats {
     pub ready: AtomicBool,
     /// The most recent alerts, newest last (bounded).
     pub recent_alerts: Mutex<std::collections::VecDeque<String>>,
-    /// Held orders and top utilization, refreshed after each batch.
-    pub held_orders: AtomicU64,
-    pub top_utilization: Mutex<Vec<(String, String)>>,
 }
 
 impl Stats {
@@ -113,6 +110,18 @@ pub struct Options {
     pub state: Option<StateHandle>,
     /// The metric families to update; a private set when `None`.
     pub metrics: Option<Arc<Metrics>>,
+}
+
+impl Options {
+    /// Options for a runtime that serves readers: a shared state handle and metric set, to be
+    /// given to the HTTP layer as well.
+    pub fn served() -> Options {
+        Options {
+            state: Some(StateHandle::default()),
+            metrics: Some(Arc::new(Metrics::new())),
+            ..Options::default()
+        }
+    }
 }
 
 /// A read handle on the engines of this instance's partitions, shared with the HTTP layer.
@@ -571,7 +580,6 @@ pub fn run(
                         .decision_latency
                         .observe(now.duration_since(*t).as_secs_f64());
                 }
-                refresh_views(sh, &stats);
             }
             Err(e) => {
                 stats.aborted.fetch_add(1, Ordering::Relaxed);
@@ -721,10 +729,7 @@ fn process_batch(
                     );
                     let _entered = span.enter();
                     let outcome = sh.part(p).engine.apply(&event, outputs);
-                    metrics
-                        .events
-                        .with_label_values(&[event_type, outcome.as_str()])
-                        .inc();
+                    metrics.count_event(event_type, outcome);
                     let lag_us = wall.0 - event.occurred_at.0;
                     metrics.event_time_lag.observe(lag_us.max(0) as f64 / 1e6);
                     debug!(
@@ -749,10 +754,7 @@ fn process_batch(
             }
         }
         if event_type == "invalid" {
-            metrics
-                .events
-                .with_label_values(&["invalid", "dead_lettered"])
-                .inc();
+            metrics.count_event(event_type, crate::Outcome::Rejected);
         }
         if outputs.iter().any(|o| matches!(o, Output::Decision(_))) {
             if let Some(t) = batch.polled.get(i) {
@@ -907,28 +909,4 @@ fn rewind(
         }
     }
     Ok(())
-}
-
-/// Refreshes the holds count and the top-utilization list for the live view.
-fn refresh_views(sh: &Shared, stats: &Stats) {
-    let mut held = 0usize;
-    let mut top: Vec<(rust_decimal::Decimal, String)> = Vec::new();
-    for part in sh.parts.values() {
-        let engine = &part.engine;
-        held += engine.accounts().map(|a| a.holds.len()).sum::<usize>();
-        top.extend(engine.accounts().filter_map(|a| {
-            let limit = engine.terms(&a.customer_id)?.limit_effective;
-            let u = crate::engine::warnings::utilization(a.exposure_total(), limit)?;
-            Some((u, a.customer_id.clone()))
-        }));
-    }
-    stats.held_orders.store(held as u64, Ordering::Relaxed);
-    top.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    if let Ok(mut t) = stats.top_utilization.lock() {
-        *t = top
-            .into_iter()
-            .take(5)
-            .map(|(u, c)| (c, format_ratio(u)))
-            .collect();
-    }
 }

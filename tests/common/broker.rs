@@ -27,12 +27,7 @@ pub fn cluster(delivery: Delivery) -> (Cluster, Settings) {
     s.kafka.transactional_id = format!("test-{}-{:?}", std::process::id(), delivery);
     s.kafka.group_id = format!("test-group-{}-{:?}", std::process::id(), delivery);
     let t = s.kafka.topics.clone();
-    for topic in t.inputs().into_iter().chain([
-        t.changelog.as_str(),
-        t.decisions.as_str(),
-        t.alerts.as_str(),
-        t.dead_letter.as_str(),
-    ]) {
+    for topic in t.all() {
         c.create_topic(topic, PARTITIONS, 1).expect("topic");
     }
     (c, s)

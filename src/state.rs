@@ -1,7 +1,8 @@
 //! The changelog record format: how account and group state is written to the compacted
 //! `credit.changelog` topic and read back on restore. One record per account (key
 //! `a/<customer_id>`) and per group (`g/<group_id>`), each a versioned JSON document, so a
-//! newer engine can refuse (rather than misread) a format it does not know.
+//! newer engine can refuse (rather than misread) a format it does not know. The runtime also
+//! writes checkpoints (`c/<partition>`) and restore fences (`m/<partition>`) there.
 //!
 //! The due-moment index is not persisted: `Engine::restore_account` re-derives it from state.
 

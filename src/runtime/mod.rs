@@ -7,8 +7,9 @@
 //! - every batch writes, after its outputs, a snapshot of each account and group it changed
 //!   and a checkpoint per input partition (`c/<partition>`: the next offset of every input
 //!   topic and the engine clock);
-//! - on assignment, the accounts of the new partitions are restored from the changelog and
-//!   consumption resumes at the checkpointed offsets, never at the group's committed offsets
+//! - on assignment, the accounts of the new partitions are restored from the changelog (read
+//!   up to a fence record this restore wrote, not to a reported end offset) and consumption
+//!   resumes at the checkpointed offsets, never at the group's committed offsets
 //!   (which some brokers do not keep transactionally);
 //! - `exactly_once` puts outputs, snapshots, checkpoints and consumed offsets in one Kafka
 //!   transaction; `at_least_once` produces and awaits the outputs before the snapshots, so a
@@ -282,8 +283,61 @@ impl ConsumerContext for Ctx {
     }
 }
 
-/// Reads the changelog partitions of `partitions` from the start to their high watermark and
-/// restores each into a fresh engine for that partition; returns the checkpoints found.
+/// The key of a restore fence in changelog partition `p` (compaction keeps the latest).
+fn fence_key(partition: i32) -> String {
+    format!("m/{partition}")
+}
+
+/// A value no earlier fence carries: process id, wall time and a counter.
+fn fence_token() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Writes a fence record to each changelog partition of `partitions` and waits for the
+/// broker to acknowledge it. Reading a partition up to its own fence reads everything written
+/// to it before the restore began, whatever the broker reports as the partition's end (tansu
+/// 0.6 reports high watermarks that lag what it serves; a read_committed reader is held at the
+/// last stable offset until a dead owner's open transaction is aborted, which is right).
+fn write_fences(k: &KafkaSettings, partitions: &BTreeSet<i32>, token: &str) -> Result<()> {
+    let mut cfg = client_config(k);
+    cfg.set("enable.idempotence", "true")
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "30000");
+    let producer: rdkafka::producer::BaseProducer = cfg
+        .create()
+        .context("cannot create the restore fence producer")?;
+    let value =
+        serde_json::to_vec(&serde_json::json!({ "v": state::FORMAT_VERSION, "fence": token }))?;
+    for p in partitions {
+        let key = fence_key(*p);
+        producer
+            .send(
+                BaseRecord::to(&k.topics.changelog)
+                    .partition(*p)
+                    .key(key.as_bytes())
+                    .payload(&value),
+            )
+            .map_err(|(e, _)| e)
+            .context("cannot write a restore fence")?;
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .context("restore fence not acknowledged")?;
+    Ok(())
+}
+
+/// Reads the changelog partitions of `partitions` from the start up to a fence written for this
+/// restore and restores each into a fresh engine for that partition; returns the checkpoints
+/// found.
 fn restore_partitions(
     settings: &Settings,
     shared: &mut Shared,
@@ -292,83 +346,63 @@ fn restore_partitions(
     metrics: &Metrics,
 ) -> Result<BTreeMap<i32, Checkpoint>> {
     let k = &settings.kafka;
+    let topic = &k.topics.changelog;
+    let token = fence_token();
+    write_fences(k, partitions, &token)?;
     let mut cfg = client_config(k);
     cfg.set("group.id", format!("{}-restore", k.group_id))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed");
     let reader: BaseConsumer = cfg.create().context("cannot create the changelog reader")?;
-    let topic = &k.topics.changelog;
-    let timeout = Duration::from_secs(10);
-    let mut ends = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
-        let (low, high) = reader
-            .fetch_watermarks(topic, *p, timeout)
-            .with_context(|| format!("cannot read the watermarks of {topic}/{p}"))?;
-        if high > low {
-            ends.insert(*p, high);
-            tpl.add_partition_offset(topic, *p, Offset::Offset(low))?;
-        }
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
     }
     let mut checkpoints = BTreeMap::new();
+    let mut checkpoint_at = BTreeMap::new();
     let mut restored = 0u64;
+    let mut records = 0u64;
     let mut groups = Vec::new();
     for p in partitions {
         shared.parts.remove(p);
         shared.part(*p);
     }
-    if !ends.is_empty() {
+    if !partitions.is_empty() {
         reader.assign(&tpl)?;
         let deadline = Instant::now() + Duration::from_secs(600);
-        let mut done: BTreeSet<i32> = BTreeSet::new();
-        loop {
-            if done.len() >= ends.len() {
-                // Read to a stable end: some brokers (tansu 0.6) report a high watermark that
-                // lags what they already serve, so ask again before calling the restore done.
-                let mut grew = false;
-                for (p, end) in ends.iter_mut() {
-                    if let Ok((_, high)) = reader.fetch_watermarks(topic, *p, timeout) {
-                        if high > *end {
-                            *end = high;
-                            done.remove(p);
-                            grew = true;
-                        }
-                    }
-                }
-                if !grew {
-                    break;
-                }
-            }
+        let mut fenced: BTreeSet<i32> = BTreeSet::new();
+        while fenced.len() < partitions.len() {
             if Instant::now() > deadline {
-                anyhow::bail!("changelog restore did not reach the end of {topic} in 600 s");
+                let waiting: Vec<&i32> = partitions.difference(&fenced).collect();
+                anyhow::bail!(
+                    "changelog restore did not reach its fence in {topic} partitions {waiting:?} in 600 s"
+                );
             }
             let Some(msg) = reader.poll(Duration::from_millis(500)) else {
-                // Transaction markers take offsets but are not delivered: check positions.
-                for (p, end) in &ends {
-                    if let Ok(pos) = reader.position() {
-                        if let Some(Offset::Offset(o)) =
-                            pos.find_partition(topic, *p).map(|e| e.offset())
-                        {
-                            if o >= *end {
-                                done.insert(*p);
-                            }
-                        }
-                    }
-                }
                 continue;
             };
             let msg = msg.context("changelog read failed")?;
             let p = msg.partition();
-            if msg.offset() + 1 >= ends.get(&p).copied().unwrap_or(0) {
-                done.insert(p);
+            if fenced.contains(&p) {
+                continue;
             }
+            records += 1;
             let (Some(key), Some(value)) = (msg.key(), msg.payload()) else {
                 continue;
             };
             let key = String::from_utf8_lossy(key);
+            if key.starts_with("m/") {
+                let ours = serde_json::from_slice::<serde_json::Value>(value)
+                    .is_ok_and(|v| v["fence"] == token.as_str());
+                if ours {
+                    fenced.insert(p);
+                }
+                continue;
+            }
             if key.starts_with("c/") {
                 match serde_json::from_slice::<Checkpoint>(value) {
                     Ok(c) => {
+                        checkpoint_at.insert(p, msg.offset());
                         checkpoints.insert(p, c);
                     }
                     Err(e) => warn!("ignoring unreadable checkpoint {key}: {e}"),
@@ -389,6 +423,12 @@ fn restore_partitions(
         shared.part(p).engine.restore_group(*g);
     }
     for (p, c) in &checkpoints {
+        info!(
+            partition = p,
+            changelog_offset = checkpoint_at.get(p).copied().unwrap_or(-1),
+            offsets = ?c.offsets,
+            "resuming from checkpoint"
+        );
         let part = shared.part(*p);
         if let Some(clock) = c.clock {
             part.engine.restore_clock(clock);
@@ -400,6 +440,7 @@ fn restore_partitions(
         .fetch_add(restored, Ordering::Relaxed);
     metrics.restored_accounts.inc_by(restored);
     info!(
+        records,
         accounts = restored,
         checkpoints = checkpoints.len(),
         "changelog read"

@@ -249,6 +249,7 @@ pub struct RawHttp {
     pub max_body_bytes: usize,
     pub request_timeout_ms: u64,
     pub max_concurrent_requests: usize,
+    pub max_streams: usize,
     pub metrics_require_auth: bool,
     pub tokens_file: Option<String>,
     #[serde(default)]
@@ -321,6 +322,8 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     pub request_timeout_ms: u64,
     pub max_concurrent_requests: usize,
+    /// Live event streams (`/v1/feed/stream`) open at once; more are answered 503.
+    pub max_streams: usize,
     pub metrics_require_auth: bool,
     pub tokens: Vec<Token>,
 }
@@ -730,6 +733,9 @@ fn validate_http(h: &RawHttp) -> Result<HttpSettings, ConfigError> {
             format!("{:?} is not an address:port", h.listen),
         )
     })?;
+    if h.max_streams == 0 {
+        return Err(invalid("http.max_streams", "must be above 0"));
+    }
     if h.max_body_bytes == 0 || h.request_timeout_ms == 0 || h.max_concurrent_requests == 0 {
         return Err(invalid(
             "http.max_body_bytes",
@@ -763,6 +769,7 @@ fn validate_http(h: &RawHttp) -> Result<HttpSettings, ConfigError> {
         max_body_bytes: h.max_body_bytes,
         request_timeout_ms: h.request_timeout_ms,
         max_concurrent_requests: h.max_concurrent_requests,
+        max_streams: h.max_streams,
         metrics_require_auth: h.metrics_require_auth,
         tokens,
     })

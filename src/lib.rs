@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod config;
 pub mod engine;
+pub mod feed;
 pub mod generator;
 pub mod http;
 pub mod metrics;

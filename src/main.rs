@@ -174,6 +174,7 @@ fn start_http(
         options.state.clone().unwrap_or_default(),
         options.metrics.clone().unwrap_or_default(),
         Arc::clone(stats),
+        options.feed.clone(),
     )?;
     Ok(Some(http::spawn(app, Arc::clone(shutdown))?))
 }
@@ -296,6 +297,10 @@ fn demo(
     }
     let server = start_http(&settings, &options, &stats, &shutdown)?;
     if let Some(s) = &server {
+        println!(
+            "Credit desk console: http://{}/  (sign in with a token below)",
+            s.addr
+        );
         println!(
             "HTTP API: http://{}  (metrics at /metrics, spec at /openapi.json)",
             s.addr

@@ -5,6 +5,7 @@
 
 use super::auth::Principal;
 use super::{ApiError, AppState};
+use crate::engine::account::OrderState;
 use crate::engine::{warnings, Engine};
 use crate::model::*;
 use axum::body::Bytes;
@@ -25,7 +26,7 @@ const ID_MAX: usize = 128;
 const NOTE_MAX: usize = 1000;
 const PAGE_MAX: usize = 500;
 
-fn valid_id(what: &str, id: &str) -> Result<(), ApiError> {
+pub(super) fn valid_id(what: &str, id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.chars().count() > ID_MAX || id.chars().any(char::is_control) {
         return Err(ApiError::bad_request(format!(
             "{what} must be 1..{ID_MAX} characters without control characters"
@@ -126,8 +127,44 @@ fn customer_json(engine: &Engine, acc: &crate::engine::account::Account) -> Valu
         "open_orders": acc.orders.values().filter(|o| o.hold.is_none()).count(),
         "open_receivables": acc.receivables.len(),
         "held_orders": acc.holds.iter().filter_map(|id| hold_json(acc, id)).collect::<Vec<_>>(),
+        "orders": acc.orders.values().map(|o| json!({
+            "order_id": o.order_id,
+            "amount": format_money(o.amount),
+            "currency": o.currency.as_str(),
+            "placed_at": o.placed_at,
+            "state": match o.state { OrderState::Open => "open", OrderState::Held => "held" },
+            "shipped": format_money(o.shipped),
+            "open_remaining": format_money(o.open_remaining),
+        })).collect::<Vec<_>>(),
+        "receivables": acc.receivables.iter().map(|r| {
+            let now = engine.clock().unwrap_or(Timestamp(0));
+            let overdue = if now > r.due_at { now.days_since(r.due_at).floor() } else { Decimal::ZERO };
+            json!({
+                "shipment_id": r.shipment_id,
+                "order_id": r.order_id,
+                "amount": format_money(r.amount),
+                "open": format_money(r.open),
+                "shipped_at": r.shipped_at,
+                "due_at": r.due_at,
+                "days_overdue": overdue.normalize().to_string(),
+            })
+        }).collect::<Vec<_>>(),
         "as_of": engine.clock(),
     })
+}
+
+/// 404 unless a partition engine of this instance knows the customer.
+pub(super) fn known_customer(app: &AppState, id: &str) -> Result<(), ApiError> {
+    let known = app
+        .state
+        .read(|engines| engines.iter().any(|e| e.account(id).is_some()));
+    if known {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "customer {id} is not known to this instance"
+        )))
+    }
 }
 
 pub async fn customer(
@@ -660,13 +697,6 @@ pub async fn customer_command<const BLOCK_CUSTOMER: bool>(
     valid_id("customer id", &id)?;
     let v = json_body(&headers, body)?;
     let note = note(&v)?;
-    let known = app
-        .state
-        .read(|engines| engines.iter().any(|e| e.account(&id).is_some()));
-    if !known {
-        return Err(ApiError::not_found(format!(
-            "customer {id} is not known to this instance"
-        )));
-    }
+    known_customer(&app, &id)?;
     publish(&app, kind, &id, None, &principal, &note, json!({})).await
 }

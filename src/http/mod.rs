@@ -1,4 +1,5 @@
-//! The HTTP surface (axum): `/metrics` for Prometheus, `/healthz` and `/readyz` for probes,
+//! The HTTP surface (axum): the credit desk console at `/` (see `console`), `/metrics` for
+//! Prometheus, `/healthz` and `/readyz` for probes,
 //! `/openapi.json`, and the `/v1` API for people and tools: reads of the engine's state, a
 //! what-if check, and commands (release, reject, block, unblock) that are *published* to the
 //! commands topic so that the engine applies them in order — the HTTP layer never mutates
@@ -10,6 +11,7 @@
 
 mod api;
 pub mod auth;
+mod console;
 
 use crate::config::{Role, Settings};
 use crate::metrics::Metrics;
@@ -37,9 +39,16 @@ pub struct AppState {
     pub state: StateHandle,
     pub metrics: Arc<Metrics>,
     pub stats: Arc<Stats>,
+    /// Committed outputs for the console; `None` when the runtime keeps no feed.
+    pub feed: Option<Arc<crate::feed::Feed>>,
     tokens: auth::Tokens,
     producer: FutureProducer,
     command_seq: std::sync::atomic::AtomicU64,
+    /// Permits for live event streams (`http.max_streams`).
+    streams: Arc<tokio::sync::Semaphore>,
+    /// Set when the server shuts down: open event streams end, so the graceful shutdown does
+    /// not wait for a console left open.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// A JSON error response: `{"error": code, "message": text}`.
@@ -205,9 +214,19 @@ pub fn router(app: Arc<AppState>) -> Router {
             .route("/v1/groups/{id}", get(api::group))
             .route("/v1/holds", get(api::holds))
             .route("/v1/accounts/top", get(api::top))
-            .route("/v1/check", post(api::check)),
+            .route("/v1/check", post(api::check))
+            .route("/v1/me", get(console::me))
+            .route("/v1/feed", get(console::feed))
+            .route("/v1/customers/{id}/history", get(console::history)),
         Role::Viewer,
     );
+    // Long-lived: outside the request timeout and the request concurrency bound (it has its
+    // own, http.max_streams).
+    let streams = guarded(
+        Router::new().route("/v1/feed/stream", get(console::stream)),
+        Role::Viewer,
+    )
+    .layer(middleware::from_fn_with_state(Arc::clone(&app), observe));
     let approvals = guarded(
         Router::new()
             .route(
@@ -237,6 +256,9 @@ pub fn router(app: Arc<AppState>) -> Router {
         scrape = guarded(scrape, Role::Viewer);
     }
     Router::new()
+        .route("/", get(console::index))
+        .route("/console.js", get(console::script))
+        .route("/console.css", get(console::style))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
@@ -254,6 +276,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .layer(tower::limit::ConcurrencyLimitLayer::new(
             h.max_concurrent_requests,
         ))
+        .merge(streams)
         .with_state(app)
 }
 
@@ -263,6 +286,7 @@ pub fn app_state(
     state: StateHandle,
     metrics: Arc<Metrics>,
     stats: Arc<Stats>,
+    feed: Option<Arc<crate::feed::Feed>>,
 ) -> Result<Arc<AppState>> {
     let mut cfg = crate::runtime::client_config(&settings.kafka);
     cfg.set("enable.idempotence", "true")
@@ -278,6 +302,9 @@ pub fn app_state(
     }
     Ok(Arc::new(AppState {
         tokens: auth::Tokens::new(&settings.http.tokens),
+        streams: Arc::new(tokio::sync::Semaphore::new(settings.http.max_streams)),
+        stopping: tokio::sync::watch::Sender::new(false),
+        feed,
         settings,
         state,
         metrics,
@@ -308,6 +335,7 @@ pub fn spawn(app: Arc<AppState>, shutdown: Arc<AtomicBool>) -> Result<Server> {
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP API listening");
+    let stopping = app.stopping.clone();
     let router = router(app);
     let thread = std::thread::Builder::new()
         .name("http".into())
@@ -317,6 +345,7 @@ pub fn spawn(app: Arc<AppState>, shutdown: Arc<AtomicBool>) -> Result<Server> {
                     while !shutdown.load(Ordering::Relaxed) {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
+                    stopping.send_replace(true);
                 };
                 if let Err(e) = axum::serve(listener, router)
                     .with_graceful_shutdown(stop)

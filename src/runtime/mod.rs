@@ -111,6 +111,8 @@ pub struct Options {
     pub state: Option<StateHandle>,
     /// The metric families to update; a private set when `None`.
     pub metrics: Option<Arc<Metrics>>,
+    /// Where committed decisions, alerts and utilization points go for the console.
+    pub feed: Option<Arc<crate::feed::Feed>>,
 }
 
 impl Options {
@@ -120,6 +122,7 @@ impl Options {
         Options {
             state: Some(StateHandle::default()),
             metrics: Some(Arc::new(Metrics::new())),
+            feed: Some(Arc::new(crate::feed::Feed::default())),
             ..Options::default()
         }
     }
@@ -137,6 +140,7 @@ impl Default for StateHandle {
         StateHandle(Arc::new(Mutex::new(Shared {
             policy: crate::policy::Policy::default(),
             parts: BTreeMap::new(),
+            pending: crate::feed::Pending::default(),
         })))
     }
 }
@@ -185,6 +189,8 @@ struct PartitionState {
 struct Shared {
     policy: crate::policy::Policy,
     parts: BTreeMap<i32, PartitionState>,
+    /// The open batch's console items, published when it commits.
+    pending: crate::feed::Pending,
 }
 
 impl Shared {
@@ -609,9 +615,22 @@ pub fn run(
             &options,
             &mut outputs,
         )
-        .and_then(|touched| commit_batch(sh, touched, &batch, &out, &consumer, &k));
+        .and_then(|touched| {
+            commit_batch(
+                sh,
+                touched,
+                &batch,
+                &out,
+                &consumer,
+                &k,
+                options.feed.is_some(),
+            )
+        });
         match result {
             Ok(()) => {
+                if let Some(feed) = &options.feed {
+                    feed.publish(&mut sh.pending);
+                }
                 stats.batches.fetch_add(1, Ordering::Relaxed);
                 metrics.transactions.with_label_values(&["committed"]).inc();
                 metrics.batch_size.observe(batch.len() as f64);
@@ -623,6 +642,7 @@ pub fn run(
                 }
             }
             Err(e) => {
+                sh.pending.clear();
                 stats.aborted.fetch_add(1, Ordering::Relaxed);
                 metrics.transactions.with_label_values(&["aborted"]).inc();
                 error!("batch failed, rolling back to the last checkpoint: {e:#}");
@@ -805,6 +825,9 @@ fn process_batch(
         stats.events.fetch_add(1, Ordering::Relaxed);
         stats.count(outputs);
         metrics.count_outputs(outputs);
+        if options.feed.is_some() {
+            sh.pending.outputs(outputs);
+        }
         let original = &payload[..payload.len().min(settings.max_message_bytes)];
         for o in outputs.drain(..) {
             out.emit(o, original, m.key(), &source)?;
@@ -817,6 +840,9 @@ fn process_batch(
             part.engine.advance_clock(now, outputs);
             stats.count(outputs);
             metrics.count_outputs(outputs);
+            if options.feed.is_some() {
+                sh.pending.outputs(outputs);
+            }
             for o in outputs.drain(..) {
                 out.emit(o, &[], None, &SourcePosition::default())?;
             }
@@ -835,7 +861,19 @@ fn wall_clock() -> Timestamp {
     Timestamp(us)
 }
 
-/// Writes snapshots of what changed and the checkpoints, then commits.
+/// A customer's utilization now, for the console's chart (`None` without a limit).
+fn utilization_point(engine: &Engine, customer_id: &str) -> Option<crate::feed::Point> {
+    let limit = engine.terms(customer_id)?.limit_effective;
+    let exposure = engine.account(customer_id)?.exposure().total;
+    let u = crate::engine::warnings::utilization(exposure, limit)?;
+    Some(crate::feed::Point {
+        at: engine.clock()?,
+        utilization: format_ratio(u),
+    })
+}
+
+/// Writes snapshots of what changed and the checkpoints, then commits; with `points`, also
+/// notes the utilization of every changed account for the console.
 fn commit_batch(
     sh: &mut Shared,
     touched: BTreeSet<i32>,
@@ -843,6 +881,7 @@ fn commit_batch(
     out: &Output_<'_>,
     consumer: &BaseConsumer<Ctx>,
     k: &KafkaSettings,
+    points: bool,
 ) -> Result<()> {
     if k.delivery == Delivery::AtLeastOnce {
         // Outputs first and acknowledged, then the state that says they were produced.
@@ -861,6 +900,11 @@ fn commit_batch(
         for a in &accounts {
             if let Some((key, value)) = state::encode_account(&part.engine, a) {
                 out.send(changelog, Some(*p), Some(key.as_bytes()), &value)?;
+            }
+            if points {
+                if let Some(point) = utilization_point(&part.engine, a) {
+                    sh.pending.point(a, point);
+                }
             }
         }
         if touched.contains(p) {

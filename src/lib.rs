@@ -16,6 +16,7 @@ pub mod model;
 pub mod policy;
 pub mod replay;
 pub mod runtime;
+pub mod soak;
 pub mod state;
 pub mod traffic;
 

@@ -1,7 +1,8 @@
 //! The `credit-sentinel` command line: `run` (live enforcement on Kafka), `demo` (an embedded
 //! broker with generated traffic and a live view), `replay` (backtest a policy over a JSON
-//! Lines file), `loadgen` (generated traffic to any broker), `generate` (sample traffic to a
-//! file) and `check-config` (the effective settings, or the error naming the bad key).
+//! Lines file), `loadgen` (generated traffic to any broker), `soak` (bounded load on the
+//! embedded broker with a throughput, latency and memory report), `generate` (sample traffic to
+//! a file) and `check-config` (the effective settings, or the error naming the bad key).
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -53,6 +54,32 @@ enum Command {
         /// Where the HTTP API and /metrics listen ("off" to disable).
         #[arg(long, default_value = "127.0.0.1:8080")]
         http: String,
+    },
+    /// Run the engine on the embedded broker under generated load for a bounded time and report
+    /// throughput, decision latency percentiles and resident memory per interval.
+    Soak {
+        /// Seconds to run.
+        #[arg(long)]
+        duration: u64,
+        /// Events per second of generated traffic.
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        #[arg(long, default_value_t = 5000)]
+        customers: usize,
+        /// Days of generated history (more days, more events before the traffic runs out).
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// "exactly_once" or "at_least_once".
+        #[arg(long, default_value = "exactly_once")]
+        delivery: String,
+        /// Seconds between report rows.
+        #[arg(long, default_value_t = 60)]
+        interval: u64,
+        /// Also write the Markdown report here.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// Send generated traffic to a broker (for load tests and trying a cluster).
     Loadgen {
@@ -119,7 +146,7 @@ fn init_logging(cli: &Cli) {
         | Command::Loadgen { config, .. }
         | Command::Replay { config, .. }
         | Command::CheckConfig { config } => config.clone(),
-        Command::Demo { .. } | Command::Generate { .. } => None,
+        Command::Demo { .. } | Command::Soak { .. } | Command::Generate { .. } => None,
     };
     let (format, level) = match config::load(file.as_deref()) {
         Ok(s) => (s.log_format, s.log_level),
@@ -242,15 +269,32 @@ fn live_holds_and_top(engines: &[&Engine]) -> (usize, Vec<String>) {
     (held, top)
 }
 
-fn demo(
+/// What the embedded runs (`demo`, `soak`) start: broker, engine, HTTP and generated traffic.
+struct Load {
     duration: Option<u64>,
     rate: u64,
     customers: usize,
+    days: u32,
     partitions: i32,
-    delivery: &str,
-    http_listen: &str,
-) -> Result<()> {
+    delivery: String,
+    http: String,
+}
+
+/// What an embedded run's observer sees every interval.
+struct Embedded {
+    started: Instant,
+    stats: Arc<runtime::Stats>,
+    state: runtime::StateHandle,
+    metrics: Arc<credit_sentinel::metrics::Metrics>,
+    sent: Arc<AtomicU64>,
+}
+
+/// Starts the embedded broker, the engine (and HTTP unless "off") and generated traffic, calls
+/// `observe` every `every` until Ctrl-C or `load.duration`, then stops everything cleanly.
+fn embedded(load: &Load, every: Duration, mut observe: impl FnMut(&Embedded)) -> Result<()> {
     use rdkafka::mocking::MockCluster;
+    let (rate, customers, partitions) = (load.rate, load.customers, load.partitions);
+    let (delivery, http_listen) = (load.delivery.as_str(), load.http.as_str());
     let cluster = MockCluster::new(1).context("cannot start the embedded broker")?;
     let mut settings = config::load(None)?;
     settings.kafka.brokers = cluster.bootstrap_servers();
@@ -312,6 +356,7 @@ fn demo(
         }
     }
     let state = options.state.clone().unwrap_or_default();
+    let metrics = options.metrics.clone().unwrap_or_default();
     let engine = {
         let (s, sh, st) = (settings.clone(), Arc::clone(&shutdown), Arc::clone(&stats));
         std::thread::spawn(move || runtime::run(s, sh, st, options))
@@ -325,7 +370,7 @@ fn demo(
     );
     let lines = generator::generate(&GeneratorConfig {
         customers,
-        days: 120,
+        days: load.days,
         seed: 7,
         start: Timestamp(today.0 - today.0.rem_euclid(credit_sentinel::model::DAY_US)),
         faults: true,
@@ -338,13 +383,44 @@ fn demo(
         );
         std::thread::spawn(move || traffic::send(&k, &lines, rate, &sh, &n))
     };
-    let started = Instant::now();
-    let mut last = (Instant::now(), 0u64);
+    let view = Embedded {
+        started: Instant::now(),
+        stats: Arc::clone(&stats),
+        state,
+        metrics,
+        sent,
+    };
+    let mut last_view = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_secs(1));
-        if duration.is_some_and(|d| started.elapsed() >= Duration::from_secs(d)) {
+        std::thread::sleep(Duration::from_secs(1).min(every));
+        let elapsed = view.started.elapsed();
+        if load
+            .duration
+            .is_some_and(|d| elapsed >= Duration::from_secs(d))
+        {
             shutdown.store(true, Ordering::Relaxed);
         }
+        if last_view.elapsed() >= every || shutdown.load(Ordering::Relaxed) {
+            last_view = Instant::now();
+            observe(&view);
+        }
+    }
+    let _ = producer.join();
+    if let Some(s) = server {
+        let _ = s.thread.join();
+    }
+    match engine.join() {
+        Ok(r) => r?,
+        Err(_) => anyhow::bail!("the engine thread panicked"),
+    }
+    Ok(())
+}
+
+/// `demo`: the embedded run with a live terminal view once a second.
+fn demo(load: &Load) -> Result<()> {
+    let mut last = (Instant::now(), 0u64);
+    embedded(load, Duration::from_secs(1), |e| {
+        let (stats, sent, started) = (&e.stats, &e.sent, e.started);
         let events = stats.events.load(Ordering::Relaxed);
         let rate_now = (events - last.1) as f64 / last.0.elapsed().as_secs_f64().max(0.001);
         last = (Instant::now(), events);
@@ -353,7 +429,7 @@ fn demo(
             .zip(&stats.decisions)
             .map(|(s, n)| format!("{} {}", s.as_str(), n.load(Ordering::Relaxed)))
             .collect();
-        let (held, top) = state.read(live_holds_and_top);
+        let (held, top) = e.state.read(live_holds_and_top);
         let mut view = format!(
             "\n[{:>4}s] sent {} | consumed {} ({:.0}/s) | batches {} | {} | holds waiting {} | alerts {} | dead-letters {}\n",
             started.elapsed().as_secs(),
@@ -374,16 +450,76 @@ fn demo(
         }
         print!("{view}");
         io::stdout().flush().ok();
-    }
-    let _ = producer.join();
-    if let Some(s) = server {
-        let _ = s.thread.join();
-    }
-    match engine.join() {
-        Ok(r) => r?,
-        Err(_) => anyhow::bail!("the engine thread panicked"),
-    }
+    })?;
     println!("demo stopped");
+    Ok(())
+}
+
+/// `soak`: the embedded run, sampled every `interval`; the report goes to stdout and `output`.
+fn soak(load: &Load, interval: u64, output: Option<&PathBuf>) -> Result<()> {
+    use credit_sentinel::soak::{self, Buckets, Sample};
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut last = (Instant::now(), 0u64, Buckets::default());
+    println!(
+        "soak: {} s at {} events/s, {} customers; a row every {interval} s",
+        load.duration.unwrap_or(0),
+        load.rate,
+        load.customers
+    );
+    println!("{}", soak::HEADER);
+    embedded(load, Duration::from_secs(interval.max(1)), |e| {
+        let events = e.stats.events.load(Ordering::Relaxed);
+        let buckets = Buckets::of(&e.metrics.decision_latency);
+        let (accounts, held) = e.state.read(|engines| {
+            engines.iter().fold((0, 0), |(a, h), eng| {
+                (
+                    a + eng.accounts().count(),
+                    h + eng.accounts().map(|x| x.holds.len()).sum::<usize>(),
+                )
+            })
+        });
+        let sample = Sample {
+            elapsed: e.started.elapsed(),
+            events_per_s: (events - last.1) as f64 / last.0.elapsed().as_secs_f64().max(0.001),
+            events_total: events,
+            decisions_total: e
+                .stats
+                .decisions
+                .iter()
+                .map(|n| n.load(Ordering::Relaxed))
+                .sum(),
+            p50: buckets.quantile_since(&last.2, 0.5),
+            p99: buckets.quantile_since(&last.2, 0.99),
+            max_bucket: buckets.quantile_since(&last.2, 1.0),
+            rss_bytes: soak::resident_bytes(),
+            accounts,
+            held,
+        };
+        println!("{}", soak::row(&sample));
+        samples.push(sample);
+        last = (Instant::now(), events, buckets);
+    })?;
+    let command = format!(
+        "credit-sentinel soak --duration {} --rate {} --customers {} --days {} --partitions {} --delivery {} --interval {interval}",
+        load.duration.unwrap_or(0),
+        load.rate,
+        load.customers,
+        load.days,
+        load.partitions,
+        load.delivery
+    );
+    let settings = format!(
+        "Embedded broker (librdkafka mock cluster), {} partitions, {}; generated traffic (faults included) sent at {} events/s; {} cores. Resident memory is the whole process: the engine, the embedded broker's retained log (bounded per partition) and the traffic, generated up front and held in memory.",
+        load.partitions,
+        load.delivery,
+        load.rate,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let text = soak::report(&command, &settings, &samples);
+    println!("\n{text}");
+    if let Some(path) = output {
+        std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     Ok(())
 }
 
@@ -409,7 +545,37 @@ fn run(cli: Cli) -> Result<()> {
             partitions,
             delivery,
             http,
-        } => demo(duration, rate, customers, partitions, &delivery, &http),
+        } => demo(&Load {
+            duration,
+            rate,
+            customers,
+            days: 120,
+            partitions,
+            delivery,
+            http,
+        }),
+        Command::Soak {
+            duration,
+            rate,
+            customers,
+            days,
+            partitions,
+            delivery,
+            interval,
+            output,
+        } => soak(
+            &Load {
+                duration: Some(duration),
+                rate,
+                customers,
+                days,
+                partitions,
+                delivery,
+                http: "off".into(),
+            },
+            interval,
+            output.as_ref(),
+        ),
         Command::Loadgen {
             brokers,
             rate,

@@ -175,3 +175,50 @@ fn check_config_redacts_secrets() {
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("<redacted>") && text.contains("engine"));
 }
+
+#[test]
+fn soak_runs_for_its_duration_and_reports_rows_and_memory() {
+    let out_file = std::env::temp_dir().join(format!("cs-soak-{}.md", std::process::id()));
+    let out = run(bin()
+        .args([
+            "soak",
+            "--duration",
+            "12",
+            "--interval",
+            "2",
+            "--rate",
+            "300",
+            "--customers",
+            "60",
+            "--days",
+            "30",
+            "--delivery",
+            "at_least_once",
+            "--output",
+        ])
+        .arg(&out_file));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = std::fs::read_to_string(&out_file).expect("report file");
+    let rows = report
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.contains(" s |"))
+        .count();
+    assert!(rows >= 5, "a row per interval: {report}");
+    assert!(report.contains("Command: `credit-sentinel soak --duration 12"));
+    assert!(report.contains("Resident memory:"), "{report}");
+    let last = report
+        .lines()
+        .rfind(|l| l.starts_with("| ") && l.contains(" s |"))
+        .expect("row");
+    let events: u64 = last
+        .split('|')
+        .nth(3)
+        .and_then(|c| c.trim().parse().ok())
+        .expect("events column");
+    assert!(events > 0, "the engine consumed events: {last}");
+    let _ = std::fs::remove_file(out_file);
+}

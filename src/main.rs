@@ -58,6 +58,10 @@ enum Command {
     /// Run the engine on the embedded broker under generated load for a bounded time and report
     /// throughput, decision latency percentiles and resident memory per interval.
     Soak {
+        /// An external broker with the topics created (default: the embedded broker), e.g. to
+        /// keep the broker's log out of the engine process's memory.
+        #[arg(long)]
+        brokers: Option<String>,
         /// Seconds to run.
         #[arg(long)]
         duration: u64,
@@ -271,6 +275,8 @@ fn live_holds_and_top(engines: &[&Engine]) -> (usize, Vec<String>) {
 
 /// What the embedded runs (`demo`, `soak`) start: broker, engine, HTTP and generated traffic.
 struct Load {
+    /// An external broker instead of the embedded one.
+    brokers: Option<String>,
     duration: Option<u64>,
     rate: u64,
     customers: usize,
@@ -295,26 +301,37 @@ fn embedded(load: &Load, every: Duration, mut observe: impl FnMut(&Embedded)) ->
     use rdkafka::mocking::MockCluster;
     let (rate, customers, partitions) = (load.rate, load.customers, load.partitions);
     let (delivery, http_listen) = (load.delivery.as_str(), load.http.as_str());
-    let cluster = MockCluster::new(1).context("cannot start the embedded broker")?;
     let mut settings = config::load(None)?;
-    settings.kafka.brokers = cluster.bootstrap_servers();
     settings.kafka.delivery = match delivery {
         "exactly_once" => config::Delivery::ExactlyOnce,
         "at_least_once" => config::Delivery::AtLeastOnce,
         other => anyhow::bail!("--delivery {other:?}: use exactly_once or at_least_once"),
     };
     let t = settings.kafka.topics.clone();
-    for topic in t.all() {
-        cluster
-            .create_topic(topic, partitions, 1)
-            .with_context(|| format!("cannot create {topic}"))?;
-    }
-    println!(
-        "embedded broker: {}  (attach any Kafka client, e.g. kcat -b {} -C -t {})",
-        cluster.bootstrap_servers(),
-        cluster.bootstrap_servers(),
-        t.decisions
-    );
+    // The embedded broker, unless an external one is named (its topics must exist).
+    let _cluster = match &load.brokers {
+        Some(brokers) => {
+            settings.kafka.brokers = brokers.clone();
+            println!("external broker: {brokers}");
+            None
+        }
+        None => {
+            let cluster = MockCluster::new(1).context("cannot start the embedded broker")?;
+            settings.kafka.brokers = cluster.bootstrap_servers();
+            for topic in t.all() {
+                cluster
+                    .create_topic(topic, partitions, 1)
+                    .with_context(|| format!("cannot create {topic}"))?;
+            }
+            println!(
+                "embedded broker: {}  (attach any Kafka client, e.g. kcat -b {} -C -t {})",
+                cluster.bootstrap_servers(),
+                cluster.bootstrap_servers(),
+                t.decisions
+            );
+            Some(cluster)
+        }
+    };
     let shutdown = shutdown_on_signal();
     let stats = Arc::new(runtime::Stats::default());
     let options = runtime::Options::served();
@@ -500,7 +517,8 @@ fn soak(load: &Load, interval: u64, output: Option<&PathBuf>) -> Result<()> {
         last = (Instant::now(), events, buckets);
     })?;
     let command = format!(
-        "credit-sentinel soak --duration {} --rate {} --customers {} --days {} --partitions {} --delivery {} --interval {interval}",
+        "credit-sentinel soak {}--duration {} --rate {} --customers {} --days {} --partitions {} --delivery {} --interval {interval}",
+        load.brokers.as_ref().map_or(String::new(), |b| format!("--brokers {b} ")),
         load.duration.unwrap_or(0),
         load.rate,
         load.customers,
@@ -508,8 +526,12 @@ fn soak(load: &Load, interval: u64, output: Option<&PathBuf>) -> Result<()> {
         load.partitions,
         load.delivery
     );
+    let broker = load.brokers.as_ref().map_or_else(
+        || "Embedded broker (librdkafka mock cluster, in this process)".to_string(),
+        |b| format!("External broker {b} (another process)"),
+    );
     let settings = format!(
-        "Embedded broker (librdkafka mock cluster), {} partitions, {}; generated traffic (faults included) sent at {} events/s; {} cores. Resident memory is the whole process: the engine, the embedded broker's retained log (bounded per partition) and the traffic, generated up front and held in memory.",
+        "{broker}, {} partitions, {}; generated traffic (faults included) sent at {} events/s; {} cores. Resident memory is the whole process: the engine, the traffic (generated up front and held in memory) and, with the embedded broker, the broker's log.",
         load.partitions,
         load.delivery,
         load.rate,
@@ -546,6 +568,7 @@ fn run(cli: Cli) -> Result<()> {
             delivery,
             http,
         } => demo(&Load {
+            brokers: None,
             duration,
             rate,
             customers,
@@ -555,6 +578,7 @@ fn run(cli: Cli) -> Result<()> {
             http,
         }),
         Command::Soak {
+            brokers,
             duration,
             rate,
             customers,
@@ -565,6 +589,7 @@ fn run(cli: Cli) -> Result<()> {
             output,
         } => soak(
             &Load {
+                brokers,
                 duration: Some(duration),
                 rate,
                 customers,

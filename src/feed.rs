@@ -11,30 +11,31 @@
 
 use crate::model::{Output, Timestamp};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::{to_raw_value, RawValue};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 /// Outputs kept for a console that connects (newest last).
 pub const RECENT: usize = 200;
 /// Outputs kept per customer.
-pub const PER_CUSTOMER: usize = 50;
+pub const PER_CUSTOMER: usize = 20;
 /// Utilization points kept per customer.
-pub const POINTS: usize = 200;
+pub const POINTS: usize = 100;
 /// Customers with a history; the least recently active beyond this is forgotten.
-pub const CUSTOMERS: usize = 20_000;
+pub const CUSTOMERS: usize = 5_000;
 /// Items a slow live subscriber may fall behind by before it is told it missed some.
 const CHANNEL: usize = 1024;
 
 /// One committed output as the console sees it: `kind` is `decision` or `alert`, `record` is
-/// exactly the JSON written to the output topic.
-#[derive(Clone, Debug, Serialize)]
+/// exactly the JSON written to the output topic, kept as compact text (a parsed tree costs
+/// several times more memory per item).
+#[derive(Debug, Serialize)]
 pub struct FeedItem {
     pub seq: u64,
     pub kind: &'static str,
     #[serde(skip)]
     pub customer_id: Option<String>,
-    pub record: Value,
+    pub record: Box<RawValue>,
 }
 
 /// A customer's utilization (exposure / effective limit, as the decisions print it) at a
@@ -48,7 +49,7 @@ pub struct Point {
 /// What a batch adds, collected while it runs and published when it commits.
 #[derive(Debug, Default)]
 pub struct Pending {
-    outputs: Vec<(&'static str, Option<String>, Value)>,
+    outputs: Vec<(&'static str, Option<String>, Box<RawValue>)>,
     points: Vec<(String, Point)>,
 }
 
@@ -57,10 +58,10 @@ impl Pending {
     pub fn outputs(&mut self, outputs: &[Output]) {
         for o in outputs {
             let item = match o {
-                Output::Decision(d) => serde_json::to_value(d)
+                Output::Decision(d) => to_raw_value(d)
                     .ok()
                     .map(|v| ("decision", Some(d.customer_id.clone()), v)),
-                Output::Alert(a) => serde_json::to_value(a)
+                Output::Alert(a) => to_raw_value(a)
                     .ok()
                     .map(|v| ("alert", a.customer_id.clone(), v)),
                 Output::Rejection(_) => None,

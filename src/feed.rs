@@ -9,9 +9,9 @@
 //! customer, for at most [`CUSTOMERS`] customers (the least recently active is forgotten
 //! first). Nothing here is state the engine decides on: losing it loses only console history.
 
-use crate::model::{Output, Timestamp};
+use crate::model::Timestamp;
 use serde::Serialize;
-use serde_json::value::{to_raw_value, RawValue};
+use serde_json::value::RawValue;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -27,15 +27,23 @@ pub const CUSTOMERS: usize = 5_000;
 const CHANNEL: usize = 1024;
 
 /// One committed output as the console sees it: `kind` is `decision` or `alert`, `record` is
-/// exactly the JSON written to the output topic, kept as compact text (a parsed tree costs
-/// several times more memory per item).
+/// exactly the JSON text written to the output topic (the runtime hands over the bytes it
+/// produced, so nothing is serialized twice; a parsed tree would also cost several times the
+/// memory). It is served as JSON, not as a string.
 #[derive(Debug, Serialize)]
 pub struct FeedItem {
     pub seq: u64,
     pub kind: &'static str,
     #[serde(skip)]
     pub customer_id: Option<String>,
-    pub record: Box<RawValue>,
+    #[serde(serialize_with = "as_json")]
+    pub record: Box<str>,
+}
+
+/// Writes JSON text as the JSON it is (validated when a reader asks, not when it is recorded).
+fn as_json<S: serde::Serializer>(text: &str, ser: S) -> Result<S::Ok, S::Error> {
+    let raw: &RawValue = serde_json::from_str(text).map_err(serde::ser::Error::custom)?;
+    raw.serialize(ser)
 }
 
 /// A customer's utilization (exposure / effective limit, as the decisions print it) at a
@@ -49,25 +57,15 @@ pub struct Point {
 /// What a batch adds, collected while it runs and published when it commits.
 #[derive(Debug, Default)]
 pub struct Pending {
-    outputs: Vec<(&'static str, Option<String>, Box<RawValue>)>,
+    outputs: Vec<(&'static str, Option<String>, Box<str>)>,
     points: Vec<(String, Point)>,
 }
 
 impl Pending {
-    /// Keeps the decisions and alerts among `outputs` (dead-letters are not console items).
-    pub fn outputs(&mut self, outputs: &[Output]) {
-        for o in outputs {
-            let item = match o {
-                Output::Decision(d) => to_raw_value(d)
-                    .ok()
-                    .map(|v| ("decision", Some(d.customer_id.clone()), v)),
-                Output::Alert(a) => to_raw_value(a)
-                    .ok()
-                    .map(|v| ("alert", a.customer_id.clone(), v)),
-                Output::Rejection(_) => None,
-            };
-            self.outputs.extend(item);
-        }
+    /// Keeps a decision or alert, as the JSON text produced to its topic.
+    pub fn record(&mut self, kind: &'static str, customer_id: Option<String>, json: String) {
+        self.outputs
+            .push((kind, customer_id, json.into_boxed_str()));
     }
 
     pub fn point(&mut self, customer_id: &str, point: Point) {

@@ -57,6 +57,17 @@ fn start(settings: &Settings) -> Running {
     }
 }
 
+/// Sends `first`, starts the engine and waits until it has consumed all of it.
+fn start_on(settings: &Settings, first: &[String]) -> Running {
+    send(settings, first);
+    let running = start(settings);
+    let stats = Arc::clone(&running.stats);
+    wait_for("the first half", Duration::from_secs(120), || {
+        stats.events.load(Ordering::Relaxed) as usize >= first.len()
+    });
+    running
+}
+
 fn stop(r: Running) -> BTreeMap<i32, Vec<Vec<u8>>> {
     r.shutdown.store(true, Ordering::Relaxed);
     r.handle
@@ -177,12 +188,7 @@ fn a_restarted_engine_restores_its_state_and_resumes_at_its_checkpoints() {
     let (_cluster, settings) = cluster(Delivery::AtLeastOnce);
     let lines = traffic_lines(30, 60, 5);
     let (first, second) = lines.split_at(lines.len() / 2);
-    send(&settings, first);
-    let running = start(&settings);
-    let stats = Arc::clone(&running.stats);
-    wait_for("the first half", Duration::from_secs(120), || {
-        stats.events.load(Ordering::Relaxed) as usize >= first.len()
-    });
+    let running = start_on(&settings, first);
     let mut record = stop(running);
 
     send(&settings, second);
@@ -710,12 +716,7 @@ fn a_broker_outage_mid_run_is_survived() {
     let (cluster, settings) = cluster(Delivery::AtLeastOnce);
     let lines = traffic_lines(25, 40, 31);
     let (first, second) = lines.split_at(lines.len() / 2);
-    send(&settings, first);
-    let running = start(&settings);
-    let stats = Arc::clone(&running.stats);
-    wait_for("the first half", Duration::from_secs(120), || {
-        stats.events.load(Ordering::Relaxed) as usize >= first.len()
-    });
+    let running = start_on(&settings, first);
     cluster.broker_down(1).expect("broker down");
     std::thread::sleep(Duration::from_secs(3));
     assert!(
@@ -727,7 +728,7 @@ fn a_broker_outage_mid_run_is_survived() {
     wait_for(
         "the second half after the outage",
         Duration::from_secs(180),
-        || stats.events.load(Ordering::Relaxed) as usize >= lines.len(),
+        || running.stats.events.load(Ordering::Relaxed) as usize >= lines.len(),
     );
     let record = stop(running);
     let (want, _, _) = replay_per_partition(&settings, &record);

@@ -126,7 +126,7 @@ pub async fn stream(
                 Ok(item) => Event::default()
                     .event(item.kind)
                     .id(item.seq.to_string())
-                    .data(item.record.get()),
+                    .data(&*item.record),
                 Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
                 Err(RecvError::Closed) => return None,
             };

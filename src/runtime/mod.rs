@@ -491,22 +491,38 @@ impl Output_<'_> {
         }
     }
 
+    /// Produces one output; decisions and alerts also go to `feed` (the console), as the same
+    /// JSON text.
     fn emit(
         &self,
         output: Output,
         original: &[u8],
         original_key: Option<&[u8]>,
         source: &SourcePosition,
+        feed: Option<&mut crate::feed::Pending>,
     ) -> Result<()> {
         let t = &self.k.topics;
         match output {
             Output::Decision(d) => {
-                let value = serde_json::to_vec(&d)?;
-                self.send(&t.decisions, None, Some(d.customer_id.as_bytes()), &value)
+                let value = serde_json::to_string(&d)?;
+                self.send(
+                    &t.decisions,
+                    None,
+                    Some(d.customer_id.as_bytes()),
+                    value.as_bytes(),
+                )?;
+                if let Some(f) = feed {
+                    f.record("decision", Some(d.customer_id), value);
+                }
+                Ok(())
             }
             Output::Alert(a) => {
-                let value = serde_json::to_vec(&a)?;
-                self.send(&t.alerts, None, Some(a.key().as_bytes()), &value)
+                let value = serde_json::to_string(&a)?;
+                self.send(&t.alerts, None, Some(a.key().as_bytes()), value.as_bytes())?;
+                if let Some(f) = feed {
+                    f.record("alert", a.customer_id, value);
+                }
+                Ok(())
             }
             Output::Rejection(r) => {
                 let dl = DeadLetter::new(r, original, source);
@@ -825,12 +841,10 @@ fn process_batch(
         stats.events.fetch_add(1, Ordering::Relaxed);
         stats.count(outputs);
         metrics.count_outputs(outputs);
-        if options.feed.is_some() {
-            sh.pending.outputs(outputs);
-        }
         let original = &payload[..payload.len().min(settings.max_message_bytes)];
         for o in outputs.drain(..) {
-            out.emit(o, original, m.key(), &source)?;
+            let feed = options.feed.is_some().then_some(&mut sh.pending);
+            out.emit(o, original, m.key(), &source, feed)?;
         }
     }
     if tick {
@@ -840,11 +854,9 @@ fn process_batch(
             part.engine.advance_clock(now, outputs);
             stats.count(outputs);
             metrics.count_outputs(outputs);
-            if options.feed.is_some() {
-                sh.pending.outputs(outputs);
-            }
             for o in outputs.drain(..) {
-                out.emit(o, &[], None, &SourcePosition::default())?;
+                let feed = options.feed.is_some().then_some(&mut sh.pending);
+                out.emit(o, &[], None, &SourcePosition::default(), feed)?;
             }
             // The clock moved: every partition gets a fresh checkpoint.
             touched.insert(*p);

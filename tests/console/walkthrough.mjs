@@ -22,6 +22,9 @@ function check(cond, what) {
   console.log("ok: " + what);
 }
 
+// For steps whose check is the wait before it (a wait that times out throws).
+const passed = (what) => console.log("ok: " + what);
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -44,7 +47,7 @@ try {
   await page.getByLabel("API token").fill("not-a-token-of-this-engine");
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByText("That token is not known to this engine.").waitFor();
-  check(true, "an unknown token is refused");
+  passed("an unknown token is refused");
   // The browser logs that refused request (401) as a console error: expected here only.
   problems.length = 0;
 
@@ -74,7 +77,7 @@ try {
   // Without a note nothing is sent.
   await row.getByRole("button", { name: `Release ${ORDER}` }).click();
   await page.getByText("Write a note first").waitFor();
-  check(true, "a release needs a note");
+  passed("a release needs a note");
   await row.getByLabel(`Note for ${ORDER}`).fill("customer confirmed payment by Friday");
   await row.getByRole("button", { name: `Release ${ORDER}` }).click();
   await page.getByText(`Release of ${ORDER} sent`).waitFor();
@@ -84,7 +87,7 @@ try {
   const feedText = await released.innerText();
   check(feedText.includes("customer confirmed payment by Friday"), "the released decision in the live feed carries the note");
   await row.waitFor({ state: "detached" });
-  check(true, "the released order leaves the hold queue");
+  passed("the released order leaves the hold queue");
   await page.screenshot({ path: `${SHOTS}/released.png` });
 
   // Top accounts, then the customer.
@@ -98,6 +101,31 @@ try {
   check(position.includes("Exposure") && position.includes("Available"), "the customer view shows the position");
   check((await page.locator("#c-recent li").count()) > 0, "the customer view lists recent decisions");
   await page.screenshot({ path: `${SHOTS}/customer.png`, fullPage: true });
+
+  // Contrast (WCAG AA, 4.5:1) of every visible text element against its painted background.
+  const low = await page.evaluate(() => {
+    const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+    const lum = ([r, g, b]) => [r, g, b].map((v) => v / 255)
+      .map((v) => (v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4))
+      .reduce((a, v, i) => a + v * [0.2126, 0.7152, 0.0722][i], 0);
+    const background = (e) => {
+      for (; e; e = e.parentElement) {
+        const c = rgb(getComputedStyle(e).backgroundColor);
+        if (c.length === 3 || c[3] > 0) return c.slice(0, 3);
+      }
+      return [255, 255, 255];
+    };
+    const out = [];
+    for (const e of document.querySelectorAll("body *")) {
+      const own = [...e.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+      if (!own || !e.getClientRects().length) continue;
+      const [a, b] = [lum(rgb(getComputedStyle(e).color)), lum(background(e))];
+      const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+      if (ratio < 4.5) out.push(`${e.tagName}.${e.className} ${ratio.toFixed(2)}`);
+    }
+    return out;
+  });
+  check(low.length === 0, "text contrast at least 4.5:1 on the customer view (" + low.join(", ") + ")");
 
   // Keyboard: the sign-out button is reachable and every input has a label.
   const unlabelled = await page.evaluate(() => [...document.querySelectorAll("input, select")]

@@ -133,6 +133,9 @@ pub struct RawLimits {
     pub pending_per_account: usize,
     pub pending_ttl_hours: u32,
     pub settled_history_per_account: usize,
+    pub items_per_account: usize,
+    pub max_accounts: usize,
+    pub max_groups: usize,
     pub clock_jump_max_days: u32,
     pub max_message_bytes: usize,
 }
@@ -250,6 +253,8 @@ pub struct RawHttp {
     pub request_timeout_ms: u64,
     pub max_concurrent_requests: usize,
     pub max_streams: usize,
+    pub max_connections: usize,
+    pub idle_timeout_ms: u64,
     pub metrics_require_auth: bool,
     pub tokens_file: Option<String>,
     #[serde(default)]
@@ -324,6 +329,10 @@ pub struct HttpSettings {
     pub max_concurrent_requests: usize,
     /// Live event streams (`/v1/feed/stream`) open at once; more are answered 503.
     pub max_streams: usize,
+    /// TCP connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// A connection with nothing read or written for this long is closed.
+    pub idle_timeout_ms: u64,
     pub metrics_require_auth: bool,
     pub tokens: Vec<Token>,
 }
@@ -629,6 +638,9 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             pending_per_account: l.pending_per_account,
             pending_ttl_us: i64::from(l.pending_ttl_hours) * 3_600_000_000,
             settled_history_per_account: l.settled_history_per_account,
+            items_per_account: l.items_per_account.max(1),
+            max_accounts: l.max_accounts.max(1),
+            max_groups: l.max_groups,
             clock_jump_max_us: crate::policy::days_us(l.clock_jump_max_days),
         },
     };
@@ -736,6 +748,12 @@ fn validate_http(h: &RawHttp) -> Result<HttpSettings, ConfigError> {
     if h.max_streams == 0 {
         return Err(invalid("http.max_streams", "must be above 0"));
     }
+    if h.max_connections == 0 {
+        return Err(invalid("http.max_connections", "must be above 0"));
+    }
+    if h.idle_timeout_ms == 0 {
+        return Err(invalid("http.idle_timeout_ms", "must be above 0"));
+    }
     if h.max_body_bytes == 0 || h.request_timeout_ms == 0 || h.max_concurrent_requests == 0 {
         return Err(invalid(
             "http.max_body_bytes",
@@ -770,6 +788,8 @@ fn validate_http(h: &RawHttp) -> Result<HttpSettings, ConfigError> {
         request_timeout_ms: h.request_timeout_ms,
         max_concurrent_requests: h.max_concurrent_requests,
         max_streams: h.max_streams,
+        max_connections: h.max_connections,
+        idle_timeout_ms: h.idle_timeout_ms,
         metrics_require_auth: h.metrics_require_auth,
         tokens,
     })

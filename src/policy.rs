@@ -68,6 +68,12 @@ pub struct Bounds {
     pub pending_ttl_us: i64,
     /// Settled items kept for the behavioural indicators, per account.
     pub settled_history_per_account: usize,
+    /// Live orders (open or held) per account, and open receivables per account (each).
+    pub items_per_account: usize,
+    /// Accounts one engine (one input partition) holds.
+    pub max_accounts: usize,
+    /// Groups one engine (one input partition) holds.
+    pub max_groups: usize,
     /// An event this far ahead of the engine clock is dead-lettered instead of moving time
     /// (one bad producer clock must not expire every hold). 0 disables the check.
     pub clock_jump_max_us: i64,
@@ -241,6 +247,9 @@ impl Default for Policy {
                 pending_per_account: 256,
                 pending_ttl_us: 24 * 3_600_000_000,
                 settled_history_per_account: 64,
+                items_per_account: 10_000,
+                max_accounts: 5_000_000,
+                max_groups: 100_000,
                 clock_jump_max_us: days_us(90),
             },
         }

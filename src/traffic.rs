@@ -7,7 +7,7 @@ use crate::codec::decode_event;
 use crate::config::{KafkaSettings, Topics};
 use crate::model::{EventBody, SettlementKind};
 use anyhow::{Context as _, Result};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -58,8 +58,9 @@ pub fn send(
 ) -> Result<u64> {
     let mut cfg = crate::runtime::client_config(k);
     cfg.set("linger.ms", "5").set("enable.idempotence", "true");
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        cfg.create().context("cannot create the traffic producer")?;
+    let producer: ThreadedProducer<crate::runtime::Deliveries> = cfg
+        .create_with_context(crate::runtime::Deliveries::default())
+        .context("cannot create the traffic producer")?;
     let started = Instant::now();
     let mut n = 0u64;
     for line in lines {
@@ -95,6 +96,13 @@ pub fn send(
     producer
         .flush(Duration::from_secs(30))
         .context("traffic not acknowledged")?;
+    let failed = producer.context().failed();
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} traffic record(s) not delivered; last error: {}",
+            producer.context().last_error()
+        );
+    }
     Ok(n)
 }
 

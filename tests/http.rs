@@ -875,3 +875,62 @@ fn feed_history_and_the_live_stream() {
     e.stop();
     drop(s);
 }
+
+/// Connection limits: with `http.max_connections = 2`, two silent clients hold both slots and a
+/// third waits (served the moment one leaves); a connection with nothing moving for
+/// `http.idle_timeout_ms` is closed by the server.
+#[test]
+fn connections_are_limited_and_idle_ones_closed() {
+    let (_cluster, mut settings) = cluster(Delivery::AtLeastOnce);
+    settings.http.listen = "127.0.0.1:0".parse().expect("addr");
+    settings.http.max_connections = 2;
+    settings.http.idle_timeout_ms = 3000;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let options = Options::served();
+    let app = http::app_state(
+        Arc::new(settings),
+        options.state.clone().expect("state"),
+        options.metrics.clone().expect("metrics"),
+        Arc::new(Stats::default()),
+        options.feed.clone(),
+    )
+    .expect("app");
+    let server = http::spawn(app, Arc::clone(&shutdown)).expect("server");
+    let addr = server.addr;
+    assert_eq!(get(addr, "/healthz", None).status, 200);
+
+    let silent_a = TcpStream::connect(addr).expect("a");
+    let mut silent_b = TcpStream::connect(addr).expect("b");
+    let mut third = TcpStream::connect(addr).expect("third connects (kernel backlog)");
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    third
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let mut buf = [0u8; 512];
+    let waited = third.read(&mut buf);
+    assert!(
+        waited.is_err(),
+        "the third connection must wait while two hold both slots: {waited:?}"
+    );
+    drop(silent_a);
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = String::new();
+    third.read_to_string(&mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // The other silent client is closed once idle for the timeout (EOF, or a reset).
+    silent_b
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    match silent_b.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("an idle connection must be closed by the server: {other:?}"),
+    }
+    shutdown.store(true, Ordering::Relaxed);
+    server.thread.join().expect("server stops");
+}

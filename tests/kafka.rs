@@ -40,6 +40,13 @@ struct Running {
 }
 
 fn start(settings: &Settings) -> Running {
+    // For diagnosis: CREDIT_SENTINEL_LOG=info shows the engine's log on stderr.
+    if let Ok(filter) = std::env::var("CREDIT_SENTINEL_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let shutdown = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());
     let record: Record = Arc::default();
@@ -398,21 +405,28 @@ fn dump_changelog(settings: &Settings, path: &std::path::Path) {
     std::fs::write(path, text).expect("dump");
 }
 
-/// Kills the engine process mid-stream, restarts it, stops it with SIGTERM; then every distinct
-/// decision and alert equals a per-partition replay, and the latest changelog snapshot of every
-/// account equals replay's final account.
-fn killed_mid_stream_then_restarted(settings: Settings, name: &str) {
-    let t = settings.kafka.topics.clone();
-    // All events on one input topic, keyed by customer: each partition's order is then fixed,
-    // and replaying it gives exactly what the engine must end with, however often it crashed.
-    let lines = traffic_lines(40, 60, 23);
+/// Input produced on one topic, and what replaying it gives.
+struct OneTopic {
+    /// Each partition's valid events in offset order (what its engine must apply).
+    record: BTreeMap<i32, Vec<Vec<u8>>>,
+    /// The end offset of each input partition.
+    input_ends: BTreeMap<i32, i64>,
+    want_d: BTreeMap<String, String>,
+    want_a: BTreeMap<String, String>,
+}
+
+/// Produces lines to the orders topic, keyed as `traffic` keys them: all events on one topic,
+/// so each partition's order is fixed and replaying it gives exactly what the engine must end
+/// with, however often it crashed, rolled back or lost its partitions.
+fn produce_on_orders(settings: &Settings, lines: &[String]) {
+    let t = &settings.kafka.topics;
     let mut cfg = runtime::client_config(&settings.kafka);
     // One record per produce batch: tansu 0.6.0 serves nothing to a fetch that starts inside a
     // record batch (measured), so a restart resuming mid-batch would stall there forever.
     cfg.set("linger.ms", "5").set("batch.num.messages", "1");
     let producer: rdkafka::producer::BaseProducer = cfg.create().expect("producer");
-    for l in &lines {
-        let (_, key) = traffic::route(&t, l);
+    for l in lines {
+        let (_, key) = traffic::route(t, l);
         let mut rec = rdkafka::producer::BaseRecord::<str, str>::to(&t.orders).payload(l);
         if let Some(k) = key.as_deref() {
             rec = rec.key(k);
@@ -421,23 +435,148 @@ fn killed_mid_stream_then_restarted(settings: Settings, name: &str) {
         producer.poll(Duration::ZERO);
     }
     rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).expect("flush");
+}
 
-    // Expected: each partition replayed through its own engine.
+/// Splits traffic into its group profiles and the rest. An instance hands a group profile to
+/// every partition engine it owns at that moment, so these tests send the group profiles
+/// first and let the engine apply them (`wait_for_groups`) before anything else: then every
+/// partition's replay starts with them, whatever the assignment later does. (A group profile
+/// arriving while another instance owns some partitions is issue 5's business.)
+fn groups_first(lines: Vec<String>) -> (Vec<String>, Vec<String>) {
+    lines.into_iter().partition(|l| {
+        decode_event(l.as_bytes())
+            .is_ok_and(|e| matches!(e.body, credit_sentinel::model::EventBody::GroupProfile(_)))
+    })
+}
+
+/// Waits until every changelog partition holds a snapshot of every group in `groups`.
+fn wait_for_groups(settings: &Settings, groups: &[String]) {
+    let keys: Vec<String> = groups
+        .iter()
+        .filter_map(|l| match decode_event(l.as_bytes()).map(|e| e.body) {
+            Ok(credit_sentinel::model::EventBody::GroupProfile(g)) => {
+                Some(credit_sentinel::state::group_key(&g.group_id))
+            }
+            _ => None,
+        })
+        .collect();
+    wait_for(
+        "every partition engine to hold the group profiles",
+        Duration::from_secs(120),
+        || {
+            let parts = read_partitions(settings, &settings.kafka.topics.changelog);
+            (0..PARTITIONS).all(|p| {
+                parts.get(&p).is_some_and(|msgs| {
+                    keys.iter()
+                        .all(|k| msgs.iter().any(|(key, _)| key.as_deref() == Some(k)))
+                })
+            })
+        },
+    );
+}
+
+/// What replaying the orders topic gives, each partition's input preceded by the group
+/// profiles (as the engine applied them).
+fn expected(settings: &Settings, groups: &[String]) -> OneTopic {
+    let t = &settings.kafka.topics;
     let mut record: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
     let mut input_ends: BTreeMap<i32, i64> = BTreeMap::new();
-    for (p, msgs) in read_partitions(&settings, &t.orders) {
+    for (p, msgs) in read_partitions(settings, &t.orders) {
         input_ends.insert(p, msgs.len() as i64);
-        record.insert(
-            p,
+        let mut lines: Vec<Vec<u8>> = groups.iter().map(|g| g.as_bytes().to_vec()).collect();
+        lines.extend(
             msgs.into_iter()
                 .map(|(_, v)| v)
-                .filter(|v| decode_event(v).is_ok())
-                .collect(),
+                .filter(|v| decode_event(v).is_ok() && !groups.iter().any(|g| g.as_bytes() == v)),
         );
+        record.insert(p, lines);
     }
-    let (want_decisions, want_alerts, _) = replay_per_partition(&settings, &record);
-    let want_d = distinct_ids(&want_decisions, "decision_id");
-    let want_a = distinct_ids(&want_alerts, "alert_id");
+    let (want_decisions, want_alerts, _) = replay_per_partition(settings, &record);
+    OneTopic {
+        record,
+        input_ends,
+        want_d: distinct_ids(&want_decisions, "decision_id"),
+        want_a: distinct_ids(&want_alerts, "alert_id"),
+    }
+}
+
+/// Up to five records in `got` that `want` lacks (invented), and five the other way (lost).
+fn differences<'a>(
+    got: &'a BTreeMap<String, String>,
+    want: &'a BTreeMap<String, String>,
+) -> (Vec<&'a String>, Vec<&'a String>) {
+    let only = |a: &'a BTreeMap<String, String>, b: &BTreeMap<String, String>| {
+        a.iter()
+            .filter(|(k, _)| !b.contains_key(*k))
+            .map(|(_, v)| v)
+            .take(5)
+            .collect()
+    };
+    (only(got, want), only(want, got))
+}
+
+/// Every distinct decision and alert equals a per-partition replay (none lost, none invented),
+/// and the latest changelog snapshot of every account equals replay's final account.
+fn assert_equals_replay(settings: &Settings, want: &OneTopic) {
+    let t = &settings.kafka.topics;
+    let got_d = distinct_ids(&read_topic(settings, &t.decisions), "decision_id");
+    let (invented, lost) = differences(&got_d, &want.want_d);
+    assert_eq!(
+        got_d.len(),
+        want.want_d.len(),
+        "no decision lost, none invented; invented {invented:#?}, lost {lost:#?}"
+    );
+    assert!(
+        got_d == want.want_d,
+        "every distinct decision equals replay's"
+    );
+    let got_a = distinct_ids(&read_topic(settings, &t.alerts), "alert_id");
+    let (invented, lost) = differences(&got_a, &want.want_a);
+    assert!(
+        got_a == want.want_a,
+        "every distinct alert equals replay's ({} vs {}); invented {invented:#?}, lost {lost:#?}",
+        got_a.len(),
+        want.want_a.len()
+    );
+
+    let mut latest: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for msgs in read_partitions(settings, &t.changelog).into_values() {
+        for (key, value) in msgs {
+            if let Some(k) = key.filter(|k| k.starts_with("a/")) {
+                latest.insert(k, value);
+            }
+        }
+    }
+    let mut replayed = 0;
+    for lines in want.record.values() {
+        let mut engine = Engine::new(settings.policy.clone());
+        let mut out = Vec::new();
+        for l in lines {
+            engine.apply(&decode_event(l).expect("valid"), &mut out);
+        }
+        for acc in engine.accounts() {
+            let key = format!("a/{}", acc.customer_id);
+            let value = latest
+                .get(&key)
+                .unwrap_or_else(|| panic!("{key} not in the changelog: {acc:?}"));
+            let restored = match credit_sentinel::state::decode(&key, value).expect("decodes") {
+                credit_sentinel::state::StateRecord::Account(a) => a,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(*restored, *acc, "final state of {}", acc.customer_id);
+            replayed += 1;
+        }
+    }
+    assert!(replayed >= 20, "{replayed} accounts compared");
+}
+
+/// Kills the engine process mid-stream, restarts it, stops it with SIGTERM; then every distinct
+/// decision and alert equals a per-partition replay, and the latest changelog snapshot of every
+/// account equals replay's final account.
+fn killed_mid_stream_then_restarted(settings: Settings, name: &str) {
+    let t = settings.kafka.topics.clone();
+    let (groups, rest) = groups_first(traffic_lines(40, 60, 23));
+    produce_on_orders(&settings, &groups);
 
     let decisions_written = |s: &Settings| -> i64 {
         let mut cfg = runtime::client_config(&s.kafka);
@@ -451,6 +590,11 @@ fn killed_mid_stream_then_restarted(settings: Settings, name: &str) {
             })
             .sum()
     };
+    let engine = child(&settings, name);
+    wait_for_groups(&settings, &groups);
+    sigterm(engine);
+    produce_on_orders(&settings, &rest);
+    let want = expected(&settings, &groups);
     let mut engine = child(&settings, name);
     wait_for(
         "the engine to be mid-stream",
@@ -460,18 +604,18 @@ fn killed_mid_stream_then_restarted(settings: Settings, name: &str) {
     engine.0.kill().expect("SIGKILL");
     engine.0.wait().expect("reaped");
     assert!(
-        decisions_written(&settings) < want_decisions.len() as i64,
+        decisions_written(&settings) < want.want_d.len() as i64,
         "the kill must land mid-stream for this test to mean anything"
     );
 
-    let mut engine = child(&settings, name);
+    let engine = child(&settings, name);
     let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         wait_for(
             "every decision after the restart",
             Duration::from_secs(300),
             || {
                 distinct_ids(&read_topic(&settings, &t.decisions), "decision_id").len()
-                    >= want_d.len()
+                    >= want.want_d.len()
             },
         )
     }));
@@ -486,9 +630,14 @@ fn killed_mid_stream_then_restarted(settings: Settings, name: &str) {
     wait_for(
         "the engine to consume every input",
         Duration::from_secs(300),
-        || checkpointed(&settings, &t.orders) == input_ends,
+        || checkpointed(&settings, &t.orders) == want.input_ends,
     );
-    // SIGTERM: the open batch is finished, then a clean exit.
+    sigterm(engine);
+    assert_equals_replay(&settings, &want);
+}
+
+/// SIGTERM: the open batch is finished, then a clean exit.
+fn sigterm(mut engine: ChildEngine) {
     let pid = engine.0.id().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -499,66 +648,6 @@ fn killed_mid_stream_then_restarted(settings: Settings, name: &str) {
         status.success(),
         "SIGTERM ends the engine with exit 0, got {status}"
     );
-
-    let got_d = distinct_ids(&read_topic(&settings, &t.decisions), "decision_id");
-    let invented: Vec<&String> = got_d
-        .iter()
-        .filter(|(k, _)| !want_d.contains_key(*k))
-        .map(|(_, v)| v)
-        .take(3)
-        .collect();
-    let lost: Vec<&String> = want_d
-        .iter()
-        .filter(|(k, _)| !got_d.contains_key(*k))
-        .map(|(_, v)| v)
-        .take(3)
-        .collect();
-    assert_eq!(
-        got_d.len(),
-        want_d.len(),
-        "no decision lost, none invented; invented {invented:#?}, lost {lost:#?}"
-    );
-    assert!(got_d == want_d, "every distinct decision equals replay's");
-    let got_a = distinct_ids(&read_topic(&settings, &t.alerts), "alert_id");
-    assert!(
-        got_a == want_a,
-        "every distinct alert equals replay's ({} vs {})",
-        got_a.len(),
-        want_a.len()
-    );
-
-    // Final state: the latest snapshot of every account equals replay's account.
-    let mut latest: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for msgs in read_partitions(&settings, &t.changelog).into_values() {
-        for (key, value) in msgs {
-            if let Some(k) = key.filter(|k| k.starts_with("a/")) {
-                latest.insert(k, value);
-            }
-        }
-    }
-    let mut replayed = 0;
-    for lines in record.values() {
-        let mut engine = Engine::new(settings.policy.clone());
-        let mut out = Vec::new();
-        for l in lines {
-            engine.apply(&decode_event(l).expect("valid"), &mut out);
-        }
-        for acc in engine.accounts() {
-            let value = latest
-                .get(&format!("a/{}", acc.customer_id))
-                .expect("account in the changelog");
-            let restored =
-                match credit_sentinel::state::decode(&format!("a/{}", acc.customer_id), value)
-                    .expect("decodes")
-                {
-                    credit_sentinel::state::StateRecord::Account(a) => a,
-                    other => panic!("{other:?}"),
-                };
-            assert_eq!(restored.exposure(), acc.exposure(), "{}", acc.customer_id);
-            replayed += 1;
-        }
-    }
-    assert!(replayed >= 40);
 }
 
 #[test]
@@ -734,4 +823,160 @@ fn a_broker_outage_mid_run_is_survived() {
     let (want, _, _) = replay_per_partition(&settings, &record);
     let got = read_topic(&settings, &settings.kafka.topics.decisions);
     assert!(distinct_ids(&got, "decision_id") == distinct_ids(&want, "decision_id"));
+}
+
+/// A consumer that joins the engine's group for a while (taking some of its partitions away)
+/// and then leaves (giving them back): two rebalances while the engine is mid-stream.
+fn join_the_group_for(settings: &Settings, how_long: Duration) -> JoinHandle<()> {
+    let mut cfg = runtime::consumer_config(&settings.kafka);
+    cfg.set("client.id", "test-intruder");
+    let t = settings.kafka.topics.clone();
+    std::thread::spawn(move || {
+        let c: BaseConsumer = cfg.create().expect("intruder");
+        c.subscribe(&t.inputs()).expect("subscribe");
+        let started = Instant::now();
+        while started.elapsed() < how_long {
+            // Polled (to stay in the group) but never processed or committed.
+            let _ = c.poll(Duration::from_millis(100));
+        }
+        c.unsubscribe();
+        drop(c);
+    })
+}
+
+/// Faults injected while the engine works through a stream (in small batches, so every fault
+/// lands mid-stream): permanent produce errors, transaction and offset commit errors, the
+/// broker going down and up, and a rebalance. After all of them the distinct decisions and
+/// alerts, and every account's final state, equal replay's.
+fn faults_injected_and_survived(delivery: Delivery) {
+    use rdkafka::types::RDKafkaApiKey as Api;
+    use rdkafka::types::RDKafkaRespErr as E;
+    let (cluster, mut settings) = cluster(delivery);
+    settings.kafka.batch_max_messages = 8;
+    settings.kafka.retry_backoff_min_ms = 50;
+    settings.kafka.retry_backoff_max_ms = 500;
+    let (groups, rest) = groups_first(traffic_lines(40, 120, 47));
+    produce_on_orders(&settings, &groups);
+    let running = start(&settings);
+    wait_for_groups(&settings, &groups);
+    drop(stop(running));
+    produce_on_orders(&settings, &rest);
+    let want = expected(&settings, &groups);
+    let total: i64 = want.input_ends.values().sum();
+    let running = start(&settings);
+    let stats = Arc::clone(&running.stats);
+    let consumed = || stats.events.load(Ordering::Relaxed) as i64;
+    let aborted = || stats.aborted.load(Ordering::Relaxed);
+    let mut at = 0;
+    let mut step = |what: &str| {
+        // Each fault is injected once the engine is a further slice into the stream.
+        at += total / 8;
+        wait_for(what, Duration::from_secs(120), || consumed() >= at);
+    };
+
+    let mut injected = 0usize;
+    let mut rolled_back = Vec::new();
+    let mut fault = |name: &str, n: usize, rolled: u64| {
+        injected += n;
+        rolled_back.push(format!(
+            "{name}: {n} injected, {rolled} batches rolled back"
+        ));
+    };
+
+    // 1. Produce requests fail for good (not retriable): the batch's records are not written.
+    step("the first slice");
+    let before = aborted();
+    let errors = [E::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 3];
+    cluster.request_errors(Api::Produce, &errors);
+    wait_for(
+        "a batch rolled back by produce errors",
+        Duration::from_secs(60),
+        || aborted() > before,
+    );
+    fault(
+        "produce (MSG_SIZE_TOO_LARGE)",
+        errors.len(),
+        aborted() - before,
+    );
+
+    // 2. Produce requests fail, retriably: the client retries; nothing may be lost.
+    step("the second slice");
+    let errors = [
+        E::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        E::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        E::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+    ];
+    let before = aborted();
+    cluster.request_errors(Api::Produce, &errors);
+    step("the third slice");
+    fault("produce (retriable)", errors.len(), aborted() - before);
+
+    // 3. Commits fail.
+    let before = aborted();
+    let n = match delivery {
+        Delivery::ExactlyOnce => {
+            let end = [
+                E::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
+                E::RD_KAFKA_RESP_ERR_INVALID_TXN_STATE,
+            ];
+            cluster.request_errors(Api::EndTxn, &end);
+            let offsets = [E::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART; 2];
+            cluster.request_errors(Api::TxnOffsetCommit, &offsets);
+            let add = [E::RD_KAFKA_RESP_ERR_CONCURRENT_TRANSACTIONS];
+            cluster.request_errors(Api::AddPartitionsToTxn, &add);
+            end.len() + offsets.len() + add.len()
+        }
+        Delivery::AtLeastOnce => {
+            let errors = [E::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS; 3];
+            cluster.request_errors(Api::OffsetCommit, &errors);
+            errors.len()
+        }
+    };
+    step("the fourth slice");
+    fault("commit", n, aborted() - before);
+
+    // 4. The broker goes down mid-batch and comes back.
+    let before = aborted();
+    cluster.broker_down(1).expect("broker down");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !running.handle.is_finished(),
+        "the engine survives the outage"
+    );
+    cluster.broker_up(1).expect("broker up");
+    step("the fifth slice");
+    fault("broker outage (3 s)", 1, aborted() - before);
+
+    // 5. A rebalance mid-stream: another member joins the group, then leaves.
+    let before = aborted();
+    let intruder = join_the_group_for(&settings, Duration::from_secs(8));
+    intruder.join().expect("intruder");
+    step("the sixth slice");
+    fault(
+        "rebalance (a member joins, then leaves)",
+        2,
+        aborted() - before,
+    );
+
+    wait_for("the whole stream", Duration::from_secs(300), || {
+        checkpointed(&settings, &settings.kafka.topics.orders) == want.input_ends
+    });
+    drop(stop(running));
+    eprintln!(
+        "{delivery:?}: {injected} faults injected and survived: {}",
+        rolled_back.join("; ")
+    );
+    assert_equals_replay(&settings, &want);
+}
+
+#[test]
+fn faults_injected_and_survived_at_least_once() {
+    let _machine = shared_machine();
+    faults_injected_and_survived(Delivery::AtLeastOnce);
+}
+
+#[test]
+fn faults_injected_and_survived_exactly_once() {
+    let _machine = shared_machine();
+    faults_injected_and_survived(Delivery::ExactlyOnce);
 }

@@ -411,7 +411,8 @@ impl Account {
     }
 
     /// Applies a payment or credit note: named receivables first, then oldest due first; the
-    /// rest stays as unapplied credit. Fully settled items move to the behaviour history.
+    /// rest stays as unapplied credit. Fully settled items move to the behaviour history; they
+    /// are returned as (shipment id, due moment, next aging stage), whose due moments are void.
     pub fn settle(
         &mut self,
         kind: SettlementKind,
@@ -419,7 +420,7 @@ impl Account {
         applies_to: &[String],
         at: Timestamp,
         closed_ids_cap: usize,
-    ) {
+    ) -> Vec<(String, Timestamp, u8)> {
         let mut remaining = amount;
         for sid in applies_to {
             if remaining.is_zero() {
@@ -446,9 +447,12 @@ impl Account {
             .into_iter()
             .partition(|r| r.open.is_zero());
         self.receivables = open;
+        let mut closed = Vec::with_capacity(settled.len());
         for r in settled {
+            closed.push((r.shipment_id.clone(), r.due_at, r.next_stage));
             self.remember_settled(r, at, closed_ids_cap);
         }
+        closed
     }
 
     fn remember_settled(&mut self, r: Receivable, at: Timestamp, closed_ids_cap: usize) {

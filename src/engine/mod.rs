@@ -172,6 +172,23 @@ impl Engine {
     }
 
     /// Entries in the due-moment index (stale ones included until they come due).
+    /// Due moments in the index by kind (for diagnosis and the bounds tests).
+    pub fn timers_by_kind(&self) -> BTreeMap<&'static str, usize> {
+        let mut m = BTreeMap::new();
+        for t in &self.timers {
+            let k = match t.kind {
+                TimerKind::Receivable { .. } => "receivable",
+                TimerKind::ReviewWarning | TimerKind::ReviewExpired => "review",
+                TimerKind::TempLimitExpiry => "temporary_limit",
+                TimerKind::Inactivity => "inactivity",
+                TimerKind::HoldExpiry { .. } => "hold_expiry",
+                TimerKind::PendingExpiry { .. } => "pending_expiry",
+            };
+            *m.entry(k).or_default() += 1;
+        }
+        m
+    }
+
     pub fn timers_len(&self) -> usize {
         self.timers.len()
     }
@@ -252,6 +269,18 @@ impl Engine {
                 return Outcome::Rejected;
             }
         };
+        let max_accounts = self.policy.bounds.max_accounts;
+        if self.accounts.len() >= max_accounts && !self.accounts.contains_key(&customer_id) {
+            out.push(Output::Rejection(rejection(
+                event,
+                ErrorCode::CapacityExceeded,
+                format!(
+                    "this engine holds {} accounts (limits.max_accounts); customer {customer_id} is new",
+                    self.accounts.len()
+                ),
+            )));
+            return Outcome::Rejected;
+        }
         let cap = self.policy.bounds.event_ids_per_account;
         self.changed_accounts.insert(customer_id.clone());
         let acc = self.account_mut(&customer_id);
@@ -331,6 +360,21 @@ impl Engine {
         }
     }
 
+    /// The rejection for an event that would make this engine hold one group too many.
+    fn group_capacity(&self, event: &Event, group_id: &str) -> Option<Rejection> {
+        let max = self.policy.bounds.max_groups;
+        (self.groups.len() >= max && !self.groups.contains_key(group_id)).then(|| {
+            rejection(
+                event,
+                ErrorCode::CapacityExceeded,
+                format!(
+                    "this engine holds {} groups (limits.max_groups); group {group_id} is new",
+                    self.groups.len()
+                ),
+            )
+        })
+    }
+
     fn account_mut(&mut self, customer_id: &str) -> &mut Account {
         if !self.accounts.contains_key(customer_id) {
             self.accounts
@@ -372,6 +416,17 @@ impl Engine {
         let acc = &self.accounts[cid];
         if acc.knows_order(order_id) {
             return Outcome::Duplicate;
+        }
+        if acc.orders.len() >= policy.bounds.items_per_account {
+            out.push(Output::Rejection(rejection(
+                event,
+                ErrorCode::CapacityExceeded,
+                format!(
+                    "account {cid} has {} live orders (limits.items_per_account); order {order_id} is not decided",
+                    acc.orders.len()
+                ),
+            )));
+            return Outcome::Rejected;
         }
         let terms = rules::terms(acc, &policy, now);
         let account_currency = terms.as_ref().map(|t| t.currency).or(acc.currency);
@@ -435,6 +490,7 @@ impl Engine {
             DecisionStatus::Held
         };
         // Behaviour the warnings learn from.
+        let inactivity_before = warnings::inactivity_due(acc, &policy).map(|(due, _)| due);
         let b = &mut acc.behaviour;
         if !anomaly {
             b.order_amounts.push_back(amount_acc);
@@ -493,6 +549,15 @@ impl Engine {
             );
         }
         if let Some((due, _)) = inactivity {
+            // One inactivity moment per account: the one this order replaces is dropped from
+            // the index (it would fire as a no-op), so the index stays bounded by live items.
+            if let Some(old) = inactivity_before.filter(|old| *old != due) {
+                self.timers.remove(&Timer {
+                    at: old,
+                    customer_id: cid.to_string(),
+                    kind: TimerKind::Inactivity,
+                });
+            }
             self.schedule(due, cid, TimerKind::Inactivity);
         }
         self.touch(cid);
@@ -601,6 +666,17 @@ impl Engine {
         due_at: Option<Timestamp>,
         out: &mut Vec<Output>,
     ) -> Outcome {
+        let open = self.accounts[cid].receivables.len();
+        if open >= self.policy.bounds.items_per_account {
+            out.push(Output::Rejection(rejection(
+                event,
+                ErrorCode::CapacityExceeded,
+                format!(
+                    "account {cid} has {open} open receivables (limits.items_per_account); shipment {shipment_id} is not booked"
+                ),
+            )));
+            return Outcome::Rejected;
+        }
         let amount = match self.convert_for_account(cid, amount, currency) {
             Ok(a) => a,
             Err(detail) => {
@@ -670,10 +746,21 @@ impl Engine {
         let cap = self.policy.bounds.closed_ids_per_account;
         let history_cap = self.policy.bounds.settled_history_per_account;
         let acc = self.accounts.get_mut(cid).expect("account exists");
-        acc.settle(kind, amount, applies_to, event.occurred_at, cap);
+        let settled = acc.settle(kind, amount, applies_to, event.occurred_at, cap);
         acc.closed_ids.insert(key, cap);
         while acc.behaviour.settled.len() > history_cap {
             acc.behaviour.settled.pop_front();
+        }
+        // A settled item's next aging moment would fire as a no-op: drop it from the index,
+        // which then stays bounded by the open items rather than by the payment rate.
+        for (shipment_id, due_at, stage) in settled {
+            if let Some(at) = receivable_timer_at(&self.policy, due_at, stage) {
+                self.timers.remove(&Timer {
+                    at,
+                    customer_id: cid.to_string(),
+                    kind: TimerKind::Receivable { shipment_id, stage },
+                });
+            }
         }
         self.touch(cid);
         self.recheck_holds(cid, cause, out);
@@ -690,8 +777,18 @@ impl Engine {
             self.resolve_orphan(cid, event.clone(), out);
             return Outcome::Applied;
         }
+        // A redelivery of an event that is already waiting waits once (even when the event-id
+        // memory has forgotten it or is disabled): two copies would both apply later.
+        if self.accounts[cid]
+            .pending
+            .iter()
+            .any(|p| p.event.event_id == event.event_id)
+        {
+            return Outcome::Duplicate;
+        }
         while self.accounts[cid].pending.len() >= bounds.pending_per_account {
             let oldest = self.account_mut(cid).pending.remove(0);
+            self.forget_pending_timer(cid, &oldest);
             self.resolve_orphan(cid, oldest.event, out);
         }
         self.account_mut(cid).pending.push(account::Pending {
@@ -762,8 +859,20 @@ impl Engine {
         });
         acc.pending = keep;
         for p in ready {
+            self.forget_pending_timer(cid, &p);
             self.dispatch_account_event(cid, &p.event, cause, out);
         }
+    }
+
+    /// Drops the expiry moment of a parked event that was resolved before it expired.
+    fn forget_pending_timer(&mut self, cid: &str, p: &account::Pending) {
+        self.timers.remove(&Timer {
+            at: p.received_at.plus_us(self.policy.bounds.pending_ttl_us),
+            customer_id: cid.to_string(),
+            kind: TimerKind::PendingExpiry {
+                event_id: p.event.event_id.clone(),
+            },
+        });
     }
 
     // ---------------------------------------------------------------- profiles
@@ -780,6 +889,15 @@ impl Engine {
         if acc.profile_at.is_some_and(|t| event.occurred_at < t) {
             return Outcome::Duplicate;
         }
+        if let Some(r) = profile
+            .group_id
+            .as_deref()
+            .and_then(|g| self.group_capacity(event, g))
+        {
+            out.push(Output::Rejection(r));
+            return Outcome::Rejected;
+        }
+        let acc = &self.accounts[cid];
         if let Some(c) = acc
             .currency
             .filter(|c| *c != profile.currency && acc.holds_money())
@@ -831,6 +949,10 @@ impl Engine {
         cause: &Cause,
         out: &mut Vec<Output>,
     ) -> Outcome {
+        if let Some(r) = self.group_capacity(event, &profile.group_id) {
+            out.push(Output::Rejection(r));
+            return Outcome::Rejected;
+        }
         let g = self
             .groups
             .entry(profile.group_id.clone())
@@ -1572,13 +1694,7 @@ impl Engine {
                 );
                 out.push(Output::Alert(alert));
                 let next = stage + 1;
-                let next_at = match usize::from(next) {
-                    n if n <= buckets.len() => Some(due_at.plus_days(i64::from(buckets[n - 1]))),
-                    n if n == buckets.len() + 1 => {
-                        Some(due_at.plus_days(i64::from(policy.write_off_days)))
-                    }
-                    _ => None,
-                };
+                let next_at = receivable_timer_at(&policy, due_at, next);
                 if let Some(r) = self.accounts.get_mut(cid).and_then(|a| {
                     a.receivables
                         .iter_mut()
@@ -1878,6 +1994,18 @@ impl Engine {
     }
 }
 
+/// When a receivable due at `due_at` reaches aging stage `stage` (0: overdue; 1..=n: the
+/// aging buckets; n+1: write-off candidate); `None` past the last stage.
+fn receivable_timer_at(policy: &Policy, due_at: Timestamp, stage: u8) -> Option<Timestamp> {
+    let buckets = &policy.aging_buckets_days;
+    match usize::from(stage) {
+        0 => Some(due_at.plus_us(1)),
+        n if n <= buckets.len() => Some(due_at.plus_days(i64::from(buckets[n - 1]))),
+        n if n == buckets.len() + 1 => Some(due_at.plus_days(i64::from(policy.write_off_days))),
+        _ => None,
+    }
+}
+
 fn rejection(event: &Event, error: ErrorCode, detail: String) -> Rejection {
     Rejection {
         error,
@@ -1949,18 +2077,8 @@ impl Engine {
             return;
         };
         let mut timers: Vec<(Timestamp, TimerKind)> = Vec::new();
-        let buckets = &policy.aging_buckets_days;
         for r in &acc.receivables {
-            let stage = usize::from(r.next_stage);
-            let at = match stage {
-                0 => Some(r.due_at.plus_us(1)),
-                n if n <= buckets.len() => Some(r.due_at.plus_days(i64::from(buckets[n - 1]))),
-                n if n == buckets.len() + 1 => {
-                    Some(r.due_at.plus_days(i64::from(policy.write_off_days)))
-                }
-                _ => None,
-            };
-            if let Some(at) = at {
+            if let Some(at) = receivable_timer_at(&policy, r.due_at, r.next_stage) {
                 timers.push((
                     at,
                     TimerKind::Receivable {

@@ -12,6 +12,7 @@
 mod api;
 pub mod auth;
 mod console;
+mod limits;
 
 use crate::config::{Role, Settings};
 use crate::metrics::Metrics;
@@ -336,6 +337,7 @@ pub fn spawn(app: Arc<AppState>, shutdown: Arc<AtomicBool>) -> Result<Server> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP API listening");
     let stopping = app.stopping.clone();
+    let app_limits = app.settings.http.clone();
     let router = router(app);
     let thread = std::thread::Builder::new()
         .name("http".into())
@@ -347,6 +349,11 @@ pub fn spawn(app: Arc<AppState>, shutdown: Arc<AtomicBool>) -> Result<Server> {
                     }
                     stopping.send_replace(true);
                 };
+                let listener = limits::Limited::new(
+                    listener,
+                    app_limits.max_connections,
+                    Duration::from_millis(app_limits.idle_timeout_ms),
+                );
                 if let Err(e) = axum::serve(listener, router)
                     .with_graceful_shutdown(stop)
                     .await

@@ -293,10 +293,13 @@ pub enum ErrorCode {
     FourEyesSameActor,
     /// A cancellation whose order never arrived within the pending window.
     OrderUnknown,
+    /// A bound of `[limits]` reached: too many live items in the account, or too many
+    /// accounts or groups in the engine.
+    CapacityExceeded,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::MalformedJson,
         ErrorCode::MissingField,
         ErrorCode::InvalidField,
@@ -306,6 +309,7 @@ impl ErrorCode {
         ErrorCode::OrderNotHeld,
         ErrorCode::FourEyesSameActor,
         ErrorCode::OrderUnknown,
+        ErrorCode::CapacityExceeded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -319,6 +323,7 @@ impl ErrorCode {
             ErrorCode::OrderNotHeld => "ORDER_NOT_HELD",
             ErrorCode::FourEyesSameActor => "FOUR_EYES_SAME_ACTOR",
             ErrorCode::OrderUnknown => "ORDER_UNKNOWN",
+            ErrorCode::CapacityExceeded => "CAPACITY_EXCEEDED",
         }
     }
 }

@@ -5,12 +5,59 @@
 
 use crate::config::{Delivery, KafkaSettings};
 use anyhow::{Context as _, Result};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
-use std::sync::atomic::{AtomicBool, Ordering};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 use tracing::{info, warn};
+
+/// A producer context that counts failed deliveries and keeps the last error. A producer's
+/// `flush` returns once every message is delivered *or has failed*; without this count an
+/// output that failed for good (after librdkafka's own retries, within `message.timeout.ms`)
+/// would be lost silently while the checkpoint after it claims it was produced.
+#[derive(Default)]
+pub struct Deliveries {
+    failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Deliveries {
+    /// Failed deliveries so far (a counter: compare two readings).
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// The last delivery error, for the log and the batch's error.
+    pub fn last_error(&self) -> String {
+        self.last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            if let Ok(mut last) = self.last_error.lock() {
+                *last = Some(format!("{} partition {}: {e}", m.topic(), m.partition()));
+            }
+            self.failed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The engine's producer type.
+pub type EngineProducer = ThreadedProducer<Deliveries>;
 
 /// Properties whose values are secrets: never logged.
 pub fn is_secret(key: &str) -> bool {
@@ -64,10 +111,7 @@ fn sleep_unless_shutdown(d: Duration, shutdown: &AtomicBool) {
 
 /// Creates the producer; for exactly_once, initialises transactions, retrying with backoff
 /// while the broker is unreachable. `None` if shut down while waiting.
-pub fn create_producer(
-    k: &KafkaSettings,
-    shutdown: &AtomicBool,
-) -> Result<Option<ThreadedProducer<DefaultProducerContext>>> {
+pub fn create_producer(k: &KafkaSettings, shutdown: &AtomicBool) -> Result<Option<EngineProducer>> {
     let mut cfg = client_config(k);
     cfg.set("enable.idempotence", "true")
         .set("linger.ms", k.linger_ms.to_string())
@@ -81,8 +125,9 @@ pub fn create_producer(
     }
     let mut attempt = 0;
     loop {
-        let producer: ThreadedProducer<DefaultProducerContext> =
-            cfg.create().context("cannot create the producer")?;
+        let producer: EngineProducer = cfg
+            .create_with_context(Deliveries::default())
+            .context("cannot create the producer")?;
         if k.delivery == Delivery::AtLeastOnce {
             return Ok(Some(producer));
         }

@@ -33,13 +33,13 @@ use crate::metrics::Metrics;
 use crate::model::*;
 use crate::state::{self, StateRecord};
 use anyhow::{Context as _, Result};
-pub use kafka::{client_config, is_secret};
+pub use kafka::{client_config, consumer_config, is_secret, Deliveries};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::ClientContext;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -183,6 +183,9 @@ struct PartitionState {
     engine: Engine,
     /// Next offset per input topic, as of the last applied message.
     positions: BTreeMap<String, i64>,
+    /// The rebalance generation this partition was restored in: a message polled under an
+    /// earlier generation was fetched for a previous assignment and is not applied.
+    epoch: u64,
 }
 
 /// State shared between the processing loop and the rebalance callback (same thread).
@@ -199,12 +202,15 @@ impl Shared {
         self.parts.entry(p).or_insert_with(|| PartitionState {
             engine: Engine::new(policy.clone()),
             positions: BTreeMap::new(),
+            epoch: 0,
         })
     }
 }
 
 struct Ctx {
     settings: Arc<Settings>,
+    /// Bumped by every assignment and revocation (read by the poll loop without the lock).
+    generation: Arc<AtomicU64>,
     shared: Arc<Mutex<Shared>>,
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
@@ -232,13 +238,26 @@ impl ConsumerContext for Ctx {
                     Ok(s) => s,
                     Err(p) => p.into_inner(),
                 };
-                let checkpoints = match restore_partitions(
-                    &self.settings,
-                    &mut shared,
-                    &partitions,
-                    &self.stats,
-                    &self.metrics,
-                ) {
+                // A failed restore (broker trouble) is retried: without their state these
+                // partitions cannot be processed, and nothing else would hand them back.
+                let mut attempt = 0;
+                let restored = loop {
+                    attempt += 1;
+                    match restore_partitions(
+                        &self.settings,
+                        &mut shared,
+                        &partitions,
+                        &self.stats,
+                        &self.metrics,
+                    ) {
+                        Err(e) if attempt < 30 => {
+                            warn!("restore failed (attempt {attempt}), retrying: {e:#}");
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                        other => break other,
+                    }
+                };
+                let checkpoints = match restored {
                     Ok(c) => c,
                     Err(e) => {
                         // Without its state a partition must not be processed: leave it
@@ -248,6 +267,12 @@ impl ConsumerContext for Ctx {
                         return;
                     }
                 };
+                let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+                for p in &partitions {
+                    if let Some(part) = shared.parts.get_mut(p) {
+                        part.epoch = generation;
+                    }
+                }
                 let elems: Vec<(String, i32)> = tpl
                     .elements()
                     .iter()
@@ -277,6 +302,7 @@ impl ConsumerContext for Ctx {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 info!(?partitions, "partitions revoked; dropping their accounts");
                 self.metrics.rebalances.with_label_values(&["revoke"]).inc();
+                self.generation.fetch_add(1, Ordering::SeqCst);
                 if let Ok(mut shared) = self.shared.lock() {
                     for p in &partitions {
                         shared.parts.remove(p);
@@ -318,8 +344,8 @@ fn write_fences(k: &KafkaSettings, partitions: &BTreeSet<i32>, token: &str) -> R
     cfg.set("enable.idempotence", "true")
         .set("linger.ms", "0")
         .set("message.timeout.ms", "30000");
-    let producer: rdkafka::producer::BaseProducer = cfg
-        .create()
+    let producer: rdkafka::producer::BaseProducer<kafka::Deliveries> = cfg
+        .create_with_context(kafka::Deliveries::default())
         .context("cannot create the restore fence producer")?;
     let value =
         serde_json::to_vec(&serde_json::json!({ "v": state::FORMAT_VERSION, "fence": token }))?;
@@ -338,6 +364,13 @@ fn write_fences(k: &KafkaSettings, partitions: &BTreeSet<i32>, token: &str) -> R
     producer
         .flush(Duration::from_secs(30))
         .context("restore fence not acknowledged")?;
+    // A fence that failed for good is never read back: waiting for it would stall the restore.
+    if producer.context().failed() > 0 {
+        anyhow::bail!(
+            "restore fence not written: {}",
+            producer.context().last_error()
+        );
+    }
     Ok(())
 }
 
@@ -456,8 +489,10 @@ fn restore_partitions(
 
 /// The engine's producer and where each record kind goes.
 struct Output_<'a> {
-    producer: &'a ThreadedProducer<DefaultProducerContext>,
+    producer: &'a kafka::EngineProducer,
     k: &'a KafkaSettings,
+    /// The producer's failed-delivery count when this batch began.
+    failed_before: u64,
 }
 
 impl Output_<'_> {
@@ -550,11 +585,13 @@ pub fn run(
     }
     let metrics = options.metrics.clone().unwrap_or_default();
     let producer = kafka::create_producer(&k, &shutdown)?;
-    let Some(producer) = producer else {
+    let Some(mut producer) = producer else {
         return Ok(());
     };
+    let generation = Arc::new(AtomicU64::new(0));
     let ctx = Ctx {
         settings: Arc::clone(&settings),
+        generation: Arc::clone(&generation),
         shared: Arc::clone(&shared),
         stats: Arc::clone(&stats),
         metrics: Arc::clone(&metrics),
@@ -568,19 +605,17 @@ pub fn run(
         .context("cannot subscribe to the input topics")?;
     info!(brokers = %k.brokers, delivery = ?k.delivery, "consuming");
 
-    let out = Output_ {
-        producer: &producer,
-        k: &k,
-    };
     let mut last_tick = Instant::now();
     let mut last_lag = Instant::now();
     let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(k.batch_max_messages);
     let mut polled: Vec<Instant> = Vec::with_capacity(k.batch_max_messages);
+    let mut polled_in: Vec<u64> = Vec::with_capacity(k.batch_max_messages);
     let mut decided: Vec<Instant> = Vec::new();
     let mut outputs = Vec::new();
     while !shutdown.load(Ordering::Relaxed) {
         batch.clear();
         polled.clear();
+        polled_in.clear();
         decided.clear();
         if last_lag.elapsed() >= Duration::from_secs(1) {
             last_lag = Instant::now();
@@ -597,6 +632,7 @@ pub fn run(
                 Some(Ok(m)) => {
                     batch.push(m);
                     polled.push(Instant::now());
+                    polled_in.push(generation.load(Ordering::SeqCst));
                 }
                 Some(Err(e)) => {
                     warn!("consumer: {e}");
@@ -612,10 +648,16 @@ pub fn run(
         if tick_due {
             last_tick = Instant::now();
         }
+        let out = Output_ {
+            producer: &producer,
+            k: &k,
+            failed_before: producer.context().failed(),
+        };
         let mut guard = shared
             .lock()
             .map_err(|_| anyhow::anyhow!("engine state poisoned"))?;
         let sh = &mut *guard;
+        drop_stale(sh, &mut batch, &mut polled, &polled_in);
         let result = process_batch(
             sh,
             Batch {
@@ -667,7 +709,29 @@ pub fn run(
                         error!("abort failed: {e}");
                     }
                 }
-                rewind(sh, &settings, &consumer, &stats, &metrics)?;
+                if let Some((code, why)) = producer.client().fatal_error() {
+                    if matches!(
+                        code,
+                        RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::Fenced
+                    ) {
+                        anyhow::bail!(
+                            "fenced: another instance uses transactional_id {} ({why})",
+                            k.transactional_id
+                        );
+                    }
+                    // The producer cannot be used again: a new one (for exactly_once, a new
+                    // producer epoch, which also aborts anything the old one left open).
+                    error!("producer failed fatally ({code:?}: {why}); creating a new one");
+                    drop(guard);
+                    match kafka::create_producer(&k, &shutdown)? {
+                        Some(p) => producer = p,
+                        None => break,
+                    }
+                    guard = shared
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("engine state poisoned"))?;
+                }
+                rewind(&mut guard, &settings, &consumer, &stats, &metrics)?;
             }
         }
     }
@@ -675,6 +739,41 @@ pub fn run(
     producer.flush(Duration::from_secs(30)).ok();
     consumer.unsubscribe();
     Ok(())
+}
+
+/// Drops the messages of the batch that a rebalance during polling made stale: their partition
+/// was revoked (no longer ours), or revoked and assigned again (restored and sought back to its
+/// checkpoint, from where they are read again). Applying them would run them against a
+/// partition's state they do not belong to.
+fn drop_stale(
+    sh: &Shared,
+    batch: &mut Vec<BorrowedMessage<'_>>,
+    polled: &mut Vec<Instant>,
+    polled_in: &[u64],
+) {
+    let keep: Vec<bool> = batch
+        .iter()
+        .zip(polled_in)
+        .map(|(m, g)| sh.parts.get(&m.partition()).is_some_and(|s| s.epoch <= *g))
+        .collect();
+    let dropped = keep.iter().filter(|k| !**k).count();
+    if dropped == 0 {
+        return;
+    }
+    let mut i = 0;
+    batch.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+    let mut i = 0;
+    polled.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+    info!(
+        dropped,
+        "messages polled before a rebalance dropped; they are read again from the checkpoint"
+    );
 }
 
 /// Sets the consumer lag gauge of every assigned partition from the client's cached
@@ -895,11 +994,24 @@ fn commit_batch(
     k: &KafkaSettings,
     points: bool,
 ) -> Result<()> {
+    // A record that failed for good fails the batch: it is rolled back and retried from the
+    // checkpoint, never skipped.
+    let delivered = || -> Result<()> {
+        let failed = out.producer.context().failed() - out.failed_before;
+        if failed > 0 {
+            anyhow::bail!(
+                "{failed} record(s) not delivered; last error: {}",
+                out.producer.context().last_error()
+            );
+        }
+        Ok(())
+    };
     if k.delivery == Delivery::AtLeastOnce {
         // Outputs first and acknowledged, then the state that says they were produced.
         out.producer
             .flush(Duration::from_secs(30))
             .context("outputs not acknowledged")?;
+        delivered()?;
     }
     let changelog = &k.topics.changelog;
     for (p, part) in sh.parts.iter_mut() {
@@ -952,6 +1064,7 @@ fn commit_batch(
                     .send_offsets_to_transaction(&offsets, &meta, Duration::from_secs(30))
                     .context("cannot add offsets to the transaction")?;
             }
+            delivered()?;
             out.producer
                 .commit_transaction(Duration::from_secs(60))
                 .context("commit failed")?;
@@ -960,6 +1073,7 @@ fn commit_batch(
             out.producer
                 .flush(Duration::from_secs(30))
                 .context("changelog not acknowledged")?;
+            delivered()?;
             if offsets.count() > 0 {
                 // Group offsets are for lag monitoring; restore uses the checkpoints.
                 if let Err(e) = consumer.commit(&offsets, rdkafka::consumer::CommitMode::Async) {

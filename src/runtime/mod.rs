@@ -994,8 +994,8 @@ fn commit_batch(
     k: &KafkaSettings,
     points: bool,
 ) -> Result<()> {
-    // A record that failed for good fails the batch: it is rolled back and retried from the
-    // checkpoint, never skipped.
+    // at_least_once: a record that failed for good fails the batch: it is rolled back and
+    // retried from the checkpoint, never skipped.
     let delivered = || -> Result<()> {
         let failed = out.producer.context().failed() - out.failed_before;
         if failed > 0 {
@@ -1064,7 +1064,9 @@ fn commit_batch(
                     .send_offsets_to_transaction(&offsets, &meta, Duration::from_secs(30))
                     .context("cannot add offsets to the transaction")?;
             }
-            delivered()?;
+            // A failed record fails the commit itself (librdkafka makes it abortable); the
+            // delivery count is not consulted here, as records purged by an earlier abort may
+            // still be reported as failed during this batch.
             out.producer
                 .commit_transaction(Duration::from_secs(60))
                 .context("commit failed")?;

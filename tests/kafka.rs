@@ -75,6 +75,17 @@ fn start_on(settings: &Settings, first: &[String]) -> Running {
     running
 }
 
+/// Takes the broker down for 3 s under a running engine, which must survive it.
+fn outage(cluster: &Cluster, running: &Running) {
+    cluster.broker_down(1).expect("broker down");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !running.handle.is_finished(),
+        "the engine survives the outage"
+    );
+    cluster.broker_up(1).expect("broker up");
+}
+
 fn stop(r: Running) -> BTreeMap<i32, Vec<Vec<u8>>> {
     r.shutdown.store(true, Ordering::Relaxed);
     r.handle
@@ -829,13 +840,7 @@ fn a_broker_outage_mid_run_is_survived() {
     let lines = traffic_lines(25, 40, 31);
     let (first, second) = lines.split_at(lines.len() / 2);
     let running = start_on(&settings, first);
-    cluster.broker_down(1).expect("broker down");
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(
-        !running.handle.is_finished(),
-        "the engine survives the outage"
-    );
-    cluster.broker_up(1).expect("broker up");
+    outage(&cluster, &running);
     send(&settings, second);
     wait_for(
         "the second half after the outage",
@@ -963,13 +968,7 @@ fn faults_injected_and_survived(delivery: Delivery) {
 
     // 4. The broker goes down mid-batch and comes back.
     let before = aborted();
-    cluster.broker_down(1).expect("broker down");
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(
-        !running.handle.is_finished(),
-        "the engine survives the outage"
-    );
-    cluster.broker_up(1).expect("broker up");
+    outage(&cluster, &running);
     step("the fifth slice");
     fault("broker outage (3 s)", 1, aborted() - before);
 

@@ -751,15 +751,19 @@ fn drop_stale(
     polled: &mut Vec<Instant>,
     polled_in: &[u64],
 ) {
+    let current = |m: &BorrowedMessage<'_>, g: &u64| {
+        sh.parts.get(&m.partition()).is_some_and(|s| s.epoch <= *g)
+    };
+    // The common case (no rebalance while polling) allocates nothing.
+    if batch.iter().zip(polled_in).all(|(m, g)| current(m, g)) {
+        return;
+    }
     let keep: Vec<bool> = batch
         .iter()
         .zip(polled_in)
-        .map(|(m, g)| sh.parts.get(&m.partition()).is_some_and(|s| s.epoch <= *g))
+        .map(|(m, g)| current(m, g))
         .collect();
     let dropped = keep.iter().filter(|k| !**k).count();
-    if dropped == 0 {
-        return;
-    }
     let mut i = 0;
     batch.retain(|_| {
         i += 1;

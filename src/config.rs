@@ -217,6 +217,16 @@ pub enum Delivery {
     AtLeastOnce,
 }
 
+impl Delivery {
+    /// The setting's value: `exactly_once` or `at_least_once`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::ExactlyOnce => "exactly_once",
+            Delivery::AtLeastOnce => "at_least_once",
+        }
+    }
+}
+
 /// Validated Kafka settings.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {

@@ -5,6 +5,7 @@
 //! that feed it: `replay` over a JSON Lines file today, and a Kafka runtime and HTTP API later.
 //! See ARCHITECTURE.md for the map and the invariants.
 
+pub mod bench;
 pub mod codec;
 pub mod config;
 pub mod engine;

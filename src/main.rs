@@ -85,6 +85,31 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// The end-to-end benchmark on the embedded broker: the engine's throughput against a null
+    /// pipeline (same input, same records written, no engine) in both delivery modes, and the
+    /// decision latency at a fixed order rate (docs/performance.md).
+    Bench {
+        /// Customers of the generated throughput input (about 65 events each).
+        #[arg(long, default_value_t = 1500)]
+        customers: usize,
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// Events per second in the latency runs.
+        #[arg(long, default_value_t = 20000)]
+        rate: u64,
+        /// Seconds of each latency run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Commit intervals (kafka.batch_max_ms) for the latency runs, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "5,20,100")]
+        commit_intervals_ms: Vec<u64>,
+        /// Only the throughput comparison.
+        #[arg(long)]
+        no_latency: bool,
+        /// Also write the Markdown report here.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Send generated traffic to a broker (for load tests and trying a cluster).
     Loadgen {
         #[arg(long, default_value = "localhost:9092")]
@@ -150,7 +175,10 @@ fn init_logging(cli: &Cli) {
         | Command::Loadgen { config, .. }
         | Command::Replay { config, .. }
         | Command::CheckConfig { config } => config.clone(),
-        Command::Demo { .. } | Command::Soak { .. } | Command::Generate { .. } => None,
+        Command::Demo { .. }
+        | Command::Soak { .. }
+        | Command::Bench { .. }
+        | Command::Generate { .. } => None,
     };
     let (format, level) = match config::load(file.as_deref()) {
         Ok(s) => (s.log_format, s.log_level),
@@ -545,8 +573,85 @@ fn soak(load: &Load, interval: u64, output: Option<&PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// `bench`: throughput in both modes, then latency per commit interval; prints the report.
+fn bench(
+    cfg: &credit_sentinel::bench::BenchConfig,
+    latency: bool,
+    output: Option<&PathBuf>,
+) -> Result<()> {
+    use credit_sentinel::bench;
+    use credit_sentinel::config::Delivery;
+    let mut t = Vec::new();
+    for delivery in [Delivery::AtLeastOnce, Delivery::ExactlyOnce] {
+        let x = bench::throughput(cfg, delivery)?;
+        eprintln!(
+            "throughput {}: engine {:.0}/s, null {:.0}/s",
+            delivery.as_str(),
+            x.engine_per_s,
+            x.null_per_s
+        );
+        t.push(x);
+    }
+    let mut l = Vec::new();
+    if latency {
+        let mut runs = vec![(
+            Delivery::AtLeastOnce,
+            config::load(None)?.kafka.batch_max_ms,
+        )];
+        runs.extend(
+            cfg.commit_intervals_ms
+                .iter()
+                .map(|ms| (Delivery::ExactlyOnce, *ms)),
+        );
+        for (delivery, ms) in runs {
+            let x = bench::latency(cfg, delivery, ms)?;
+            eprintln!(
+                "latency {} batch_max_ms={ms}: p50 {:.2} ms, p99 {:.2} ms",
+                delivery.as_str(),
+                x.p50_ms,
+                x.p99_ms
+            );
+            l.push(x);
+        }
+    }
+    let command = format!(
+        "credit-sentinel bench --customers {} --partitions {} --rate {} --seconds {} --commit-intervals-ms {}{}",
+        cfg.customers,
+        cfg.partitions,
+        cfg.rate,
+        cfg.seconds,
+        cfg.commit_intervals_ms.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+        if latency { "" } else { " --no-latency" }
+    );
+    let text = bench::report(&command, &t, &l);
+    println!("{text}");
+    if let Some(path) = output {
+        std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Bench {
+            customers,
+            partitions,
+            rate,
+            seconds,
+            commit_intervals_ms,
+            no_latency,
+            output,
+        } => bench(
+            &credit_sentinel::bench::BenchConfig {
+                customers,
+                partitions,
+                rate,
+                seconds,
+                commit_intervals_ms,
+            },
+            !no_latency,
+            output.as_ref(),
+        ),
         Command::Run { config } => {
             let settings = config::load(config.as_deref())?;
             let shutdown = shutdown_on_signal();

@@ -76,7 +76,8 @@ pub fn send(
             }
         }
         let (topic, key) = route(&k.topics, line);
-        let mut record: BaseRecord<'_, str, str> = BaseRecord::to(topic).payload(line.as_str());
+        let mut record: BaseRecord<'_, str, str, usize> =
+            BaseRecord::with_opaque_to(topic, 0).payload(line.as_str());
         if let Some(key) = key.as_deref() {
             record = record.key(key);
         }

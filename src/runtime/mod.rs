@@ -11,9 +11,11 @@
 //!   up to a fence record this restore wrote, not to a reported end offset) and consumption
 //!   resumes at the checkpointed offsets, never at the group's committed offsets
 //!   (which some brokers do not keep transactionally);
-//! - `exactly_once` puts outputs, snapshots, checkpoints and consumed offsets in one Kafka
-//!   transaction; `at_least_once` produces and awaits the outputs before the snapshots, so a
-//!   crash at worst repeats outputs with the same deterministic ids;
+//! - in both modes a batch's outputs are acknowledged before its snapshots are written, and
+//!   its snapshots before its checkpoints, so a crash or a failed record at worst repeats
+//!   outputs with the same deterministic ids; `exactly_once` also puts all of them and the
+//!   consumed offsets in one Kafka transaction, so that on a broker that honours
+//!   `read_committed` not even that;
 //! - a batch whose commit fails is rolled back by rebuilding the engine from the changelog
 //!   and seeking back to the checkpoints.
 //!
@@ -33,7 +35,10 @@ use crate::metrics::Metrics;
 use crate::model::*;
 use crate::state::{self, StateRecord};
 use anyhow::{Context as _, Result};
-pub use kafka::{client_config, consumer_config, is_secret, Deliveries};
+pub use kafka::{
+    client_config, consumer_config, create_producer, flush_producer, is_secret, Deliveries,
+    EngineProducer,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -353,7 +358,7 @@ fn write_fences(k: &KafkaSettings, partitions: &BTreeSet<i32>, token: &str) -> R
         let key = fence_key(*p);
         producer
             .send(
-                BaseRecord::to(&k.topics.changelog)
+                BaseRecord::with_opaque_to(&k.topics.changelog, 0)
                     .partition(*p)
                     .key(key.as_bytes())
                     .payload(&value),
@@ -491,8 +496,9 @@ fn restore_partitions(
 struct Output_<'a> {
     producer: &'a kafka::EngineProducer,
     k: &'a KafkaSettings,
-    /// The producer's failed-delivery count when this batch began.
-    failed_before: u64,
+    /// This batch's sequence number: every record it produces carries it, so that its
+    /// delivery failures are told apart from late reports of earlier batches.
+    seq: usize,
 }
 
 impl Output_<'_> {
@@ -503,7 +509,8 @@ impl Output_<'_> {
         key: Option<&[u8]>,
         value: &[u8],
     ) -> Result<()> {
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value);
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(topic, self.seq).payload(value);
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -519,7 +526,8 @@ impl Output_<'_> {
                     r,
                 )) => {
                     record = r;
-                    self.producer.poll(Duration::from_millis(5));
+                    // The producer's thread serves delivery reports and frees room.
+                    std::thread::sleep(Duration::from_micros(500));
                 }
                 Err((e, _)) => return Err(e).with_context(|| format!("cannot produce to {topic}")),
             }
@@ -612,6 +620,7 @@ pub fn run(
     let mut polled_in: Vec<u64> = Vec::with_capacity(k.batch_max_messages);
     let mut decided: Vec<Instant> = Vec::new();
     let mut outputs = Vec::new();
+    let mut seq = 0usize;
     while !shutdown.load(Ordering::Relaxed) {
         batch.clear();
         polled.clear();
@@ -648,10 +657,12 @@ pub fn run(
         if tick_due {
             last_tick = Instant::now();
         }
+        seq += 1;
+        producer.context().begin(seq);
         let out = Output_ {
             producer: &producer,
             k: &k,
-            failed_before: producer.context().failed(),
+            seq,
         };
         let mut guard = shared
             .lock()
@@ -736,7 +747,7 @@ pub fn run(
         }
     }
     info!("shutting down: the last batch is committed");
-    producer.flush(Duration::from_secs(30)).ok();
+    kafka::flush_producer(&producer, Duration::from_secs(30)).ok();
     consumer.unsubscribe();
     Ok(())
 }
@@ -989,6 +1000,14 @@ fn utilization_point(engine: &Engine, customer_id: &str) -> Option<crate::feed::
 
 /// Writes snapshots of what changed and the checkpoints, then commits; with `points`, also
 /// notes the utilization of every changed account for the console.
+///
+/// In both delivery modes the batch is written in three acknowledged steps: its outputs, then
+/// the snapshots of what it changed, then the checkpoints saying how far the state reaches.
+/// A record that failed for good fails the batch before anything after it is written, so the
+/// changelog never claims more than was produced, whatever the broker shows of an aborted
+/// transaction (ARCHITECTURE.md: correctness does not rest on the broker alone). Without
+/// this, a restore that sees an aborted transaction's checkpoint (librdkafka's mock cluster
+/// shows them to `read_committed` readers) resumed after outputs that were never written.
 fn commit_batch(
     sh: &mut Shared,
     touched: BTreeSet<i32>,
@@ -998,36 +1017,35 @@ fn commit_batch(
     k: &KafkaSettings,
     points: bool,
 ) -> Result<()> {
-    // at_least_once: a record that failed for good fails the batch: it is rolled back and
-    // retried from the checkpoint, never skipped.
-    let delivered = || -> Result<()> {
-        let failed = out.producer.context().failed() - out.failed_before;
+    // Every record sent so far acknowledged, none failed (a failure is rolled back and the
+    // batch retried from the checkpoint, never skipped).
+    let acknowledged = |what: &str| -> Result<()> {
+        kafka::flush_producer(out.producer, Duration::from_secs(30))
+            .with_context(|| format!("{what} not acknowledged"))?;
+        let failed = out.producer.context().failed_in_batch();
         if failed > 0 {
             anyhow::bail!(
-                "{failed} record(s) not delivered; last error: {}",
+                "{failed} record(s) not delivered before the {what} were acknowledged; last error: {}",
                 out.producer.context().last_error()
             );
         }
         Ok(())
     };
-    if k.delivery == Delivery::AtLeastOnce {
-        // Outputs first and acknowledged, then the state that says they were produced.
-        out.producer
-            .flush(Duration::from_secs(30))
-            .context("outputs not acknowledged")?;
-        delivered()?;
-    }
+    acknowledged("outputs")?;
     let changelog = &k.topics.changelog;
+    let mut snapshots = 0usize;
     for (p, part) in sh.parts.iter_mut() {
         let (accounts, groups) = part.engine.take_changed();
         for g in &groups {
             if let Some((key, value)) = state::encode_group(&part.engine, g) {
                 out.send(changelog, Some(*p), Some(key.as_bytes()), &value)?;
+                snapshots += 1;
             }
         }
         for a in &accounts {
             if let Some((key, value)) = state::encode_account(&part.engine, a) {
                 out.send(changelog, Some(*p), Some(key.as_bytes()), &value)?;
+                snapshots += 1;
             }
             if points {
                 if let Some(point) = utilization_point(&part.engine, a) {
@@ -1035,6 +1053,11 @@ fn commit_batch(
                 }
             }
         }
+    }
+    if snapshots > 0 {
+        acknowledged("snapshots")?;
+    }
+    for (p, part) in sh.parts.iter() {
         if touched.contains(p) {
             let c = Checkpoint {
                 v: state::FORMAT_VERSION,
@@ -1068,18 +1091,17 @@ fn commit_batch(
                     .send_offsets_to_transaction(&offsets, &meta, Duration::from_secs(30))
                     .context("cannot add offsets to the transaction")?;
             }
-            // A failed record fails the commit itself (librdkafka makes it abortable); the
-            // delivery count is not consulted here, as records purged by an earlier abort may
-            // still be reported as failed during this batch.
+            // A failed checkpoint fails the commit itself (librdkafka makes it abortable).
+            // rdkafka's commit flushes first, in its slow way (see `flush_producer`): nothing
+            // is left for it to wait for after this.
+            kafka::flush_producer(out.producer, Duration::from_secs(30))
+                .context("checkpoints not acknowledged")?;
             out.producer
                 .commit_transaction(Duration::from_secs(60))
                 .context("commit failed")?;
         }
         Delivery::AtLeastOnce => {
-            out.producer
-                .flush(Duration::from_secs(30))
-                .context("changelog not acknowledged")?;
-            delivered()?;
+            acknowledged("checkpoints")?;
             if offsets.count() > 0 {
                 // Group offsets are for lag monitoring; restore uses the checkpoints.
                 if let Err(e) = consumer.commit(&offsets, rdkafka::consumer::CommitMode::Async) {

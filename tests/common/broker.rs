@@ -26,6 +26,16 @@ pub fn cluster(delivery: Delivery) -> (Cluster, Settings) {
     s.kafka.tick_ms = 0; // event time only, as in replay
     s.kafka.transactional_id = format!("test-{}-{:?}", std::process::id(), delivery);
     s.kafka.group_id = format!("test-group-{}-{:?}", std::process::id(), delivery);
+    // The mock cluster waits up to the session timeout less one second for members to rejoin
+    // when the group's membership changes (a restart, a member joining or leaving), and a
+    // killed member stays in the group for the session timeout: with the default 45 s, every
+    // such rebalance stops consumption for 44 s, and two in a row outlast a test's wait.
+    for (k, v) in [
+        ("session.timeout.ms", "10000"),
+        ("heartbeat.interval.ms", "1000"),
+    ] {
+        s.kafka.properties.insert(k.into(), v.into());
+    }
     let t = s.kafka.topics.clone();
     for topic in t.all() {
         c.create_topic(topic, PARTITIONS, 1).expect("topic");

@@ -1,0 +1,533 @@
+//! `credit-sentinel bench`: the end-to-end benchmark on the embedded broker.
+//!
+//! Throughput: the same generated input is preloaded once per delivery mode and consumed twice,
+//! first by `run` (the engine), then by a null pipeline with the same client settings, batch
+//! sizes and commit protocol (consume, produce as many records as the engine produced, commit)
+//! but no engine, no JSON and no state. Each is timed from its first consumed message to the
+//! moment everything is consumed and committed, so group joins and restores are left out of
+//! both. The ratio engine / null is what the engine costs on top of Kafka itself.
+//!
+//! Latency: orders are produced at a fixed rate while the engine runs; a decision is
+//! *readable* when a `read_committed` consumer of the decisions topic has read it and, in
+//! `exactly_once`, its transaction has committed (the embedded broker shows records of open
+//! transactions to `read_committed` readers, so the commit is taken from the engine's commit
+//! feed). Latency is readable time minus the time the order was handed to the producer.
+
+use crate::config::{self, Delivery, Settings};
+use crate::feed::Feed;
+use crate::generator::{generate, GeneratorConfig};
+use crate::runtime::{self, Options, Stats};
+use crate::traffic;
+use anyhow::{Context as _, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    /// Customers of the generated throughput input (about 65 events each over 120 days).
+    pub customers: usize,
+    pub partitions: i32,
+    /// Orders per second in the latency runs.
+    pub rate: u64,
+    /// Seconds of each latency run.
+    pub seconds: u64,
+    /// `kafka.batch_max_ms` values (the commit interval) for the exactly_once latency runs.
+    pub commit_intervals_ms: Vec<u64>,
+}
+
+/// One throughput comparison.
+#[derive(Clone, Debug)]
+pub struct Throughput {
+    pub delivery: Delivery,
+    pub inputs: u64,
+    pub outputs: u64,
+    pub engine_per_s: f64,
+    pub null_per_s: f64,
+}
+
+/// One latency run.
+#[derive(Clone, Debug)]
+pub struct Latency {
+    pub delivery: Delivery,
+    pub batch_max_ms: u64,
+    pub rate: u64,
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+fn settings(
+    cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+    delivery: Delivery,
+    tag: &str,
+) -> Result<Settings> {
+    let mut s = config::load(None)?;
+    s.kafka.brokers = cluster.bootstrap_servers();
+    s.kafka.delivery = delivery;
+    s.kafka.tick_ms = 0;
+    s.kafka.group_id = format!("bench-{tag}-{:?}", delivery);
+    s.kafka.transactional_id = format!("bench-{tag}-{:?}", delivery);
+    s.http.enabled = false;
+    Ok(s)
+}
+
+fn new_cluster(
+    partitions: i32,
+    settings_topics: &config::Topics,
+    extra: &[&str],
+) -> Result<MockCluster<'static, rdkafka::producer::DefaultProducerContext>> {
+    let cluster = MockCluster::new(1).context("cannot start the embedded broker")?;
+    for topic in settings_topics
+        .all()
+        .into_iter()
+        .chain(extra.iter().copied())
+    {
+        cluster
+            .create_topic(topic, partitions, 1)
+            .with_context(|| format!("cannot create {topic}"))?;
+    }
+    Ok(cluster)
+}
+
+/// Sum of the high watermarks of `topics` (records written; the embedded broker writes no
+/// transaction markers).
+fn records_in(s: &Settings, topics: &[&str], partitions: i32) -> Result<u64> {
+    let mut cfg = runtime::client_config(&s.kafka);
+    cfg.set("group.id", "bench-watermarks");
+    let c: BaseConsumer = cfg.create()?;
+    let mut n = 0;
+    for t in topics {
+        for p in 0..partitions {
+            let (low, high) = c.fetch_watermarks(t, p, Duration::from_secs(10))?;
+            anyhow::ensure!(
+                low == 0 || !s.kafka.topics.inputs().contains(t),
+                "the embedded broker dropped the start of {t} partition {p} (over its 5 MiB per partition): use fewer customers or more partitions"
+            );
+            n += high as u64;
+        }
+    }
+    Ok(n)
+}
+
+/// Runs the engine until it has consumed `inputs` messages; returns (first message → all
+/// committed) in seconds.
+fn engine_pass(s: &Settings, inputs: u64, options: Options) -> Result<(f64, Arc<Stats>)> {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(Stats::default());
+    let handle = {
+        let (s, shutdown, stats) = (s.clone(), Arc::clone(&shutdown), Arc::clone(&stats));
+        std::thread::spawn(move || runtime::run(s, shutdown, stats, options))
+    };
+    let mut first: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let events = stats.events.load(Ordering::Relaxed);
+        if first.is_none() && events > 0 {
+            first = Some(Instant::now());
+        }
+        // Counted when applied; the batch commits right after: wait for the batch count to move.
+        if events >= inputs {
+            let batches = stats.batches.load(Ordering::Relaxed);
+            while stats.batches.load(Ordering::Relaxed) == batches
+                && stats.events.load(Ordering::Relaxed) >= inputs
+                && !handle.is_finished()
+            {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            break;
+        }
+        anyhow::ensure!(!handle.is_finished(), "the engine stopped early");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the engine did not finish in 600 s"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let elapsed = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    shutdown.store(true, Ordering::Relaxed);
+    handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("engine thread panicked"))??;
+    Ok((elapsed, stats))
+}
+
+/// The null pipeline: the engine's consume-produce-commit loop without the engine. Each input
+/// message is answered with `per_input` records on average (copies of the input's bytes to
+/// `sink`), produced, acknowledged and committed per batch exactly as the engine does.
+fn null_pass(s: &Settings, inputs: u64, outputs: u64, sink: &str) -> Result<f64> {
+    let k = &s.kafka;
+    let never = AtomicBool::new(false);
+    let producer = runtime::create_producer(k, &never)?.context("no producer")?;
+    let consumer: BaseConsumer = runtime::consumer_config(k).create()?;
+    consumer.subscribe(&k.topics.inputs())?;
+    let mut consumed = 0u64;
+    let mut produced = 0u64;
+    let mut first: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut seq = 0usize;
+    while consumed < inputs {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the null pipeline did not finish in 600 s"
+        );
+        let started = Instant::now();
+        let window = Duration::from_millis(k.batch_max_ms);
+        let mut batch = Vec::with_capacity(k.batch_max_messages);
+        while batch.len() < k.batch_max_messages {
+            let left = window.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            match consumer.poll(left) {
+                Some(Ok(m)) => batch.push(m),
+                _ => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        first.get_or_insert_with(Instant::now);
+        seq += 1;
+        producer.context().begin(seq);
+        if k.delivery == Delivery::ExactlyOnce {
+            producer.begin_transaction()?;
+        }
+        let mut next: HashMap<(String, i32), i64> = HashMap::new();
+        for m in &batch {
+            consumed += 1;
+            // As many records as the engine wrote, spread evenly over the inputs.
+            let due = outputs * consumed / inputs.max(1);
+            let payload = m.payload().unwrap_or_default();
+            while produced < due {
+                let mut r: BaseRecord<'_, [u8], [u8], usize> =
+                    BaseRecord::with_opaque_to(sink, seq).payload(payload);
+                if let Some(key) = m.key() {
+                    r = r.key(key);
+                }
+                let mut r = r;
+                loop {
+                    match producer.send(r) {
+                        Ok(()) => break,
+                        Err((_, back)) => {
+                            r = back;
+                            producer.poll(Duration::from_millis(5));
+                        }
+                    }
+                }
+                produced += 1;
+            }
+            let e = next
+                .entry((m.topic().to_string(), m.partition()))
+                .or_default();
+            *e = (*e).max(m.offset() + 1);
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((t, p), o) in &next {
+            offsets.add_partition_offset(t, *p, Offset::Offset(*o))?;
+        }
+        drop(batch);
+        match k.delivery {
+            Delivery::ExactlyOnce => {
+                let meta = consumer.group_metadata().context("no group metadata")?;
+                producer.send_offsets_to_transaction(&offsets, &meta, Duration::from_secs(30))?;
+                runtime::flush_producer(&producer, Duration::from_secs(30))?;
+                producer.commit_transaction(Duration::from_secs(60))?;
+            }
+            Delivery::AtLeastOnce => {
+                runtime::flush_producer(&producer, Duration::from_secs(30))?;
+                consumer.commit(&offsets, rdkafka::consumer::CommitMode::Async)?;
+            }
+        }
+        anyhow::ensure!(
+            producer.context().failed_in_batch() == 0,
+            "null pipeline: records not delivered: {}",
+            producer.context().last_error()
+        );
+    }
+    Ok(first.map_or(0.0, |f| f.elapsed().as_secs_f64()))
+}
+
+/// Engine versus null pipeline on the same preloaded input.
+pub fn throughput(cfg: &BenchConfig, delivery: Delivery) -> Result<Throughput> {
+    let topics = config::load(None)?.kafka.topics;
+    let sink = "bench.null";
+    let cluster = new_cluster(cfg.partitions, &topics, &[sink])?;
+    let s = settings(&cluster, delivery, "engine")?;
+    let lines = generate(&GeneratorConfig {
+        customers: cfg.customers,
+        days: 120,
+        faults: false,
+        ..GeneratorConfig::default()
+    });
+    traffic::send(
+        &s.kafka,
+        &lines,
+        0,
+        &AtomicBool::new(false),
+        &AtomicU64::new(0),
+    )?;
+    let t = &s.kafka.topics;
+    let inputs = records_in(&s, &t.inputs(), cfg.partitions)?;
+    let (engine_s, _) = engine_pass(&s, inputs, Options::default())?;
+    let outputs = records_in(
+        &s,
+        &[&t.decisions, &t.alerts, &t.dead_letter, &t.changelog],
+        cfg.partitions,
+    )?;
+    let null = settings(&cluster, delivery, "null")?;
+    let null_s = null_pass(&null, inputs, outputs, sink)?;
+    Ok(Throughput {
+        delivery,
+        inputs,
+        outputs,
+        engine_per_s: inputs as f64 / engine_s.max(1e-9),
+        null_per_s: inputs as f64 / null_s.max(1e-9),
+    })
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Orders at `rate` per second for `seconds`; the latency of every decision.
+pub fn latency(cfg: &BenchConfig, delivery: Delivery, batch_max_ms: u64) -> Result<Latency> {
+    let topics = config::load(None)?.kafka.topics;
+    let cluster = new_cluster(cfg.partitions, &topics, &[])?;
+    let mut s = settings(&cluster, delivery, &format!("latency-{batch_max_ms}"))?;
+    s.kafka.batch_max_ms = batch_max_ms;
+    let total = (cfg.rate * cfg.seconds) as usize;
+    // Enough customers that the generated history has `total` events; orders only are timed.
+    let lines = generate(&GeneratorConfig {
+        customers: (total / 60).max(10),
+        days: 120,
+        faults: false,
+        ..GeneratorConfig::default()
+    });
+    let lines = &lines[..total.min(lines.len())];
+    let feed = Arc::new(Feed::default());
+    let mut live = feed.subscribe();
+    let options = Options {
+        feed: Some(Arc::clone(&feed)),
+        ..Options::default()
+    };
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(Stats::default());
+    let engine = {
+        let (s, shutdown, stats) = (s.clone(), Arc::clone(&shutdown), Arc::clone(&stats));
+        std::thread::spawn(move || runtime::run(s, shutdown, stats, options))
+    };
+    while !stats.ready.load(Ordering::Relaxed) {
+        anyhow::ensure!(!engine.is_finished(), "the engine stopped early");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let read: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let committed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let source = |json: &str| -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(json).ok()?;
+        v["source_event_id"].as_str().map(str::to_string)
+    };
+    // Decisions as a read_committed consumer reads them.
+    let reader = {
+        let (read, done) = (Arc::clone(&read), Arc::clone(&done));
+        let mut c = runtime::client_config(&s.kafka);
+        c.set("group.id", "bench-reader")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "1")
+            .set("auto.offset.reset", "earliest");
+        let consumer: BaseConsumer = c.create()?;
+        consumer.subscribe(&[&s.kafka.topics.decisions])?;
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(10)) {
+                    let now = Instant::now();
+                    if let Some(id) = m
+                        .payload_view::<str>()
+                        .and_then(|p| p.ok())
+                        .and_then(source)
+                    {
+                        if let Ok(mut r) = read.lock() {
+                            r.entry(id).or_insert(now);
+                        }
+                    }
+                }
+            }
+        })
+    };
+    // Decisions as their transaction commits (the engine's commit feed).
+    let commits = {
+        let (committed, done) = (Arc::clone(&committed), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                match live.try_recv() {
+                    Ok(item) if item.kind == "decision" => {
+                        let now = Instant::now();
+                        if let Some(id) = source(&item.record) {
+                            if let Ok(mut c) = committed.lock() {
+                                c.entry(id).or_insert(now);
+                            }
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+                    Err(_) => std::thread::sleep(Duration::from_micros(100)),
+                }
+            }
+        })
+    };
+    // The orders, paced; every event is sent, the send time kept per event id.
+    let mut pc = runtime::client_config(&s.kafka);
+    pc.set("linger.ms", "0").set("enable.idempotence", "true");
+    let producer: rdkafka::producer::BaseProducer = pc.create()?;
+    let started = Instant::now();
+    for (n, line) in lines.iter().enumerate() {
+        let due = Duration::from_secs_f64(n as f64 / cfg.rate as f64);
+        while started.elapsed() < due {
+            producer.poll(Duration::ZERO);
+            std::hint::spin_loop();
+        }
+        let (topic, key) = traffic::route(&s.kafka.topics, line);
+        let id = crate::codec::decode_event(line.as_bytes())
+            .map(|e| e.event_id)
+            .unwrap_or_default();
+        let mut r: BaseRecord<'_, str, str> = BaseRecord::to(topic).payload(line.as_str());
+        if let Some(k) = key.as_deref() {
+            r = r.key(k);
+        }
+        let mut r = r;
+        sent.lock().map(|mut m| m.insert(id, Instant::now())).ok();
+        loop {
+            match producer.send(r) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    r = back;
+                    producer.poll(Duration::from_millis(1));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30))?;
+    let decisions_due =
+        |m: &Mutex<HashMap<String, Instant>>| m.lock().map(|m| m.len()).unwrap_or(0);
+    let decided = || {
+        stats
+            .decisions
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .sum::<u64>() as usize
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (decisions_due(&read) < decided()
+        || stats.events.load(Ordering::Relaxed) < lines.len() as u64)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    done.store(true, Ordering::Relaxed);
+    shutdown.store(true, Ordering::Relaxed);
+    let _ = reader.join();
+    let _ = commits.join();
+    engine
+        .join()
+        .map_err(|_| anyhow::anyhow!("engine thread panicked"))??;
+    let (sent, read, committed) = (
+        sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
+        read.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
+        committed.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
+    );
+    let mut ms: Vec<f64> = Vec::new();
+    for (id, at) in read.iter() {
+        let Some(sent_at) = sent.get(id) else {
+            continue;
+        };
+        let readable = match delivery {
+            Delivery::AtLeastOnce => *at,
+            // Readable on a broker that honours read_committed once both are true.
+            Delivery::ExactlyOnce => match committed.get(id) {
+                Some(c) => (*at).max(*c),
+                None => continue,
+            },
+        };
+        ms.push(readable.duration_since(*sent_at).as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(Latency {
+        delivery,
+        batch_max_ms,
+        rate: cfg.rate,
+        samples: ms.len(),
+        p50_ms: percentile(&ms, 0.5),
+        p99_ms: percentile(&ms, 0.99),
+        max_ms: ms.last().copied().unwrap_or(f64::NAN),
+    })
+}
+
+/// The Markdown report of a bench run.
+pub fn report(command: &str, t: &[Throughput], l: &[Latency]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Command: `{command}` ({} cores)\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let _ = writeln!(s, "| delivery | inputs | records written | engine events/s | null pipeline events/s | engine / null |");
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    for x in t {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.0} | {:.0} | {:.1}% |",
+            x.delivery.as_str(),
+            x.inputs,
+            x.outputs,
+            x.engine_per_s,
+            x.null_per_s,
+            100.0 * x.engine_per_s / x.null_per_s
+        );
+    }
+    let _ = writeln!(s, "\n| delivery | batch_max_ms | events/s sent | decisions timed | p50 ms | p99 ms | max ms |");
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for x in l {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
+            x.delivery.as_str(),
+            x.batch_max_ms,
+            x.rate,
+            x.samples,
+            x.p50_ms,
+            x.p99_ms,
+            x.max_ms
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v, 1.0), 100.0);
+        assert!(percentile(&[], 0.5).is_nan());
+    }
+}

@@ -106,6 +106,9 @@ enum Command {
         /// Only the throughput comparison.
         #[arg(long)]
         no_latency: bool,
+        /// Accounts for the memory and restore measurement (0: skip it).
+        #[arg(long, default_value_t = 1_000_000)]
+        memory_accounts: usize,
         /// Also write the Markdown report here.
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -573,10 +576,12 @@ fn soak(load: &Load, interval: u64, output: Option<&PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// `bench`: throughput in both modes, then latency per commit interval; prints the report.
+/// `bench`: throughput in both modes, latency per commit interval, then memory and restore at
+/// scale; prints the report.
 fn bench(
     cfg: &credit_sentinel::bench::BenchConfig,
     latency: bool,
+    memory_accounts: usize,
     output: Option<&PathBuf>,
 ) -> Result<()> {
     use credit_sentinel::bench;
@@ -614,8 +619,18 @@ fn bench(
             l.push(x);
         }
     }
+    let memory = if memory_accounts > 0 {
+        let m = bench::memory(memory_accounts)?;
+        eprintln!(
+            "memory: {:.0} bytes per account, restore {:.2} s",
+            m.bytes_per_account, m.restore_s
+        );
+        Some(m)
+    } else {
+        None
+    };
     let command = format!(
-        "credit-sentinel bench --customers {} --partitions {} --rate {} --seconds {} --commit-intervals-ms {}{}",
+        "credit-sentinel bench --customers {} --partitions {} --rate {} --seconds {} --commit-intervals-ms {} --memory-accounts {memory_accounts}{}",
         cfg.customers,
         cfg.partitions,
         cfg.rate,
@@ -623,7 +638,7 @@ fn bench(
         cfg.commit_intervals_ms.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
         if latency { "" } else { " --no-latency" }
     );
-    let text = bench::report(&command, &t, &l);
+    let text = bench::report(&command, &t, &l, memory.as_ref());
     println!("{text}");
     if let Some(path) = output {
         std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
@@ -640,6 +655,7 @@ fn run(cli: Cli) -> Result<()> {
             seconds,
             commit_intervals_ms,
             no_latency,
+            memory_accounts,
             output,
         } => bench(
             &credit_sentinel::bench::BenchConfig {
@@ -650,6 +666,7 @@ fn run(cli: Cli) -> Result<()> {
                 commit_intervals_ms,
             },
             !no_latency,
+            memory_accounts,
             output.as_ref(),
         ),
         Command::Run { config } => {

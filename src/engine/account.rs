@@ -8,20 +8,35 @@
 use crate::model::*;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// A bounded set of ids that forgets the oldest first. Serialized as the list, oldest first.
+///
+/// Each id is stored once, in `order`; the index holds only a hash per id (and how many of the
+/// remembered ids share it), and a hit is confirmed against `order`, so a collision can cost a
+/// scan of at most `cap` ids but never a wrong answer.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(from = "Vec<String>", into = "Vec<String>")]
 pub struct IdRing {
-    set: HashSet<String>,
+    hashes: HashMap<u64, u32>,
     order: VecDeque<String>,
+}
+
+fn id_hash(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
 }
 
 impl From<Vec<String>> for IdRing {
     fn from(ids: Vec<String>) -> IdRing {
+        let mut hashes: HashMap<u64, u32> = HashMap::with_capacity(ids.len());
+        for id in &ids {
+            *hashes.entry(id_hash(id)).or_default() += 1;
+        }
         IdRing {
-            set: ids.iter().cloned().collect(),
+            hashes,
             order: ids.into(),
         }
     }
@@ -35,20 +50,26 @@ impl From<IdRing> for Vec<String> {
 
 impl IdRing {
     pub fn contains(&self, id: &str) -> bool {
-        self.set.contains(id)
+        self.hashes.contains_key(&id_hash(id)) && self.order.iter().any(|x| x == id)
     }
 
     /// Remembers `id`, forgetting the oldest ids beyond `cap`. Returns false if already known.
     pub fn insert(&mut self, id: String, cap: usize) -> bool {
-        if cap == 0 || self.set.contains(&id) {
+        if cap == 0 || self.contains(&id) {
             return false;
         }
         while self.order.len() >= cap {
             if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
+                let h = id_hash(&old);
+                if let Some(n) = self.hashes.get_mut(&h) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.hashes.remove(&h);
+                    }
+                }
             }
         }
-        self.set.insert(id.clone());
+        *self.hashes.entry(id_hash(&id)).or_default() += 1;
         self.order.push_back(id);
         true
     }
@@ -335,16 +356,12 @@ impl Account {
 
     /// Inserts a held order at its place in the FIFO queue.
     pub fn enqueue_hold(&mut self, order_id: &str) {
-        let key = |acc: &Account, id: &str| {
-            acc.orders
-                .get(id)
-                .map(|o| (o.placed_at, o.order_id.clone()))
-        };
-        let new_key = key(self, order_id);
+        let key = |id: &'_ str| self.orders.get(id).map(|o| (o.placed_at, &*o.order_id));
+        let new_key = key(order_id);
         let pos = self
             .holds
             .iter()
-            .position(|id| key(self, id) > new_key)
+            .position(|id| key(id) > new_key)
             .unwrap_or(self.holds.len());
         self.holds.insert(pos, order_id.to_string());
     }
@@ -498,13 +515,22 @@ impl Account {
         {
             return Err(format!("{id}: negative credit or a settled item left open"));
         }
-        let held: Vec<&String> = self
+        // The queue holds exactly the held orders: as many, each one held (a lookup each,
+        // not a scan of the queue per held order: accounts can hold thousands).
+        let held = self
             .orders
             .values()
             .filter(|o| o.state == OrderState::Held)
-            .map(|o| &o.order_id)
-            .collect();
-        if held.len() != self.holds.len() || held.iter().any(|id| !self.holds.contains(id)) {
+            .count();
+        let queued: std::collections::BTreeSet<&str> =
+            self.holds.iter().map(String::as_str).collect();
+        if held != self.holds.len()
+            || queued.len() != self.holds.len()
+            || self
+                .holds
+                .iter()
+                .any(|id| self.orders.get(id).is_none_or(|o| o.state != OrderState::Held))
+        {
             return Err(format!("{id}: hold queue does not match held orders"));
         }
         if self
@@ -531,5 +557,28 @@ mod event_as_json {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Event, D::Error> {
         let text = String::deserialize(d)?;
         decode_event(text.as_bytes()).map_err(|r| serde::de::Error::custom(r.detail))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdRing;
+
+    #[test]
+    fn the_id_ring_remembers_the_newest_ids_up_to_its_cap() {
+        let mut ring = IdRing::default();
+        for i in 0..5 {
+            assert!(ring.insert(format!("ev-{i}"), 3));
+        }
+        assert!(!ring.insert("ev-4".into(), 3), "a known id is refused");
+        assert_eq!(ring.len(), 3);
+        assert!(!ring.contains("ev-1"), "forgotten beyond the cap");
+        assert!(ring.contains("ev-2") && ring.contains("ev-4"));
+        let restored = IdRing::from(Vec::<String>::from(ring.clone()));
+        assert_eq!(restored, ring, "the serialized list restores the same ring");
+        assert!(
+            !IdRing::default().insert("x".into(), 0),
+            "cap 0 remembers nothing"
+        );
     }
 }

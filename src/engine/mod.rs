@@ -19,7 +19,7 @@ pub use account::{Account, Order, OrderState, Receivable};
 use rules::{Candidate, GroupView, Terms};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// A customer group sharing one limit.
@@ -114,6 +114,7 @@ struct Cause {
 }
 
 /// The credit engine.
+#[derive(Clone)]
 pub struct Engine {
     policy: Arc<Policy>,
     accounts: HashMap<String, Account>,
@@ -384,7 +385,9 @@ impl Engine {
     }
 
     fn touch(&mut self, customer_id: &str) {
-        self.changed_accounts.insert(customer_id.to_string());
+        if !self.changed_accounts.contains(customer_id) {
+            self.changed_accounts.insert(customer_id.to_string());
+        }
         if !self.touched.iter().any(|c| c == customer_id) {
             self.touched.push(customer_id.to_string());
         }
@@ -1131,13 +1134,17 @@ impl Engine {
             }
             _ => vec![cid.to_string()],
         };
-        let mut queue: Vec<(Timestamp, String, String)> = Vec::new();
-        for m in &members {
+        // The queue as (placed_at, member, position in the member's holds): each member's holds
+        // are already in release order, so this sorts exactly as (placed_at, customer id,
+        // order id) would, without copying an id. A released order leaves its member's holds,
+        // which shifts that member's later positions down by one (`released`).
+        let mut queue: Vec<(Timestamp, usize, usize)> = Vec::new();
+        for (mi, m) in members.iter().enumerate() {
             if let Some(acc) = self.accounts.get(m) {
-                for id in &acc.holds {
+                for (pos, id) in acc.holds.iter().enumerate() {
                     let o = &acc.orders[id];
                     if !o.hold.as_ref().is_some_and(|h| h.needs_person()) {
-                        queue.push((o.placed_at, m.clone(), id.clone()));
+                        queue.push((o.placed_at, mi, pos));
                     }
                 }
             }
@@ -1145,16 +1152,24 @@ impl Engine {
         if queue.is_empty() {
             return;
         }
-        queue.sort();
+        queue.sort_unstable();
         let strict = policy.release_order == ReleaseOrder::StrictFifo;
-        let mut blocked: HashSet<String> = HashSet::new();
+        let mut blocked = vec![false; members.len()];
+        let mut blocked_count = 0;
+        let mut released = vec![0usize; members.len()];
         let mut group_blocked = false;
         let now = self.now();
         let cap = policy.bounds.closed_ids_per_account;
-        for (_, c, order_id) in queue {
-            if strict && (group_blocked || blocked.contains(&c)) {
+        for (_, mi, pos) in queue {
+            if strict && (group_blocked || blocked_count == members.len()) {
+                // Everything behind a failing order waits: nothing further can be released.
+                break;
+            }
+            if strict && blocked[mi] {
                 continue;
             }
+            let c = members[mi].clone();
+            let order_id = self.accounts[&c].holds[pos - released[mi]].clone();
             let acc = &self.accounts[&c];
             let terms = rules::terms(acc, &policy, now);
             let order = &acc.orders[&order_id];
@@ -1204,6 +1219,7 @@ impl Engine {
                     out.push(Output::Decision(d));
                 }
                 self.touch(&c);
+                released[mi] += 1;
             } else if strict {
                 if reasons
                     .iter()
@@ -1211,7 +1227,10 @@ impl Engine {
                 {
                     group_blocked = true;
                 }
-                blocked.insert(c);
+                if !blocked[mi] {
+                    blocked[mi] = true;
+                    blocked_count += 1;
+                }
             }
         }
     }
@@ -1493,7 +1512,8 @@ impl Engine {
         let profile_grade = profile.grade.unwrap_or(policy.default_grade);
         let limit = profile.credit_limit;
         let currency = profile.currency;
-        let disc = format!("{}|{}", cause.source, cause.at.0);
+        // Built only when an alert fires (most events fire none).
+        let disc = || format!("{}|{}", cause.source, cause.at.0);
 
         if let Some(ind) = warnings::behavioural_grade(acc, &policy, now, profile_grade) {
             let suggested = ind.combined;
@@ -1519,7 +1539,7 @@ impl Engine {
                     Some(cid),
                     None,
                     cause.at,
-                    &format!("{suggested}|{disc}"),
+                    &format!("{suggested}|{}", disc()),
                     vec![
                         ("current_grade", json!(profile_grade.as_str())),
                         ("suggested_grade", json!(suggested.as_str())),
@@ -1564,7 +1584,7 @@ impl Engine {
                 Some(cid),
                 None,
                 cause.at,
-                &disc,
+                &disc(),
                 vec![
                     ("avg_days_late", json!(avg)),
                     ("settled_items", json!(s.settled_items)),
@@ -1587,7 +1607,7 @@ impl Engine {
                 Some(cid),
                 None,
                 cause.at,
-                &disc,
+                &disc(),
                 vec![
                     ("avg_days_late", json!(avg)),
                     ("settled_items", json!(s.settled_items)),

@@ -176,11 +176,22 @@ fn check_config_redacts_secrets() {
     assert!(text.contains("<redacted>") && text.contains("engine"));
 }
 
+/// Runs a reporting command (`soak`, `bench`) with `--output file`; its Markdown report.
+fn report_of(args: &[&str], file: &std::path::Path) -> String {
+    let out = run(bin().args(args).arg("--output").arg(file));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(file).expect("report file")
+}
+
 #[test]
 fn soak_runs_for_its_duration_and_reports_rows_and_memory() {
     let out_file = std::env::temp_dir().join(format!("cs-soak-{}.md", std::process::id()));
-    let out = run(bin()
-        .args([
+    let report = report_of(
+        &[
             "soak",
             "--duration",
             "12",
@@ -194,15 +205,9 @@ fn soak_runs_for_its_duration_and_reports_rows_and_memory() {
             "30",
             "--delivery",
             "at_least_once",
-            "--output",
-        ])
-        .arg(&out_file));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &out_file,
     );
-    let report = std::fs::read_to_string(&out_file).expect("report file");
     let rows = report
         .lines()
         .filter(|l| l.starts_with("| ") && l.contains(" s |"))
@@ -220,6 +225,52 @@ fn soak_runs_for_its_duration_and_reports_rows_and_memory() {
         .and_then(|c| c.trim().parse().ok())
         .expect("events column");
     assert!(events > 0, "the engine consumed events: {last}");
+    let _ = std::fs::remove_file(out_file);
+}
+
+/// `bench` end to end on a small input: both throughput rows with a ratio, the latency rows,
+/// and the memory line, each with figures (not a timing assertion: a smoke test of the
+/// measurement itself).
+#[test]
+fn bench_reports_throughput_latency_and_memory() {
+    let out_file = std::env::temp_dir().join(format!("cs-bench-{}.md", std::process::id()));
+    let report = report_of(
+        &[
+            "bench",
+            "--customers",
+            "20",
+            "--rate",
+            "500",
+            "--seconds",
+            "2",
+            "--commit-intervals-ms",
+            "20",
+            "--memory-accounts",
+            "2000",
+        ],
+        &out_file,
+    );
+    for delivery in ["at_least_once", "exactly_once"] {
+        let row = report
+            .lines()
+            .find(|l| l.starts_with(&format!("| {delivery} |")) && l.ends_with("% |"))
+            .unwrap_or_else(|| panic!("no throughput row for {delivery}: {report}"));
+        let inputs: u64 = row
+            .split('|')
+            .nth(2)
+            .and_then(|c| c.trim().parse().ok())
+            .expect("inputs");
+        assert!(inputs > 100, "{row}");
+    }
+    let latency_rows = report
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.contains(" | 500 | "))
+        .count();
+    assert_eq!(
+        latency_rows, 2,
+        "one at_least_once and one exactly_once run: {report}"
+    );
+    assert!(report.contains("Memory: 2000 accounts"), "{report}");
     let _ = std::fs::remove_file(out_file);
 }
 

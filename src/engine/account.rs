@@ -526,10 +526,11 @@ impl Account {
             self.holds.iter().map(String::as_str).collect();
         if held != self.holds.len()
             || queued.len() != self.holds.len()
-            || self
-                .holds
-                .iter()
-                .any(|id| self.orders.get(id).is_none_or(|o| o.state != OrderState::Held))
+            || self.holds.iter().any(|id| {
+                self.orders
+                    .get(id)
+                    .is_none_or(|o| o.state != OrderState::Held)
+            })
         {
             return Err(format!("{id}: hold queue does not match held orders"));
         }

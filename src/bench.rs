@@ -132,7 +132,7 @@ fn records_in(s: &Settings, topics: &[&str], partitions: i32) -> Result<u64> {
 
 /// Runs the engine until it has consumed `inputs` messages; returns (first message → all
 /// committed) in seconds.
-fn engine_pass(s: &Settings, inputs: u64, options: Options) -> Result<(f64, Arc<Stats>)> {
+fn engine_pass(s: &Settings, inputs: u64, options: Options) -> Result<f64> {
     let shutdown = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());
     let handle = {
@@ -169,7 +169,7 @@ fn engine_pass(s: &Settings, inputs: u64, options: Options) -> Result<(f64, Arc<
     handle
         .join()
         .map_err(|_| anyhow::anyhow!("engine thread panicked"))??;
-    Ok((elapsed, stats))
+    Ok(elapsed)
 }
 
 /// The null pipeline: the engine's consume-produce-commit loop without the engine. Each input
@@ -225,16 +225,7 @@ fn null_pass(s: &Settings, inputs: u64, outputs: u64, sink: &str) -> Result<f64>
                 if let Some(key) = m.key() {
                     r = r.key(key);
                 }
-                let mut r = r;
-                loop {
-                    match producer.send(r) {
-                        Ok(()) => break,
-                        Err((_, back)) => {
-                            r = back;
-                            producer.poll(Duration::from_millis(5));
-                        }
-                    }
-                }
+                runtime::send_record(&producer, r)?;
                 produced += 1;
             }
             let e = next
@@ -289,7 +280,7 @@ pub fn throughput(cfg: &BenchConfig, delivery: Delivery) -> Result<Throughput> {
     )?;
     let t = &s.kafka.topics;
     let inputs = records_in(&s, &t.inputs(), cfg.partitions)?;
-    let (engine_s, _) = engine_pass(&s, inputs, Options::default())?;
+    let engine_s = engine_pass(&s, inputs, Options::default())?;
     let outputs = records_in(
         &s,
         &[&t.decisions, &t.alerts, &t.dead_letter, &t.changelog],
@@ -408,7 +399,8 @@ pub fn latency(cfg: &BenchConfig, delivery: Delivery, batch_max_ms: u64) -> Resu
     // The orders, paced; every event is sent, the send time kept per event id.
     let mut pc = runtime::client_config(&s.kafka);
     pc.set("linger.ms", "0").set("enable.idempotence", "true");
-    let producer: rdkafka::producer::BaseProducer = pc.create()?;
+    let producer: runtime::EngineProducer =
+        pc.create_with_context(runtime::Deliveries::default())?;
     let started = Instant::now();
     for (n, line) in lines.iter().enumerate() {
         let due = Duration::from_secs_f64(n as f64 / cfg.rate as f64);
@@ -420,24 +412,15 @@ pub fn latency(cfg: &BenchConfig, delivery: Delivery, batch_max_ms: u64) -> Resu
         let id = crate::codec::decode_event(line.as_bytes())
             .map(|e| e.event_id)
             .unwrap_or_default();
-        let mut r: BaseRecord<'_, str, str> = BaseRecord::to(topic).payload(line.as_str());
+        let mut r: BaseRecord<'_, str, str, usize> =
+            BaseRecord::with_opaque_to(topic, 0).payload(line.as_str());
         if let Some(k) = key.as_deref() {
             r = r.key(k);
         }
-        let mut r = r;
         sent.lock().map(|mut m| m.insert(id, Instant::now())).ok();
-        loop {
-            match producer.send(r) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    r = back;
-                    producer.poll(Duration::from_millis(1));
-                }
-            }
-        }
-        producer.poll(Duration::ZERO);
+        runtime::send_record(&producer, r)?;
     }
-    producer.flush(Duration::from_secs(30))?;
+    runtime::flush_producer(&producer, Duration::from_secs(30))?;
     // Until the engine has consumed everything and the reader has read nothing new for a
     // second (a payment that releases several orders gives them one source event, so counts of
     // decisions and of timed source events differ).

@@ -81,16 +81,7 @@ pub fn send(
         if let Some(key) = key.as_deref() {
             record = record.key(key);
         }
-        let mut record = record;
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        crate::runtime::send_record(&producer, record).context("cannot send traffic")?;
         n += 1;
         sent.fetch_add(1, Ordering::Relaxed);
     }

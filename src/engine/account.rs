@@ -50,12 +50,17 @@ impl From<IdRing> for Vec<String> {
 
 impl IdRing {
     pub fn contains(&self, id: &str) -> bool {
-        self.hashes.contains_key(&id_hash(id)) && self.order.iter().any(|x| x == id)
+        self.contains_hashed(id, id_hash(id))
+    }
+
+    fn contains_hashed(&self, id: &str, hash: u64) -> bool {
+        self.hashes.contains_key(&hash) && self.order.iter().any(|x| x == id)
     }
 
     /// Remembers `id`, forgetting the oldest ids beyond `cap`. Returns false if already known.
     pub fn insert(&mut self, id: String, cap: usize) -> bool {
-        if cap == 0 || self.contains(&id) {
+        let hash = id_hash(&id);
+        if cap == 0 || self.contains_hashed(&id, hash) {
             return false;
         }
         while self.order.len() >= cap {
@@ -69,7 +74,7 @@ impl IdRing {
                 }
             }
         }
-        *self.hashes.entry(id_hash(&id)).or_default() += 1;
+        *self.hashes.entry(hash).or_default() += 1;
         self.order.push_back(id);
         true
     }

@@ -8,8 +8,10 @@ use anyhow::{Context as _, Result};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::ToBytes;
 use rdkafka::message::{DeliveryResult, Message};
-use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -79,6 +81,28 @@ impl ProducerContext for Deliveries {
 
 /// The engine's producer type: its own thread serves the delivery reports.
 pub type EngineProducer = ThreadedProducer<Deliveries>;
+
+/// Hands a record to the producer, waiting while its queue is full (the producer's thread
+/// serves delivery reports and frees room); any other error is returned.
+pub fn send_record<K, P>(
+    producer: &EngineProducer,
+    mut record: BaseRecord<'_, K, P, usize>,
+) -> KafkaResult<()>
+where
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
 
 /// Waits until every record sent so far is delivered or has failed (see [`Deliveries`]).
 ///

@@ -36,11 +36,10 @@ use crate::model::*;
 use crate::state::{self, StateRecord};
 use anyhow::{Context as _, Result};
 pub use kafka::{
-    client_config, consumer_config, create_producer, flush_producer, is_secret, Deliveries,
-    EngineProducer,
+    client_config, consumer_config, create_producer, flush_producer, is_secret, send_record,
+    Deliveries, EngineProducer,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -517,21 +516,8 @@ impl Output_<'_> {
         if let Some(p) = partition {
             record = record.partition(p);
         }
-        let mut record = record;
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    record = r;
-                    // The producer's thread serves delivery reports and frees room.
-                    std::thread::sleep(Duration::from_micros(500));
-                }
-                Err((e, _)) => return Err(e).with_context(|| format!("cannot produce to {topic}")),
-            }
-        }
+        kafka::send_record(self.producer, record)
+            .with_context(|| format!("cannot produce to {topic}"))
     }
 
     /// Produces one output; decisions and alerts also go to `feed` (the console), as the same

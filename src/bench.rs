@@ -191,19 +191,9 @@ fn null_pass(s: &Settings, inputs: u64, outputs: u64, sink: &str) -> Result<f64>
             Instant::now() < deadline,
             "the null pipeline did not finish in 600 s"
         );
-        let started = Instant::now();
         let window = Duration::from_millis(k.batch_max_ms);
         let mut batch = Vec::with_capacity(k.batch_max_messages);
-        while batch.len() < k.batch_max_messages {
-            let left = window.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                break;
-            }
-            match consumer.poll(left) {
-                Some(Ok(m)) => batch.push(m),
-                _ => break,
-            }
-        }
+        runtime::poll_batch(&consumer, k.batch_max_messages, window, |m| batch.push(m));
         if batch.is_empty() {
             continue;
         }
@@ -577,8 +567,135 @@ pub fn memory(accounts: usize) -> Result<Memory> {
     })
 }
 
+/// Restore over the embedded broker at scale.
+#[derive(Clone, Debug)]
+pub struct Restore {
+    pub accounts: usize,
+    pub partitions: i32,
+    pub snapshot_bytes: usize,
+    /// Writing every snapshot to the changelog (setup, not part of the figure).
+    pub write_s: f64,
+    /// From the start of the restore (fences written) to every account restored.
+    pub restore_s: f64,
+    /// Growth of resident memory over the restore, per account (the restored state; the
+    /// embedded broker's copy of the changelog was already resident).
+    pub bytes_per_account: f64,
+}
+
+/// Writes `accounts` account snapshots (5 open items each, as [`memory`] builds them) to a
+/// changelog of `partitions` partitions on the embedded broker, then restores all of them
+/// through the runtime's own restore path (the one an assignment runs) and times it.
+pub fn restore_over_kafka(accounts: usize, partitions: i32) -> Result<Restore> {
+    use crate::model::{Output, Timestamp};
+    use crate::{Engine, Policy};
+    use rdkafka::producer::BaseRecord;
+    // The embedded broker keeps at most 5 MiB per partition: ~2.2 KB snapshots need at least
+    // one partition per ~2,000 accounts.
+    anyhow::ensure!(
+        accounts as i64 <= partitions as i64 * 2000,
+        "{accounts} snapshots need at least {} changelog partitions on the embedded broker (5 MiB each)",
+        accounts.div_ceil(2000)
+    );
+    // 1,000 template accounts; every snapshot is one of them under a new customer id.
+    let start = Timestamp::parse_rfc3339("2026-01-05T00:00:00Z").context("date")?;
+    let t = |s: i64| Timestamp(start.0 + s * 1_000_000).to_string();
+    let mut engine = Engine::new(Policy::default());
+    let mut out: Vec<Output> = Vec::new();
+    for c in 0..1000 {
+        let mut lines = vec![format!(
+            r#"{{"event_id":"p{c}","type":"profile.customer","occurred_at":"{}","customer_id":"C{c}","credit_limit":"1000000.00","currency":"EUR","grade":"B","payment_terms_days":30}}"#,
+            t(0)
+        )];
+        for k in 0..5 {
+            lines.push(format!(
+                r#"{{"event_id":"o{c}-{k}","type":"order.placed","occurred_at":"{}","customer_id":"C{c}","order_id":"SO-{c}-{k}","amount":"100.00","currency":"EUR"}}"#,
+                t(10 + k)
+            ));
+        }
+        for k in 0..2 {
+            lines.push(format!(
+                r#"{{"event_id":"s{c}-{k}","type":"shipment.shipped","occurred_at":"{}","customer_id":"C{c}","shipment_id":"DN-{c}-{k}","order_id":"SO-{c}-{k}","amount":"100.00","currency":"EUR"}}"#,
+                t(20 + k)
+            ));
+        }
+        for l in lines {
+            let e = crate::codec::decode_event(l.as_bytes())
+                .map_err(|r| anyhow::anyhow!("{l}: {}", r.detail))?;
+            out.clear();
+            engine.apply(&e, &mut out);
+        }
+    }
+    let templates: Vec<(String, String)> = (0..1000)
+        .filter_map(|c| {
+            let (_, v) = crate::state::encode_account(&engine, &format!("C{c}"))?;
+            Some((
+                format!(r#""customer_id":"C{c}""#),
+                String::from_utf8(v).ok()?,
+            ))
+        })
+        .collect();
+    anyhow::ensure!(templates.len() == 1000, "templates");
+
+    let cluster = MockCluster::new(1).context("cannot start the embedded broker")?;
+    let mut s = settings(&cluster, Delivery::AtLeastOnce, "restore")?;
+    s.kafka.properties.remove("fetch.wait.max.ms");
+    cluster
+        .create_topic(&s.kafka.topics.changelog, partitions, 1)
+        .context("cannot create the changelog")?;
+    let mut cfg = runtime::client_config(&s.kafka);
+    cfg.set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576");
+    let producer: runtime::EngineProducer = cfg.create_with_context(Default::default())?;
+    let started = Instant::now();
+    let mut snapshot_bytes = 0;
+    for i in 0..accounts {
+        let (field, json) = &templates[i % templates.len()];
+        let value = json.replacen(field.as_str(), &format!(r#""customer_id":"C{i}""#), 1);
+        let key = crate::state::account_key(&format!("C{i}"));
+        snapshot_bytes += key.len() + value.len();
+        runtime::send_record(
+            &producer,
+            BaseRecord::with_opaque_to(&s.kafka.topics.changelog, 0)
+                .partition((i % partitions as usize) as i32)
+                .key(&key)
+                .payload(&value),
+        )?;
+    }
+    runtime::flush_producer(&producer, Duration::from_secs(600))?;
+    anyhow::ensure!(producer.context().failed() == 0, "snapshots not written");
+    let write_s = started.elapsed().as_secs_f64();
+    drop(producer);
+
+    let all: std::collections::BTreeSet<i32> = (0..partitions).collect();
+    let before = crate::soak::resident_bytes().context("no /proc/self/status")?;
+    let started = Instant::now();
+    let engines = runtime::restore_changelog(&s, &all)?;
+    let restore_s = started.elapsed().as_secs_f64();
+    let after = crate::soak::resident_bytes().context("no /proc/self/status")?;
+    let restored: usize = engines.iter().map(|e| e.accounts().count()).sum();
+    anyhow::ensure!(
+        restored == accounts,
+        "{restored} accounts restored of {accounts} written (the embedded broker keeps 5 MiB per partition)"
+    );
+    Ok(Restore {
+        accounts,
+        partitions,
+        snapshot_bytes,
+        write_s,
+        restore_s,
+        bytes_per_account: after.saturating_sub(before) as f64 / accounts as f64,
+    })
+}
+
 /// The Markdown report of a bench run.
-pub fn report(command: &str, t: &[Throughput], l: &[Latency], m: Option<&Memory>) -> String {
+pub fn report(
+    command: &str,
+    t: &[Throughput],
+    l: &[Latency],
+    m: Option<&Memory>,
+    r: Option<&Restore>,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -624,6 +741,19 @@ pub fn report(command: &str, t: &[Throughput], l: &[Latency], m: Option<&Memory>
             m.snapshot_bytes as f64 / 1048576.0,
             m.restore_s,
             m.accounts as f64 / m.restore_s.max(1e-9)
+        );
+    }
+    if let Some(r) = r {
+        let _ = writeln!(
+            s,
+            "\nRestore over the embedded broker: {} account snapshots ({:.1} MiB) in {} changelog partitions, written in {:.1} s, restored by the runtime's assignment path (fence, read to the fence, decode, restore) in {:.2} s ({:.0} accounts/s); resident memory grew {:.0} bytes per restored account.",
+            r.accounts,
+            r.snapshot_bytes as f64 / 1048576.0,
+            r.partitions,
+            r.write_s,
+            r.restore_s,
+            r.accounts as f64 / r.restore_s.max(1e-9),
+            r.bytes_per_account
         );
     }
     s

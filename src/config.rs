@@ -158,6 +158,8 @@ pub struct Topics {
     pub alerts: String,
     pub dead_letter: String,
     pub changelog: String,
+    /// Internal: events re-keyed by credit account (`kafka.repartition`).
+    pub repartition: String,
 }
 
 impl Topics {
@@ -172,9 +174,10 @@ impl Topics {
         ]
     }
 
-    /// Every topic the engine reads or writes: the inputs, then changelog, decisions, alerts
-    /// and dead-letters (what a broker must have before `run` starts).
-    pub fn all(&self) -> [&str; 9] {
+    /// Every topic the engine reads or writes: the inputs, then changelog, decisions, alerts,
+    /// dead-letters and the repartition topic (what a broker must have before `run` starts;
+    /// the last only with `kafka.repartition`).
+    pub fn all(&self) -> [&str; 10] {
         let [o, s, p, pr, c] = self.inputs();
         [
             o,
@@ -186,6 +189,7 @@ impl Topics {
             &self.decisions,
             &self.alerts,
             &self.dead_letter,
+            &self.repartition,
         ]
     }
 }
@@ -198,6 +202,7 @@ pub struct RawKafka {
     pub client_id: String,
     pub delivery: String,
     pub transactional_id: String,
+    pub repartition: bool,
     pub batch_max_messages: usize,
     pub batch_max_ms: u64,
     pub tick_ms: u64,
@@ -235,6 +240,9 @@ pub struct KafkaSettings {
     pub client_id: String,
     pub delivery: Delivery,
     pub transactional_id: String,
+    /// Route every event through the repartition topic, keyed by credit account (the
+    /// customer's group when it has one), so one owner sees all of a group's exposure.
+    pub repartition: bool,
     pub batch_max_messages: usize,
     pub batch_max_ms: u64,
     pub tick_ms: u64,
@@ -854,6 +862,7 @@ fn validate_kafka(k: &RawKafka) -> Result<KafkaSettings, ConfigError> {
         client_id: k.client_id.clone(),
         delivery,
         transactional_id: k.transactional_id.clone(),
+        repartition: k.repartition,
         batch_max_messages: k.batch_max_messages,
         batch_max_ms: k.batch_max_ms,
         tick_ms: k.tick_ms,

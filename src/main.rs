@@ -109,6 +109,13 @@ enum Command {
         /// Accounts for the memory and restore measurement (0: skip it).
         #[arg(long, default_value_t = 1_000_000)]
         memory_accounts: usize,
+        /// Accounts for the restore over the embedded broker (0: skip it).
+        #[arg(long, default_value_t = 1_000_000)]
+        restore_accounts: usize,
+        /// Changelog partitions for that restore (the embedded broker keeps 5 MiB per
+        /// partition: at least one per 2,000 accounts).
+        #[arg(long, default_value_t = 1024)]
+        restore_partitions: i32,
         /// Also write the Markdown report here.
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -582,6 +589,7 @@ fn bench(
     cfg: &credit_sentinel::bench::BenchConfig,
     latency: bool,
     memory_accounts: usize,
+    restore: (usize, i32),
     output: Option<&PathBuf>,
 ) -> Result<()> {
     use credit_sentinel::bench;
@@ -629,8 +637,19 @@ fn bench(
     } else {
         None
     };
+    let (restore_accounts, restore_partitions) = restore;
+    let restored = if restore_accounts > 0 {
+        let r = bench::restore_over_kafka(restore_accounts, restore_partitions)?;
+        eprintln!(
+            "restore over the embedded broker: {} accounts in {:.2} s",
+            r.accounts, r.restore_s
+        );
+        Some(r)
+    } else {
+        None
+    };
     let command = format!(
-        "credit-sentinel bench --customers {} --partitions {} --rate {} --seconds {} --commit-intervals-ms {} --memory-accounts {memory_accounts}{}",
+        "credit-sentinel bench --customers {} --partitions {} --rate {} --seconds {} --commit-intervals-ms {} --memory-accounts {memory_accounts} --restore-accounts {restore_accounts} --restore-partitions {restore_partitions}{}",
         cfg.customers,
         cfg.partitions,
         cfg.rate,
@@ -638,7 +657,7 @@ fn bench(
         cfg.commit_intervals_ms.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
         if latency { "" } else { " --no-latency" }
     );
-    let text = bench::report(&command, &t, &l, memory.as_ref());
+    let text = bench::report(&command, &t, &l, memory.as_ref(), restored.as_ref());
     println!("{text}");
     if let Some(path) = output {
         std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
@@ -656,6 +675,8 @@ fn run(cli: Cli) -> Result<()> {
             commit_intervals_ms,
             no_latency,
             memory_accounts,
+            restore_accounts,
+            restore_partitions,
             output,
         } => bench(
             &credit_sentinel::bench::BenchConfig {
@@ -667,6 +688,7 @@ fn run(cli: Cli) -> Result<()> {
             },
             !no_latency,
             memory_accounts,
+            (restore_accounts, restore_partitions),
             output.as_ref(),
         ),
         Command::Run { config } => {

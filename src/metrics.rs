@@ -40,6 +40,11 @@ pub struct Metrics {
     pub restore_duration: Histogram,
     pub restored_accounts: IntCounter,
     pub rebalances: IntCounterVec,
+    /// Events the repartition stage routed, by credit account kind (customer, group, original
+    /// key for what did not decode).
+    pub routed: IntCounterVec,
+    /// Customers whose route changed (a profile moved them into, out of or between groups).
+    pub route_moves: IntCounter,
     pub ready: IntGauge,
     pub commands_published: IntCounterVec,
     pub http_requests: IntCounterVec,
@@ -193,6 +198,19 @@ impl Metrics {
                 "Consumer group rebalances seen, by kind (assign, revoke).",
                 &["kind"],
             ),
+            routed: counter_vec(
+                "routed_total",
+                "Events the repartition stage re-keyed, by credit account (customer, group, original).",
+                &["account"],
+            ),
+            route_moves: IntCounter::with_opts(
+                Opts::new(
+                    "route_moves_total",
+                    "Customers the repartition stage routed to a new credit account after a profile changed its group; earlier state stays with the old account.",
+                )
+                .namespace(NS),
+            )
+            .expect("metric definition"),
             ready: IntGauge::with_opts(
                 Opts::new(
                     "ready",
@@ -281,6 +299,8 @@ impl Metrics {
             Box::new(m.restore_duration.clone()),
             Box::new(m.restored_accounts.clone()),
             Box::new(m.rebalances.clone()),
+            Box::new(m.routed.clone()),
+            Box::new(m.route_moves.clone()),
             Box::new(m.ready.clone()),
             Box::new(m.commands_published.clone()),
             Box::new(m.http_requests.clone()),
@@ -325,6 +345,9 @@ impl Metrics {
         }
         for k in ["assign", "revoke"] {
             m.rebalances.with_label_values(&[k]);
+        }
+        for k in ["customer", "group", "original"] {
+            m.routed.with_label_values(&[k]);
         }
         for b in BANDS {
             m.accounts_by_band.with_label_values(&[b]);

@@ -229,7 +229,8 @@ fn soak_runs_for_its_duration_and_reports_rows_and_memory() {
 }
 
 /// `bench` end to end on a small input: both throughput rows with a ratio, the latency rows,
-/// and the memory line, each with figures (not a timing assertion: a smoke test of the
+/// the memory line and the restore line (the restore checks itself that every account came
+/// back), each with figures (not a timing assertion: a smoke test of the
 /// measurement itself).
 #[test]
 fn bench_reports_throughput_latency_and_memory() {
@@ -247,6 +248,10 @@ fn bench_reports_throughput_latency_and_memory() {
             "20",
             "--memory-accounts",
             "2000",
+            "--restore-accounts",
+            "3000",
+            "--restore-partitions",
+            "4",
         ],
         &out_file,
     );
@@ -271,6 +276,10 @@ fn bench_reports_throughput_latency_and_memory() {
         "one at_least_once and one exactly_once run: {report}"
     );
     assert!(report.contains("Memory: 2000 accounts"), "{report}");
+    assert!(
+        report.contains("Restore over the embedded broker: 3000 account snapshots"),
+        "{report}"
+    );
     let _ = std::fs::remove_file(out_file);
 }
 

@@ -104,6 +104,29 @@ where
     }
 }
 
+/// Polls up to `max` messages for at most `window`, handing each to `take`. Stops early when
+/// the consumer has nothing more or reports an error, which it returns.
+pub fn poll_batch<'c, C: ConsumerContext>(
+    consumer: &'c BaseConsumer<C>,
+    max: usize,
+    window: Duration,
+    mut take: impl FnMut(rdkafka::message::BorrowedMessage<'c>),
+) -> Option<KafkaError> {
+    let started = std::time::Instant::now();
+    for _ in 0..max {
+        let left = window.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        match consumer.poll(left) {
+            Some(Ok(m)) => take(m),
+            Some(Err(e)) => return Some(e),
+            None => break,
+        }
+    }
+    None
+}
+
 /// Waits until every record sent so far is delivered or has failed (see [`Deliveries`]).
 ///
 /// Not rdkafka's `Producer::flush`: that one calls librdkafka's flush without waiting and then
@@ -151,7 +174,18 @@ pub fn consumer_config(k: &KafkaSettings) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // Several co-partitioned input topics need the range assignor (partition N of every
+        // topic to one member). The one repartition topic can use incremental rebalancing:
+        // only the partitions that move are revoked and restored (KIP-429).
+        .set(
+            "partition.assignment.strategy",
+            if k.repartition {
+                "cooperative-sticky"
+            } else {
+                "range"
+            },
+        );
     if k.delivery == Delivery::ExactlyOnce {
         cfg.set("isolation.level", "read_committed");
     }
@@ -227,6 +261,16 @@ pub fn wait_for_topics<C: ConsumerContext>(
 ) -> Result<()> {
     let t = &k.topics;
     let mut needed: Vec<&str> = t.inputs().to_vec();
+    if k.repartition {
+        needed.push(t.repartition.as_str());
+    }
+    // The topics whose partition N holds the same accounts: what the engine consumes, and
+    // its changelog.
+    let consumed: Vec<&str> = if k.repartition {
+        vec![t.repartition.as_str()]
+    } else {
+        t.inputs().to_vec()
+    };
     needed.extend([
         t.changelog.as_str(),
         t.decisions.as_str(),
@@ -258,13 +302,13 @@ pub fn wait_for_topics<C: ConsumerContext>(
                 if missing.is_empty() {
                     let keyed: Vec<(&str, usize)> = counts
                         .iter()
-                        .filter(|(n, _)| t.inputs().contains(n) || *n == t.changelog)
+                        .filter(|(n, _)| consumed.contains(n) || *n == t.changelog)
                         .map(|(n, c)| (*n, c.unwrap_or(0)))
                         .collect();
                     let first = keyed.first().map(|(_, c)| *c).unwrap_or(0);
                     if keyed.iter().any(|(_, c)| *c != first) {
                         anyhow::bail!(
-                            "the input topics and the changelog must have the same partition count, found {keyed:?}"
+                            "the topics the engine consumes and the changelog must have the same partition count, found {keyed:?}"
                         );
                     }
                     return Ok(());

@@ -22,11 +22,19 @@
 //! Partitioning: every input topic and the changelog have the same partition count. Each
 //! input partition has its own engine (its own accounts and its own clock), so what a
 //! partition decides depends only on that partition's input, exactly as a replay of it would;
-//! its state lives in the same-numbered changelog partition. Group profiles are applied to
-//! every partition engine of this instance; a group's limit is enforced over the members in
-//! each partition separately until the repartition stage of issue 5 exists.
+//! its state lives in the same-numbered changelog partition. On the direct path group profiles
+//! are applied to every partition engine of this instance, and a group's limit is enforced
+//! over the members in each partition separately; with `kafka.repartition` the engine
+//! consumes the repartition topic instead, where every event of a group's members is in the
+//! group's one partition (see `router`).
+//!
+//! Assignment: the direct path uses the range assignor, which gives partition N of every input
+//! topic to one instance (a sticky assignor could split them). The repartitioned engine reads
+//! one topic and uses cooperative-sticky: when an instance joins or leaves, only the partitions
+//! that move stop, are restored by their new owner, and resume; the others keep running.
 
 mod kafka;
+pub mod router;
 
 use crate::codec::{self, DeadLetter, SourcePosition};
 use crate::config::{Delivery, KafkaSettings, Settings};
@@ -36,8 +44,8 @@ use crate::model::*;
 use crate::state::{self, StateRecord};
 use anyhow::{Context as _, Result};
 pub use kafka::{
-    client_config, consumer_config, create_producer, flush_producer, is_secret, send_record,
-    Deliveries, EngineProducer,
+    client_config, consumer_config, create_producer, flush_producer, is_secret, poll_batch,
+    send_record, Deliveries, EngineProducer,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -234,6 +242,7 @@ impl ConsumerContext for Ctx {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 info!(
                     ?partitions,
+                    cooperative = cooperative(consumer),
                     "partitions assigned; restoring their accounts from the changelog"
                 );
                 self.metrics.rebalances.with_label_values(&["assign"]).inc();
@@ -267,7 +276,9 @@ impl ConsumerContext for Ctx {
                         // Without its state a partition must not be processed: leave it
                         // unassigned; the group will rebalance it again.
                         error!("restore failed, not taking partitions {partitions:?}: {e:#}");
-                        let _ = consumer.assign(&TopicPartitionList::new());
+                        if !cooperative(consumer) {
+                            let _ = consumer.assign(&TopicPartitionList::new());
+                        }
                         return;
                     }
                 };
@@ -290,9 +301,16 @@ impl ConsumerContext for Ctx {
                     let _ = tpl.set_partition_offset(&topic, partition, offset);
                 }
                 drop(shared);
-                if let Err(e) = consumer.assign(tpl) {
+                // Cooperative: `tpl` holds only the partitions added; the others keep running.
+                let assigned = if cooperative(consumer) {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = assigned {
                     error!("assign failed: {e}");
                 }
+                info!(now = ?owned(consumer), "partitions owned after the assignment");
                 self.stats.ready.store(true, Ordering::Relaxed);
                 self.metrics.ready.set(1);
                 self.metrics
@@ -304,7 +322,11 @@ impl ConsumerContext for Ctx {
                 );
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                info!(?partitions, "partitions revoked; dropping their accounts");
+                let lost = consumer.assignment_lost();
+                info!(
+                    ?partitions,
+                    lost, "partitions revoked; dropping their accounts"
+                );
                 self.metrics.rebalances.with_label_values(&["revoke"]).inc();
                 self.generation.fetch_add(1, Ordering::SeqCst);
                 if let Ok(mut shared) = self.shared.lock() {
@@ -312,11 +334,39 @@ impl ConsumerContext for Ctx {
                         shared.parts.remove(p);
                     }
                 }
-                let _ = consumer.unassign();
+                // Nothing to commit here: every committed batch already wrote its checkpoints,
+                // and what this instance polled but did not commit is dropped (`drop_stale`)
+                // and read again by the new owner from those checkpoints.
+                let unassigned = if cooperative(consumer) {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = unassigned {
+                    error!("unassign failed: {e}");
+                }
+                info!(now = ?owned(consumer), "partitions owned after the revocation");
             }
             other => error!("rebalance error: {other:?}"),
         }
     }
+}
+
+/// The partition numbers this consumer is assigned (of any topic it consumes).
+fn owned(consumer: &BaseConsumer<Ctx>) -> BTreeSet<i32> {
+    consumer
+        .assignment()
+        .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+        .unwrap_or_default()
+}
+
+/// Whether the group runs the cooperative (incremental) rebalance protocol, where assign and
+/// revoke name only the partitions that move.
+fn cooperative(consumer: &BaseConsumer<Ctx>) -> bool {
+    matches!(
+        consumer.rebalance_protocol(),
+        rdkafka::consumer::RebalanceProtocol::Cooperative
+    )
 }
 
 /// The key of a restore fence in changelog partition `p` (compaction keeps the latest).
@@ -396,6 +446,20 @@ fn restore_partitions(
     cfg.set("group.id", format!("{}-restore", k.group_id))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed");
+    // A restore is a bulk read: large fetches and a deep prefetch queue (with librdkafka's
+    // defaults, 1 MiB per partition and 64 MiB queued, a 100,000-account restore on the
+    // embedded broker ran at about 25,000 accounts/s; with these and the decoding threads
+    // below, 29,000 to 34,000). Set in `kafka.properties` to override.
+    for (key, value) in [
+        ("fetch.wait.max.ms", "10"),
+        ("max.partition.fetch.bytes", "10485760"),
+        ("fetch.max.bytes", "104857600"),
+        ("queued.max.messages.kbytes", "524288"),
+    ] {
+        if !k.properties.contains_key(key) {
+            cfg.set(key, value);
+        }
+    }
     let reader: BaseConsumer = cfg.create().context("cannot create the changelog reader")?;
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
@@ -403,63 +467,113 @@ fn restore_partitions(
     }
     let mut checkpoints = BTreeMap::new();
     let mut checkpoint_at = BTreeMap::new();
-    let mut restored = 0u64;
     let mut records = 0u64;
-    let mut groups = Vec::new();
     for p in partitions {
         shared.parts.remove(p);
         shared.part(*p);
     }
-    if !partitions.is_empty() {
-        reader.assign(&tpl)?;
-        let deadline = Instant::now() + Duration::from_secs(600);
-        let mut fenced: BTreeSet<i32> = BTreeSet::new();
-        while fenced.len() < partitions.len() {
-            if Instant::now() > deadline {
-                let waiting: Vec<&i32> = partitions.difference(&fenced).collect();
-                anyhow::bail!(
-                    "changelog restore did not reach its fence in {topic} partitions {waiting:?} in 600 s"
-                );
+    // Snapshots are decoded and restored by worker threads, each owning the engines of some
+    // partitions (decoding JSON is most of a restore's work); this thread reads the changelog
+    // and handles fences and checkpoints.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    let mut owned: Vec<BTreeMap<i32, Engine>> = vec![BTreeMap::new(); workers];
+    for p in partitions {
+        if let Some(part) = shared.parts.get_mut(p) {
+            let engine = std::mem::replace(&mut part.engine, Engine::new(Default::default()));
+            owned[p.rem_euclid(workers as i32) as usize].insert(*p, engine);
+        }
+    }
+    type Chunk = Vec<(i32, String, Vec<u8>)>;
+    let read: Result<Vec<RestoreWorker>> = std::thread::scope(|scope| {
+        let mut senders = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for engines in owned {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(16);
+            senders.push(tx);
+            handles.push(scope.spawn(move || restore_worker(engines, rx)));
+        }
+        let mut chunks: Vec<Chunk> = vec![Vec::new(); workers];
+        const CHUNK: usize = 256;
+        let outcome = (|| -> Result<()> {
+            if partitions.is_empty() {
+                return Ok(());
             }
-            let Some(msg) = reader.poll(Duration::from_millis(500)) else {
-                continue;
-            };
-            let msg = msg.context("changelog read failed")?;
-            let p = msg.partition();
-            if fenced.contains(&p) {
-                continue;
-            }
-            records += 1;
-            let (Some(key), Some(value)) = (msg.key(), msg.payload()) else {
-                continue;
-            };
-            let key = String::from_utf8_lossy(key);
-            if key.starts_with("m/") {
-                let ours = serde_json::from_slice::<serde_json::Value>(value)
-                    .is_ok_and(|v| v["fence"] == token.as_str());
-                if ours {
-                    fenced.insert(p);
+            reader.assign(&tpl)?;
+            let deadline = Instant::now() + Duration::from_secs(600);
+            let mut fenced: BTreeSet<i32> = BTreeSet::new();
+            let mut polls = 0u32;
+            while fenced.len() < partitions.len() {
+                polls = polls.wrapping_add(1);
+                let polled = reader.poll(Duration::from_millis(500));
+                if (polled.is_none() || polls % 256 == 0) && Instant::now() > deadline {
+                    let waiting: Vec<&i32> = partitions.difference(&fenced).collect();
+                    anyhow::bail!(
+                        "changelog restore did not reach its fence in {topic} partitions {waiting:?} in 600 s"
+                    );
                 }
-                continue;
-            }
-            if key.starts_with("c/") {
-                match serde_json::from_slice::<Checkpoint>(value) {
-                    Ok(c) => {
-                        checkpoint_at.insert(p, msg.offset());
-                        checkpoints.insert(p, c);
+                let Some(msg) = polled else {
+                    continue;
+                };
+                let msg = msg.context("changelog read failed")?;
+                let p = msg.partition();
+                if fenced.contains(&p) {
+                    continue;
+                }
+                records += 1;
+                let (Some(key), Some(value)) = (msg.key(), msg.payload()) else {
+                    continue;
+                };
+                let key = String::from_utf8_lossy(key);
+                if key.starts_with("m/") {
+                    let ours = serde_json::from_slice::<serde_json::Value>(value)
+                        .is_ok_and(|v| v["fence"] == token.as_str());
+                    if ours {
+                        fenced.insert(p);
                     }
-                    Err(e) => warn!("ignoring unreadable checkpoint {key}: {e}"),
+                    continue;
                 }
-                continue;
-            }
-            match state::decode(&key, value) {
-                Ok(StateRecord::Account(a)) => {
-                    shared.part(p).engine.restore_account(*a);
-                    restored += 1;
+                if key.starts_with("c/") {
+                    match serde_json::from_slice::<Checkpoint>(value) {
+                        Ok(c) => {
+                            checkpoint_at.insert(p, msg.offset());
+                            checkpoints.insert(p, c);
+                        }
+                        Err(e) => warn!("ignoring unreadable checkpoint {key}: {e}"),
+                    }
+                    continue;
                 }
-                Ok(StateRecord::Group(g)) => groups.push((p, g)),
-                Err(e) => anyhow::bail!("{e}"),
+                let w = p.rem_euclid(workers as i32) as usize;
+                chunks[w].push((p, key.into_owned(), value.to_vec()));
+                if chunks[w].len() >= CHUNK {
+                    // A worker that stopped (a record it could not decode) says why on join.
+                    let _ = senders[w].send(std::mem::take(&mut chunks[w]));
+                }
             }
+            Ok(())
+        })();
+        for (tx, chunk) in senders.into_iter().zip(chunks) {
+            if !chunk.is_empty() {
+                let _ = tx.send(chunk);
+            }
+        }
+        let done: Result<Vec<RestoreWorker>> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a restore worker panicked"))?
+            })
+            .collect();
+        outcome.and(done)
+    });
+    let mut restored = 0u64;
+    let mut groups = Vec::new();
+    for w in read? {
+        restored += w.restored;
+        groups.extend(w.groups);
+        for (p, engine) in w.engines {
+            shared.part(p).engine = engine;
         }
     }
     for (p, g) in groups {
@@ -489,6 +603,60 @@ fn restore_partitions(
         "changelog read"
     );
     Ok(checkpoints)
+}
+
+/// Restores changelog `partitions` into fresh engines exactly as an assignment does (fence,
+/// read to the fence, decode, restore), one engine per partition; for `credit-sentinel bench`.
+pub fn restore_changelog(settings: &Settings, partitions: &BTreeSet<i32>) -> Result<Vec<Engine>> {
+    let mut shared = Shared {
+        policy: settings.policy.clone(),
+        parts: BTreeMap::new(),
+        pending: Default::default(),
+    };
+    restore_partitions(
+        settings,
+        &mut shared,
+        partitions,
+        &Stats::default(),
+        &Metrics::default(),
+    )?;
+    Ok(shared.parts.into_values().map(|p| p.engine).collect())
+}
+
+/// What one restore worker ends with: its partitions' engines with their accounts restored,
+/// the group snapshots it read (restored last, after every account), and its account count.
+struct RestoreWorker {
+    engines: BTreeMap<i32, Engine>,
+    groups: Vec<(i32, Box<crate::engine::Group>)>,
+    restored: u64,
+}
+
+/// Decodes and restores the snapshots sent to it into the engines of its partitions.
+fn restore_worker(
+    mut engines: BTreeMap<i32, Engine>,
+    rx: std::sync::mpsc::Receiver<Vec<(i32, String, Vec<u8>)>>,
+) -> Result<RestoreWorker> {
+    let mut groups = Vec::new();
+    let mut restored = 0u64;
+    for chunk in rx {
+        for (p, key, value) in chunk {
+            match state::decode(&key, &value) {
+                Ok(StateRecord::Account(a)) => {
+                    if let Some(engine) = engines.get_mut(&p) {
+                        engine.restore_account(*a);
+                        restored += 1;
+                    }
+                }
+                Ok(StateRecord::Group(g)) => groups.push((p, g)),
+                Err(e) => anyhow::bail!("{e}"),
+            }
+        }
+    }
+    Ok(RestoreWorker {
+        engines,
+        groups,
+        restored,
+    })
 }
 
 /// The engine's producer and where each record kind goes.
@@ -594,10 +762,24 @@ pub fn run(
         .create_with_context(ctx)
         .context("cannot create the consumer")?;
     kafka::wait_for_topics(&consumer, &k, &shutdown)?;
+    // With the repartition stage, this instance's router re-keys the inputs by credit account
+    // and the engine consumes the one repartition topic.
+    let router = k.repartition.then(|| {
+        router::spawn(
+            Arc::clone(&settings),
+            Arc::clone(&shutdown),
+            Arc::clone(&metrics),
+        )
+    });
+    let topics: Vec<&str> = if k.repartition {
+        vec![k.topics.repartition.as_str()]
+    } else {
+        k.topics.inputs().to_vec()
+    };
     consumer
-        .subscribe(&k.topics.inputs())
+        .subscribe(&topics)
         .context("cannot subscribe to the input topics")?;
-    info!(brokers = %k.brokers, delivery = ?k.delivery, "consuming");
+    info!(brokers = %k.brokers, delivery = ?k.delivery, repartition = k.repartition, "consuming");
 
     let mut last_tick = Instant::now();
     let mut last_lag = Instant::now();
@@ -616,25 +798,14 @@ pub fn run(
             last_lag = Instant::now();
             update_lag(&consumer, &metrics);
         }
-        let started = Instant::now();
         let window = Duration::from_millis(k.batch_max_ms);
-        while batch.len() < k.batch_max_messages {
-            let left = window.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                break;
-            }
-            match consumer.poll(left) {
-                Some(Ok(m)) => {
-                    batch.push(m);
-                    polled.push(Instant::now());
-                    polled_in.push(generation.load(Ordering::SeqCst));
-                }
-                Some(Err(e)) => {
-                    warn!("consumer: {e}");
-                    break;
-                }
-                None => break,
-            }
+        let failed = kafka::poll_batch(&consumer, k.batch_max_messages, window, |m| {
+            batch.push(m);
+            polled.push(Instant::now());
+            polled_in.push(generation.load(Ordering::SeqCst));
+        });
+        if let Some(e) = failed {
+            warn!("consumer: {e}");
         }
         let tick_due = k.tick_ms > 0 && last_tick.elapsed() >= Duration::from_millis(k.tick_ms);
         if batch.is_empty() && !tick_due {
@@ -735,6 +906,11 @@ pub fn run(
     info!("shutting down: the last batch is committed");
     kafka::flush_producer(&producer, Duration::from_secs(30)).ok();
     consumer.unsubscribe();
+    if let Some(router) = router {
+        if router.join().is_err() {
+            error!("the repartition stage panicked");
+        }
+    }
     Ok(())
 }
 
@@ -854,11 +1030,20 @@ fn process_batch(
             .positions
             .insert(m.topic().to_string(), m.offset() + 1);
         let payload = m.payload().unwrap_or_default();
-        let source = SourcePosition {
-            topic: Some(m.topic().to_string()),
-            partition: Some(p),
-            offset: Some(m.offset()),
-            line: None,
+        // A routed record names the input it was read from (dead-letters point there).
+        let source = match k.repartition.then(|| router::source_of(m)).flatten() {
+            Some((topic, partition, offset)) => SourcePosition {
+                topic: Some(topic),
+                partition: Some(partition),
+                offset: Some(offset),
+                line: None,
+            },
+            None => SourcePosition {
+                topic: Some(m.topic().to_string()),
+                partition: Some(p),
+                offset: Some(m.offset()),
+                line: None,
+            },
         };
         outputs.clear();
         let mut event_type = "invalid";
@@ -878,7 +1063,10 @@ fn process_batch(
         } else {
             match codec::decode_event(payload) {
                 Ok(event) => {
-                    let is_group = matches!(event.body, EventBody::GroupProfile(_));
+                    // Direct path: a group profile reaches every partition engine of this
+                    // instance. Repartitioned, it is routed to its group's one partition.
+                    let is_group =
+                        !k.repartition && matches!(event.body, EventBody::GroupProfile(_));
                     if let Some(rec) = &options.record {
                         if let Ok(mut r) = rec.lock() {
                             r.entry(p).or_default().push(payload.to_vec());

@@ -4,6 +4,11 @@
 //! embedded broker with a throughput, latency and memory report), `generate` (sample traffic to
 //! a file) and `check-config` (the effective settings, or the error naming the bad key).
 
+/// mimalloc instead of the system allocator: the engine and its restore allocate many small
+/// strings and collections (docs/performance.md has the before and after).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use credit_sentinel::config::{self, Progress};

@@ -889,8 +889,15 @@ fn three_instances_one_killed_one_added_repartitioned_exactly_once() {
 
 /// Six members of one group (limit 1,000.00, customer limits 10,000.00), their profiles in
 /// more than one input partition, each ordering in turn (one at a time, each decided before the
-/// next is sent); returns each order's (status, reason codes, amount).
-fn group_members_order_in_turn(settings: &Settings) -> Vec<(String, Vec<String>, String)> {
+/// next is sent); returns each order's (status, reason codes, amount), and the dead-letter of
+/// a release command for an order that is not held (ORDER_NOT_HELD), sent last, as (key,
+/// record).
+type GroupRun = (
+    Vec<(String, Vec<String>, String)>,
+    (Option<String>, serde_json::Value),
+);
+
+fn group_members_order_in_turn(settings: &Settings) -> GroupRun {
     let t = &settings.kafka.topics;
     let at = "2026-03-02T08:00:00Z";
     let members: Vec<String> = (1..=6).map(|i| format!("GM-{i}")).collect();
@@ -966,8 +973,27 @@ fn group_members_order_in_turn(settings: &Settings) -> Vec<(String, Vec<String>,
             amount.to_string(),
         ));
     }
+    send(
+        settings,
+        &[serde_json::json!({
+            "event_id": "c-none", "type": "command.release_hold", "occurred_at": at,
+            "customer_id": "GM-2", "order_id": "GO-NONE", "actor": "a", "note": "no such hold"
+        })
+        .to_string()],
+    );
+    let dead = || {
+        read_partitions(settings, &t.dead_letter)
+            .into_values()
+            .flatten()
+            .next()
+            .map(|(k, v)| (k, serde_json::from_slice(&v).expect("json")))
+    };
+    wait_for("the dead-letter", Duration::from_secs(60), || {
+        dead().is_some()
+    });
+    let dead_letter = dead().expect("dead-letter");
     stop(running);
-    out
+    (out, dead_letter)
 }
 
 #[test]
@@ -975,7 +1001,16 @@ fn a_group_limit_holds_exactly_across_input_partitions_with_the_repartition_stag
     let _machine = shared_machine();
     let (_cluster, mut settings) = cluster(Delivery::ExactlyOnce);
     settings.kafka.repartition = true;
-    let got = group_members_order_in_turn(&settings);
+    let (got, (key, dead_letter)) = group_members_order_in_turn(&settings);
+    // Routed by its group, a rejected event is still dead-lettered under its own key and
+    // points at the input record it came from.
+    assert_eq!(key.as_deref(), Some("GM-2"), "{dead_letter}");
+    assert_eq!(
+        dead_letter["topic"],
+        settings.kafka.topics.commands.as_str(),
+        "{dead_letter}"
+    );
+    assert_eq!(dead_letter["error"], "ORDER_NOT_HELD", "{dead_letter}");
     let statuses: Vec<&str> = got.iter().map(|(s, _, _)| s.as_str()).collect();
     // 300 + 300 + 300 = 900; 300 more would be 1,200 > 1,000: held; 100 reaches the limit
     // exactly: approved; 1 more: held.
@@ -993,7 +1028,7 @@ fn a_group_limit_holds_exactly_across_input_partitions_with_the_repartition_stag
     // The same input on the direct path: each partition checks the group limit over its own
     // members only, and together they approve more than the group may have.
     let (_direct_cluster, direct) = cluster(Delivery::ExactlyOnce);
-    let got = group_members_order_in_turn(&direct);
+    let (got, _) = group_members_order_in_turn(&direct);
     let approved: rust_decimal::Decimal = got
         .iter()
         .filter(|(s, _, _)| s == "approved")

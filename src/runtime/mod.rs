@@ -1030,20 +1030,27 @@ fn process_batch(
             .positions
             .insert(m.topic().to_string(), m.offset() + 1);
         let payload = m.payload().unwrap_or_default();
-        // A routed record names the input it was read from (dead-letters point there).
-        let source = match k.repartition.then(|| router::source_of(m)).flatten() {
-            Some((topic, partition, offset)) => SourcePosition {
-                topic: Some(topic),
-                partition: Some(partition),
-                offset: Some(offset),
-                line: None,
-            },
-            None => SourcePosition {
-                topic: Some(m.topic().to_string()),
-                partition: Some(p),
-                offset: Some(m.offset()),
-                line: None,
-            },
+        // A routed record names the input it was read from (dead-letters point there and keep
+        // its key).
+        let (source, input_key) = match k.repartition.then(|| router::source_of(m)).flatten() {
+            Some(s) => (
+                SourcePosition {
+                    topic: Some(s.topic),
+                    partition: Some(s.partition),
+                    offset: Some(s.offset),
+                    line: None,
+                },
+                s.key,
+            ),
+            None => (
+                SourcePosition {
+                    topic: Some(m.topic().to_string()),
+                    partition: Some(p),
+                    offset: Some(m.offset()),
+                    line: None,
+                },
+                m.key(),
+            ),
         };
         outputs.clear();
         let mut event_type = "invalid";
@@ -1132,7 +1139,7 @@ fn process_batch(
         let original = &payload[..payload.len().min(settings.max_message_bytes)];
         for o in outputs.drain(..) {
             let feed = options.feed.is_some().then_some(&mut sh.pending);
-            out.emit(o, original, m.key(), &source, feed)?;
+            out.emit(o, original, input_key, &source, feed)?;
         }
     }
     if tick {

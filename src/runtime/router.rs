@@ -53,21 +53,39 @@ pub const SOURCE_PARTITION: &str = "credit-sentinel-source-partition";
 /// Header with the input offset (decimal).
 pub const SOURCE_OFFSET: &str = "credit-sentinel-source-offset";
 
+/// Header with the input record's key (absent when it had none).
+pub const SOURCE_KEY: &str = "credit-sentinel-source-key";
+
 /// Where a routed record came from, read back from its headers by the engine.
-pub fn source_of(m: &BorrowedMessage<'_>) -> Option<(String, i32, i64)> {
+pub struct Source<'m> {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The input record's key: a dead-letter keeps it (the routed key may be a group's).
+    pub key: Option<&'m [u8]>,
+}
+
+/// The input record a routed record was read from, if its headers say.
+pub fn source_of<'m>(m: &'m BorrowedMessage<'_>) -> Option<Source<'m>> {
     use rdkafka::message::Headers;
     let headers = m.headers()?;
-    let (mut topic, mut partition, mut offset) = (None, None, None);
+    let (mut topic, mut partition, mut offset, mut key) = (None, None, None, None);
     for h in headers.iter() {
         let text = h.value.and_then(|v| std::str::from_utf8(v).ok());
         match h.key {
             SOURCE_TOPIC => topic = text.map(str::to_string),
             SOURCE_PARTITION => partition = text.and_then(|t| t.parse().ok()),
             SOURCE_OFFSET => offset = text.and_then(|t| t.parse().ok()),
+            SOURCE_KEY => key = h.value,
             _ => {}
         }
     }
-    Some((topic?, partition?, offset?))
+    Some(Source {
+        topic: topic?,
+        partition: partition?,
+        offset: offset?,
+        key,
+    })
 }
 
 /// Every customer's group as its latest profile names it, with that profile's offset in the
@@ -281,7 +299,7 @@ fn run(k: &KafkaSettings, shutdown: &AtomicBool, metrics: &Metrics) -> Result<()
             let (key, kind) = route(&table, payload, m.key());
             metrics.routed.with_label_values(&[kind]).inc();
             let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
-            let headers = OwnedHeaders::new()
+            let mut headers = OwnedHeaders::new()
                 .insert(Header {
                     key: SOURCE_TOPIC,
                     value: Some(m.topic()),
@@ -294,6 +312,12 @@ fn run(k: &KafkaSettings, shutdown: &AtomicBool, metrics: &Metrics) -> Result<()
                     key: SOURCE_OFFSET,
                     value: Some(&offset),
                 });
+            if let Some(original) = m.key() {
+                headers = headers.insert(Header {
+                    key: SOURCE_KEY,
+                    value: Some(original),
+                });
+            }
             let mut record = BaseRecord::with_opaque_to(&k.topics.repartition, seq)
                 .payload(payload)
                 .headers(headers);

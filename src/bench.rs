@@ -485,51 +485,54 @@ pub struct Memory {
     pub restore_s: f64,
 }
 
+/// Applies the events that give customer `C{c}` an account with 5 open items (a profile, 5
+/// orders of which 2 shipped: 3 open orders and 2 receivables), as `benches/state.rs` builds
+/// them for restore.
+fn build_account(
+    engine: &mut crate::Engine,
+    out: &mut Vec<crate::model::Output>,
+    c: usize,
+) -> Result<()> {
+    use crate::model::Timestamp;
+    let start = Timestamp::parse_rfc3339("2026-01-05T00:00:00Z").context("date")?;
+    let t = |s: i64| Timestamp(start.0 + s * 1_000_000).to_string();
+    let mut lines = vec![format!(
+        r#"{{"event_id":"p{c}","type":"profile.customer","occurred_at":"{}","customer_id":"C{c}","credit_limit":"1000000.00","currency":"EUR","grade":"B","payment_terms_days":30}}"#,
+        t(0)
+    )];
+    for k in 0..5 {
+        lines.push(format!(
+            r#"{{"event_id":"o{c}-{k}","type":"order.placed","occurred_at":"{}","customer_id":"C{c}","order_id":"SO-{c}-{k}","amount":"100.00","currency":"EUR"}}"#,
+            t(10 + k)
+        ));
+    }
+    for k in 0..2 {
+        lines.push(format!(
+            r#"{{"event_id":"s{c}-{k}","type":"shipment.shipped","occurred_at":"{}","customer_id":"C{c}","shipment_id":"DN-{c}-{k}","order_id":"SO-{c}-{k}","amount":"100.00","currency":"EUR"}}"#,
+            t(20 + k)
+        ));
+    }
+    for l in lines {
+        let e = crate::codec::decode_event(l.as_bytes())
+            .map_err(|r| anyhow::anyhow!("{l}: {}", r.detail))?;
+        out.clear();
+        engine.apply(&e, out);
+    }
+    Ok(())
+}
+
 /// Builds `accounts` accounts with 5 open items each (3 open orders, 2 receivables, as
 /// `benches/state.rs` does for restore), measures the growth of resident memory, then encodes
 /// every account's snapshot and times decoding and restoring them all into an empty engine.
 pub fn memory(accounts: usize) -> Result<Memory> {
-    use crate::model::{Output, Timestamp};
+    use crate::model::Output;
     use crate::state::{self, StateRecord};
     use crate::{Engine, Policy};
-    let start = Timestamp::parse_rfc3339("2026-01-05T00:00:00Z").context("date")?;
-    let t = |s: i64| Timestamp(start.0 + s * 1_000_000).to_string();
     let before = crate::soak::resident_bytes().context("no /proc/self/status")?;
     let mut engine = Engine::new(Policy::default());
     let mut out: Vec<Output> = Vec::new();
-    let mut apply = |engine: &mut Engine, json: String| -> Result<()> {
-        let e = crate::codec::decode_event(json.as_bytes())
-            .map_err(|r| anyhow::anyhow!("{json}: {}", r.detail))?;
-        out.clear();
-        engine.apply(&e, &mut out);
-        Ok(())
-    };
     for c in 0..accounts {
-        apply(
-            &mut engine,
-            format!(
-                r#"{{"event_id":"p{c}","type":"profile.customer","occurred_at":"{}","customer_id":"C{c}","credit_limit":"1000000.00","currency":"EUR","grade":"B","payment_terms_days":30}}"#,
-                t(0)
-            ),
-        )?;
-        for k in 0..5 {
-            apply(
-                &mut engine,
-                format!(
-                    r#"{{"event_id":"o{c}-{k}","type":"order.placed","occurred_at":"{}","customer_id":"C{c}","order_id":"SO-{c}-{k}","amount":"100.00","currency":"EUR"}}"#,
-                    t(10 + k)
-                ),
-            )?;
-        }
-        for k in 0..2 {
-            apply(
-                &mut engine,
-                format!(
-                    r#"{{"event_id":"s{c}-{k}","type":"shipment.shipped","occurred_at":"{}","customer_id":"C{c}","shipment_id":"DN-{c}-{k}","order_id":"SO-{c}-{k}","amount":"100.00","currency":"EUR"}}"#,
-                    t(20 + k)
-                ),
-            )?;
-        }
+        build_account(&mut engine, &mut out, c)?;
         if c % 1000 == 999 {
             // What the runtime does after every batch: the set of changed accounts is emptied.
             drop(engine.take_changed());
@@ -586,7 +589,7 @@ pub struct Restore {
 /// changelog of `partitions` partitions on the embedded broker, then restores all of them
 /// through the runtime's own restore path (the one an assignment runs) and times it.
 pub fn restore_over_kafka(accounts: usize, partitions: i32) -> Result<Restore> {
-    use crate::model::{Output, Timestamp};
+    use crate::model::Output;
     use crate::{Engine, Policy};
     use rdkafka::producer::BaseRecord;
     // The embedded broker keeps at most 5 MiB per partition: ~2.2 KB snapshots need at least
@@ -597,33 +600,10 @@ pub fn restore_over_kafka(accounts: usize, partitions: i32) -> Result<Restore> {
         accounts.div_ceil(2000)
     );
     // 1,000 template accounts; every snapshot is one of them under a new customer id.
-    let start = Timestamp::parse_rfc3339("2026-01-05T00:00:00Z").context("date")?;
-    let t = |s: i64| Timestamp(start.0 + s * 1_000_000).to_string();
     let mut engine = Engine::new(Policy::default());
     let mut out: Vec<Output> = Vec::new();
     for c in 0..1000 {
-        let mut lines = vec![format!(
-            r#"{{"event_id":"p{c}","type":"profile.customer","occurred_at":"{}","customer_id":"C{c}","credit_limit":"1000000.00","currency":"EUR","grade":"B","payment_terms_days":30}}"#,
-            t(0)
-        )];
-        for k in 0..5 {
-            lines.push(format!(
-                r#"{{"event_id":"o{c}-{k}","type":"order.placed","occurred_at":"{}","customer_id":"C{c}","order_id":"SO-{c}-{k}","amount":"100.00","currency":"EUR"}}"#,
-                t(10 + k)
-            ));
-        }
-        for k in 0..2 {
-            lines.push(format!(
-                r#"{{"event_id":"s{c}-{k}","type":"shipment.shipped","occurred_at":"{}","customer_id":"C{c}","shipment_id":"DN-{c}-{k}","order_id":"SO-{c}-{k}","amount":"100.00","currency":"EUR"}}"#,
-                t(20 + k)
-            ));
-        }
-        for l in lines {
-            let e = crate::codec::decode_event(l.as_bytes())
-                .map_err(|r| anyhow::anyhow!("{l}: {}", r.detail))?;
-            out.clear();
-            engine.apply(&e, &mut out);
-        }
+        build_account(&mut engine, &mut out, c)?;
     }
     let templates: Vec<(String, String)> = (0..1000)
         .filter_map(|c| {

@@ -254,6 +254,19 @@ pub struct KafkaSettings {
     pub properties: BTreeMap<String, String>,
 }
 
+impl KafkaSettings {
+    /// The topics the engine consumes: the five inputs on the direct path, the one
+    /// repartition topic with `repartition` (partition N of each holds the same accounts as
+    /// changelog partition N).
+    pub fn consumed_topics(&self) -> Vec<&str> {
+        if self.repartition {
+            vec![self.topics.repartition.as_str()]
+        } else {
+            self.topics.inputs().to_vec()
+        }
+    }
+}
+
 /// One API token as written in `[http.tokens.<name>]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -1,8 +1,10 @@
 //! The `credit-sentinel` command line: `run` (live enforcement on Kafka), `demo` (an embedded
 //! broker with generated traffic and a live view), `replay` (backtest a policy over a JSON
 //! Lines file), `loadgen` (generated traffic to any broker), `soak` (bounded load on the
-//! embedded broker with a throughput, latency and memory report), `generate` (sample traffic to
-//! a file) and `check-config` (the effective settings, or the error naming the bad key).
+//! embedded broker with a throughput, latency and memory report), `bench` (engine against a
+//! null pipeline, decision latency, memory and restore at scale, on the embedded broker),
+//! `generate` (sample traffic to a file) and `check-config` (the effective settings, or the
+//! error naming the bad key).
 
 /// mimalloc instead of the system allocator: the engine and its restore allocate many small
 /// strings and collections (docs/performance.md has the before and after).

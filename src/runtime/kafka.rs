@@ -195,14 +195,14 @@ pub fn consumer_config(k: &KafkaSettings) -> ClientConfig {
     cfg
 }
 
-fn backoff(k: &KafkaSettings, attempt: u32) -> Duration {
+pub(super) fn backoff(k: &KafkaSettings, attempt: u32) -> Duration {
     let ms = k
         .retry_backoff_min_ms
         .saturating_mul(1u64 << attempt.min(16));
     Duration::from_millis(ms.min(k.retry_backoff_max_ms))
 }
 
-fn sleep_unless_shutdown(d: Duration, shutdown: &AtomicBool) {
+pub(super) fn sleep_unless_shutdown(d: Duration, shutdown: &AtomicBool) {
     let step = Duration::from_millis(50);
     let mut left = d;
     while !left.is_zero() && !shutdown.load(Ordering::Relaxed) {
@@ -264,13 +264,7 @@ pub fn wait_for_topics<C: ConsumerContext>(
     if k.repartition {
         needed.push(t.repartition.as_str());
     }
-    // The topics whose partition N holds the same accounts: what the engine consumes, and
-    // its changelog.
-    let consumed: Vec<&str> = if k.repartition {
-        vec![t.repartition.as_str()]
-    } else {
-        t.inputs().to_vec()
-    };
+    let consumed = k.consumed_topics();
     needed.extend([
         t.changelog.as_str(),
         t.decisions.as_str(),

@@ -470,7 +470,6 @@ fn restore_partitions(
     let mut records = 0u64;
     for p in partitions {
         shared.parts.remove(p);
-        shared.part(*p);
     }
     // Snapshots are decoded and restored by worker threads, each owning the engines of some
     // partitions (decoding JSON is most of a restore's work); this thread reads the changelog
@@ -478,18 +477,16 @@ fn restore_partitions(
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 4);
-    let mut owned: Vec<BTreeMap<i32, Engine>> = vec![BTreeMap::new(); workers];
+    let mut by_worker: Vec<BTreeMap<i32, Engine>> = (0..workers).map(|_| BTreeMap::new()).collect();
     for p in partitions {
-        if let Some(part) = shared.parts.get_mut(p) {
-            let engine = std::mem::replace(&mut part.engine, Engine::new(Default::default()));
-            owned[p.rem_euclid(workers as i32) as usize].insert(*p, engine);
-        }
+        by_worker[p.rem_euclid(workers as i32) as usize]
+            .insert(*p, Engine::new(shared.policy.clone()));
     }
     type Chunk = Vec<(i32, String, Vec<u8>)>;
     let read: Result<Vec<RestoreWorker>> = std::thread::scope(|scope| {
         let mut senders = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
-        for engines in owned {
+        for engines in by_worker {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(16);
             senders.push(tx);
             handles.push(scope.spawn(move || restore_worker(engines, rx)));
@@ -771,13 +768,8 @@ pub fn run(
             Arc::clone(&metrics),
         )
     });
-    let topics: Vec<&str> = if k.repartition {
-        vec![k.topics.repartition.as_str()]
-    } else {
-        k.topics.inputs().to_vec()
-    };
     consumer
-        .subscribe(&topics)
+        .subscribe(&k.consumed_topics())
         .context("cannot subscribe to the input topics")?;
     info!(brokers = %k.brokers, delivery = ?k.delivery, repartition = k.repartition, "consuming");
 
@@ -1030,28 +1022,6 @@ fn process_batch(
             .positions
             .insert(m.topic().to_string(), m.offset() + 1);
         let payload = m.payload().unwrap_or_default();
-        // A routed record names the input it was read from (dead-letters point there and keep
-        // its key).
-        let (source, input_key) = match k.repartition.then(|| router::source_of(m)).flatten() {
-            Some(s) => (
-                SourcePosition {
-                    topic: Some(s.topic),
-                    partition: Some(s.partition),
-                    offset: Some(s.offset),
-                    line: None,
-                },
-                s.key,
-            ),
-            None => (
-                SourcePosition {
-                    topic: Some(m.topic().to_string()),
-                    partition: Some(p),
-                    offset: Some(m.offset()),
-                    line: None,
-                },
-                m.key(),
-            ),
-        };
         outputs.clear();
         let mut event_type = "invalid";
         if payload.len() > settings.max_message_bytes {
@@ -1137,6 +1107,12 @@ fn process_batch(
         stats.count(outputs);
         metrics.count_outputs(outputs);
         let original = &payload[..payload.len().min(settings.max_message_bytes)];
+        // Only a dead-letter names its input (built here, off the common path).
+        let (source, input_key) = if outputs.iter().any(|o| matches!(o, Output::Rejection(_))) {
+            input_of(m, k.repartition)
+        } else {
+            (SourcePosition::default(), None)
+        };
         for o in outputs.drain(..) {
             let feed = options.feed.is_some().then_some(&mut sh.pending);
             out.emit(o, original, input_key, &source, feed)?;
@@ -1158,6 +1134,35 @@ fn process_batch(
         }
     }
     Ok(touched)
+}
+
+/// The input record a message stands for, as a dead-letter names it: its position and key.
+/// A routed record (`kafka.repartition`) carries its input's in headers; the routed key may be
+/// a group's.
+fn input_of<'m>(
+    m: &'m BorrowedMessage<'_>,
+    repartition: bool,
+) -> (SourcePosition, Option<&'m [u8]>) {
+    match repartition.then(|| router::source_of(m)).flatten() {
+        Some(s) => (
+            SourcePosition {
+                topic: Some(s.topic),
+                partition: Some(s.partition),
+                offset: Some(s.offset),
+                line: None,
+            },
+            s.key,
+        ),
+        None => (
+            SourcePosition {
+                topic: Some(m.topic().to_string()),
+                partition: Some(m.partition()),
+                offset: Some(m.offset()),
+                line: None,
+            },
+            m.key(),
+        ),
+    }
 }
 
 fn wall_clock() -> Timestamp {

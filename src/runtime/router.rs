@@ -29,11 +29,11 @@
 //! by `credit_sentinel_route_moves_total` and logged). Set a customer's group before its first
 //! order, or move it once its items are settled.
 
-use super::kafka::{self, Deliveries, EngineProducer};
+use super::kafka;
 use crate::codec;
-use crate::config::{KafkaSettings, Settings};
+use crate::config::{Delivery, KafkaSettings, Settings};
 use crate::metrics::Metrics;
-use crate::model::EventBody;
+use crate::model::{Event, EventBody};
 use anyhow::{Context as _, Result};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
@@ -97,17 +97,15 @@ pub struct Table {
 }
 
 impl Table {
-    /// Applies one profiles record; returns true when it moved a customer already routed to a
+    /// Applies one event read from the profiles topic at `offset` (anything but a customer
+    /// profile changes nothing); returns true when it moved a customer already routed to a
     /// different credit account.
-    pub fn apply(&mut self, payload: &[u8], offset: i64) -> bool {
-        let Ok(event) = codec::decode_event(payload) else {
-            return false;
-        };
-        let (Some(customer), EventBody::CustomerProfile(p)) = (event.customer_id, &event.body)
+    pub fn apply(&mut self, event: &Event, offset: i64) -> bool {
+        let (Some(customer), EventBody::CustomerProfile(p)) = (&event.customer_id, &event.body)
         else {
             return false;
         };
-        match self.groups.get_mut(&customer) {
+        match self.groups.get_mut(customer) {
             Some((group, at)) if *at < offset => {
                 let moved = *group != p.group_id;
                 *group = p.group_id.clone();
@@ -116,10 +114,16 @@ impl Table {
             }
             Some(_) => false,
             None => {
-                self.groups.insert(customer, (p.group_id.clone(), offset));
+                self.groups
+                    .insert(customer.clone(), (p.group_id.clone(), offset));
                 false
             }
         }
+    }
+
+    /// [`Table::apply`] for a raw profiles record (one that does not decode changes nothing).
+    pub fn apply_record(&mut self, payload: &[u8], offset: i64) -> bool {
+        codec::decode_event(payload).is_ok_and(|e| self.apply(&e, offset))
     }
 
     /// The customer's group, if its profile names one.
@@ -138,8 +142,13 @@ impl Table {
 
 /// The credit account an input record belongs to: `(key, kind)`, kind as in the `routed`
 /// metric. A customer profile is routed by the group it names (the account it joins).
-pub fn route(table: &Table, payload: &[u8], original: Option<&[u8]>) -> (Vec<u8>, &'static str) {
-    let Ok(event) = codec::decode_event(payload) else {
+/// `event` is `None` for a record that does not decode.
+pub fn route(
+    table: &Table,
+    event: Option<&Event>,
+    original: Option<&[u8]>,
+) -> (Vec<u8>, &'static str) {
+    let Some(event) = event else {
         return (original.unwrap_or_default().to_vec(), "original");
     };
     let group = match &event.body {
@@ -169,16 +178,10 @@ pub fn spawn(
                 match run(&settings.kafka, &shutdown, &metrics) {
                     Ok(()) => break,
                     Err(e) => {
+                        let wait = kafka::backoff(&settings.kafka, attempt);
                         attempt += 1;
-                        let wait = Duration::from_millis(
-                            (settings.kafka.retry_backoff_min_ms << attempt.min(10))
-                                .min(settings.kafka.retry_backoff_max_ms),
-                        );
                         error!("repartition stage failed, restarting in {wait:?}: {e:#}");
-                        let until = Instant::now() + wait;
-                        while Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
+                        kafka::sleep_unless_shutdown(wait, &shutdown);
                     }
                 }
             }
@@ -230,7 +233,7 @@ fn bootstrap(k: &KafkaSettings, table: &mut Table, shutdown: &AtomicBool) -> Res
         }
         if let Some(m) = reader.poll(Duration::from_millis(200)) {
             let m = m.context("profile table read failed")?;
-            table.apply(m.payload().unwrap_or_default(), m.offset());
+            table.apply_record(m.payload().unwrap_or_default(), m.offset());
             read += 1;
         }
     }
@@ -255,13 +258,14 @@ fn run(k: &KafkaSettings, shutdown: &AtomicBool, metrics: &Metrics) -> Result<()
     consumer
         .subscribe(&k.topics.inputs())
         .context("cannot subscribe the router to the input topics")?;
-    let mut pcfg = kafka::client_config(k);
-    pcfg.set("enable.idempotence", "true")
-        .set("linger.ms", k.linger_ms.to_string())
-        .set("message.timeout.ms", "60000");
-    let producer: EngineProducer = pcfg
-        .create_with_context(Deliveries::default())
-        .context("cannot create the router's producer")?;
+    // The engine's idempotent producer without transactions (see the module doc).
+    let plain = KafkaSettings {
+        delivery: Delivery::AtLeastOnce,
+        ..k.clone()
+    };
+    let Some(producer) = kafka::create_producer(&plain, shutdown)? else {
+        return Ok(());
+    };
     info!(topic = %k.topics.repartition, "repartition stage routing");
     let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(k.batch_max_messages);
     let mut seq = 0usize;
@@ -269,7 +273,7 @@ fn run(k: &KafkaSettings, shutdown: &AtomicBool, metrics: &Metrics) -> Result<()
         // Keep the table current: everything the reader has fetched is applied first.
         while let Some(m) = reader.poll(Duration::ZERO) {
             let m = m.context("profile table read failed")?;
-            if table.apply(m.payload().unwrap_or_default(), m.offset()) {
+            if table.apply_record(m.payload().unwrap_or_default(), m.offset()) {
                 metrics.route_moves.inc();
             }
         }
@@ -289,14 +293,17 @@ fn run(k: &KafkaSettings, shutdown: &AtomicBool, metrics: &Metrics) -> Result<()
         let mut next: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
         for m in &batch {
             let payload = m.payload().unwrap_or_default();
-            if m.topic() == k.topics.profiles && table.apply(payload, m.offset()) {
+            let event = codec::decode_event(payload).ok();
+            if m.topic() == k.topics.profiles
+                && event.as_ref().is_some_and(|e| table.apply(e, m.offset()))
+            {
                 metrics.route_moves.inc();
                 warn!(
                     key = %String::from_utf8_lossy(m.key().unwrap_or_default()),
                     "a profile moved a routed customer to another credit account; its earlier items stay with the old one"
                 );
             }
-            let (key, kind) = route(&table, payload, m.key());
+            let (key, kind) = route(&table, event.as_ref(), m.key());
             metrics.routed.with_label_values(&[kind]).inc();
             let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
             let mut headers = OwnedHeaders::new()
@@ -391,26 +398,23 @@ mod tests {
 
     #[test]
     fn events_are_keyed_by_group_when_the_profile_names_one() {
+        let decoded = |bytes: Vec<u8>| codec::decode_event(&bytes).expect("valid");
         let mut t = Table::default();
-        assert_eq!(route(&t, &order("C-1"), Some(b"C-1")).0, b"C-1");
-        assert!(!t.apply(&profile("C-1", Some("G-1")), 5));
+        let order_c1 = decoded(order("C-1"));
+        assert_eq!(route(&t, Some(&order_c1), Some(b"C-1")).0, b"C-1");
+        assert!(!t.apply_record(&profile("C-1", Some("G-1")), 5));
         assert_eq!(
-            route(&t, &order("C-1"), Some(b"C-1")),
+            route(&t, Some(&order_c1), Some(b"C-1")),
             (b"G-1".to_vec(), "group")
         );
-        assert_eq!(
-            route(&t, &profile("C-2", Some("G-1")), Some(b"C-2")).0,
-            b"G-1"
-        );
+        let joining = decoded(profile("C-2", Some("G-1")));
+        assert_eq!(route(&t, Some(&joining), Some(b"C-2")).0, b"G-1");
         // An older profile read late changes nothing; a newer one moves the customer.
-        assert!(!t.apply(&profile("C-1", None), 4));
+        assert!(!t.apply_record(&profile("C-1", None), 4));
         assert_eq!(t.group_of("C-1"), Some("G-1"));
-        assert!(t.apply(&profile("C-1", None), 6));
-        assert_eq!(route(&t, &order("C-1"), Some(b"C-1")).0, b"C-1");
+        assert!(t.apply_record(&profile("C-1", None), 6));
+        assert_eq!(route(&t, Some(&order_c1), Some(b"C-1")).0, b"C-1");
         // What does not decode keeps its original key.
-        assert_eq!(
-            route(&t, b"{not json", Some(b"K")),
-            (b"K".to_vec(), "original")
-        );
+        assert_eq!(route(&t, None, Some(b"K")), (b"K".to_vec(), "original"));
     }
 }

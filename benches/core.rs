@@ -7,6 +7,10 @@
 //!
 //! Run: `cargo bench --bench core` (add `-- --quick` for a short run).
 
+// The allocator the binary ships with (src/main.rs), so these figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use credit_sentinel::codec::{decode_event, replay_line};
 use credit_sentinel::generator::{generate, GeneratorConfig};
 use credit_sentinel::model::{Event, Output};

@@ -8,9 +8,17 @@
 //!   OVERDUE alert) vs `timers/advance_hour_none_due` (the same engine, an hour in which
 //!   nothing is due: the cost of having the moments pending);
 //! - `restore/decode_and_restore` (100,000 account snapshots decoded and restored into an
-//!   empty engine) vs `restore/decode_only`.
+//!   empty engine) vs `restore/decode_only`, and `restore/decode_and_restore_json_v1` (the
+//!   same snapshots in the JSON format earlier builds wrote);
+//! - `snapshot/encode` and `snapshot/decode` (every account of the sample traffic: 250
+//!   customers, 120 days, with their id and settlement histories) vs `snapshot/encode_json_v1`
+//!   and `snapshot/decode_json_v1` (the same accounts in the earlier JSON format).
 //!
 //! Run: `cargo bench --bench state` (add `-- --quick` for a short run).
+
+// The allocator the binary ships with (src/main.rs), so these figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use credit_sentinel::codec::decode_event;
 use credit_sentinel::model::{Event, Output, Timestamp};
@@ -189,6 +197,13 @@ fn restore(c: &mut Criterion) {
         .filter_map(|a| state::encode_account(&engine, &a.customer_id))
         .collect();
     drop(engine);
+    let json: Vec<(String, Vec<u8>)> = snapshots
+        .iter()
+        .filter_map(|(k, v)| match state::decode(k, v) {
+            Ok(StateRecord::Account(a)) => Some((k.clone(), state::encode_json_v1(a.as_ref()))),
+            _ => None,
+        })
+        .collect();
     let mut g = c.benchmark_group("restore");
     g.sample_size(10);
     g.throughput(Throughput::Elements(snapshots.len() as u64));
@@ -196,6 +211,17 @@ fn restore(c: &mut Criterion) {
         b.iter(|| {
             let mut e = Engine::new(Policy::default());
             for (k, v) in &snapshots {
+                if let Ok(StateRecord::Account(a)) = state::decode(k, v) {
+                    e.restore_account(*a);
+                }
+            }
+            e
+        })
+    });
+    g.bench_function("decode_and_restore_json_v1", |b| {
+        b.iter(|| {
+            let mut e = Engine::new(Policy::default());
+            for (k, v) in &json {
                 if let Ok(StateRecord::Account(a)) = state::decode(k, v) {
                     e.restore_account(*a);
                 }
@@ -213,5 +239,74 @@ fn restore(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, hold_queue, timers, restore);
+fn snapshot(c: &mut Criterion) {
+    use credit_sentinel::generator::{generate, GeneratorConfig};
+    let mut engine = Engine::new(Policy::default());
+    let mut out: Vec<Output> = Vec::new();
+    for line in generate(&GeneratorConfig {
+        customers: 250,
+        days: 120,
+        faults: false,
+        ..GeneratorConfig::default()
+    }) {
+        if let Ok(e) = decode_event(line.as_bytes()) {
+            out.clear();
+            engine.apply(&e, &mut out);
+        }
+    }
+    let ids: Vec<String> = engine.accounts().map(|a| a.customer_id.clone()).collect();
+    let binary: Vec<(String, Vec<u8>)> = ids
+        .iter()
+        .filter_map(|id| state::encode_account(&engine, id))
+        .collect();
+    let json: Vec<(String, Vec<u8>)> = ids
+        .iter()
+        .filter_map(|id| {
+            Some((
+                state::account_key(id),
+                state::encode_json_v1(engine.account(id)?),
+            ))
+        })
+        .collect();
+    let size = |r: &[(String, Vec<u8>)]| r.iter().map(|(_, v)| v.len()).sum::<usize>() / r.len();
+    eprintln!(
+        "snapshot: {} accounts, {} bytes each in format 2, {} in JSON (format 1)",
+        ids.len(),
+        size(&binary),
+        size(&json)
+    );
+    let mut g = c.benchmark_group("snapshot");
+    g.throughput(Throughput::Elements(ids.len() as u64));
+    g.bench_function("encode", |b| {
+        b.iter(|| {
+            for id in &ids {
+                black_box(state::encode_account(&engine, id));
+            }
+        })
+    });
+    g.bench_function("encode_json_v1", |b| {
+        b.iter(|| {
+            for id in &ids {
+                black_box(engine.account(id).map(state::encode_json_v1));
+            }
+        })
+    });
+    g.bench_function("decode", |b| {
+        b.iter(|| {
+            for (k, v) in &binary {
+                black_box(state::decode(k, v).ok());
+            }
+        })
+    });
+    g.bench_function("decode_json_v1", |b| {
+        b.iter(|| {
+            for (k, v) in &json {
+                black_box(state::decode(k, v).ok());
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, hold_queue, timers, restore, snapshot);
 criterion_main!(benches);

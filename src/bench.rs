@@ -605,14 +605,8 @@ pub fn restore_over_kafka(accounts: usize, partitions: i32) -> Result<Restore> {
     for c in 0..1000 {
         build_account(&mut engine, &mut out, c)?;
     }
-    let templates: Vec<(String, String)> = (0..1000)
-        .filter_map(|c| {
-            let (_, v) = crate::state::encode_account(&engine, &format!("C{c}"))?;
-            Some((
-                format!(r#""customer_id":"C{c}""#),
-                String::from_utf8(v).ok()?,
-            ))
-        })
+    let templates: Vec<crate::engine::Account> = (0..1000)
+        .filter_map(|c| engine.account(&format!("C{c}")).cloned())
         .collect();
     anyhow::ensure!(templates.len() == 1000, "templates");
 
@@ -630,9 +624,10 @@ pub fn restore_over_kafka(accounts: usize, partitions: i32) -> Result<Restore> {
     let started = Instant::now();
     let mut snapshot_bytes = 0;
     for i in 0..accounts {
-        let (field, json) = &templates[i % templates.len()];
-        let value = json.replacen(field.as_str(), &format!(r#""customer_id":"C{i}""#), 1);
-        let key = crate::state::account_key(&format!("C{i}"));
+        let mut account = templates[i % templates.len()].clone();
+        account.customer_id = format!("C{i}");
+        let value = crate::state::encode_account_state(&account);
+        let key = crate::state::account_key(&account.customer_id);
         snapshot_bytes += key.len() + value.len();
         runtime::send_record(
             &producer,

@@ -1,16 +1,28 @@
 //! The changelog record format: how account and group state is written to the compacted
 //! `credit.changelog` topic and read back on restore. One record per account (key
-//! `a/<customer_id>`) and per group (`g/<group_id>`), each a versioned JSON document, so a
-//! newer engine can refuse (rather than misread) a format it does not know. The runtime also
-//! writes checkpoints (`c/<partition>`) and restore fences (`m/<partition>`) there.
+//! `a/<customer_id>`) and per group (`g/<group_id>`). The runtime also writes checkpoints
+//! (`c/<partition>`) and restore fences (`m/<partition>`) there, as small JSON documents.
+//!
+//! Snapshots are written in format version 2: the bytes `0x00 0x02` and then the state in
+//! postcard (a compact serde binary format: varint integers, length-prefixed strings, decimals
+//! as scale and varint magnitude, timestamps as varint microseconds). Version 1, a JSON
+//! document `{"v":1,"state":{...}}` that earlier builds wrote, is still read, so a changelog
+//! written before an upgrade restores. A record in a version this build does not know is
+//! refused (not misread). Postcard is not self-describing: the field order of the state types
+//! is the format, and changing it means a new version (the round-trip tests catch a mismatch
+//! between writer and reader, not a silent reorder; see docs/operations.md).
 //!
 //! The due-moment index is not persisted: `Engine::restore_account` re-derives it from state.
 
 use crate::engine::{Account, Engine, Group};
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-/// The snapshot format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The snapshot format this build writes (binary, see the module doc). Checkpoint and fence
+/// records carry it too, as their `v`.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The JSON snapshot format of earlier builds, still read.
+pub const JSON_FORMAT_VERSION: u32 = 1;
 
 /// A decoded changelog record.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,7 +37,7 @@ pub enum StateError {
     #[error("changelog key {0:?} is neither a/<customer> nor g/<group>")]
     UnknownKey(String),
     #[error(
-        "changelog record {key:?} has format version {found}, this build reads {FORMAT_VERSION}"
+        "changelog record {key:?} has format version {found}, this build reads {JSON_FORMAT_VERSION} and {FORMAT_VERSION}"
     )]
     Version { key: String, found: u32 },
     #[error("changelog record {key:?} is not valid: {detail}")]
@@ -49,12 +61,16 @@ pub fn group_key(group_id: &str) -> String {
 }
 
 fn encode<T: Serialize>(state: &T) -> Vec<u8> {
-    // Serializing our own plain data cannot fail.
-    serde_json::to_vec(&Envelope {
-        v: FORMAT_VERSION,
-        state,
-    })
-    .unwrap_or_default()
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(&[0, FORMAT_VERSION as u8]);
+    // Serializing our own plain data into a Vec cannot fail. (`to_io` copies slices;
+    // `to_extend` pushes byte by byte.)
+    postcard::to_io(state, out).unwrap_or_default()
+}
+
+/// The changelog value of an account's state (what `encode_account` writes under its key).
+pub fn encode_account_state(account: &Account) -> Vec<u8> {
+    encode(account)
 }
 
 /// The changelog record (key, value) for a customer's account.
@@ -71,32 +87,66 @@ pub fn encode_group(engine: &Engine, group_id: &str) -> Option<(String, Vec<u8>)
         .map(|g| (group_key(group_id), encode(g)))
 }
 
-/// Reads one changelog record.
-pub fn decode(key: &str, value: &[u8]) -> Result<StateRecord, StateError> {
-    let invalid = |e: serde_json::Error| StateError::Invalid {
+/// Reads one state value in either format.
+fn decode_state<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, StateError> {
+    let invalid = |detail: String| StateError::Invalid {
         key: key.to_string(),
-        detail: e.to_string(),
+        detail,
     };
-    #[derive(Deserialize)]
-    struct Version {
-        v: u32,
+    match value {
+        [0, version, rest @ ..] => {
+            if u32::from(*version) != FORMAT_VERSION {
+                return Err(StateError::Version {
+                    key: key.to_string(),
+                    found: u32::from(*version),
+                });
+            }
+            let (state, left) =
+                postcard::take_from_bytes::<T>(rest).map_err(|e| invalid(e.to_string()))?;
+            if !left.is_empty() {
+                return Err(invalid(format!("{} bytes after the state", left.len())));
+            }
+            Ok(state)
+        }
+        _ => {
+            #[derive(Deserialize)]
+            struct Version {
+                v: u32,
+            }
+            let version: Version =
+                serde_json::from_slice(value).map_err(|e| invalid(e.to_string()))?;
+            if version.v != JSON_FORMAT_VERSION {
+                return Err(StateError::Version {
+                    key: key.to_string(),
+                    found: version.v,
+                });
+            }
+            serde_json::from_slice::<Envelope<T>>(value)
+                .map(|e| e.state)
+                .map_err(|e| invalid(e.to_string()))
+        }
     }
-    let version: Version = serde_json::from_slice(value).map_err(invalid)?;
-    if version.v != FORMAT_VERSION {
-        return Err(StateError::Version {
-            key: key.to_string(),
-            found: version.v,
-        });
-    }
+}
+
+/// Reads one changelog record (format 2, or format 1 from an earlier build).
+pub fn decode(key: &str, value: &[u8]) -> Result<StateRecord, StateError> {
     if key.starts_with("a/") {
-        let e: Envelope<Account> = serde_json::from_slice(value).map_err(invalid)?;
-        Ok(StateRecord::Account(Box::new(e.state)))
+        decode_state::<Account>(key, value).map(|a| StateRecord::Account(Box::new(a)))
     } else if key.starts_with("g/") {
-        let e: Envelope<Group> = serde_json::from_slice(value).map_err(invalid)?;
-        Ok(StateRecord::Group(Box::new(e.state)))
+        decode_state::<Group>(key, value).map(|g| StateRecord::Group(Box::new(g)))
     } else {
         Err(StateError::UnknownKey(key.to_string()))
     }
+}
+
+/// The format-1 (JSON) changelog value of a state, as builds before format 2 wrote it. Kept
+/// to test that such changelogs still restore.
+pub fn encode_json_v1<T: Serialize>(state: &T) -> Vec<u8> {
+    serde_json::to_vec(&Envelope {
+        v: JSON_FORMAT_VERSION,
+        state,
+    })
+    .unwrap_or_default()
 }
 
 /// Applies a decoded record to an engine.
@@ -143,6 +193,117 @@ mod tests {
         ));
         assert!(matches!(
             decode("a/x", b"nope"),
+            Err(StateError::Invalid { .. })
+        ));
+    }
+
+    fn sample_engine() -> Engine {
+        use crate::generator::{generate, GeneratorConfig};
+        let mut engine = Engine::new(crate::Policy::default());
+        let mut out = Vec::new();
+        for line in generate(&GeneratorConfig {
+            customers: 40,
+            days: 60,
+            faults: true,
+            ..GeneratorConfig::default()
+        }) {
+            if let Ok(e) = crate::codec::decode_event(line.as_bytes()) {
+                out.clear();
+                engine.apply(&e, &mut out);
+            }
+        }
+        engine
+    }
+
+    #[test]
+    fn both_formats_round_trip_every_account_and_group() {
+        let engine = sample_engine();
+        let records = snapshot_all(&engine);
+        assert!(records.len() > 40, "{} records", records.len());
+        let (mut binary, mut json) = (0, 0);
+        for (key, value) in &records {
+            assert_eq!(&value[..2], &[0, 2], "{key} is written in format 2");
+            let decoded = decode(key, value).expect("format 2 decodes");
+            let v1 = match &decoded {
+                StateRecord::Account(a) => {
+                    assert_eq!(Some(a.as_ref()), engine.account(&key[2..]));
+                    encode_json_v1(a.as_ref())
+                }
+                StateRecord::Group(g) => {
+                    // Members are derived from the accounts on restore, not written.
+                    let mut expected = engine.group(&key[2..]).expect("group").clone();
+                    expected.members.clear();
+                    assert_eq!(g.as_ref(), &expected);
+                    encode_json_v1(g.as_ref())
+                }
+            };
+            assert_eq!(v1[0], b'{');
+            assert_eq!(decode(key, &v1).expect("format 1 decodes"), decoded);
+            binary += value.len();
+            json += v1.len();
+        }
+        // Not a speed claim, a format one: the binary snapshot is much smaller than the JSON.
+        assert!(
+            binary * 2 < json,
+            "binary {binary} bytes, JSON {json} bytes"
+        );
+    }
+
+    #[test]
+    fn binary_decimals_keep_scale_and_sign() {
+        use rust_decimal::Decimal;
+        use std::str::FromStr;
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct T(#[serde(with = "crate::model::money::dec")] Decimal);
+        for text in [
+            "0",
+            "-0",
+            "100.00",
+            "-1234.5678",
+            "0.0000000000000000000000000001",
+            "79228162514264337593543950335",
+            "-79228162514264337593543950335",
+        ] {
+            let d = Decimal::from_str(text).unwrap();
+            let bytes = postcard::to_allocvec(&T(d)).unwrap();
+            let back: T = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(back.0.to_string(), d.to_string(), "{text}");
+            assert_eq!(
+                back.0.serialize(),
+                d.serialize(),
+                "{text}: same representation"
+            );
+        }
+        // Scale 29 and a magnitude of 97 bits are refused, not wrapped.
+        assert!(
+            postcard::from_bytes::<T>(&postcard::to_allocvec(&(29u8, 1u128)).unwrap()).is_err()
+        );
+        assert!(
+            postcard::from_bytes::<T>(&postcard::to_allocvec(&(0u8, 1u128 << 96)).unwrap())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn refuses_damaged_binary_records() {
+        let engine = sample_engine();
+        let (key, value) = snapshot_all(&engine).pop().expect("a record");
+        let mut other_version = value.clone();
+        other_version[1] = 9;
+        assert!(matches!(
+            decode(&key, &other_version),
+            Err(StateError::Version { found: 9, .. })
+        ));
+        for cut in [2, value.len() / 2, value.len() - 1] {
+            assert!(
+                matches!(decode(&key, &value[..cut]), Err(StateError::Invalid { .. })),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = value.clone();
+        longer.push(0);
+        assert!(matches!(
+            decode(&key, &longer),
             Err(StateError::Invalid { .. })
         ));
     }

@@ -15,23 +15,24 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 /// Each id is stored once, in `order`; the index holds only a hash per id (and how many of the
 /// remembered ids share it), and a hit is confirmed against `order`, so a collision can cost a
 /// scan of at most `cap` ids but never a wrong answer.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(from = "Vec<String>", into = "Vec<String>")]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(from = "Vec<String>")]
 pub struct IdRing {
-    hashes: HashMap<u64, u32>,
+    hashes: HashMap<u64, u32, foldhash::fast::FixedState>,
     order: VecDeque<String>,
 }
 
+/// A fast, fixed-seed hash: ids come from input, but a crafted collision costs at most a scan
+/// of `cap` ids (see above), so a keyed hash buys nothing here.
 fn id_hash(id: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    id.hash(&mut h);
-    h.finish()
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x6372_6564_6974).hash_one(id)
 }
 
 impl From<Vec<String>> for IdRing {
     fn from(ids: Vec<String>) -> IdRing {
-        let mut hashes: HashMap<u64, u32> = HashMap::with_capacity(ids.len());
+        let mut hashes: HashMap<u64, u32, foldhash::fast::FixedState> =
+            HashMap::with_capacity_and_hasher(ids.len(), Default::default());
         for id in &ids {
             *hashes.entry(id_hash(id)).or_default() += 1;
         }
@@ -42,9 +43,10 @@ impl From<Vec<String>> for IdRing {
     }
 }
 
-impl From<IdRing> for Vec<String> {
-    fn from(ring: IdRing) -> Vec<String> {
-        ring.order.into()
+// Written in place (`into = "Vec<String>"` would copy every id for each snapshot).
+impl Serialize for IdRing {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(&self.order)
     }
 }
 
@@ -121,18 +123,23 @@ impl Hold {
 pub struct Order {
     pub order_id: String,
     /// Amount and currency as ordered.
+    #[serde(with = "crate::model::money::dec")]
     pub amount: Decimal,
     pub currency: Currency,
     /// The amount in the account's currency (equal to `amount` unless converted by an FX rate).
+    #[serde(with = "crate::model::money::dec")]
     pub amount_account: Decimal,
     pub placed_at: Timestamp,
     pub placed_event_id: String,
     pub state: OrderState,
     /// Shipped so far, account currency.
+    #[serde(with = "crate::model::money::dec")]
     pub shipped: Decimal,
     /// Unshipped remainder counted in open orders (0 while held).
+    #[serde(with = "crate::model::money::dec")]
     pub open_remaining: Decimal,
     /// Unapplied credit earmarked for this prepaid order, not yet consumed by a shipment.
+    #[serde(with = "crate::model::money::dec")]
     pub prepaid: Decimal,
     pub hold: Option<Hold>,
 }
@@ -142,14 +149,19 @@ pub struct Order {
 pub struct Receivable {
     pub shipment_id: String,
     pub order_id: String,
+    #[serde(with = "crate::model::money::dec")]
     pub amount: Decimal,
+    #[serde(with = "crate::model::money::dec")]
     pub open: Decimal,
     pub shipped_at: Timestamp,
     pub due_at: Timestamp,
     /// Settled so far by payments (including unapplied credit) and by credit notes.
+    #[serde(with = "crate::model::money::dec")]
     pub paid: Decimal,
+    #[serde(with = "crate::model::money::dec")]
     pub credited: Decimal,
     /// Sum over paid portions of portion x days late (for the timeliness indicator).
+    #[serde(with = "crate::model::money::dec")]
     pub late_weighted: Decimal,
     /// Next time-driven stage: 0 = overdue, 1..=n aging buckets, n+1 = write-off candidate.
     pub next_stage: u8,
@@ -174,9 +186,13 @@ impl Receivable {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SettledItem {
     pub shipment_id: String,
+    #[serde(with = "crate::model::money::dec")]
     pub amount: Decimal,
+    #[serde(with = "crate::model::money::dec")]
     pub paid: Decimal,
+    #[serde(with = "crate::model::money::dec")]
     pub credited: Decimal,
+    #[serde(with = "crate::model::money::dec")]
     pub late_weighted: Decimal,
     pub due_at: Timestamp,
     pub settled_at: Timestamp,
@@ -194,6 +210,7 @@ pub struct Pending {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Behaviour {
     /// Amounts (account currency) of recent non-anomalous orders, newest last.
+    #[serde(with = "crate::model::money::dec_deque")]
     pub order_amounts: VecDeque<Decimal>,
     /// Placement times of recent orders, ascending.
     pub order_times: VecDeque<Timestamp>,
@@ -236,10 +253,14 @@ pub struct Account {
     pub holds: Vec<String>,
     /// Open receivables, oldest due first: (due_at, shipment_id).
     pub receivables: Vec<Receivable>,
+    #[serde(with = "crate::model::money::dec")]
     pub open_orders_total: Decimal,
+    #[serde(with = "crate::model::money::dec")]
     pub receivables_total: Decimal,
+    #[serde(with = "crate::model::money::dec")]
     pub unapplied_credit: Decimal,
     /// Part of unapplied credit earmarked for approved prepaid orders.
+    #[serde(with = "crate::model::money::dec")]
     pub earmarked: Decimal,
     pub recent_event_ids: IdRing,
     /// Closed order ids (`o:`), settled shipment ids (`s:`), payment and credit note ids (`p:`).
@@ -580,7 +601,7 @@ mod tests {
         assert_eq!(ring.len(), 3);
         assert!(!ring.contains("ev-1"), "forgotten beyond the cap");
         assert!(ring.contains("ev-2") && ring.contains("ev-4"));
-        let restored = IdRing::from(Vec::<String>::from(ring.clone()));
+        let restored = IdRing::from(ring.iter().cloned().collect::<Vec<String>>());
         assert_eq!(restored, ring, "the serialized list restores the same ring");
         assert!(
             !IdRing::default().insert("x".into(), 0),

@@ -117,8 +117,10 @@ struct Cause {
 #[derive(Clone)]
 pub struct Engine {
     policy: Arc<Policy>,
-    accounts: HashMap<String, Account>,
-    groups: HashMap<String, Group>,
+    /// foldhash (seeded per process, as std's SipHash is): customer ids are hashed several
+    /// times per event, and SipHash was a visible share of the core's profile.
+    accounts: HashMap<String, Account, foldhash::fast::RandomState>,
+    groups: HashMap<String, Group, foldhash::fast::RandomState>,
     timers: BTreeSet<Timer>,
     clock: Option<Timestamp>,
     /// Accounts whose position changed during the current event or timer, first touch first.
@@ -141,8 +143,8 @@ impl Engine {
     pub fn with_policy(policy: Arc<Policy>) -> Engine {
         Engine {
             policy,
-            accounts: HashMap::new(),
-            groups: HashMap::new(),
+            accounts: HashMap::default(),
+            groups: HashMap::default(),
             timers: BTreeSet::new(),
             clock: None,
             touched: Vec::new(),

@@ -81,6 +81,7 @@ impl AccountStatus {
 /// A limit increase that holds until `expires_at` (exclusive).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct TemporaryLimit {
+    #[serde(with = "crate::model::money::dec")]
     pub amount: Decimal,
     pub expires_at: Timestamp,
 }
@@ -88,11 +89,14 @@ pub struct TemporaryLimit {
 /// `profile.customer`: the credit terms people set for one customer (an upsert).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct CustomerProfile {
+    #[serde(with = "crate::model::money::dec")]
     pub credit_limit: Decimal,
     pub currency: Currency,
     pub grade: Option<Grade>,
     pub payment_terms_days: Option<u32>,
+    #[serde(with = "crate::model::money::dec_opt")]
     pub max_order_amount: Option<Decimal>,
+    #[serde(with = "crate::model::money::dec_opt")]
     pub tolerance_pct: Option<Decimal>,
     pub status: AccountStatus,
     pub group_id: Option<String>,
@@ -104,8 +108,10 @@ pub struct CustomerProfile {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct GroupProfile {
     pub group_id: String,
+    #[serde(with = "crate::model::money::dec")]
     pub credit_limit: Decimal,
     pub currency: Currency,
+    #[serde(with = "crate::model::money::dec_opt")]
     pub tolerance_pct: Option<Decimal>,
 }
 

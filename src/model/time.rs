@@ -74,6 +74,10 @@ impl fmt::Display for Timestamp {
 
 impl<'de> serde::Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Binary formats (changelog snapshots) carry the microseconds; JSON the RFC 3339 text.
+        if !d.is_human_readable() {
+            return <i64 as serde::Deserialize>::deserialize(d).map(Timestamp);
+        }
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         Timestamp::parse_rfc3339(&s)
             .ok_or_else(|| serde::de::Error::custom(format!("invalid timestamp {s:?}")))
@@ -82,6 +86,9 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
 
 impl serde::Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            return s.serialize_i64(self.0);
+        }
         s.serialize_str(&self.to_rfc3339())
     }
 }

@@ -81,6 +81,19 @@ impl IdRing {
         true
     }
 
+    /// `contains(prefix + id)` without allocating the joined id (for ids up to 128 bytes).
+    pub fn contains_prefixed(&self, prefix: &str, id: &str) -> bool {
+        let n = prefix.len() + id.len();
+        let mut buf = [0u8; 128];
+        if n > buf.len() {
+            return self.contains(&format!("{prefix}{id}"));
+        }
+        buf[..prefix.len()].copy_from_slice(prefix.as_bytes());
+        buf[prefix.len()..n].copy_from_slice(id.as_bytes());
+        // Two valid UTF-8 strings joined are valid UTF-8.
+        std::str::from_utf8(&buf[..n]).is_ok_and(|joined| self.contains(joined))
+    }
+
     pub fn len(&self) -> usize {
         self.order.len()
     }
@@ -321,12 +334,12 @@ impl Account {
 
     /// Is this order id known (live, or closed within memory)?
     pub fn knows_order(&self, order_id: &str) -> bool {
-        self.orders.contains_key(order_id) || self.closed_ids.contains(&format!("o:{order_id}"))
+        self.orders.contains_key(order_id) || self.closed_ids.contains_prefixed("o:", order_id)
     }
 
     pub fn knows_shipment(&self, shipment_id: &str) -> bool {
         self.receivables.iter().any(|r| r.shipment_id == shipment_id)
-            || self.closed_ids.contains(&format!("s:{shipment_id}"))
+            || self.closed_ids.contains_prefixed("s:", shipment_id)
             || self.pending.iter().any(|p| {
                 matches!(&p.event.body, EventBody::ShipmentShipped { shipment_id: s, .. } if s == shipment_id)
             })
@@ -607,5 +620,21 @@ mod tests {
             !IdRing::default().insert("x".into(), 0),
             "cap 0 remembers nothing"
         );
+    }
+
+    #[test]
+    fn prefixed_lookups_match_joined_ids_of_any_length() {
+        let long = "x".repeat(200);
+        let mut ring = IdRing::default();
+        ring.insert("o:SO-1".into(), 8);
+        ring.insert(format!("s:{long}"), 8);
+        assert!(ring.contains_prefixed("o:", "SO-1"));
+        assert!(!ring.contains_prefixed("s:", "SO-1"));
+        assert!(!ring.contains_prefixed("o:", "SO-"));
+        assert!(
+            ring.contains_prefixed("s:", &long),
+            "past the 128-byte buffer"
+        );
+        assert!(!ring.contains_prefixed("o:", &long));
     }
 }

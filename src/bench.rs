@@ -576,6 +576,8 @@ pub struct Restore {
     pub accounts: usize,
     pub partitions: i32,
     pub snapshot_bytes: usize,
+    /// The snapshots were written in format 1 (JSON), the baseline.
+    pub json_v1: bool,
     /// Writing every snapshot to the changelog (setup, not part of the figure).
     pub write_s: f64,
     /// From the start of the restore (fences written) to every account restored.
@@ -587,13 +589,15 @@ pub struct Restore {
 
 /// Writes `accounts` account snapshots (5 open items each, as [`memory`] builds them) to a
 /// changelog of `partitions` partitions on the embedded broker, then restores all of them
-/// through the runtime's own restore path (the one an assignment runs) and times it.
-pub fn restore_over_kafka(accounts: usize, partitions: i32) -> Result<Restore> {
+/// through the runtime's own restore path (the one an assignment runs) and times it. With
+/// `json_v1` the snapshots are written in format 1 (JSON), which the restore still reads.
+pub fn restore_over_kafka(accounts: usize, partitions: i32, json_v1: bool) -> Result<Restore> {
     use crate::model::Output;
     use crate::{Engine, Policy};
     use rdkafka::producer::BaseRecord;
-    // The embedded broker keeps at most 5 MiB per partition: ~2.2 KB snapshots need at least
-    // one partition per ~2,000 accounts.
+    // The embedded broker keeps at most 5 MiB per partition: these accounts' snapshots are
+    // ~2.2 KB in format 1 (JSON; ~440 bytes in format 2), so at least one partition per
+    // ~2,000 accounts (the same rule for both formats, so both runs use the same layout).
     anyhow::ensure!(
         accounts as i64 <= partitions as i64 * 2000,
         "{accounts} snapshots need at least {} changelog partitions on the embedded broker (5 MiB each)",
@@ -626,7 +630,11 @@ pub fn restore_over_kafka(accounts: usize, partitions: i32) -> Result<Restore> {
     for i in 0..accounts {
         let mut account = templates[i % templates.len()].clone();
         account.customer_id = format!("C{i}");
-        let value = crate::state::encode_account_state(&account);
+        let value = if json_v1 {
+            crate::state::encode_json_v1(&account)
+        } else {
+            crate::state::encode_account_state(&account)
+        };
         let key = crate::state::account_key(&account.customer_id);
         snapshot_bytes += key.len() + value.len();
         runtime::send_record(
@@ -657,6 +665,7 @@ pub fn restore_over_kafka(accounts: usize, partitions: i32) -> Result<Restore> {
         accounts,
         partitions,
         snapshot_bytes,
+        json_v1,
         write_s,
         restore_s,
         bytes_per_account: after.saturating_sub(before) as f64 / accounts as f64,
@@ -721,9 +730,10 @@ pub fn report(
     if let Some(r) = r {
         let _ = writeln!(
             s,
-            "\nRestore over the embedded broker: {} account snapshots ({:.1} MiB) in {} changelog partitions, written in {:.1} s, restored by the runtime's assignment path (fence, read to the fence, decode, restore) in {:.2} s ({:.0} accounts/s); resident memory grew {:.0} bytes per restored account.",
+            "\nRestore over the embedded broker: {} account snapshots ({:.1} MiB, {}) in {} changelog partitions, written in {:.1} s, restored by the runtime's assignment path (fence, read to the fence, decode, restore) in {:.2} s ({:.0} accounts/s); resident memory grew {:.0} bytes per restored account.",
             r.accounts,
             r.snapshot_bytes as f64 / 1048576.0,
+            if r.json_v1 { "format 1, JSON" } else { "format 2" },
             r.partitions,
             r.write_s,
             r.restore_s,

@@ -123,6 +123,10 @@ enum Command {
         /// partition: at least one per 2,000 accounts).
         #[arg(long, default_value_t = 1024)]
         restore_partitions: i32,
+        /// Write that restore's snapshots in format 1 (JSON, as builds before format 2 wrote
+        /// them): the baseline for the restore figure.
+        #[arg(long)]
+        restore_json_v1: bool,
         /// Also write the Markdown report here.
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -596,7 +600,7 @@ fn bench(
     cfg: &credit_sentinel::bench::BenchConfig,
     latency: bool,
     memory_accounts: usize,
-    restore: (usize, i32),
+    restore: (usize, i32, bool),
     output: Option<&PathBuf>,
 ) -> Result<()> {
     use credit_sentinel::bench;
@@ -644,9 +648,9 @@ fn bench(
     } else {
         None
     };
-    let (restore_accounts, restore_partitions) = restore;
+    let (restore_accounts, restore_partitions, restore_json_v1) = restore;
     let restored = if restore_accounts > 0 {
-        let r = bench::restore_over_kafka(restore_accounts, restore_partitions)?;
+        let r = bench::restore_over_kafka(restore_accounts, restore_partitions, restore_json_v1)?;
         eprintln!(
             "restore over the embedded broker: {} accounts in {:.2} s",
             r.accounts, r.restore_s
@@ -656,13 +660,14 @@ fn bench(
         None
     };
     let command = format!(
-        "credit-sentinel bench --customers {} --partitions {} --rate {} --seconds {} --commit-intervals-ms {} --memory-accounts {memory_accounts} --restore-accounts {restore_accounts} --restore-partitions {restore_partitions}{}",
+        "credit-sentinel bench --customers {} --partitions {} --rate {} --seconds {} --commit-intervals-ms {} --memory-accounts {memory_accounts} --restore-accounts {restore_accounts} --restore-partitions {restore_partitions}{}{}",
         cfg.customers,
         cfg.partitions,
         cfg.rate,
         cfg.seconds,
         cfg.commit_intervals_ms.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
-        if latency { "" } else { " --no-latency" }
+        if latency { "" } else { " --no-latency" },
+        if restore_json_v1 { " --restore-json-v1" } else { "" }
     );
     let text = bench::report(&command, &t, &l, memory.as_ref(), restored.as_ref());
     println!("{text}");
@@ -684,6 +689,7 @@ fn run(cli: Cli) -> Result<()> {
             memory_accounts,
             restore_accounts,
             restore_partitions,
+            restore_json_v1,
             output,
         } => bench(
             &credit_sentinel::bench::BenchConfig {
@@ -695,7 +701,7 @@ fn run(cli: Cli) -> Result<()> {
             },
             !no_latency,
             memory_accounts,
-            (restore_accounts, restore_partitions),
+            (restore_accounts, restore_partitions, restore_json_v1),
             output.as_ref(),
         ),
         Command::Run { config } => {

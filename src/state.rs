@@ -8,9 +8,9 @@
 //! as scale and varint magnitude, timestamps as varint microseconds). Version 1, a JSON
 //! document `{"v":1,"state":{...}}` that earlier builds wrote, is still read, so a changelog
 //! written before an upgrade restores. A record in a version this build does not know is
-//! refused (not misread). Postcard is not self-describing: the field order of the state types
-//! is the format, and changing it means a new version (the round-trip tests catch a mismatch
-//! between writer and reader, not a silent reorder; see docs/operations.md).
+//! refused (not misread). Postcard is not self-describing: the fields of the state types, in
+//! their order, are the format, so changing them means a new version; `tests/snapshot_format.rs`
+//! fails when committed format-2 bytes no longer decode to the state they were written from.
 //!
 //! The due-moment index is not persisted: `Engine::restore_account` re-derives it from state.
 

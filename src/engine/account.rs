@@ -81,10 +81,10 @@ impl IdRing {
         true
     }
 
-    /// `contains(prefix + id)` without allocating the joined id (for ids up to 128 bytes).
+    /// `contains(prefix + id)` without allocating the joined id (up to 136 bytes: any ASCII id of the contract's 128 characters and its prefix).
     pub fn contains_prefixed(&self, prefix: &str, id: &str) -> bool {
         let n = prefix.len() + id.len();
-        let mut buf = [0u8; 128];
+        let mut buf = [0u8; 136];
         if n > buf.len() {
             return self.contains(&format!("{prefix}{id}"));
         }

@@ -212,7 +212,7 @@ fn restore(c: &mut Criterion) {
             let mut e = Engine::new(Policy::default());
             for (k, v) in &snapshots {
                 if let Ok(StateRecord::Account(a)) = state::decode(k, v) {
-                    e.restore_account(*a);
+                    e.restore_account(a);
                 }
             }
             e
@@ -223,7 +223,7 @@ fn restore(c: &mut Criterion) {
             let mut e = Engine::new(Policy::default());
             for (k, v) in &json {
                 if let Ok(StateRecord::Account(a)) = state::decode(k, v) {
-                    e.restore_account(*a);
+                    e.restore_account(a);
                 }
             }
             e

@@ -552,7 +552,7 @@ pub fn memory(accounts: usize) -> Result<Memory> {
     let mut restored = Engine::new(Policy::default());
     for (k, v) in &snapshots {
         if let Ok(StateRecord::Account(a)) = state::decode(k, v) {
-            restored.restore_account(*a);
+            restored.restore_account(a);
         }
     }
     let restore_s = started.elapsed().as_secs_f64();

@@ -152,7 +152,7 @@ pub fn encode_json_v1<T: Serialize>(state: &T) -> Vec<u8> {
 /// Applies a decoded record to an engine.
 pub fn restore(engine: &mut Engine, record: StateRecord) {
     match record {
-        StateRecord::Account(a) => engine.restore_account(*a),
+        StateRecord::Account(a) => engine.restore_account(a),
         StateRecord::Group(g) => engine.restore_group(*g),
     }
 }

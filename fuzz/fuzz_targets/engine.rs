@@ -254,7 +254,7 @@ fn snapshot(engine: &Engine) -> Engine {
     for cid in ids {
         let (key, value) = state::encode_account(engine, &cid).expect("account");
         match state::decode(&key, &value).expect("account decodes") {
-            StateRecord::Account(a) => restored.restore_account(*a),
+            StateRecord::Account(a) => restored.restore_account(a),
             other => panic!("{other:?}"),
         }
     }

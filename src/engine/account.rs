@@ -260,8 +260,9 @@ pub struct Account {
     pub manual_block: Option<String>,
     /// A behavioural grade applied when the policy lets the engine apply it.
     pub grade_override: Option<Grade>,
-    /// Live orders by id (deterministic iteration).
-    pub orders: BTreeMap<String, Order>,
+    /// Live orders by id (deterministic iteration). Boxed: a B-tree leaf has room for 11
+    /// entries, which for 200-byte orders inline is 2.5 KB even for one order.
+    pub orders: BTreeMap<String, Box<Order>>,
     /// Held order ids in release order: (placed_at, order_id).
     pub holds: Vec<String>,
     /// Open receivables, oldest due first: (due_at, shipment_id).
@@ -383,7 +384,7 @@ impl Account {
     }
 
     /// Removes a live order, freeing whatever it still reserves, and remembers its id.
-    pub fn close_order(&mut self, order_id: &str, closed_ids_cap: usize) -> Option<Order> {
+    pub fn close_order(&mut self, order_id: &str, closed_ids_cap: usize) -> Option<Box<Order>> {
         let order = self.orders.remove(order_id)?;
         self.open_orders_total -= order.open_remaining;
         self.earmarked -= order.prepaid;

@@ -640,7 +640,7 @@ fn restore_worker(
             match state::decode(&key, &value) {
                 Ok(StateRecord::Account(a)) => {
                     if let Some(engine) = engines.get_mut(&p) {
-                        engine.restore_account(*a);
+                        engine.restore_account(a);
                         restored += 1;
                     }
                 }

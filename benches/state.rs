@@ -207,27 +207,18 @@ fn restore(c: &mut Criterion) {
     let mut g = c.benchmark_group("restore");
     g.sample_size(10);
     g.throughput(Throughput::Elements(snapshots.len() as u64));
-    g.bench_function("decode_and_restore", |b| {
-        b.iter(|| {
-            let mut e = Engine::new(Policy::default());
-            for (k, v) in &snapshots {
-                if let Ok(StateRecord::Account(a)) = state::decode(k, v) {
-                    e.restore_account(a);
-                }
+    let restore_all = |records: &[(String, Vec<u8>)]| {
+        let mut e = Engine::new(Policy::default());
+        for (k, v) in records {
+            if let Ok(StateRecord::Account(a)) = state::decode(k, v) {
+                e.restore_account(a);
             }
-            e
-        })
-    });
+        }
+        e
+    };
+    g.bench_function("decode_and_restore", |b| b.iter(|| restore_all(&snapshots)));
     g.bench_function("decode_and_restore_json_v1", |b| {
-        b.iter(|| {
-            let mut e = Engine::new(Policy::default());
-            for (k, v) in &json {
-                if let Ok(StateRecord::Account(a)) = state::decode(k, v) {
-                    e.restore_account(a);
-                }
-            }
-            e
-        })
+        b.iter(|| restore_all(&json))
     });
     g.bench_function("decode_only", |b| {
         b.iter(|| {

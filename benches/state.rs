@@ -231,20 +231,16 @@ fn restore(c: &mut Criterion) {
 }
 
 fn snapshot(c: &mut Criterion) {
-    use credit_sentinel::generator::{generate, GeneratorConfig};
-    let mut engine = Engine::new(Policy::default());
-    let mut out: Vec<Output> = Vec::new();
-    for line in generate(&GeneratorConfig {
-        customers: 250,
-        days: 120,
-        faults: false,
-        ..GeneratorConfig::default()
-    }) {
-        if let Ok(e) = decode_event(line.as_bytes()) {
-            out.clear();
-            engine.apply(&e, &mut out);
-        }
-    }
+    use credit_sentinel::generator::GeneratorConfig;
+    let engine = credit_sentinel::generator::replayed(
+        &GeneratorConfig {
+            customers: 250,
+            days: 120,
+            faults: false,
+            ..GeneratorConfig::default()
+        },
+        Policy::default(),
+    );
     let ids: Vec<String> = engine.accounts().map(|a| a.customer_id.clone()).collect();
     let binary: Vec<(String, Vec<u8>)> = ids
         .iter()

@@ -68,6 +68,9 @@ pub struct Latency {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Mean latency of the decisions of orders sent in each second of the run (from the first
+    /// timed second): whether the engine kept up, or when it fell behind.
+    pub by_second_ms: Vec<f64>,
 }
 
 fn settings(
@@ -441,6 +444,7 @@ pub fn latency(cfg: &BenchConfig, delivery: Delivery, batch_max_ms: u64) -> Resu
         committed.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
     );
     let mut ms: Vec<f64> = Vec::new();
+    let mut seconds: Vec<(f64, usize)> = Vec::new();
     for (id, at) in read.iter() {
         let Some(sent_at) = sent.get(id) else {
             continue;
@@ -459,7 +463,14 @@ pub fn latency(cfg: &BenchConfig, delivery: Delivery, batch_max_ms: u64) -> Resu
                 None => continue,
             },
         };
-        ms.push(readable.duration_since(*sent_at).as_secs_f64() * 1000.0);
+        let latency_ms = readable.duration_since(*sent_at).as_secs_f64() * 1000.0;
+        ms.push(latency_ms);
+        let second = (sent_at.duration_since(started) - WARM_UP).as_secs() as usize;
+        if seconds.len() <= second {
+            seconds.resize(second + 1, (0.0, 0));
+        }
+        seconds[second].0 += latency_ms;
+        seconds[second].1 += 1;
     }
     ms.sort_by(f64::total_cmp);
     Ok(Latency {
@@ -470,6 +481,10 @@ pub fn latency(cfg: &BenchConfig, delivery: Delivery, batch_max_ms: u64) -> Resu
         p50_ms: percentile(&ms, 0.5),
         p99_ms: percentile(&ms, 0.99),
         max_ms: ms.last().copied().unwrap_or(f64::NAN),
+        by_second_ms: seconds
+            .iter()
+            .map(|(sum, n)| sum / (*n).max(1) as f64)
+            .collect(),
     })
 }
 
@@ -713,6 +728,16 @@ pub fn report(
             x.p50_ms,
             x.p99_ms,
             x.max_ms
+        );
+    }
+    for x in l {
+        let by_second: Vec<String> = x.by_second_ms.iter().map(|v| format!("{v:.0}")).collect();
+        let _ = writeln!(
+            s,
+            "\nMean latency (ms) by the second the order was sent, {} batch_max_ms {}: {}",
+            x.delivery.as_str(),
+            x.batch_max_ms,
+            by_second.join(", ")
         );
     }
     if let Some(m) = m {

@@ -421,6 +421,22 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
     lines
 }
 
+/// An engine that has applied the traffic `cfg` describes, through `replay` as a backtest
+/// would: accounts with a realistic history, for benches and tests of state.
+pub fn replayed(cfg: &GeneratorConfig, policy: crate::Policy) -> crate::Engine {
+    let input = generate(cfg).join("\n");
+    let mut engine = crate::Engine::new(policy);
+    // Reading from memory and writing to a sink cannot fail.
+    let _ = crate::replay::replay(
+        &mut engine,
+        input.as_bytes(),
+        std::io::sink(),
+        1 << 20,
+        |_| {},
+    );
+    engine
+}
+
 fn same_order(order_line: &str, shipment_line: &str) -> bool {
     let id = |l: &str| {
         l.split("\"order_id\":\"")

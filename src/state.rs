@@ -198,21 +198,16 @@ mod tests {
     }
 
     fn sample_engine() -> Engine {
-        use crate::generator::{generate, GeneratorConfig};
-        let mut engine = Engine::new(crate::Policy::default());
-        let mut out = Vec::new();
-        for line in generate(&GeneratorConfig {
-            customers: 40,
-            days: 60,
-            faults: true,
-            ..GeneratorConfig::default()
-        }) {
-            if let Ok(e) = crate::codec::decode_event(line.as_bytes()) {
-                out.clear();
-                engine.apply(&e, &mut out);
-            }
-        }
-        engine
+        use crate::generator::GeneratorConfig;
+        crate::generator::replayed(
+            &GeneratorConfig {
+                customers: 40,
+                days: 60,
+                faults: true,
+                ..GeneratorConfig::default()
+            },
+            crate::Policy::default(),
+        )
     }
 
     #[test]

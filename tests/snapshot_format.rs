@@ -9,10 +9,9 @@
 //! Regenerate only for a new format: `CREDIT_SENTINEL_WRITE_FIXTURE=1 cargo test --test
 //! snapshot_format`.
 
-use credit_sentinel::codec::decode_event;
-use credit_sentinel::generator::{generate, GeneratorConfig};
+use credit_sentinel::generator::{replayed, GeneratorConfig};
 use credit_sentinel::state::{self, StateRecord};
-use credit_sentinel::{Engine, Policy};
+use credit_sentinel::Policy;
 
 const FIXTURE: &str = "tests/data/changelog-format-2.txt";
 
@@ -37,18 +36,15 @@ fn json_of(record: &StateRecord) -> Vec<u8> {
 #[test]
 fn format_2_bytes_still_mean_what_they_meant() {
     if std::env::var_os("CREDIT_SENTINEL_WRITE_FIXTURE").is_some() {
-        let mut engine = Engine::new(Policy::default());
-        let mut out = Vec::new();
-        for line in generate(&GeneratorConfig {
-            customers: 6,
-            days: 90,
-            faults: true,
-            ..GeneratorConfig::default()
-        }) {
-            if let Ok(e) = decode_event(line.as_bytes()) {
-                engine.apply(&e, &mut out);
-            }
-        }
+        let engine = replayed(
+            &GeneratorConfig {
+                customers: 6,
+                days: 90,
+                faults: true,
+                ..GeneratorConfig::default()
+            },
+            Policy::default(),
+        );
         let mut text = String::new();
         for (key, value) in state::snapshot_all(&engine) {
             let record = state::decode(&key, &value).expect("decodes");

@@ -472,7 +472,7 @@ fn restore_partitions(
         shared.parts.remove(p);
     }
     // Snapshots are decoded and restored by worker threads, each owning the engines of some
-    // partitions (decoding JSON is most of a restore's work); this thread reads the changelog
+    // partitions (decoding and building the state is most of a restore's work); this thread reads the changelog
     // and handles fences and checkpoints.
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())

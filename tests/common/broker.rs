@@ -93,15 +93,6 @@ pub fn read_topic(settings: &Settings, topic: &str) -> Vec<String> {
                 },
             );
         if done {
-            // Some brokers (tansu 0.6) report a high watermark that lags what they serve.
-            let mut quiet = Instant::now();
-            while quiet.elapsed() < Duration::from_millis(1000) {
-                if let Some(m) = reader.poll(Duration::from_millis(200)) {
-                    let m = m.expect("message");
-                    out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
-                    quiet = Instant::now();
-                }
-            }
             break;
         }
         assert!(

@@ -3,7 +3,9 @@
 //! engine produced for it, so tests read as "events in, decisions and alerts out".
 #![allow(dead_code)]
 
+pub mod apache_kafka;
 pub mod broker;
+pub mod live;
 
 use credit_sentinel::codec;
 use credit_sentinel::model::*;

@@ -1,0 +1,385 @@
+//! The engine on Apache Kafka itself (KRaft, started by the test from the broker's Maven jars;
+//! see `common::apache_kafka`): real transactions, `read_committed`, transactional offset
+//! commits, consumer-group fencing and log compaction, none of which the embedded mock cluster
+//! honours. On one node: SIGKILL at random points (some with a transaction open) with no
+//! decision or alert seen twice by a read_committed reader in exactly_once and none lost in
+//! at_least_once, a second instance joining and leaving, a paused instance that loses its
+//! partitions and must not write after the new owner took over, and a restore from a changelog
+//! that compaction has cleaned. On three nodes (replication factor 3, `min.insync.replicas` 2,
+//! `acks=all`): the partition leaders' broker killed mid-stream, and the active controller
+//! killed mid-stream. Every test ends with what the engine wrote equal to a per-partition
+//! replay of its input, and the latest changelog snapshot of every account equal to replay's.
+//!
+//! The tests run one at a time (each starts its own cluster): two JVM brokers and several
+//! engine processes at once would share two cores.
+
+mod common;
+
+use common::apache_kafka::ApacheKafka;
+use common::broker::*;
+use common::live::*;
+use credit_sentinel::config::{self, Delivery, Settings};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Engine settings for `cluster`, and the contract's topics created on it (three partitions
+/// each; the changelog compacted, with `changelog` topic settings added).
+fn settings_on(
+    cluster: &ApacheKafka,
+    delivery: Delivery,
+    name: &str,
+    changelog: &[(&str, &str)],
+) -> Settings {
+    let mut s =
+        config::load_with_env(None, Vec::<(String, String)>::new()).expect("default settings");
+    s.kafka.brokers = cluster.bootstrap();
+    s.kafka.delivery = delivery;
+    s.kafka.tick_ms = 0; // event time only, as in replay
+    s.kafka.transactional_id = format!("apache-{name}-{}", std::process::id());
+    s.kafka.group_id = format!("apache-{name}-{}", std::process::id());
+    for (k, v) in [
+        // A killed member is noticed after 6 s, not the default 45 s.
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "1000"),
+        ("acks", "all"),
+    ] {
+        s.kafka.properties.insert(k.into(), v.into());
+    }
+    let t = s.kafka.topics.clone();
+    let replicated: &[(&str, &str)] = if cluster.nodes.len() >= 3 {
+        &[("min.insync.replicas", "2")]
+    } else {
+        &[]
+    };
+    let plain: Vec<&str> = t
+        .all()
+        .into_iter()
+        .filter(|n| *n != t.changelog.as_str())
+        .collect();
+    cluster.create_topics(&plain, PARTITIONS, replicated);
+    let mut compacted = vec![("cleanup.policy", "compact")];
+    compacted.extend_from_slice(replicated);
+    compacted.extend_from_slice(changelog);
+    cluster.create_topics(&[t.changelog.as_str()], PARTITIONS, &compacted);
+    s
+}
+
+#[test]
+fn exactly_once_sigkill_at_random_points_no_decision_or_alert_seen_twice() {
+    let _alone = alone();
+    let cluster = ApacheKafka::single();
+    let settings = settings_on(&cluster, Delivery::ExactlyOnce, "eos-kill", &[]);
+    killed_mid_stream_then_restarted(settings, "exactly_once", 4, 2, Repeats::Forbidden);
+}
+
+#[test]
+fn at_least_once_sigkill_at_random_points_loses_nothing_and_repeats_only_identically() {
+    let _alone = alone();
+    let cluster = ApacheKafka::single();
+    let settings = settings_on(&cluster, Delivery::AtLeastOnce, "alo-kill", &[]);
+    killed_mid_stream_then_restarted(settings, "at_least_once", 4, 0, Repeats::Identical);
+}
+
+/// Waits until at least `n` more decisions are committed than `from`.
+fn wait_for_progress(settings: &Settings, what: &str, from: i64, n: i64) -> i64 {
+    wait_for(what, Duration::from_secs(180), || {
+        decided(settings) >= from + n
+    });
+    decided(settings)
+}
+
+#[test]
+fn exactly_once_a_second_instance_joins_and_leaves_mid_stream() {
+    let _alone = alone();
+    let cluster = ApacheKafka::single();
+    let settings = settings_on(&cluster, Delivery::ExactlyOnce, "eos-rebalance", &[]);
+    let (groups, rest) = groups_applied(&settings, "exactly_once", traffic_lines(40, 60, 29));
+    // The last third is produced only after the second instance has left: it leaves mid-stream.
+    let (first, last) = rest.split_at(rest.len() * 2 / 3);
+    produce_on_orders(&settings, first);
+    let first_part = expected(&settings, &groups).want_d.len() as i64;
+    let one = child_instance(&settings, "exactly_once", Some(1));
+    let at = wait_for_progress(&settings, "a third of the stream", 0, first_part / 3);
+    let two = child_instance(&settings, "exactly_once", Some(2));
+    let two_pid = two.0.id();
+    let with_two = wait_for_progress(&settings, "progress with two instances", at, first_part / 6);
+    let took = restored_by(&settings, two_pid);
+    sigterm(two);
+    let left_at = decided(&settings);
+    produce_on_orders(&settings, last);
+    let want = expected(&settings, &groups);
+    eprintln!(
+        "the second instance joined after {at} decisions, took partitions {took:?}, left after {left_at} (progress with two: {with_two}; {} in all)",
+        want.want_d.len()
+    );
+    assert!(
+        !took.is_empty(),
+        "the second instance was given partitions and restored them"
+    );
+    wait_until_done(&settings, &want);
+    sigterm(one);
+    assert_equals_replay(&settings, &want, Repeats::Forbidden);
+}
+
+#[test]
+fn a_paused_instance_that_lost_its_partitions_writes_nothing_after_the_new_owner_took_over() {
+    let _alone = alone();
+    let cluster = ApacheKafka::single();
+    let mut settings = settings_on(&cluster, Delivery::ExactlyOnce, "eos-zombie", &[]);
+    // The coordinator aborts a silent instance's transaction after 10 s (not the engine's
+    // default 60 s), so the new owner's restore, which reads the changelog read_committed, is
+    // not held at the zombie's open transaction for a minute.
+    for (k, v) in [
+        ("transaction.timeout.ms", "10000"),
+        // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
+        ("message.timeout.ms", "9000"),
+    ] {
+        settings.kafka.properties.insert(k.into(), v.into());
+    }
+    let want = prepare_stream(&settings, "exactly_once", traffic_lines(40, 60, 37));
+    let total = want.want_d.len() as i64;
+
+    let mut zombie = child_instance(&settings, "exactly_once", Some(1));
+    let at = wait_for_progress(&settings, "a third of the stream", 0, total / 3);
+    // Paused with produced records in an open transaction: when it wakes, it holds a batch it
+    // believes it may commit.
+    let pid = zombie.0.id().to_string();
+    let signal = |s: &str| {
+        std::process::Command::new("kill")
+            .args([s, &pid])
+            .status()
+            .expect("kill");
+    };
+    let mut caught = false;
+    for attempt in 0..300 {
+        signal("-STOP");
+        if open_transaction(&settings) {
+            caught = true;
+            break;
+        }
+        signal("-CONT");
+        std::thread::sleep(Duration::from_millis(2 + (attempt % 5) * 3));
+    }
+    assert!(caught, "the instance was paused with a transaction open");
+    let paused_at = decided(&settings);
+    let owner = child_instance(&settings, "exactly_once", Some(2));
+    let owner_pid = owner.0.id();
+    // The new owner is given every partition once the paused member's session times out,
+    // restores them (after the paused transaction is aborted) and decides on.
+    let took_over = wait_for_progress(
+        &settings,
+        "the new owner deciding",
+        paused_at,
+        (total / 10).max(5),
+    );
+    let took = restored_by(&settings, owner_pid);
+    assert_eq!(
+        took,
+        (0..PARTITIONS).collect::<Vec<_>>(),
+        "the new owner restored every partition"
+    );
+    // The zombie wakes up in the middle of its batch.
+    signal("-CONT");
+    let woke = Instant::now();
+    let mut zombie_exit = None;
+    while woke.elapsed() < Duration::from_secs(30) {
+        if let Ok(Some(status)) = zombie.0.try_wait() {
+            zombie_exit = Some(status);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "paused after {at} decisions ({paused_at} committed), the new owner had {took_over} when the zombie woke; zombie exit: {zombie_exit:?}"
+    );
+    wait_until_done(&settings, &want);
+    sigterm(owner);
+    if zombie_exit.is_none() {
+        // Still alive: it rejoined the group as an ordinary member (its batch aborted).
+        sigterm(zombie);
+    }
+    // Had the zombie committed its batch, its decisions would be seen twice (the new owner
+    // decided the same input from the checkpoint).
+    assert_equals_replay(&settings, &want, Repeats::Forbidden);
+}
+
+/// The log cleaner's progress per changelog partition (`cleaner-offset-checkpoint`): the
+/// offset up to which compaction has cleaned it.
+fn cleaned_up_to(cluster: &ApacheKafka, topic: &str) -> Vec<i64> {
+    let text = std::fs::read_to_string(cluster.nodes[0].data().join("cleaner-offset-checkpoint"))
+        .unwrap_or_default();
+    (0..PARTITIONS)
+        .map(|p| {
+            text.lines()
+                .filter_map(|l| {
+                    let mut f = l.split_whitespace();
+                    (f.next() == Some(topic) && f.next() == Some(&p.to_string()))
+                        .then(|| f.next()?.parse::<i64>().ok())
+                        .flatten()
+                })
+                .next_back()
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+#[test]
+fn a_restore_from_a_changelog_cleaned_by_compaction_equals_replay() {
+    let _alone = alone();
+    let cluster = ApacheKafka::single();
+    // Segments roll every 300 ms, so the log cleaner has closed segments to compact while the
+    // test runs.
+    let settings = settings_on(
+        &cluster,
+        Delivery::ExactlyOnce,
+        "eos-compaction",
+        &[
+            ("segment.ms", "300"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("min.compaction.lag.ms", "0"),
+            ("delete.retention.ms", "1000"),
+        ],
+    );
+    let t = settings.kafka.topics.clone();
+    let (groups, rest) = groups_first(traffic_lines(40, 60, 41));
+    produce_on_orders(&settings, &groups);
+    let engine = child(&settings, "exactly_once");
+    wait_for_groups(&settings, &groups);
+    let (first, second) = rest.split_at(rest.len() / 2);
+    produce_on_orders(&settings, first);
+    let first_ends: std::collections::BTreeMap<i32, i64> = read_partitions(&settings, &t.orders)
+        .into_iter()
+        .map(|(p, m)| (p, m.len() as i64))
+        .collect();
+    wait_for("the first half consumed", Duration::from_secs(300), || {
+        checkpointed(&settings, &t.orders) == first_ends
+    });
+    sigterm(engine);
+    // A record after the idle time rolls the last segment; then the cleaner has every segment
+    // but the active one to compact.
+    std::thread::sleep(Duration::from_millis(500));
+    wait_for(
+        "compaction of every changelog partition",
+        Duration::from_secs(120),
+        || cleaned_up_to(&cluster, &t.changelog).iter().all(|o| *o > 0),
+    );
+    let cleaned = cleaned_up_to(&cluster, &t.changelog);
+    // In the cleaned range each key is left once: the older snapshots of an account are gone.
+    let mut removed = 0i64;
+    for (p, records) in read_records(&settings, &t.changelog, "read_uncommitted") {
+        let upto = cleaned[p as usize];
+        let mut keys = std::collections::BTreeMap::<String, usize>::new();
+        let mut present = 0i64;
+        for (_, key, _) in records.iter().filter(|(o, _, _)| *o < upto) {
+            present += 1;
+            *keys.entry(key.clone().unwrap_or_default()).or_default() += 1;
+        }
+        let repeated: Vec<_> = keys.iter().filter(|(_, n)| **n > 1).take(3).collect();
+        assert!(
+            repeated.is_empty(),
+            "compacted partition {p} keeps one record per key below {upto}: {repeated:?}"
+        );
+        removed += upto - present;
+    }
+    eprintln!("compaction cleaned the changelog up to {cleaned:?}; {removed} offsets below them hold no record any more (old snapshots, transaction markers)");
+    let expected_before: i64 = cleaned.iter().sum();
+    assert!(
+        removed * 2 > expected_before,
+        "compaction removed most of the cleaned range ({removed} of {expected_before} offsets)"
+    );
+
+    produce_on_orders(&settings, second);
+    let want = expected(&settings, &groups);
+    let engine = child(&settings, "exactly_once");
+    wait_until_done(&settings, &want);
+    sigterm(engine);
+    assert_equals_replay(&settings, &want, Repeats::Forbidden);
+}
+
+/// The broker that leads most partitions of the engine's topics.
+fn busiest_leader(cluster: &ApacheKafka, settings: &Settings) -> u32 {
+    let mut led = std::collections::BTreeMap::<u32, usize>::new();
+    for topic in settings.kafka.topics.all() {
+        for p in 0..PARTITIONS {
+            if let Some(l) = cluster.leader_of(topic, p) {
+                *led.entry(l).or_default() += 1;
+            }
+        }
+    }
+    led.into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(id, _)| id)
+        .expect("leaders")
+}
+
+/// Three nodes; `fail` takes one node down mid-stream (returns which); the engine must keep
+/// deciding while it is down, and after it is back and the stream is done, nothing is lost or
+/// repeated and the state equals replay.
+fn three_nodes_one_fails_mid_stream(
+    name: &str,
+    fail: impl FnOnce(&mut ApacheKafka, &Settings) -> u32,
+) {
+    let mut cluster = ApacheKafka::three();
+    let settings = settings_on(&cluster, Delivery::ExactlyOnce, name, &[]);
+    let want = prepare_stream(&settings, "exactly_once", traffic_lines(40, 60, 43));
+    let total = want.want_d.len() as i64;
+    let engine = child(&settings, "exactly_once");
+    let at = wait_for_progress(&settings, "a third of the stream", 0, total / 3);
+    let down = fail(&mut cluster, &settings);
+    let while_down = wait_for_progress(&settings, "decisions while a node is down", at, total / 6);
+    eprintln!(
+        "node {down} down after {at} decisions; {while_down} of {total} decided before it came back; memory {:?} MiB",
+        cluster.memory_mib()
+    );
+    assert!(
+        while_down < total,
+        "the node must come back mid-stream for this test to mean anything"
+    );
+    cluster.restart(down);
+    wait_until_done(&settings, &want);
+    sigterm(engine);
+    assert_equals_replay(&settings, &want, Repeats::Forbidden);
+}
+
+#[test]
+fn three_nodes_the_partition_leaders_broker_killed_mid_stream() {
+    let _alone = alone();
+    three_nodes_one_fails_mid_stream("eos-leader-killed", |cluster, settings| {
+        let leader = busiest_leader(cluster, settings);
+        let decisions_leader = cluster.leader_of(&settings.kafka.topics.decisions, 0);
+        cluster.kill(leader);
+        // The partitions it led move to the other two replicas.
+        wait_for("new leaders", Duration::from_secs(60), || {
+            settings.kafka.topics.all().iter().all(|topic| {
+                (0..PARTITIONS).all(|p| cluster.leader_of(topic, p).is_some_and(|l| l != leader))
+            })
+        });
+        eprintln!("killed node {leader} (it led decisions/0: {decisions_leader:?})");
+        leader
+    });
+}
+
+#[test]
+fn three_nodes_the_active_controller_killed_mid_stream() {
+    let _alone = alone();
+    three_nodes_one_fails_mid_stream("eos-controller-killed", |cluster, _| {
+        let (controller, epoch) = cluster.controller().expect("an active controller");
+        cluster.kill(controller);
+        wait_for("a new active controller", Duration::from_secs(60), || {
+            cluster
+                .controller()
+                .is_some_and(|(c, e)| c != controller && e > epoch)
+        });
+        eprintln!(
+            "killed the active controller {controller} (epoch {epoch}); now {:?}",
+            cluster.controller()
+        );
+        controller
+    });
+}

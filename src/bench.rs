@@ -1,4 +1,5 @@
-//! `credit-sentinel bench`: the end-to-end benchmark on the embedded broker.
+//! `credit-sentinel bench`: the end-to-end benchmark, on the embedded broker or (with
+//! `--brokers`) on a real cluster such as Apache Kafka.
 //!
 //! Throughput: the same generated input is preloaded once per delivery mode and consumed twice,
 //! first by `run` (the engine), then by a null pipeline with the same client settings, batch
@@ -13,6 +14,10 @@
 //! transactions to `read_committed` readers, so the commit is taken from the engine's commit
 //! feed). Latency is readable time minus the time the order was handed to the producer;
 //! orders sent in the first second (`WARM_UP`) are not timed.
+//!
+//! Each pass gets topics of its own: on the embedded broker a new mock cluster, on a real
+//! cluster fresh topics named `bench-<process>-<n>-<topic>` (created with the admin API, left
+//! behind for inspection).
 
 use crate::config::{self, Delivery, Settings};
 use crate::feed::Feed;
@@ -46,7 +51,48 @@ pub struct BenchConfig {
     pub seconds: u64,
     /// `kafka.batch_max_ms` values (the commit interval) for the exactly_once latency runs.
     pub commit_intervals_ms: Vec<u64>,
+    /// Where the passes run.
+    pub broker: BenchBroker,
 }
+
+/// The broker the throughput and latency passes run on.
+#[derive(Clone, Debug, Default)]
+pub enum BenchBroker {
+    /// librdkafka's mock cluster in this process, a new one per pass.
+    #[default]
+    Embedded,
+    /// A running cluster (bootstrap servers); each pass creates topics of its own.
+    External {
+        brokers: String,
+        replication_factor: i32,
+    },
+}
+
+impl BenchBroker {
+    /// How the report names it.
+    pub fn describe(&self) -> String {
+        match self {
+            BenchBroker::Embedded => "the embedded broker (librdkafka's mock cluster)".into(),
+            BenchBroker::External {
+                brokers,
+                replication_factor,
+            } => format!("{brokers} (replication factor {replication_factor})"),
+        }
+    }
+}
+
+/// Where one pass runs: the broker's address and the pass's own topics.
+struct Site {
+    /// Kept alive for the pass (the embedded broker stops when dropped).
+    _cluster: Option<MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+    brokers: String,
+    topics: config::Topics,
+    /// Extra topics (the null pipeline's sink), named for this pass.
+    extra: Vec<String>,
+    external: bool,
+}
+
+static PASSES: AtomicU64 = AtomicU64::new(0);
 
 /// One throughput comparison.
 #[derive(Clone, Debug)]
@@ -73,61 +119,177 @@ pub struct Latency {
     pub by_second_ms: Vec<f64>,
 }
 
-fn settings(
-    cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
-    delivery: Delivery,
-    tag: &str,
-) -> Result<Settings> {
+fn settings(site: &Site, delivery: Delivery, tag: &str) -> Result<Settings> {
     let mut s = config::load(None)?;
-    s.kafka.brokers = cluster.bootstrap_servers();
+    s.kafka.brokers = site.brokers.clone();
+    s.kafka.topics = site.topics.clone();
     s.kafka.delivery = delivery;
     s.kafka.tick_ms = 0;
-    s.kafka.group_id = format!("bench-{tag}-{:?}", delivery);
-    s.kafka.transactional_id = format!("bench-{tag}-{:?}", delivery);
+    let pass = PASSES.load(Ordering::Relaxed);
+    s.kafka.group_id = format!("bench-{}-{pass}-{tag}-{:?}", std::process::id(), delivery);
+    s.kafka.transactional_id = s.kafka.group_id.clone();
     s.http.enabled = false;
     // The embedded broker answers a fetch that finds no new record only after the consumer's
     // fetch.wait.max.ms (500 ms by default), even if records arrive meanwhile (a broker wakes
     // waiting fetches; librdkafka's mock cluster does not): without this, every decision that
-    // follows an idle moment waits half a second on the broker, not on the engine.
+    // follows an idle moment waits half a second on the broker, not on the engine. The same
+    // setting on a real broker, so that both run the same client configuration.
     s.kafka
         .properties
         .insert("fetch.wait.max.ms".into(), "5".into());
     Ok(s)
 }
 
-fn new_cluster(
-    partitions: i32,
-    settings_topics: &config::Topics,
-    extra: &[&str],
-) -> Result<MockCluster<'static, rdkafka::producer::DefaultProducerContext>> {
-    let cluster = MockCluster::new(1).context("cannot start the embedded broker")?;
-    for topic in settings_topics
-        .all()
-        .into_iter()
-        .chain(extra.iter().copied())
-    {
-        cluster
-            .create_topic(topic, partitions, 1)
-            .with_context(|| format!("cannot create {topic}"))?;
+/// A new place for one pass: a new embedded broker, or new topics on the external cluster.
+fn new_site(cfg: &BenchConfig, extra: &[&str]) -> Result<Site> {
+    let topics = config::load(None)?.kafka.topics;
+    let pass = PASSES.fetch_add(1, Ordering::Relaxed) + 1;
+    match &cfg.broker {
+        BenchBroker::Embedded => {
+            let cluster = MockCluster::new(1).context("cannot start the embedded broker")?;
+            for topic in topics.all().into_iter().chain(extra.iter().copied()) {
+                cluster
+                    .create_topic(topic, cfg.partitions, 1)
+                    .with_context(|| format!("cannot create {topic}"))?;
+            }
+            Ok(Site {
+                brokers: cluster.bootstrap_servers(),
+                _cluster: Some(cluster),
+                topics,
+                extra: extra.iter().map(|t| t.to_string()).collect(),
+                external: false,
+            })
+        }
+        BenchBroker::External {
+            brokers,
+            replication_factor,
+        } => {
+            let prefix = format!("bench-{}-{pass}-", std::process::id());
+            let named = |t: &str| format!("{prefix}{t}");
+            let topics = config::Topics {
+                orders: named(&topics.orders),
+                shipments: named(&topics.shipments),
+                payments: named(&topics.payments),
+                profiles: named(&topics.profiles),
+                commands: named(&topics.commands),
+                decisions: named(&topics.decisions),
+                alerts: named(&topics.alerts),
+                dead_letter: named(&topics.dead_letter),
+                changelog: named(&topics.changelog),
+                repartition: named(&topics.repartition),
+            };
+            let extra: Vec<String> = extra.iter().map(|t| named(t)).collect();
+            let mut names: Vec<(String, bool)> = topics
+                .all()
+                .iter()
+                .map(|t| (t.to_string(), *t == topics.changelog))
+                .collect();
+            names.extend(extra.iter().map(|t| (t.clone(), false)));
+            create_topics(brokers, &names, cfg.partitions, *replication_factor)?;
+            Ok(Site {
+                _cluster: None,
+                brokers: brokers.clone(),
+                topics,
+                extra,
+                external: true,
+            })
+        }
     }
-    Ok(cluster)
 }
 
-/// Sum of the high watermarks of `topics` (records written; the embedded broker writes no
-/// transaction markers).
-fn records_in(s: &Settings, topics: &[&str], partitions: i32) -> Result<u64> {
+/// Creates topics on a cluster with the admin API (`compacted`: the changelog), waiting for
+/// the result on a thread of its own (callers may be inside an async runtime).
+fn create_topics(
+    brokers: &str,
+    names: &[(String, bool)],
+    partitions: i32,
+    replication_factor: i32,
+) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        c.create().context("cannot create the admin client")?;
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|(name, compacted)| {
+            let t = NewTopic::new(
+                name,
+                partitions,
+                TopicReplication::Fixed(replication_factor),
+            );
+            if *compacted {
+                t.set("cleanup.policy", "compact")
+            } else {
+                t
+            }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map(|rt| rt.block_on(admin.create_topics(&topics, &options)))
+            })
+            .join()
+    })
+    .map_err(|_| anyhow::anyhow!("topic creation panicked"))??
+    .context("cannot create the bench topics")?;
+    for r in results {
+        if let Err((name, code)) = r {
+            anyhow::bail!("cannot create topic {name}: {code}");
+        }
+    }
+    Ok(())
+}
+
+/// Records written to `topics`. On the embedded broker the sum of the high watermarks (it
+/// writes no transaction markers and keeps no aborted records); on a real cluster the records
+/// a read_committed reader reads (offsets there also count markers and aborted records).
+fn records_in(site: &Site, s: &Settings, topics: &[&str], partitions: i32) -> Result<u64> {
     let mut cfg = runtime::client_config(&s.kafka);
-    cfg.set("group.id", "bench-watermarks");
+    cfg.set("group.id", "bench-watermarks")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false");
     let c: BaseConsumer = cfg.create()?;
     let mut n = 0;
     for t in topics {
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = HashMap::new();
         for p in 0..partitions {
             let (low, high) = c.fetch_watermarks(t, p, Duration::from_secs(10))?;
             anyhow::ensure!(
                 low == 0 || !s.kafka.topics.inputs().contains(t),
                 "the embedded broker dropped the start of {t} partition {p} (over its 5 MiB per partition): use fewer customers or more partitions"
             );
-            n += high as u64;
+            if !site.external {
+                n += high as u64;
+            } else if high > low {
+                tpl.add_partition_offset(t, p, Offset::Offset(low))?;
+                ends.insert(p, high);
+            }
+        }
+        if ends.is_empty() {
+            continue;
+        }
+        c.assign(&tpl)?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let position = c.position()?;
+            let done = ends.iter().all(|(p, end)| {
+                matches!(position.find_partition(t, *p).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= *end)
+            });
+            if done {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "counting {t} took over 120 s");
+            if let Some(m) = c.poll(Duration::from_millis(100)) {
+                m?;
+                n += 1;
+            }
         }
     }
     Ok(n)
@@ -254,10 +416,9 @@ fn null_pass(s: &Settings, inputs: u64, outputs: u64, sink: &str) -> Result<f64>
 
 /// Engine versus null pipeline on the same preloaded input.
 pub fn throughput(cfg: &BenchConfig, delivery: Delivery) -> Result<Throughput> {
-    let topics = config::load(None)?.kafka.topics;
-    let sink = "bench.null";
-    let cluster = new_cluster(cfg.partitions, &topics, &[sink])?;
-    let s = settings(&cluster, delivery, "engine")?;
+    let site = new_site(cfg, &["bench.null"])?;
+    let sink = site.extra[0].as_str();
+    let s = settings(&site, delivery, "engine")?;
     let lines = generate(&GeneratorConfig {
         customers: cfg.customers,
         days: 120,
@@ -272,14 +433,15 @@ pub fn throughput(cfg: &BenchConfig, delivery: Delivery) -> Result<Throughput> {
         &AtomicU64::new(0),
     )?;
     let t = &s.kafka.topics;
-    let inputs = records_in(&s, &t.inputs(), cfg.partitions)?;
+    let inputs = records_in(&site, &s, &t.inputs(), cfg.partitions)?;
     let engine_s = engine_pass(&s, inputs, Options::default())?;
     let outputs = records_in(
+        &site,
         &s,
         &[&t.decisions, &t.alerts, &t.dead_letter, &t.changelog],
         cfg.partitions,
     )?;
-    let null = settings(&cluster, delivery, "null")?;
+    let null = settings(&site, delivery, "null")?;
     let null_s = null_pass(&null, inputs, outputs, sink)?;
     Ok(Throughput {
         delivery,
@@ -300,9 +462,8 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// Orders at `rate` per second for `seconds`; the latency of every decision.
 pub fn latency(cfg: &BenchConfig, delivery: Delivery, batch_max_ms: u64) -> Result<Latency> {
-    let topics = config::load(None)?.kafka.topics;
-    let cluster = new_cluster(cfg.partitions, &topics, &[])?;
-    let mut s = settings(&cluster, delivery, &format!("latency-{batch_max_ms}"))?;
+    let site = new_site(cfg, &[])?;
+    let mut s = settings(&site, delivery, &format!("latency-{batch_max_ms}"))?;
     s.kafka.batch_max_ms = batch_max_ms;
     let total = (cfg.rate * cfg.seconds) as usize;
     // Enough customers that the generated history has `total` events; orders only are timed.
@@ -630,7 +791,14 @@ pub fn restore_over_kafka(accounts: usize, partitions: i32, json_v1: bool) -> Re
     anyhow::ensure!(templates.len() == 1000, "templates");
 
     let cluster = MockCluster::new(1).context("cannot start the embedded broker")?;
-    let mut s = settings(&cluster, Delivery::AtLeastOnce, "restore")?;
+    let site = Site {
+        _cluster: None,
+        brokers: cluster.bootstrap_servers(),
+        topics: config::load(None)?.kafka.topics,
+        extra: Vec::new(),
+        external: false,
+    };
+    let mut s = settings(&site, Delivery::AtLeastOnce, "restore")?;
     s.kafka.properties.remove("fetch.wait.max.ms");
     cluster
         .create_topic(&s.kafka.topics.changelog, partitions, 1)
@@ -690,6 +858,7 @@ pub fn restore_over_kafka(accounts: usize, partitions: i32, json_v1: bool) -> Re
 /// The Markdown report of a bench run.
 pub fn report(
     command: &str,
+    broker: &BenchBroker,
     t: &[Throughput],
     l: &[Latency],
     m: Option<&Memory>,
@@ -698,8 +867,9 @@ pub fn report(
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Command: `{command}` ({} cores)\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "Command: `{command}` ({} cores), throughput and latency on {}\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        broker.describe()
     );
     let _ = writeln!(s, "| delivery | inputs | records written | engine events/s | null pipeline events/s | engine / null |");
     let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: |");

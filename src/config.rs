@@ -136,7 +136,7 @@ pub struct RawLimits {
     pub items_per_account: usize,
     pub max_accounts: usize,
     pub max_groups: usize,
-    pub clock_jump_max_days: u32,
+    pub future_skew_max_hours: u32,
     pub max_message_bytes: usize,
 }
 
@@ -400,6 +400,9 @@ pub enum Progress {
 pub struct Settings {
     pub policy: Policy,
     pub max_message_bytes: usize,
+    /// `run` dead-letters an event whose occurred_at is more than this ahead of the wall clock
+    /// (`limits.future_skew_max_hours`; 0: no check).
+    pub future_skew_max_us: i64,
     pub progress: Progress,
     pub kafka: KafkaSettings,
     pub http: HttpSettings,
@@ -672,7 +675,6 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             items_per_account: l.items_per_account.max(1),
             max_accounts: l.max_accounts.max(1),
             max_groups: l.max_groups,
-            clock_jump_max_us: crate::policy::days_us(l.clock_jump_max_days),
         },
     };
     let progress = match raw.replay.progress.as_str() {
@@ -702,6 +704,7 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
     Ok(Settings {
         policy,
         max_message_bytes: l.max_message_bytes,
+        future_skew_max_us: i64::from(l.future_skew_max_hours) * 3_600_000_000,
         progress,
         kafka,
         http,

@@ -55,8 +55,9 @@ impl Rng {
     fn chance(&mut self, pct: u64) -> bool {
         self.below(100) < pct
     }
+    /// A value from `lo` to `hi` inclusive (`lo` when `hi < lo`).
     fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + self.below((hi - lo + 1) as u64) as i64
+        lo + self.below((hi.max(lo) - lo + 1) as u64) as i64
     }
 }
 
@@ -205,7 +206,11 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
         if ci % 13 == 0 {
             profile.temporary_limit = Some(TemporaryLimit {
                 amount: amount(c.limit / 4),
-                expires_at: start.plus_days(rng.range(10, i64::from(cfg.days))),
+                // Within the generated period, however short (day 10 or later when it allows).
+                expires_at: start.plus_days({
+                    let last = i64::from(cfg.days).max(1);
+                    rng.range(last.min(10), last)
+                }),
             });
         }
         out.push(
@@ -465,5 +470,42 @@ mod tests {
             .filter(|l| crate::codec::decode_event(l.as_bytes()).is_err())
             .count();
         assert_eq!(bad, 3, "exactly the three planted malformed lines");
+    }
+
+    #[test]
+    fn short_periods_give_valid_profiles() {
+        // Before the fix, `--days` under 10 gave temporary limits expiring in year -292,000.
+        for days in 1..=12 {
+            let cfg = GeneratorConfig {
+                customers: 40,
+                days,
+                faults: false,
+                ..GeneratorConfig::default()
+            };
+            let start = cfg.start;
+            let mut engine = crate::Engine::new(crate::Policy::default());
+            let mut out = Vec::new();
+            let mut temporary = 0;
+            for line in generate(&cfg) {
+                let event = crate::codec::decode_event(line.as_bytes()).expect("valid");
+                if let EventBody::CustomerProfile(p) = &event.body {
+                    if let Some(t) = &p.temporary_limit {
+                        temporary += 1;
+                        assert!(
+                            t.expires_at > start
+                                && t.expires_at <= start.plus_days(i64::from(days)),
+                            "days {days}: {line}"
+                        );
+                    }
+                }
+                engine.apply(&event, &mut out);
+            }
+            assert!(temporary > 0, "days {days}: some temporary limits");
+            assert!(
+                !out.iter()
+                    .any(|o| matches!(o, crate::model::Output::Rejection(_))),
+                "days {days}: nothing dead-lettered"
+            );
+        }
     }
 }

@@ -21,5 +21,5 @@ pub mod soak;
 pub mod state;
 pub mod traffic;
 
-pub use engine::{Engine, Outcome};
+pub use engine::{Engine, FutureGuard, Outcome};
 pub use policy::Policy;

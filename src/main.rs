@@ -130,6 +130,13 @@ enum Command {
         /// Also write the Markdown report here.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Run the throughput and latency passes on this cluster (bootstrap servers) instead
+        /// of the embedded broker; each pass creates topics of its own (`bench-<pid>-<n>-...`).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Replication factor of the topics created with `--brokers`.
+        #[arg(long, default_value_t = 1)]
+        replication_factor: i32,
     },
     /// Send generated traffic to a broker (for load tests and trying a cluster).
     Loadgen {
@@ -161,6 +168,11 @@ enum Command {
         /// Do not print the summary to stderr.
         #[arg(long)]
         quiet: bool,
+        /// Dead-letter (INVALID_FIELD) an event more than this many hours ahead of the latest
+        /// event time seen so far, as `run` does against the wall clock (default: no check;
+        /// gaps between events are never refused).
+        #[arg(long)]
+        max_future_skew_hours: Option<u32>,
     },
     /// Generate realistic sample traffic as JSON Lines.
     Generate {
@@ -669,7 +681,21 @@ fn bench(
         if latency { "" } else { " --no-latency" },
         if restore_json_v1 { " --restore-json-v1" } else { "" }
     );
-    let text = bench::report(&command, &t, &l, memory.as_ref(), restored.as_ref());
+    let command = match &cfg.broker {
+        bench::BenchBroker::Embedded => command,
+        bench::BenchBroker::External {
+            brokers,
+            replication_factor,
+        } => format!("{command} --brokers {brokers} --replication-factor {replication_factor}"),
+    };
+    let text = bench::report(
+        &command,
+        &cfg.broker,
+        &t,
+        &l,
+        memory.as_ref(),
+        restored.as_ref(),
+    );
     println!("{text}");
     if let Some(path) = output {
         std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
@@ -691,6 +717,8 @@ fn run(cli: Cli) -> Result<()> {
             restore_partitions,
             restore_json_v1,
             output,
+            brokers,
+            replication_factor,
         } => bench(
             &credit_sentinel::bench::BenchConfig {
                 customers,
@@ -698,6 +726,13 @@ fn run(cli: Cli) -> Result<()> {
                 rate,
                 seconds,
                 commit_intervals_ms,
+                broker: match brokers {
+                    Some(brokers) => credit_sentinel::bench::BenchBroker::External {
+                        brokers,
+                        replication_factor,
+                    },
+                    None => credit_sentinel::bench::BenchBroker::Embedded,
+                },
             },
             !no_latency,
             memory_accounts,
@@ -789,6 +824,7 @@ fn run(cli: Cli) -> Result<()> {
             output,
             config,
             quiet,
+            max_future_skew_hours,
         } => {
             let settings = config::load(config.as_deref())?;
             let mut engine = Engine::new(settings.policy.clone());
@@ -816,11 +852,12 @@ fn run(cli: Cli) -> Result<()> {
                 bar
             });
             let writer = output_writer(output.as_ref())?;
-            let summary = replay::replay(
+            let summary = replay::replay_guarded(
                 &mut engine,
                 reader,
                 writer,
                 settings.max_message_bytes,
+                max_future_skew_hours.map(|h| i64::from(h) * 3_600_000_000),
                 |n| {
                     if let Some(b) = &bar {
                         b.set_position(n);

@@ -74,9 +74,6 @@ pub struct Bounds {
     pub max_accounts: usize,
     /// Groups one engine (one input partition) holds.
     pub max_groups: usize,
-    /// An event this far ahead of the engine clock is dead-lettered instead of moving time
-    /// (one bad producer clock must not expire every hold). 0 disables the check.
-    pub clock_jump_max_us: i64,
 }
 
 /// The whole policy.
@@ -250,7 +247,6 @@ impl Default for Policy {
                 items_per_account: 10_000,
                 max_accounts: 5_000_000,
                 max_groups: 100_000,
-                clock_jump_max_us: days_us(90),
             },
         }
     }

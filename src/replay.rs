@@ -159,9 +159,23 @@ pub fn write_output<W: Write>(
 /// the bytes read so far every few thousand lines.
 pub fn replay<R: BufRead, W: Write>(
     engine: &mut Engine,
+    input: R,
+    output: W,
+    max_message_bytes: usize,
+    on_progress: impl FnMut(u64),
+) -> io::Result<Summary> {
+    replay_guarded(engine, input, output, max_message_bytes, None, on_progress)
+}
+
+/// `replay`; with `max_future_skew_us`, an event more than that ahead of the latest event time
+/// seen so far (the engine's clock) is dead-lettered `INVALID_FIELD`, as `run` does against the
+/// wall clock (`replay --max-future-skew-hours`).
+pub fn replay_guarded<R: BufRead, W: Write>(
+    engine: &mut Engine,
     mut input: R,
     mut output: W,
     max_message_bytes: usize,
+    max_future_skew_us: Option<i64>,
     mut on_progress: impl FnMut(u64),
 ) -> io::Result<Summary> {
     let mut summary = Summary::default();
@@ -198,7 +212,15 @@ pub fn replay<R: BufRead, W: Write>(
         } else {
             match codec::decode_event(&buf) {
                 Ok(event) => {
-                    let outcome = engine.apply(&event, &mut outputs);
+                    let guard = max_future_skew_us.and_then(|skew| {
+                        Some(crate::engine::FutureGuard {
+                            reference: engine.clock()?,
+                            max_skew_us: skew,
+                            reference_name: "the latest event time",
+                            setting: "replay --max-future-skew-hours",
+                        })
+                    });
+                    let outcome = engine.apply_guarded(&event, &mut outputs, guard);
                     summary.count_event(event.type_str(), outcome.as_str());
                 }
                 Err(rejection) => {

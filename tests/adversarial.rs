@@ -29,7 +29,17 @@ fn replay_between(hostile: &[u8]) -> Vec<Value> {
     input.push(b'\n');
     let mut engine = Engine::new(Policy::default());
     let mut out = Vec::new();
-    replay::replay(&mut engine, input.as_slice(), &mut out, MAX, |_| {}).expect("replay");
+    // With the future-skew check (against the latest event time, as `replay
+    // --max-future-skew-hours 720` does; `run` checks against the wall clock).
+    replay::replay_guarded(
+        &mut engine,
+        input.as_slice(),
+        &mut out,
+        MAX,
+        Some(720 * 3_600_000_000),
+        |_| {},
+    )
+    .expect("replay");
     let records: Vec<Value> = String::from_utf8(out)
         .expect("utf8 output")
         .lines()

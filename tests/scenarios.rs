@@ -1196,26 +1196,211 @@ fn a_profile_cannot_change_the_currency_of_an_account_holding_money() {
     assert_eq!(rejections(&out)[0].error, ErrorCode::CurrencyMismatch);
 }
 
+/// The guard `run` applies: 24 hours ahead of a wall clock fixed at `now`.
+fn wall_guard(now: &str) -> credit_sentinel::FutureGuard {
+    credit_sentinel::FutureGuard {
+        reference: ts(now),
+        max_skew_us: 24 * 3_600_000_000,
+        reference_name: "the wall clock",
+        setting: "limits.future_skew_max_hours",
+    }
+}
+
 #[test]
-fn an_event_from_a_broken_clock_does_not_move_time() {
+fn a_quiet_period_of_any_length_loses_nothing() {
+    // Before the fix: every event after a gap of more than 90 days was dead-lettered and the
+    // clock never moved again.
+    let mut s = Scenario::default();
+    acme(&mut s, "1000", json!({}));
+    s.order(T0, "ACME", "O-1", "1500");
+    let out = s.order("2026-09-01T00:00:00Z", "ACME", "O-2", "100");
+    assert!(rejections(&out).is_empty(), "{out:?}");
+    let d = decisions(&out);
+    assert_eq!(
+        d.iter()
+            .map(|d| (d.order_id.as_str(), d.status))
+            .collect::<Vec<_>>(),
+        [
+            ("O-1", DecisionStatus::Rejected),
+            ("O-2", DecisionStatus::Approved)
+        ],
+        "the hold expired on the way, the new order was decided"
+    );
+    let out = s.order("2027-06-01T00:00:00Z", "ACME", "O-3", "100");
+    assert_eq!(decisions(&out)[0].status, DecisionStatus::Approved);
+    assert_eq!(
+        s.engine.clock().unwrap().to_rfc3339(),
+        "2027-06-01T00:00:00Z"
+    );
+}
+
+#[test]
+fn an_event_from_a_broken_clock_is_refused_against_the_wall_clock() {
+    let now = "2026-03-02T12:00:00Z";
     let mut s = Scenario::default();
     acme(&mut s, "10", json!({}));
     s.order(T0, "ACME", "O-1", "500");
-    let out = s.order("2099-01-01T00:00:00Z", "ACME", "O-2", "1");
+    let guarded = |s: &mut Scenario, line: serde_json::Value| {
+        let ev = credit_sentinel::codec::decode_event(line.to_string().as_bytes()).expect("valid");
+        let mut out = Vec::new();
+        s.engine.apply_guarded(&ev, &mut out, Some(wall_guard(now)));
+        out
+    };
+    // Outside the timestamps the engine accepts at all: refused whatever the guard, with the
+    // accepted range in the text.
+    let out = s.order("9999-12-31T00:00:00Z", "BROKEN", "X-0", "1");
     let r = rejections(&out);
     assert_eq!((r.len(), r[0].error), (1, ErrorCode::InvalidField));
     assert!(
-        r[0].detail.contains("ahead of the engine clock"),
+        r[0].detail
+            .contains("from 1900-01-01T00:00:00Z to 2199-12-31T23:59:59Z"),
+        "{}",
+        r[0].detail
+    );
+    let year_2099 = json!({"event_id": "f-1", "type": "order.placed", "occurred_at": "2099-12-31T00:00:00Z",
+        "customer_id": "BROKEN", "order_id": "X-1", "amount": "1", "currency": "EUR"});
+    let out = guarded(&mut s, year_2099);
+    let r = rejections(&out);
+    assert_eq!((r.len(), r[0].error), (1, ErrorCode::InvalidField));
+    assert!(
+        r[0].detail
+            .contains("more than 24 hours ahead of the wall clock 2026-03-02T12:00:00Z")
+            && r[0].detail.contains("accepted up to 2026-03-03T12:00:00Z"),
         "{}",
         r[0].detail
     );
     assert!(decisions(&out).is_empty(), "the held order did not expire");
     assert_eq!(s.engine.clock().unwrap().to_rfc3339(), T0);
-    // A gap within the limit is normal time passing.
-    let out = s.order("2026-05-01T00:00:00Z", "ACME", "O-3", "1");
+    // A forged command far in the future is refused the same way.
+    let command = json!({"event_id": "f-2", "type": "command.block", "occurred_at": "2026-06-01T00:00:00Z",
+        "customer_id": "ACME", "actor": "x", "note": "n"});
     assert_eq!(
-        decisions(&out)[0].status,
-        DecisionStatus::Rejected,
-        "O-1's hold expired on the way"
+        rejections(&guarded(&mut s, command))[0].error,
+        ErrorCode::InvalidField
     );
+    // No ratchet: events just inside the window are accepted, one after another, but the clock
+    // never passes the wall clock's window, so the hold (30 days) does not expire.
+    for (i, at) in ["2026-03-03T11:00:00Z", "2026-03-03T11:59:59Z"]
+        .iter()
+        .enumerate()
+    {
+        let order = json!({"event_id": format!("w-{i}"), "type": "order.placed", "occurred_at": at,
+            "customer_id": "OTHER", "order_id": format!("W-{i}"), "amount": "1", "currency": "EUR"});
+        let out = guarded(&mut s, order);
+        assert!(rejections(&out).is_empty(), "{out:?}");
+        assert!(decisions(&out).iter().all(|d| d.order_id != "O-1"));
+    }
+    let far = json!({"event_id": "w-9", "type": "order.placed", "occurred_at": "2026-03-05T00:00:00Z",
+        "customer_id": "OTHER", "order_id": "W-9", "amount": "1", "currency": "EUR"});
+    assert_eq!(
+        rejections(&guarded(&mut s, far))[0].error,
+        ErrorCode::InvalidField
+    );
+}
+
+#[test]
+fn replay_checks_future_skew_only_when_asked() {
+    let lines = [
+        r#"{"event_id":"p","type":"profile.customer","occurred_at":"2026-03-02T08:00:00Z","customer_id":"ACME","credit_limit":"10.00","currency":"EUR"}"#,
+        r#"{"event_id":"o1","type":"order.placed","occurred_at":"2026-03-02T09:00:00Z","customer_id":"ACME","order_id":"O-1","amount":"500.00","currency":"EUR"}"#,
+        r#"{"event_id":"o2","type":"order.placed","occurred_at":"2099-01-01T00:00:00Z","customer_id":"ACME","order_id":"O-2","amount":"1.00","currency":"EUR"}"#,
+    ]
+    .join("\n");
+    let run = |skew: Option<i64>| {
+        let mut engine = credit_sentinel::Engine::new(credit_sentinel::Policy::default());
+        let mut out = Vec::new();
+        credit_sentinel::replay::replay_guarded(
+            &mut engine,
+            lines.as_bytes(),
+            &mut out,
+            1 << 20,
+            skew,
+            |_| {},
+        )
+        .expect("replay");
+        String::from_utf8(out).expect("utf8")
+    };
+    let unguarded = run(None);
+    assert!(
+        unguarded.contains("HOLD_EXPIRED"),
+        "no guard: the far event moves time\n{unguarded}"
+    );
+    let guarded = run(Some(24 * 3_600_000_000));
+    assert!(!guarded.contains("HOLD_EXPIRED"), "{guarded}");
+    assert!(
+        guarded.contains("more than 24 hours ahead of the latest event time 2026-03-02T09:00:00Z"),
+        "{guarded}"
+    );
+}
+
+// ------------------------------------------------------------------ issue 18's re-check defects
+
+#[test]
+fn leaving_a_group_rechecks_the_group_it_left() {
+    // Before the fix: K1's order stayed held after K3 left the group.
+    let mut s = Scenario::default();
+    s.send(
+        T0,
+        "profile.group",
+        "ignored",
+        json!({"group_id": "G", "credit_limit": "1000", "currency": "EUR", "tolerance_pct": "0"}),
+    );
+    s.profile(
+        T0,
+        "K1",
+        "5000",
+        json!({"group_id": "G", "tolerance_pct": "0"}),
+    );
+    s.profile(
+        T0,
+        "K3",
+        "5000",
+        json!({"group_id": "G", "tolerance_pct": "0"}),
+    );
+    s.order(T0, "K3", "O-K3", "800");
+    s.ship(T0, "K3", "S-K3", "O-K3", "800");
+    let out = s.order(T0, "K1", "O-K1", "400");
+    assert_eq!(codes(decisions(&out)[0]), ["GROUP_LIMIT_EXCEEDED"]);
+    // K3's new profile names no group: the group's exposure is K1's alone.
+    let out = s.profile(
+        "2026-03-02T09:00:00Z",
+        "K3",
+        "5000",
+        json!({"tolerance_pct": "0"}),
+    );
+    let d = decisions(&out);
+    assert_eq!(d.len(), 1, "{out:?}");
+    assert_eq!(
+        (d[0].order_id.as_str(), d[0].status),
+        ("O-K1", DecisionStatus::Released)
+    );
+}
+
+#[test]
+fn a_recheck_runs_every_rule_and_a_new_order_cap_keeps_the_hold() {
+    // Before the fix: the payment released the order although it exceeded the new cap.
+    let mut s = Scenario::default();
+    acme(&mut s, "1000", json!({"tolerance_pct": "0"}));
+    let out = s.order(T0, "ACME", "O-1", "1500");
+    assert_eq!(codes(decisions(&out)[0]), ["CREDIT_LIMIT_EXCEEDED"]);
+    let out = s.profile(
+        "2026-03-02T09:00:00Z",
+        "ACME",
+        "1000",
+        json!({"tolerance_pct": "0", "max_order_amount": "500"}),
+    );
+    assert!(decisions(&out).is_empty(), "{out:?}");
+    let out = s.pay("2026-03-02T10:00:00Z", "ACME", "P-1", "2000", &[]);
+    assert!(
+        decisions(&out).is_empty(),
+        "the order now exceeds the order cap: a person decides ({out:?})"
+    );
+    let hold = &s.engine.account("ACME").expect("account").orders["O-1"];
+    assert!(hold.hold.is_some(), "still held");
+    // Without the cap the same payment releases it (positive control).
+    let mut s = Scenario::default();
+    acme(&mut s, "1000", json!({"tolerance_pct": "0"}));
+    s.order(T0, "ACME", "O-1", "1500");
+    let out = s.pay("2026-03-02T10:00:00Z", "ACME", "P-1", "2000", &[]);
+    assert_eq!(decisions(&out)[0].status, DecisionStatus::Released);
 }

@@ -113,6 +113,19 @@ struct Cause {
     at: Timestamp,
 }
 
+/// How far ahead of a reference time an event may be: `run` measures against the wall clock
+/// (`limits.future_skew_max_hours`), `replay --max-future-skew-hours` against the latest event
+/// time seen so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FutureGuard {
+    pub reference: Timestamp,
+    pub max_skew_us: i64,
+    /// What `reference` is, for the dead-letter's text ("the wall clock").
+    pub reference_name: &'static str,
+    /// The setting that sets the skew, for the dead-letter's text.
+    pub setting: &'static str,
+}
+
 /// The credit engine.
 #[derive(Clone)]
 pub struct Engine {
@@ -210,25 +223,39 @@ impl Engine {
 
     /// Applies one validated event; outputs are appended to `out` in production order:
     /// time-driven outputs due before the event, then the event's own, then any it made due.
+    /// Event time may jump forward by any amount: every due moment in between fires in order.
     pub fn apply(&mut self, event: &Event, out: &mut Vec<Output>) -> Outcome {
-        let jump_max = self.policy.bounds.clock_jump_max_us;
-        if let Some(clock) = self
-            .clock
-            .filter(|c| jump_max > 0 && event.occurred_at.0 - c.0 > jump_max)
-        {
-            let detail = format!(
-                "occurred_at {} is {} days ahead of the engine clock {}; limits.clock_jump_max_days is {}",
-                event.occurred_at,
-                event.occurred_at.days_since(clock).normalize(),
-                clock,
-                jump_max / DAY_US
-            );
-            out.push(Output::Rejection(rejection(
-                event,
-                ErrorCode::InvalidField,
-                detail,
-            )));
-            return Outcome::Rejected;
+        self.apply_guarded(event, out, None)
+    }
+
+    /// `apply`, but an event more than `guard.max_skew_us` ahead of `guard.reference` is
+    /// dead-lettered `INVALID_FIELD` instead of moving time forward (one producer with a broken
+    /// clock must not age every item and expire every hold on its partition).
+    pub fn apply_guarded(
+        &mut self,
+        event: &Event,
+        out: &mut Vec<Output>,
+        guard: Option<FutureGuard>,
+    ) -> Outcome {
+        if let Some(g) = guard {
+            let limit = g.reference.plus_us(g.max_skew_us);
+            if event.occurred_at > limit {
+                let detail = format!(
+                    "occurred_at {} is more than {} hours ahead of {} {}: accepted up to {} ({})",
+                    event.occurred_at,
+                    g.max_skew_us / 3_600_000_000,
+                    g.reference_name,
+                    g.reference,
+                    limit,
+                    g.setting
+                );
+                out.push(Output::Rejection(rejection(
+                    event,
+                    ErrorCode::InvalidField,
+                    detail,
+                )));
+                return Outcome::Rejected;
+            }
         }
         self.advance_clock(event.occurred_at, out);
         let cause = Cause {
@@ -446,7 +473,6 @@ impl Engine {
             amount,
             currency,
             amount_account,
-            first_check: true,
             order_id,
         };
         let reasons = rules::check_order(
@@ -947,6 +973,16 @@ impl Engine {
         }
         self.touch(cid);
         self.recheck_holds(cid, cause, out);
+        // Leaving a group frees the group's room: its remaining members' queue is re-checked.
+        if old_group != profile.group_id {
+            let remaining = old_group
+                .as_deref()
+                .and_then(|g| self.groups.get(g))
+                .and_then(|g| g.members.iter().next().cloned());
+            if let Some(member) = remaining {
+                self.recheck_holds(&member, cause, out);
+            }
+        }
         Outcome::Applied
     }
 
@@ -1190,7 +1226,6 @@ impl Engine {
                 amount: order.amount,
                 currency: order.currency,
                 amount_account: Some(amount_account),
-                first_check: false,
                 order_id: &order_id,
             };
             let reasons = rules::check_order(
@@ -1201,6 +1236,11 @@ impl Engine {
                 now,
                 &candidate,
             );
+            if reasons.iter().any(|r| r.code.needs_person()) {
+                // A re-check runs every rule: an order that now fails one a person must decide
+                // (a new order cap, an anomaly) stays held, and blocks nothing.
+                continue;
+            }
             if reasons.is_empty() {
                 let prepay = terms.as_ref().is_some_and(|t| t.prepay);
                 let acc = self.account_mut(&c);
@@ -1947,7 +1987,6 @@ impl Engine {
             amount,
             currency,
             amount_account,
-            first_check: true,
             order_id: "",
         };
         let reasons = rules::check_order(

@@ -105,9 +105,6 @@ pub struct Candidate<'a> {
     pub currency: Currency,
     /// The amount in the account's currency; `None` when no FX rate converts it.
     pub amount_account: Option<Decimal>,
-    /// First check (all rules) or automatic re-check of a held order (rules a person need
-    /// not decide: 1, 2, 4-8).
-    pub first_check: bool,
     /// The order id, excluded from the account's own earmarks.
     pub order_id: &'a str,
 }
@@ -165,13 +162,11 @@ pub fn check_order(
         }
     }
     // 3. Order credit limit.
-    if order.first_check {
-        if let Some(max) = t.max_order_amount.filter(|max| amount > *max) {
-            fail(
-                ReasonCode::OrderLimitExceeded,
-                format!("order {} > max order amount {}", m(amount), m(max)),
-            );
-        }
+    if let Some(max) = t.max_order_amount.filter(|max| amount > *max) {
+        fail(
+            ReasonCode::OrderLimitExceeded,
+            format!("order {} > max order amount {}", m(amount), m(max)),
+        );
     }
     // 4. Review date passed.
     if let Some(review) = t.review_date.filter(|r| *r <= now) {
@@ -263,24 +258,22 @@ pub fn check_order(
             }
         }
         // 9. Amount far above the customer's typical order.
-        if order.first_check {
-            if let Some(typical) = typical_order(account, policy) {
-                if amount > policy.anomaly_factor * typical {
-                    fail(
-                        ReasonCode::AmountAnomaly,
-                        format!(
-                            "order {} > {}x typical order {}",
-                            m(amount),
-                            policy.anomaly_factor.normalize(),
-                            m(typical)
-                        ),
-                    );
-                }
+        if let Some(typical) = typical_order(account, policy) {
+            if amount > policy.anomaly_factor * typical {
+                fail(
+                    ReasonCode::AmountAnomaly,
+                    format!(
+                        "order {} > {}x typical order {}",
+                        m(amount),
+                        policy.anomaly_factor.normalize(),
+                        m(typical)
+                    ),
+                );
             }
         }
     }
     // 10. Currency without an FX rate.
-    if order.first_check && order.amount_account.is_none() {
+    if order.amount_account.is_none() {
         fail(
             ReasonCode::CurrencyMismatch,
             format!(

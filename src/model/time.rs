@@ -16,11 +16,19 @@ pub struct Timestamp(pub i64);
 
 impl Timestamp {
     /// Parses an RFC 3339 timestamp with offset (`2026-03-01T10:00:00Z`, `...+02:00`).
+    /// The earliest time accepted: 1900-01-01T00:00:00Z.
+    pub const MIN: Timestamp = Timestamp(-2_208_988_800_000_000);
+    /// The latest time accepted: 2199-12-31T23:59:59.999999Z.
+    pub const MAX: Timestamp = Timestamp(7_258_118_399_999_999);
+    /// What an input's timestamp must be, for dead-letter texts.
+    pub const ACCEPTED: &'static str =
+        "an RFC 3339 timestamp with offset (e.g. 2026-03-01T10:00:00Z), from 1900-01-01T00:00:00Z to 2199-12-31T23:59:59Z";
+
     pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
         let dt = DateTime::parse_from_rfc3339(text).ok()?;
         let us = dt.timestamp_micros();
-        // Keep well inside i64 so that adding days or years never overflows.
-        (-8_000_000_000_000_000..=8_000_000_000_000_000)
+        // Years 1900 to 2199: far inside i64, so that adding days or years never overflows.
+        (Timestamp::MIN.0..=Timestamp::MAX.0)
             .contains(&us)
             .then_some(Timestamp(us))
     }
@@ -29,8 +37,10 @@ impl Timestamp {
     pub fn parse_date_or_timestamp(text: &str) -> Option<Timestamp> {
         if text.len() == 10 {
             let d = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
-            let dt = d.and_hms_opt(0, 0, 0)?.and_utc();
-            return Some(Timestamp(dt.timestamp_micros()));
+            let us = d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros();
+            return (Timestamp::MIN.0..=Timestamp::MAX.0)
+                .contains(&us)
+                .then_some(Timestamp(us));
         }
         Self::parse_rfc3339(text)
     }

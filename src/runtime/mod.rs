@@ -1009,6 +1009,13 @@ fn process_batch(
 ) -> Result<BTreeSet<i32>> {
     let k = &settings.kafka;
     let wall = wall_clock();
+    // A producer with a broken clock must not move a partition's time far past the present.
+    let guard = (settings.future_skew_max_us > 0).then_some(crate::engine::FutureGuard {
+        reference: wall,
+        max_skew_us: settings.future_skew_max_us,
+        reference_name: "the wall clock",
+        setting: "limits.future_skew_max_hours",
+    });
     if k.delivery == Delivery::ExactlyOnce {
         out.producer
             .begin_transaction()
@@ -1070,7 +1077,7 @@ fn process_batch(
                         partition = p
                     );
                     let _entered = span.enter();
-                    let outcome = sh.part(p).engine.apply(&event, outputs);
+                    let outcome = sh.part(p).engine.apply_guarded(&event, outputs, guard);
                     metrics.count_event(event_type, outcome);
                     let lag_us = wall.0 - event.occurred_at.0;
                     metrics.event_time_lag.observe(lag_us.max(0) as f64 / 1e6);
@@ -1083,7 +1090,7 @@ fn process_batch(
                         // Every partition engine of this instance learns the group's limit.
                         let mut more = Vec::new();
                         for (q, part) in sh.parts.iter_mut().filter(|(q, _)| **q != p) {
-                            part.engine.apply(&event, &mut more);
+                            part.engine.apply_guarded(&event, &mut more, guard);
                             touched.insert(*q);
                         }
                         outputs.extend(

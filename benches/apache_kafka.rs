@@ -11,7 +11,6 @@
 mod apache_kafka;
 
 use credit_sentinel::bench::{self, BenchBroker, BenchConfig};
-use credit_sentinel::config::Delivery;
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter()
@@ -19,40 +18,6 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn passes(cfg: &BenchConfig) -> anyhow::Result<(Vec<bench::Throughput>, Vec<bench::Latency>)> {
-    let mut t = Vec::new();
-    for delivery in [Delivery::AtLeastOnce, Delivery::ExactlyOnce] {
-        let x = bench::throughput(cfg, delivery)?;
-        eprintln!(
-            "{}: throughput {}: engine {:.0}/s, null {:.0}/s",
-            cfg.broker.describe(),
-            delivery.as_str(),
-            x.engine_per_s,
-            x.null_per_s
-        );
-        t.push(x);
-    }
-    let mut l = Vec::new();
-    let mut runs = vec![(Delivery::AtLeastOnce, 5)];
-    runs.extend(
-        cfg.commit_intervals_ms
-            .iter()
-            .map(|ms| (Delivery::ExactlyOnce, *ms)),
-    );
-    for (delivery, ms) in runs {
-        let x = bench::latency(cfg, delivery, ms)?;
-        eprintln!(
-            "{}: latency {} batch_max_ms={ms}: p50 {:.2} ms, p99 {:.2} ms",
-            cfg.broker.describe(),
-            delivery.as_str(),
-            x.p50_ms,
-            x.p99_ms
-        );
-        l.push(x);
-    }
-    Ok((t, l))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,7 +47,7 @@ fn main() -> anyhow::Result<()> {
         "cargo bench --bench apache_kafka -- --customers {} --partitions {} --rate {} --seconds {}",
         cfg.customers, cfg.partitions, cfg.rate, cfg.seconds
     );
-    let (t, l) = passes(&cfg)?;
+    let (t, l) = bench::passes(&cfg, true)?;
     let on_kafka = bench::report(&command, &cfg.broker, &t, &l, None, None);
     eprintln!(
         "broker memory after the passes: {:?} MiB",
@@ -90,7 +55,7 @@ fn main() -> anyhow::Result<()> {
     );
     drop(cluster);
     cfg.broker = BenchBroker::Embedded;
-    let (t, l) = passes(&cfg)?;
+    let (t, l) = bench::passes(&cfg, true)?;
     let embedded = bench::report(&command, &cfg.broker, &t, &l, None, None);
     println!(
         "## Apache Kafka {}\n\n{on_kafka}\n## Embedded broker (same run)\n\n{embedded}",

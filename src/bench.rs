@@ -414,6 +414,48 @@ fn null_pass(s: &Settings, inputs: u64, outputs: u64, sink: &str) -> Result<f64>
     Ok(first.map_or(0.0, |f| f.elapsed().as_secs_f64()))
 }
 
+/// The throughput comparison in both delivery modes, then (with `latency`) the latency runs:
+/// at_least_once at the default commit interval, exactly_once at each of
+/// `cfg.commit_intervals_ms`. Progress goes to stderr.
+pub fn passes(cfg: &BenchConfig, latency_runs: bool) -> Result<(Vec<Throughput>, Vec<Latency>)> {
+    let mut t = Vec::new();
+    for delivery in [Delivery::AtLeastOnce, Delivery::ExactlyOnce] {
+        let x = throughput(cfg, delivery)?;
+        eprintln!(
+            "{}: throughput {}: engine {:.0}/s, null {:.0}/s",
+            cfg.broker.describe(),
+            delivery.as_str(),
+            x.engine_per_s,
+            x.null_per_s
+        );
+        t.push(x);
+    }
+    let mut l = Vec::new();
+    if latency_runs {
+        let mut runs = vec![(
+            Delivery::AtLeastOnce,
+            config::load(None)?.kafka.batch_max_ms,
+        )];
+        runs.extend(
+            cfg.commit_intervals_ms
+                .iter()
+                .map(|ms| (Delivery::ExactlyOnce, *ms)),
+        );
+        for (delivery, ms) in runs {
+            let x = latency(cfg, delivery, ms)?;
+            eprintln!(
+                "{}: latency {} batch_max_ms={ms}: p50 {:.2} ms, p99 {:.2} ms",
+                cfg.broker.describe(),
+                delivery.as_str(),
+                x.p50_ms,
+                x.p99_ms
+            );
+            l.push(x);
+        }
+    }
+    Ok((t, l))
+}
+
 /// Engine versus null pipeline on the same preloaded input.
 pub fn throughput(cfg: &BenchConfig, delivery: Delivery) -> Result<Throughput> {
     let site = new_site(cfg, &["bench.null"])?;

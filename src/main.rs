@@ -616,40 +616,7 @@ fn bench(
     output: Option<&PathBuf>,
 ) -> Result<()> {
     use credit_sentinel::bench;
-    use credit_sentinel::config::Delivery;
-    let mut t = Vec::new();
-    for delivery in [Delivery::AtLeastOnce, Delivery::ExactlyOnce] {
-        let x = bench::throughput(cfg, delivery)?;
-        eprintln!(
-            "throughput {}: engine {:.0}/s, null {:.0}/s",
-            delivery.as_str(),
-            x.engine_per_s,
-            x.null_per_s
-        );
-        t.push(x);
-    }
-    let mut l = Vec::new();
-    if latency {
-        let mut runs = vec![(
-            Delivery::AtLeastOnce,
-            config::load(None)?.kafka.batch_max_ms,
-        )];
-        runs.extend(
-            cfg.commit_intervals_ms
-                .iter()
-                .map(|ms| (Delivery::ExactlyOnce, *ms)),
-        );
-        for (delivery, ms) in runs {
-            let x = bench::latency(cfg, delivery, ms)?;
-            eprintln!(
-                "latency {} batch_max_ms={ms}: p50 {:.2} ms, p99 {:.2} ms",
-                delivery.as_str(),
-                x.p50_ms,
-                x.p99_ms
-            );
-            l.push(x);
-        }
-    }
+    let (t, l) = bench::passes(cfg, latency)?;
     let memory = if memory_accounts > 0 {
         let m = bench::memory(memory_accounts)?;
         eprintln!(

@@ -19,10 +19,17 @@ pub const ENV_PREFIX: &str = "CREDIT_SENTINEL";
 /// A configuration problem, naming the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The loader's own message (not a `source`: it would be printed twice in a chain).
     #[error("config: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(config::ConfigError),
     #[error("config key `{key}`: {message}")]
     Invalid { key: String, message: String },
+}
+
+impl From<config::ConfigError> for ConfigError {
+    fn from(e: config::ConfigError) -> Self {
+        ConfigError::Load(e)
+    }
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -829,6 +836,27 @@ fn validate_http(h: &RawHttp) -> Result<HttpSettings, ConfigError> {
     })
 }
 
+/// Hands every librdkafka property to librdkafka's own configuration, which knows every name
+/// and value form: a misspelt name (`bootstrap.servrs`) or a bad value is an error naming the
+/// key, at startup and in `check-config`, instead of a client that ignores it.
+fn validate_properties(properties: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    for (key, value) in properties {
+        let mut one = rdkafka::ClientConfig::new();
+        one.set(key, value);
+        if let Err(e) = one.create_native_config() {
+            let why = match e {
+                rdkafka::error::KafkaError::ClientConfig(_, description, _, _) => description,
+                other => other.to_string(),
+            };
+            return Err(invalid(
+                &format!("kafka.properties.{key}"),
+                format!("librdkafka refuses it: {why}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reads a librdkafka properties file: `key=value` per line, `#` comments, blank lines.
 pub fn read_properties_file(path: &str) -> Result<BTreeMap<String, String>, ConfigError> {
     let key = "kafka.properties_file";
@@ -872,6 +900,7 @@ fn validate_kafka(k: &RawKafka) -> Result<KafkaSettings, ConfigError> {
     if let Some(path) = k.properties_file.as_deref().filter(|p| !p.is_empty()) {
         properties.extend(read_properties_file(path)?);
     }
+    validate_properties(&properties)?;
     Ok(KafkaSettings {
         brokers: k.brokers.clone(),
         group_id: k.group_id.clone(),
@@ -894,6 +923,34 @@ fn validate_kafka(k: &RawKafka) -> Result<KafkaSettings, ConfigError> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn a_misspelt_librdkafka_property_is_an_error_naming_the_key() {
+        let with = |line: &str| {
+            let path = std::env::temp_dir().join(format!(
+                "cs-props-{}-{}.toml",
+                std::process::id(),
+                line.len()
+            ));
+            std::fs::write(&path, format!("[kafka.properties]\n{line}\n")).expect("write");
+            let result = load_with_env(Some(&path), Vec::<(String, String)>::new());
+            let _ = std::fs::remove_file(&path);
+            result
+        };
+        let text = with(r#""bootstrap.servrs" = "x:9092""#)
+            .expect_err("unknown property")
+            .to_string();
+        assert!(
+            text.contains("kafka.properties.bootstrap.servrs")
+                && text.contains("No such configuration property"),
+            "{text}"
+        );
+        let text = with(r#""acks" = "sometimes""#)
+            .expect_err("bad value")
+            .to_string();
+        assert!(text.contains("kafka.properties.acks"), "{text}");
+        with(r#""acks" = "all""#).expect("a known property with a good value");
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -39,6 +39,8 @@ struct Cli {
 enum Command {
     /// Enforce credit limits live: consume the input topics, produce decisions and alerts.
     Run {
+        /// Settings file (TOML) layered over the embedded defaults; environment variables
+        /// CREDIT_SENTINEL__SECTION__KEY override both.
         #[arg(long, short, env = "CREDIT_SENTINEL_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -51,8 +53,10 @@ enum Command {
         /// Events per second of generated traffic.
         #[arg(long, default_value_t = 500)]
         rate: u64,
+        /// Customers in the generated traffic.
         #[arg(long, default_value_t = 200)]
         customers: usize,
+        /// Partitions of every topic on the embedded broker.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
         /// "exactly_once" or "at_least_once".
@@ -75,11 +79,13 @@ enum Command {
         /// Events per second of generated traffic.
         #[arg(long, default_value_t = 500)]
         rate: u64,
+        /// Customers in the generated traffic.
         #[arg(long, default_value_t = 5000)]
         customers: usize,
         /// Days of generated history (more days, more events before the traffic runs out).
         #[arg(long, default_value_t = 365)]
         days: u32,
+        /// Partitions of every topic on the embedded broker.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
         /// "exactly_once" or "at_least_once".
@@ -92,13 +98,14 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-    /// The end-to-end benchmark on the embedded broker: the engine's throughput against a null
-    /// pipeline (same input, same records written, no engine) in both delivery modes, and the
+    /// The end-to-end benchmark on the embedded broker (or `--brokers`): the engine's throughput
+    /// against a null pipeline (same input, same records written, no engine) in both delivery modes, and the
     /// decision latency at a fixed order rate (docs/performance.md).
     Bench {
         /// Customers of the generated throughput input (about 65 events each).
         #[arg(long, default_value_t = 1500)]
         customers: usize,
+        /// Partitions of every topic of a pass.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
         /// Events per second in the latency runs.
@@ -140,17 +147,23 @@ enum Command {
     },
     /// Send generated traffic to a broker (for load tests and trying a cluster).
     Loadgen {
+        /// Bootstrap servers of the cluster to send to (its topics must exist).
         #[arg(long, default_value = "localhost:9092")]
         brokers: String,
         /// Events per second (0: as fast as possible).
         #[arg(long, default_value_t = 1000)]
         rate: u64,
+        /// Customers in the generated traffic.
         #[arg(long, default_value_t = 1000)]
         customers: usize,
+        /// Days of generated history.
         #[arg(long, default_value_t = 120)]
         days: u32,
+        /// Seed of the generator (the same seed gives the same traffic).
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Settings file (TOML) layered over the embedded defaults; environment variables
+        /// CREDIT_SENTINEL__SECTION__KEY override both.
         #[arg(long, short, env = "CREDIT_SENTINEL_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -162,7 +175,8 @@ enum Command {
         /// Where to write records (default: stdout).
         #[arg(long, short)]
         output: Option<PathBuf>,
-        /// Settings file layered over the embedded defaults.
+        /// Settings file (TOML) layered over the embedded defaults; environment variables
+        /// CREDIT_SENTINEL__SECTION__KEY override both.
         #[arg(long, short, env = "CREDIT_SENTINEL_CONFIG")]
         config: Option<PathBuf>,
         /// Do not print the summary to stderr.
@@ -176,10 +190,13 @@ enum Command {
     },
     /// Generate realistic sample traffic as JSON Lines.
     Generate {
+        /// Customers in the generated traffic.
         #[arg(long, default_value_t = 250)]
         customers: usize,
+        /// Days of history to generate.
         #[arg(long, default_value_t = 120)]
         days: u32,
+        /// Seed of the generator (the same seed gives the same traffic).
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// First day of traffic (RFC 3339 date).
@@ -194,6 +211,8 @@ enum Command {
     },
     /// Validate the settings and print the effective configuration.
     CheckConfig {
+        /// Settings file (TOML) layered over the embedded defaults; environment variables
+        /// CREDIT_SENTINEL__SECTION__KEY override both.
         #[arg(long, short, env = "CREDIT_SENTINEL_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -221,7 +240,9 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr);
+        .with_writer(io::stderr)
+        // Colour codes only on a terminal: a log file or a pipe gets plain text.
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()));
     match format {
         config::LogFormat::Json => builder
             .json()

@@ -383,3 +383,74 @@ fn three_nodes_the_active_controller_killed_mid_stream() {
         controller
     });
 }
+
+#[test]
+fn a_record_keyed_by_something_else_than_its_customer_is_dead_lettered_key_mismatch() {
+    let _alone = alone();
+    let cluster = ApacheKafka::single();
+    let settings = settings_on(&cluster, Delivery::ExactlyOnce, "key-mismatch", &[]);
+    let t = settings.kafka.topics.clone();
+    let at = "2026-03-02T08:00:00Z";
+    let profile =
+        serde_json::json!({"event_id": "p-1", "type": "profile.customer", "occurred_at": at,
+        "customer_id": "ACME", "credit_limit": "1000.00", "currency": "EUR"})
+        .to_string();
+    let order = |id: &str| {
+        serde_json::json!({"event_id": format!("e-{id}"), "type": "order.placed", "occurred_at": at,
+            "customer_id": "ACME", "order_id": id, "amount": "10.00", "currency": "EUR"})
+        .to_string()
+    };
+    let (wrong, unkeyed, right) = (order("O-WRONG"), order("O-UNKEYED"), order("O-RIGHT"));
+    let mut cfg = credit_sentinel::runtime::client_config(&settings.kafka);
+    cfg.set("linger.ms", "0");
+    let producer: rdkafka::producer::BaseProducer = cfg.create().expect("producer");
+    use rdkafka::producer::{BaseRecord, Producer};
+    for (topic, key, line) in [
+        (&t.profiles, Some("ACME"), &profile),
+        (&t.orders, Some("SOMEONE-ELSE"), &wrong),
+        (&t.orders, None, &unkeyed),
+        (&t.orders, Some("ACME"), &right),
+    ] {
+        let mut r = BaseRecord::<str, str>::to(topic).payload(line);
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        producer.send(r).map_err(|(e, _)| e).expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let engine = child(&settings, "exactly_once");
+    wait_for(
+        "the decision and two dead-letters",
+        Duration::from_secs(120),
+        || {
+            read_topic(&settings, &t.decisions).len() == 1
+                && read_topic(&settings, &t.dead_letter).len() == 2
+        },
+    );
+    sigterm(engine);
+    let decisions = read_topic(&settings, &t.decisions);
+    assert!(decisions[0].contains("\"O-RIGHT\""), "{decisions:?}");
+    let dead: Vec<serde_json::Value> = read_topic(&settings, &t.dead_letter)
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("json"))
+        .collect();
+    for d in &dead {
+        assert_eq!(d["error"], "KEY_MISMATCH", "{d}");
+        assert_eq!(d["customer_id"], "ACME", "{d}");
+    }
+    let details: Vec<&str> = dead.iter().filter_map(|d| d["detail"].as_str()).collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("\"SOMEONE-ELSE\" is not the event's customer_id \"ACME\""))
+            && details.iter().any(|d| d.contains("has no key")),
+        "{details:?}"
+    );
+    // ACME's account exists in one changelog partition only.
+    let holders: Vec<i32> = read_partitions(&settings, &t.changelog)
+        .into_iter()
+        .filter(|(_, records)| records.iter().any(|(k, _)| k.as_deref() == Some("a/ACME")))
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(holders.len(), 1, "{holders:?}");
+}

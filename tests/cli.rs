@@ -119,6 +119,43 @@ fn settings_errors_name_the_key() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("hold_expiry_days = 30"));
     let o = run(bin().args(["check-config", "--config", "does-not-exist.toml"]));
     assert_eq!(o.status.code(), Some(2));
+    // Each message once (it was printed twice, "X: X"), and a misspelt librdkafka property is
+    // refused by name.
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(err.matches("does-not-exist.toml").count(), 1, "{err}");
+    let dir = std::env::temp_dir().join(format!("cs-cli-props-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("misspelt.toml");
+    std::fs::write(
+        &file,
+        "[kafka.properties]\n\"bootstrap.servrs\" = \"broker:9092\"\n",
+    )
+    .expect("write");
+    let o = run(bin().arg("check-config").arg("--config").arg(&file));
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains("kafka.properties.bootstrap.servrs")
+            && err.contains("No such configuration property"),
+        "{err}"
+    );
+    // Logs on a pipe carry no colour codes (here: `run` waiting for a broker nobody runs).
+    let child = bin()
+        .arg("run")
+        .env("CREDIT_SENTINEL__KAFKA__BROKERS", "127.0.0.1:9")
+        .env("CREDIT_SENTINEL__HTTP__ENABLED", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run starts");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let _ = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status();
+    let o = child.wait_with_output().expect("output");
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(log.contains("127.0.0.1:9"), "it logged: {log}");
+    assert!(!log.contains('\u{1b}'), "no ANSI escape on a pipe: {log}");
 }
 
 #[test]

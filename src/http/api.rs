@@ -172,14 +172,27 @@ pub async fn customer(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     valid_id("customer id", &id)?;
-    app.state
-        .read(|engines| {
-            engines
-                .iter()
-                .find_map(|e| e.account(&id).map(|a| customer_json(e, a)))
-        })
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("customer {id} is not known to this instance")))
+    let found = app.state.read(|engines| {
+        let mut views = engines
+            .iter()
+            .filter_map(|e| e.account(&id).map(|a| customer_json(e, a)));
+        let first = views.next();
+        (first, 1 + views.count())
+    });
+    match found {
+        (Some(view), 1) => Ok(Json(view)),
+        // Records keyed by something else than the customer (written before KEY_MISMATCH was
+        // enforced, or with the repartition stage switched on or off) left state in several
+        // partitions: no single answer is right.
+        (Some(_), n) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "split_account",
+            format!("customer {id} has state in {n} partitions of this instance (input records keyed by something else than the customer id); see docs/operations.md, KEY_MISMATCH"),
+        )),
+        (None, _) => Err(ApiError::not_found(format!(
+            "customer {id} is not known to this instance"
+        ))),
+    }
 }
 
 pub async fn group(

@@ -237,8 +237,8 @@ impl Event {
     /// The partition key of this event: its customer, or for `profile.group` its group.
     pub fn key(&self) -> &str {
         match (&self.customer_id, &self.body) {
+            (_, EventBody::GroupProfile(g)) => &g.group_id,
             (Some(c), _) => c,
-            (None, EventBody::GroupProfile(g)) => &g.group_id,
             (None, _) => "",
         }
     }

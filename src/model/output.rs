@@ -296,10 +296,13 @@ pub enum ErrorCode {
     /// A bound of `[limits]` reached: too many live items in the account, or too many
     /// accounts or groups in the engine.
     CapacityExceeded,
+    /// The record's Kafka key is not its customer_id (group_id for a group profile): applied
+    /// in that partition it would split the customer's account (direct path only).
+    KeyMismatch,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::MalformedJson,
         ErrorCode::MissingField,
         ErrorCode::InvalidField,
@@ -310,6 +313,7 @@ impl ErrorCode {
         ErrorCode::FourEyesSameActor,
         ErrorCode::OrderUnknown,
         ErrorCode::CapacityExceeded,
+        ErrorCode::KeyMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -324,6 +328,7 @@ impl ErrorCode {
             ErrorCode::FourEyesSameActor => "FOUR_EYES_SAME_ACTOR",
             ErrorCode::OrderUnknown => "ORDER_UNKNOWN",
             ErrorCode::CapacityExceeded => "CAPACITY_EXCEEDED",
+            ErrorCode::KeyMismatch => "KEY_MISMATCH",
         }
     }
 }

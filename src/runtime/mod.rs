@@ -1046,6 +1046,17 @@ fn process_batch(
             }));
         } else {
             match codec::decode_event(payload) {
+                Ok(event) if !k.repartition && key_mismatch(m.key(), &event).is_some() => {
+                    let detail = key_mismatch(m.key(), &event).unwrap_or_default();
+                    outputs.push(Output::Rejection(Rejection {
+                        error: ErrorCode::KeyMismatch,
+                        detail,
+                        event_id: Some(event.event_id.clone()),
+                        event_type: Some(event.type_str().to_string()),
+                        customer_id: event.customer_id.clone(),
+                        original: None,
+                    }));
+                }
                 Ok(event) => {
                     // Direct path: a group profile reaches every partition engine of this
                     // instance. Repartitioned, it is routed to its group's one partition.
@@ -1141,6 +1152,27 @@ fn process_batch(
         }
     }
     Ok(touched)
+}
+
+/// Why a record's Kafka key does not fit its event (`None` when it does): the key must be the
+/// event's customer_id, or the group_id of a group profile, so that every event of an account
+/// lands in the partition that owns it (CONTRACT.md, `KEY_MISMATCH`).
+fn key_mismatch(key: Option<&[u8]>, event: &Event) -> Option<String> {
+    let field = match &event.body {
+        EventBody::GroupProfile(_) => "group_id",
+        _ => "customer_id",
+    };
+    let want = event.key();
+    match key {
+        Some(k) if k == want.as_bytes() => None,
+        Some(k) => Some(format!(
+            "record key {:?} is not the event's {field} {want:?}: produce it keyed by {field}, or its account is split across partitions",
+            String::from_utf8_lossy(k)
+        )),
+        None => Some(format!(
+            "record has no key; it must be keyed by the event's {field} {want:?}, or its account is split across partitions"
+        )),
+    }
 }
 
 /// The input record a message stands for, as a dead-letter names it: its position and key.

@@ -139,23 +139,70 @@ fn settings_errors_name_the_key() {
             && err.contains("No such configuration property"),
         "{err}"
     );
-    // Logs on a pipe carry no colour codes (here: `run` waiting for a broker nobody runs).
+}
+
+/// `run` against a broker nobody runs, in each delivery mode, for 3 s, then SIGTERM: what it
+/// logged, how long the exit took after the signal, and the exit code.
+fn run_without_a_broker(delivery: &str) -> (String, std::time::Duration, Option<i32>) {
     let child = bin()
         .arg("run")
         .env("CREDIT_SENTINEL__KAFKA__BROKERS", "127.0.0.1:9")
+        .env("CREDIT_SENTINEL__KAFKA__DELIVERY", delivery)
+        .env("CREDIT_SENTINEL__KAFKA__RETRY_BACKOFF_MAX_MS", "1000")
         .env("CREDIT_SENTINEL__HTTP__ENABLED", "false")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run starts");
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let signalled = std::time::Instant::now();
     let _ = Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
+        .args(["-TERM", &child.id().to_string()])
         .status();
     let o = child.wait_with_output().expect("output");
-    let log = String::from_utf8_lossy(&o.stderr);
-    assert!(log.contains("127.0.0.1:9"), "it logged: {log}");
-    assert!(!log.contains('\u{1b}'), "no ANSI escape on a pipe: {log}");
+    (
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+        signalled.elapsed(),
+        o.status.code(),
+    )
+}
+
+#[test]
+fn a_missing_broker_is_one_clear_line_per_retry_in_both_modes() {
+    let mut codes = Vec::new();
+    for delivery in ["at_least_once", "exactly_once"] {
+        let (log, took, code) = run_without_a_broker(delivery);
+        let retries = log
+            .lines()
+            .filter(|l| {
+                l.contains("broker unreachable")
+                    && l.contains("127.0.0.1:9")
+                    && l.contains("retrying in")
+            })
+            .count();
+        let librdkafka = log.lines().filter(|l| l.contains("librdkafka")).count();
+        eprintln!("{delivery}: {retries} retry lines, {librdkafka} librdkafka lines, exit {code:?} {took:?} after SIGTERM");
+        assert!(
+            retries >= 2,
+            "{delivery}: a line per retry naming the broker:\n{log}"
+        );
+        // Before: hundreds of librdkafka ERROR lines, each twice. Now each kind once a minute.
+        assert!(
+            librdkafka <= 3,
+            "{delivery}: librdkafka's lines at most once per kind:\n{log}"
+        );
+        assert!(
+            !log.contains("cannot initialise transactions"),
+            "{delivery}: an unreachable broker is not a transaction problem:\n{log}"
+        );
+        assert!(!log.contains('\u{1b}'), "no ANSI escape on a pipe: {log}");
+        assert!(
+            took < std::time::Duration::from_secs(3),
+            "{delivery}: SIGTERM honoured while waiting (took {took:?})"
+        );
+        codes.push(code);
+    }
+    assert_eq!(codes[0], codes[1], "the same exit code in both modes");
 }
 
 #[test]

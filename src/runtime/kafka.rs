@@ -7,15 +7,17 @@ use crate::config::{Delivery, KafkaSettings};
 use anyhow::{Context as _, Result};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::ToBytes;
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
-use tracing::{info, warn};
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{debug, error, info, warn};
 
 /// A producer context that counts failed deliveries and keeps the last error. A producer's
 /// `flush` returns once every message is delivered *or has failed*; without this count an
@@ -60,7 +62,111 @@ impl Deliveries {
     }
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        librdkafka_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        librdkafka_error(&error, reason);
+    }
+}
+
+/// A client context that only tames librdkafka's logging (see [`librdkafka_log`]): for the
+/// engine's helper clients (restore reader, repartition stage).
+#[derive(Default)]
+pub struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        librdkafka_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        librdkafka_error(&error, reason);
+    }
+}
+
+impl ConsumerContext for Quiet {}
+
+/// How often one kind of librdkafka line may reach the log.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// When each kind of librdkafka line was last logged, and how many were held back since.
+static LOGGED: LazyLock<Mutex<HashMap<String, (Instant, u64)>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Whether a line of `kind` may be logged now: `Some(n)` with the number held back since the
+/// last one, at most once per kind per minute (every client of the process shares the count).
+fn once_a_minute(kind: &str) -> Option<u64> {
+    let mut seen = LOGGED.lock().ok()?;
+    let now = Instant::now();
+    if seen.len() > 512 {
+        seen.clear(); // librdkafka's kinds are few; a flood of new ones only resets the count
+    }
+    match seen.get_mut(kind) {
+        Some((at, held)) if now.duration_since(*at) < LOG_EVERY => {
+            *held += 1;
+            None
+        }
+        Some((at, held)) => {
+            let n = *held;
+            *at = now;
+            *held = 0;
+            Some(n)
+        }
+        None => {
+            seen.insert(kind.to_string(), (now, 0));
+            Some(0)
+        }
+    }
+}
+
+fn held_back(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} more like it in the last minute not logged)")
+    }
+}
+
+/// librdkafka's own log lines, each kind (its facility, e.g. FAIL) at most once a minute: an
+/// unreachable broker makes every client report every failed connection attempt.
+pub fn librdkafka_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    if matches!(level, RDKafkaLogLevel::Debug) {
+        debug!(target: "librdkafka", "{fac} {message}");
+        return;
+    }
+    let Some(n) = once_a_minute(&format!("log/{fac}")) else {
+        return;
+    };
+    let more = held_back(n);
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => error!(target: "librdkafka", "{fac} {message}{more}"),
+        RDKafkaLogLevel::Warning => warn!(target: "librdkafka", "{fac} {message}{more}"),
+        _ => info!(target: "librdkafka", "{fac} {message}{more}"),
+    }
+}
+
+/// librdkafka's global errors. A broker that cannot be reached is already reported by its
+/// log line (FAIL) and by the engine's own retry line: those errors go to debug; others at
+/// most once per kind per minute.
+pub fn librdkafka_error(error: &KafkaError, reason: &str) {
+    let code = error.rdkafka_error_code();
+    if matches!(
+        code,
+        Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown)
+    ) {
+        debug!(target: "librdkafka", "{error}: {reason}");
+        return;
+    }
+    if let Some(n) = once_a_minute(&format!("error/{code:?}")) {
+        error!(target: "librdkafka", "{error}: {reason}{}", held_back(n));
+    }
+}
 
 impl ProducerContext for Deliveries {
     /// The sequence number of the batch that produced the record (0 outside the engine).
@@ -212,8 +318,8 @@ pub(super) fn sleep_unless_shutdown(d: Duration, shutdown: &AtomicBool) {
     }
 }
 
-/// Creates the producer; for exactly_once, initialises transactions, retrying with backoff
-/// while the broker is unreachable. `None` if shut down while waiting.
+/// Creates the producer; for exactly_once, waits for the broker (see [`wait_for_broker`]) and
+/// initialises transactions. `None` if shut down while waiting.
 pub fn create_producer(k: &KafkaSettings, shutdown: &AtomicBool) -> Result<Option<EngineProducer>> {
     let mut cfg = client_config(k);
     cfg.set("enable.idempotence", "true")
@@ -226,29 +332,82 @@ pub fn create_producer(k: &KafkaSettings, shutdown: &AtomicBool) -> Result<Optio
     for (key, value) in &k.properties {
         cfg.set(key, value);
     }
-    let mut attempt = 0;
+    let producer: EngineProducer = cfg
+        .create_with_context(Deliveries::default())
+        .context("cannot create the producer")?;
+    if k.delivery == Delivery::AtLeastOnce {
+        return Ok(Some(producer));
+    }
+    if !wait_for_broker(producer.client(), k, shutdown) {
+        return Ok(None);
+    }
+    // In short steps, so that a shutdown is honoured within about a second; a call that timed
+    // out resumes where the last one left off.
+    let started = Instant::now();
+    let mut noted = Instant::now();
     loop {
-        let producer: EngineProducer = cfg
-            .create_with_context(Deliveries::default())
-            .context("cannot create the producer")?;
-        if k.delivery == Delivery::AtLeastOnce {
-            return Ok(Some(producer));
-        }
-        match producer.init_transactions(Duration::from_secs(10)) {
+        match producer.init_transactions(Duration::from_secs(1)) {
             Ok(()) => {
                 info!(transactional_id = %k.transactional_id, "transactions ready");
                 return Ok(Some(producer));
             }
-            Err(e) => {
-                let wait = backoff(k, attempt);
-                warn!(brokers = %k.brokers, "cannot initialise transactions ({e}); retrying in {} ms", wait.as_millis());
-                sleep_unless_shutdown(wait, shutdown);
-                if shutdown.load(Ordering::Relaxed) {
-                    return Ok(None);
+            Err(_) if shutdown.load(Ordering::Relaxed) => return Ok(None),
+            Err(KafkaError::Transaction(e))
+                if e.is_retriable() || e.code() == RDKafkaErrorCode::OperationTimedOut =>
+            {
+                if noted.elapsed() >= Duration::from_secs(10) {
+                    noted = Instant::now();
+                    warn!(
+                        brokers = %k.brokers,
+                        transactional_id = %k.transactional_id,
+                        "still initialising transactions after {} s ({e}); the broker answers, its transaction coordinator does not yet",
+                        started.elapsed().as_secs()
+                    );
                 }
-                attempt += 1;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot initialise transactions for transactional_id {}",
+                        k.transactional_id
+                    )
+                })
             }
         }
+    }
+}
+
+/// Waits until a broker answers a metadata request, with one line per attempt that names the
+/// brokers and the backoff; `false` if shut down while waiting (checked every 50 ms, and each
+/// request waits at most a second).
+pub fn wait_for_broker<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    k: &KafkaSettings,
+    shutdown: &AtomicBool,
+) -> bool {
+    let mut attempt = 0;
+    loop {
+        match client.fetch_metadata(None, Duration::from_secs(1)) {
+            Ok(_) => {
+                if attempt > 0 {
+                    info!(brokers = %k.brokers, "broker reachable");
+                }
+                return true;
+            }
+            Err(e) => {
+                let wait = backoff(k, attempt);
+                warn!(
+                    brokers = %k.brokers,
+                    "broker unreachable ({e}); retrying in {} ms",
+                    wait.as_millis()
+                );
+                sleep_unless_shutdown(wait, shutdown);
+            }
+        }
+        if shutdown.load(Ordering::Relaxed) {
+            return false;
+        }
+        attempt += 1;
     }
 }
 
@@ -273,7 +432,7 @@ pub fn wait_for_topics<C: ConsumerContext>(
     ]);
     let mut attempt = 0;
     loop {
-        match consumer.fetch_metadata(None, Duration::from_secs(10)) {
+        match consumer.fetch_metadata(None, Duration::from_secs(1)) {
             Ok(md) => {
                 let counts: Vec<(&str, Option<usize>)> = needed
                     .iter()

@@ -228,7 +228,15 @@ struct Ctx {
     metrics: Arc<Metrics>,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        kafka::librdkafka_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        kafka::librdkafka_error(&error, reason);
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn rebalance(
@@ -460,7 +468,9 @@ fn restore_partitions(
             cfg.set(key, value);
         }
     }
-    let reader: BaseConsumer = cfg.create().context("cannot create the changelog reader")?;
+    let reader: BaseConsumer<kafka::Quiet> = cfg
+        .create_with_context(kafka::Quiet)
+        .context("cannot create the changelog reader")?;
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
         tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
@@ -745,7 +755,8 @@ pub fn run(
     let metrics = options.metrics.clone().unwrap_or_default();
     let producer = kafka::create_producer(&k, &shutdown)?;
     let Some(mut producer) = producer else {
-        return Ok(());
+        // The same outcome as at_least_once, which waits for the broker in `wait_for_topics`.
+        anyhow::bail!("shut down while waiting for the broker");
     };
     let generation = Arc::new(AtomicU64::new(0));
     let ctx = Ctx {

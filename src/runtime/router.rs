@@ -191,15 +191,19 @@ pub fn spawn(
 
 /// Reads the whole profiles topic into `table` up to the end it has now; returns the reader,
 /// assigned to every partition, to keep the table current.
-fn bootstrap(k: &KafkaSettings, table: &mut Table, shutdown: &AtomicBool) -> Result<BaseConsumer> {
+fn bootstrap(
+    k: &KafkaSettings,
+    table: &mut Table,
+    shutdown: &AtomicBool,
+) -> Result<BaseConsumer<kafka::Quiet>> {
     let topic = &k.topics.profiles;
     let mut cfg = kafka::client_config(k);
     cfg.set("group.id", format!("{}-table", k.group_id))
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
         .set("isolation.level", "read_committed");
-    let reader: BaseConsumer = cfg
-        .create()
+    let reader: BaseConsumer<kafka::Quiet> = cfg
+        .create_with_context(kafka::Quiet)
         .context("cannot create the profile table reader")?;
     let md = reader
         .fetch_metadata(Some(topic), Duration::from_secs(10))
@@ -252,8 +256,8 @@ fn run(k: &KafkaSettings, shutdown: &AtomicBool, metrics: &Metrics) -> Result<()
     let mut cfg = kafka::consumer_config(k);
     cfg.set("group.id", format!("{}-router", k.group_id))
         .set("partition.assignment.strategy", "cooperative-sticky");
-    let consumer: BaseConsumer = cfg
-        .create()
+    let consumer: BaseConsumer<kafka::Quiet> = cfg
+        .create_with_context(kafka::Quiet)
         .context("cannot create the router's consumer")?;
     consumer
         .subscribe(&k.topics.inputs())

@@ -54,17 +54,20 @@ pub fn libs() -> PathBuf {
     let scratch = root.join(format!("libs.partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).expect("jar folder");
-    let status = Command::new("mvn")
+    let out = Command::new("mvn")
         .args(["-B", "-q", "-Dstyle.color=never", "-f", POM, "dependency:copy-dependencies"])
         .arg("-DincludeScope=runtime")
         .arg(format!("-DoutputDirectory={}", scratch.display()))
-        .status()
+        .output()
         .unwrap_or_else(|e| {
             panic!("cannot run mvn ({e}): the Apache Kafka tests need Java 17 and Maven (apt-get install -y openjdk-17-jre-headless maven)")
         });
     assert!(
-        status.success(),
-        "mvn could not gather the Apache Kafka jars ({status}); try: mvn -B -f tests/apache-kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=DIR"
+        out.status.success(),
+        "mvn could not gather the Apache Kafka jars ({}); try: mvn -B -f tests/apache-kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=DIR\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     std::fs::write(scratch.join(".complete"), kafka_version()).expect("stamp");
     let _ = std::fs::remove_dir_all(&libs);

@@ -50,9 +50,14 @@ enum Command {
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         duration: Option<u64>,
-        /// Events per second of generated traffic.
-        #[arg(long, default_value_t = 500)]
-        rate: u64,
+        /// Simulated days per real minute while the history (which ends today) is sent; then
+        /// the traffic goes on in real time until stopped. The default, 20, is one day every
+        /// 3 s: a 30-day hold expires after 90 s.
+        #[arg(long, default_value_t = 20.0)]
+        speed: f64,
+        /// Days of history before today.
+        #[arg(long, default_value_t = 120)]
+        days: u32,
         /// Customers in the generated traffic.
         #[arg(long, default_value_t = 200)]
         customers: usize,
@@ -330,12 +335,19 @@ fn shutdown_on_signal() -> Arc<AtomicBool> {
 
 /// Held orders and the five highest utilizations, for the demo's live view (read once a
 /// second through the state handle, off the decision path's per-batch work).
-fn live_holds_and_top(engines: &[&Engine]) -> (usize, Vec<String>) {
+fn live_holds_and_top(engines: &[&Engine]) -> (usize, Vec<String>, Option<String>) {
     let mut held = 0;
     let mut top = Vec::new();
+    // The earliest-held order by id, for the demo to offer as one to release.
+    let mut example: Option<String> = None;
     for engine in engines {
         for a in engine.accounts() {
             held += a.holds.len();
+            if let Some(first) = a.holds.first() {
+                if example.as_ref().is_none_or(|e| first < e) {
+                    example = Some(first.clone());
+                }
+            }
             let Some(limit) = engine.terms(&a.customer_id).map(|t| t.limit_effective) else {
                 continue;
             };
@@ -352,7 +364,7 @@ fn live_holds_and_top(engines: &[&Engine]) -> (usize, Vec<String>) {
         .take(5)
         .map(|(u, c)| format!("{c} {}", credit_sentinel::model::format_ratio(u)))
         .collect();
-    (held, top)
+    (held, top, example)
 }
 
 /// What the embedded runs (`demo`, `soak`) start: broker, engine, HTTP and generated traffic.
@@ -366,7 +378,13 @@ struct Load {
     partitions: i32,
     delivery: String,
     http: String,
+    /// `demo`: simulated seconds per real second for the history, which ends now (then real
+    /// time). `None` (`soak`): the history, ending now, is sent at `rate`.
+    speed: Option<f64>,
 }
+
+/// Days of generated traffic past the present, which `demo` sends in real time.
+const LIVE_DAYS: u32 = 30;
 
 /// What an embedded run's observer sees every interval.
 struct Embedded {
@@ -375,6 +393,8 @@ struct Embedded {
     state: runtime::StateHandle,
     metrics: Arc<credit_sentinel::metrics::Metrics>,
     sent: Arc<AtomicU64>,
+    /// The simulated time the traffic has reached (microseconds), with `speed`.
+    simulated: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Starts the embedded broker, the engine (and HTTP unless "off") and generated traffic, calls
@@ -389,6 +409,11 @@ fn embedded(load: &Load, every: Duration, mut observe: impl FnMut(&Embedded)) ->
         "at_least_once" => config::Delivery::AtLeastOnce,
         other => anyhow::bail!("--delivery {other:?}: use exactly_once or at_least_once"),
     };
+    if load.speed.is_some() {
+        // Simulated time: the clock moves with the events only. A tick would move every
+        // partition to the wall clock, months past the history being sent, and expire it.
+        settings.kafka.tick_ms = 0;
+    }
     let t = settings.kafka.topics.clone();
     // The embedded broker, unless an external one is named (its topics must exist).
     let _cluster = match &load.brokers {
@@ -461,26 +486,31 @@ fn embedded(load: &Load, every: Duration, mut observe: impl FnMut(&Embedded)) ->
         std::thread::spawn(move || runtime::run(s, sh, st, options))
     };
     let sent = Arc::new(AtomicU64::new(0));
-    let today = Timestamp(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or(0),
-    );
+    let now = Timestamp::now();
+    // The history ends today: every event is in the past when it is sent, as the engine's
+    // wall-clock guard (limits.future_skew_max_hours) requires.
+    let today = now.0 - now.0.rem_euclid(credit_sentinel::model::DAY_US);
+    let start = Timestamp(today).plus_days(-i64::from(load.days));
     let lines = generator::generate(&GeneratorConfig {
         customers,
-        days: load.days,
+        days: load.days + if load.speed.is_some() { LIVE_DAYS } else { 0 },
         seed: 7,
-        start: Timestamp(today.0 - today.0.rem_euclid(credit_sentinel::model::DAY_US)),
+        start,
         faults: true,
     });
+    let simulated = Arc::new(std::sync::atomic::AtomicI64::new(start.0));
     let producer = {
-        let (k, sh, n) = (
+        let (k, sh, n, clock) = (
             settings.kafka.clone(),
             Arc::clone(&shutdown),
             Arc::clone(&sent),
+            Arc::clone(&simulated),
         );
-        std::thread::spawn(move || traffic::send(&k, &lines, rate, &sh, &n))
+        let speed = load.speed;
+        std::thread::spawn(move || match speed {
+            Some(speed) => traffic::send_simulated(&k, &lines, start, speed, &sh, &n, &clock),
+            None => traffic::send(&k, &lines, rate, &sh, &n),
+        })
     };
     let view = Embedded {
         started: Instant::now(),
@@ -488,6 +518,7 @@ fn embedded(load: &Load, every: Duration, mut observe: impl FnMut(&Embedded)) ->
         state,
         metrics,
         sent,
+        simulated,
     };
     let mut last_view = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
@@ -518,6 +549,7 @@ fn embedded(load: &Load, every: Duration, mut observe: impl FnMut(&Embedded)) ->
 /// `demo`: the embedded run with a live terminal view once a second.
 fn demo(load: &Load) -> Result<()> {
     let mut last = (Instant::now(), 0u64);
+    let speed = load.speed.unwrap_or(1.0);
     embedded(load, Duration::from_secs(1), |e| {
         let (stats, sent, started) = (&e.stats, &e.sent, e.started);
         let events = stats.events.load(Ordering::Relaxed);
@@ -528,10 +560,20 @@ fn demo(load: &Load) -> Result<()> {
             .zip(&stats.decisions)
             .map(|(s, n)| format!("{} {}", s.as_str(), n.load(Ordering::Relaxed)))
             .collect();
-        let (held, top) = e.state.read(live_holds_and_top);
+        let (held, top, example) = e.state.read(live_holds_and_top);
+        let simulated = Timestamp(e.simulated.load(Ordering::Relaxed));
+        let pace = if Timestamp::now().0 - simulated.0 < 60_000_000 {
+            "live, real time".to_string()
+        } else {
+            format!(
+                "history, {:.0} simulated days a minute",
+                speed * 60.0 / 86_400.0
+            )
+        };
         let mut view = format!(
-            "\n[{:>4}s] sent {} | consumed {} ({:.0}/s) | batches {} | {} | holds waiting {} | alerts {} | dead-letters {}\n",
+            "\n[{:>4}s] {} ({pace}) | sent {} | consumed {} ({:.0}/s) | batches {} | {} | holds waiting {} | alerts {} | dead-letters {}\n",
             started.elapsed().as_secs(),
+            simulated.to_date(),
             sent.load(Ordering::Relaxed),
             events,
             rate_now,
@@ -542,6 +584,11 @@ fn demo(load: &Load) -> Result<()> {
             stats.dead_letters.load(Ordering::Relaxed),
         );
         view.push_str(&format!("  top utilization: {}\n", top.join(", ")));
+        if let Some(order) = example {
+            view.push_str(&format!(
+                "  a held order to try: {order}  (POST /v1/holds/{order}/release with the approver token; README)\n"
+            ));
+        }
         if let Ok(recent) = stats.recent_alerts.lock() {
             for a in recent.iter().rev().take(4) {
                 view.push_str(&format!("  alert: {a}\n"));
@@ -742,21 +789,29 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo {
             duration,
-            rate,
+            speed,
+            days,
             customers,
             partitions,
             delivery,
             http,
-        } => demo(&Load {
-            brokers: None,
-            duration,
-            rate,
-            customers,
-            days: 120,
-            partitions,
-            delivery,
-            http,
-        }),
+        } => {
+            anyhow::ensure!(
+                speed > 0.0 && speed.is_finite(),
+                "--speed must be a positive number of simulated days per minute"
+            );
+            demo(&Load {
+                brokers: None,
+                duration,
+                rate: 0,
+                customers,
+                days,
+                partitions,
+                delivery,
+                http,
+                speed: Some(speed * 86_400.0 / 60.0),
+            })
+        }
         Command::Soak {
             brokers,
             duration,
@@ -777,6 +832,7 @@ fn run(cli: Cli) -> Result<()> {
                 partitions,
                 delivery,
                 http: "off".into(),
+                speed: None,
             },
             interval,
             output.as_ref(),

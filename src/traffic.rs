@@ -1,14 +1,15 @@
 //! Sends generated traffic to Kafka: each event to its contract topic (orders, shipments,
-//! payments, profiles, commands), keyed by customer (or group), at a bounded rate. Used by
-//! `demo` and `loadgen`. Malformed lines from the generator go to the orders topic unkeyed,
-//! as a broken producer would send them.
+//! payments, profiles, commands), keyed by customer (or group), at a bounded rate (`loadgen`,
+//! `soak`) or on a simulated clock (`demo`: history at a pace a person can follow, then real
+//! time). Malformed lines from the generator go to the orders topic unkeyed, as a broken
+//! producer would send them.
 
 use crate::codec::decode_event;
 use crate::config::{KafkaSettings, Topics};
-use crate::model::{EventBody, SettlementKind};
+use crate::model::{EventBody, SettlementKind, Timestamp};
 use anyhow::{Context as _, Result};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The topic and key a generated line belongs on.
@@ -47,8 +48,7 @@ pub fn burst_schedule(n: u64, rate: u64) -> Duration {
     Duration::from_secs_f64(cycle as f64 * 10.0 + offset)
 }
 
-/// Produces `lines` at up to `rate` per second (0: as fast as possible) until done or shut down.
-/// Returns how many were sent.
+/// Sends `lines` at `rate` per second on average (bursts included; 0: as fast as possible).
 pub fn send(
     k: &KafkaSettings,
     lines: &[String],
@@ -56,24 +56,86 @@ pub fn send(
     shutdown: &AtomicBool,
     sent: &AtomicU64,
 ) -> Result<u64> {
+    let started = Instant::now();
+    send_each(k, lines, shutdown, sent, |n, _| {
+        if rate > 0 {
+            // Bursts: one second in every ten runs at five times the rate, as order entry does
+            // at the top of the hour; the schedule catches up after.
+            let due = burst_schedule(n as u64, rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    })
+}
+
+/// The simulated time `elapsed` after a simulation began at `start`, running `speed` times as
+/// fast as real time until it reaches the wall clock `wall`, and with the wall clock after.
+pub fn simulated_now(
+    start: Timestamp,
+    speed: f64,
+    elapsed: Duration,
+    wall: Timestamp,
+) -> Timestamp {
+    let fast = start
+        .0
+        .saturating_add((elapsed.as_secs_f64() * speed * 1e6) as i64);
+    Timestamp(fast.min(wall.0))
+}
+
+/// Sends each line when the simulated clock (see [`simulated_now`]) reaches its `occurred_at`:
+/// the history up to now at `speed`, what lies ahead in real time, so no event is ever ahead
+/// of the wall clock. A line that does not decode goes with the line before it. `clock` shows
+/// the simulated time (microseconds) to the caller.
+pub fn send_simulated(
+    k: &KafkaSettings,
+    lines: &[String],
+    start: Timestamp,
+    speed: f64,
+    shutdown: &AtomicBool,
+    sent: &AtomicU64,
+    clock: &AtomicI64,
+) -> Result<u64> {
+    let started = Instant::now();
+    let now = || simulated_now(start, speed, started.elapsed(), wall_clock());
+    send_each(k, lines, shutdown, sent, |_, line| {
+        let Ok(event) = decode_event(line.as_bytes()) else {
+            return;
+        };
+        loop {
+            let sim = now();
+            clock.store(sim.0, Ordering::Relaxed);
+            if sim >= event.occurred_at || shutdown.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+}
+
+fn wall_clock() -> Timestamp {
+    Timestamp::now()
+}
+
+/// Sends every line to its topic, keyed, calling `wait(n, line)` before line `n`; stops at
+/// shutdown. Returns how many were sent, after every one is acknowledged.
+fn send_each(
+    k: &KafkaSettings,
+    lines: &[String],
+    shutdown: &AtomicBool,
+    sent: &AtomicU64,
+    mut wait: impl FnMut(usize, &str),
+) -> Result<u64> {
     let mut cfg = crate::runtime::client_config(k);
     cfg.set("linger.ms", "5").set("enable.idempotence", "true");
     let producer: ThreadedProducer<crate::runtime::Deliveries> = cfg
         .create_with_context(crate::runtime::Deliveries::default())
         .context("cannot create the traffic producer")?;
-    let started = Instant::now();
     let mut n = 0u64;
-    for line in lines {
+    for (i, line) in lines.iter().enumerate() {
+        wait(i, line);
         if shutdown.load(Ordering::Relaxed) {
             break;
-        }
-        if rate > 0 {
-            // Bursts: one second in every ten runs at five times the rate, as order entry does
-            // at the top of the hour; the schedule catches up after.
-            let due = burst_schedule(n, rate);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
         }
         let (topic, key) = route(&k.topics, line);
         let mut record: BaseRecord<'_, str, str, usize> =
@@ -100,8 +162,24 @@ pub fn send(
 
 #[cfg(test)]
 mod tests {
-    use super::burst_schedule;
+    use super::{burst_schedule, simulated_now};
+    use crate::model::Timestamp;
     use std::time::Duration;
+
+    #[test]
+    fn the_simulated_clock_runs_fast_then_with_the_wall_clock() {
+        let start = Timestamp::parse_rfc3339("2026-08-01T00:00:00Z").unwrap();
+        let wall = Timestamp::parse_rfc3339("2026-12-01T00:00:00Z").unwrap();
+        let day = 86_400.0;
+        // One simulated day every 3 s.
+        let at =
+            |s: u64| simulated_now(start, day / 3.0, Duration::from_secs(s), wall).to_rfc3339();
+        assert_eq!(at(0), "2026-08-01T00:00:00Z");
+        assert_eq!(at(3), "2026-08-02T00:00:00Z");
+        assert_eq!(at(30), "2026-08-11T00:00:00Z");
+        // Never ahead of the wall clock: the future comes in real time.
+        assert_eq!(at(3 * 200), "2026-12-01T00:00:00Z");
+    }
 
     #[test]
     fn bursts_then_steady() {

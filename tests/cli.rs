@@ -440,3 +440,47 @@ fn a_broken_tls_setting_fails_fast_naming_it_without_secrets() {
     assert!(all.contains("ssl.ca.location"), "{all}");
     assert!(!all.contains("s3cret-hunter2"), "{all}");
 }
+
+/// The demo plays its history on a simulated clock that ends today, then follows the wall
+/// clock: the view shows the date moving, and holds are not all expired at once (a wall-clock
+/// tick expired every one when the history ran behind it).
+#[test]
+fn the_demo_plays_history_at_a_pace_and_ends_in_the_present() {
+    let o = run(bin().args([
+        "demo",
+        "--duration",
+        "8",
+        "--http",
+        "off",
+        "--speed",
+        "600",
+        "--days",
+        "60",
+    ]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let views: Vec<&str> = out.lines().filter(|l| l.contains("| sent ")).collect();
+    assert!(views.len() >= 5, "{out}");
+    let date = |l: &str| l.split_whitespace().nth(2).unwrap_or_default().to_string();
+    let (first, last) = (date(views[0]), date(views[views.len() - 1]));
+    assert!(first < last, "the simulated date moves: {first} .. {last}");
+    let count = |l: &str, what: &str| -> u64 {
+        l.split(what)
+            .nth(1)
+            .and_then(|r| {
+                r.split(|c: char| !c.is_ascii_digit())
+                    .find(|t| !t.is_empty())
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let final_view = views[views.len() - 1];
+    let (held, rejected) = (count(final_view, "held "), count(final_view, "rejected "));
+    assert!(held > 0, "{final_view}");
+    assert!(
+        rejected < held,
+        "holds are not all expired at once: {final_view}"
+    );
+    // 60 days at 600 a minute take 6 s: then the traffic follows the wall clock.
+    assert!(final_view.contains("live, real time"), "{final_view}");
+}

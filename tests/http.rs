@@ -523,6 +523,20 @@ fn a_release_through_http_reaches_the_engine_and_is_decided() {
     assert_eq!(released.len(), 1, "exactly one released decision");
     assert_eq!(released[0]["actor"], "alice");
     assert_eq!(released[0]["source_event_id"], accepted["command_id"]);
+    // The command took effect at the partition's event time (a day ago here), not the wall
+    // clock, which would have moved that partition's time forward.
+    let decided = credit_sentinel::model::Timestamp::parse_rfc3339(
+        released[0]["decided_at"].as_str().expect("decided_at"),
+    )
+    .expect("timestamp");
+    let wall_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as i64;
+    assert!(
+        decided.0 < wall_us - 12 * 3_600_000_000,
+        "decided at the engine's clock: {decided}"
+    );
     assert_eq!(released[0]["exposure"]["total"], "1300.00");
     wait_for(
         "the hold to clear in the view",

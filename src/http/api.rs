@@ -527,12 +527,7 @@ pub async fn check(
 }
 
 fn now() -> Timestamp {
-    Timestamp(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or(0),
-    )
+    Timestamp::now()
 }
 
 /// Publishes one command to the commands topic and answers 202 with its id.
@@ -545,7 +540,19 @@ async fn publish(
     note: &str,
     extra: Value,
 ) -> Result<Response, ApiError> {
-    let at = now();
+    // A command takes effect at the event time of the customer's partition (its engine's
+    // clock), not the wall clock: where event time runs behind the wall clock (a simulated or
+    // replayed stream, a quiet partition without clock ticks), a wall-clock time would move
+    // that partition's time forward, ageing its items and expiring its holds.
+    let at = app
+        .state
+        .read(|engines| {
+            engines
+                .iter()
+                .find(|e| e.account(customer_id).is_some())
+                .and_then(|e| e.clock())
+        })
+        .unwrap_or_else(now);
     let seq = app.command_seq.fetch_add(1, Ordering::Relaxed);
     let digest = {
         use sha2::{Digest, Sha256};

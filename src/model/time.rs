@@ -24,6 +24,16 @@ impl Timestamp {
     pub const ACCEPTED: &'static str =
         "an RFC 3339 timestamp with offset (e.g. 2026-03-01T10:00:00Z), from 1900-01-01T00:00:00Z to 2199-12-31T23:59:59Z";
 
+    /// The wall clock (the shell's; the core never reads it).
+    pub fn now() -> Timestamp {
+        Timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as i64)
+                .unwrap_or(0),
+        )
+    }
+
     pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
         let dt = DateTime::parse_from_rfc3339(text).ok()?;
         let us = dt.timestamp_micros();

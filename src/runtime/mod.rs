@@ -1216,11 +1216,7 @@ fn input_of<'m>(
 }
 
 fn wall_clock() -> Timestamp {
-    let us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
-    Timestamp(us)
+    Timestamp::now()
 }
 
 /// A customer's utilization now, for the console's chart (`None` without a limit).

@@ -577,6 +577,16 @@ pub struct DeadLetter {
     /// The original bytes: text when valid UTF-8, else base64 (see `original_encoding`).
     pub original: String,
     pub original_encoding: &'static str,
+    /// Set when `original` holds only the first `ORIGINAL_MAX_BYTES` of a larger input:
+    /// the full record is at `topic`/`partition`/`offset` (or `line`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub original_truncated: bool,
+    /// The size of the whole original, when truncated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_bytes: Option<usize>,
+    /// SHA-256 of the whole original (hex), when truncated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_sha256: Option<String>,
     pub topic: Option<String>,
     pub partition: Option<i32>,
     pub offset: Option<i64>,
@@ -587,25 +597,52 @@ pub struct DeadLetter {
     pub customer_id: Option<String>,
 }
 
+/// The most of an input a dead-letter embeds. Escaped as JSON (up to six bytes for one) or as
+/// base64 it stays far below Kafka's default message limit (1 MB), so a dead-letter can always
+/// be produced, however large the input the topic accepted.
+pub const ORIGINAL_MAX_BYTES: usize = 64 * 1024;
+
 impl DeadLetter {
     /// Builds the record for a rejection of the input `original` (the rejection's own
     /// re-encoded event wins when it has one: it concerns an earlier, parked event).
     pub fn new(rejection: Rejection, original: &[u8], source: &SourcePosition) -> DeadLetter {
-        let (original, original_encoding) = match rejection.original {
-            Some(text) => (text, "utf8"),
-            None => match std::str::from_utf8(original) {
-                Ok(text) => (text.to_string(), "utf8"),
-                Err(_) => (
-                    base64::engine::general_purpose::STANDARD.encode(original),
-                    "base64",
-                ),
-            },
+        let whole: &[u8] = match &rejection.original {
+            Some(text) => text.as_bytes(),
+            None => original,
         };
+        let truncated = whole.len() > ORIGINAL_MAX_BYTES;
+        let kept = if truncated {
+            &whole[..ORIGINAL_MAX_BYTES]
+        } else {
+            whole
+        };
+        let (original, original_encoding) = match std::str::from_utf8(kept) {
+            Ok(text) => (text.to_string(), "utf8"),
+            // Cut inside a character: the valid prefix as text.
+            Err(e) if truncated && e.error_len().is_none() => (
+                String::from_utf8_lossy(&kept[..e.valid_up_to()]).into_owned(),
+                "utf8",
+            ),
+            Err(_) => (
+                base64::engine::general_purpose::STANDARD.encode(kept),
+                "base64",
+            ),
+        };
+        let sha256 = truncated.then(|| {
+            use sha2::{Digest, Sha256};
+            Sha256::digest(whole)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        });
         DeadLetter {
             error: rejection.error,
             detail: rejection.detail,
             original,
             original_encoding,
+            original_truncated: truncated,
+            original_bytes: truncated.then_some(whole.len()),
+            original_sha256: sha256,
             topic: source.topic.clone(),
             partition: source.partition,
             offset: source.offset,
@@ -650,6 +687,35 @@ mod tests {
 
     fn code(bytes: &[u8]) -> ErrorCode {
         decode_event(bytes).expect_err("must be rejected").error
+    }
+
+    #[test]
+    fn a_dead_letter_embeds_at_most_64_kib_of_its_original() {
+        let big = format!("{{\"x\":\"{}\"", "\"\\".repeat(500_000));
+        let r = decode_event(big.as_bytes()).expect_err("malformed");
+        let source = SourcePosition {
+            topic: Some("credit.orders".into()),
+            partition: Some(1),
+            offset: Some(42),
+            line: None,
+        };
+        let dl = DeadLetter::new(r, big.as_bytes(), &source);
+        assert!(dl.original_truncated);
+        assert_eq!(dl.original_bytes, Some(big.len()));
+        assert_eq!(dl.original.len(), ORIGINAL_MAX_BYTES);
+        assert_eq!(dl.original_sha256.as_deref().map(str::len), Some(64));
+        let json = serde_json::to_vec(&dl).unwrap();
+        assert!(
+            json.len() < 6 * ORIGINAL_MAX_BYTES + 4096,
+            "{} bytes",
+            json.len()
+        );
+        // A small original is embedded whole, with no truncation fields.
+        let small = br#"{"event_id":"e"}"#;
+        let dl = DeadLetter::new(decode_event(small).unwrap_err(), small, &source);
+        let v: serde_json::Value = serde_json::to_value(&dl).unwrap();
+        assert_eq!(v["original"], std::str::from_utf8(small).unwrap());
+        assert!(v.get("original_truncated").is_none() && v.get("original_sha256").is_none());
     }
 
     #[test]

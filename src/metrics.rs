@@ -46,6 +46,8 @@ pub struct Metrics {
     /// Customers whose route changed (a profile moved them into, out of or between groups).
     pub route_moves: IntCounter,
     pub ready: IntGauge,
+    /// Batches rolled back in a row since the last commit (0 while all is well).
+    pub failed_batches_in_a_row: IntGauge,
     pub commands_published: IntCounterVec,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
@@ -219,6 +221,14 @@ impl Metrics {
                 .namespace(NS),
             )
             .expect("metric definition"),
+            failed_batches_in_a_row: IntGauge::with_opts(
+                Opts::new(
+                    "failed_batches_in_a_row",
+                    "Batches rolled back in a row since the last commit; above 2, /readyz answers 503 (stuck).",
+                )
+                .namespace(NS),
+            )
+            .expect("metric definition"),
             commands_published: counter_vec(
                 "commands_published_total",
                 "Commands published to the commands topic by the HTTP API, by type.",
@@ -302,6 +312,7 @@ impl Metrics {
             Box::new(m.routed.clone()),
             Box::new(m.route_moves.clone()),
             Box::new(m.ready.clone()),
+            Box::new(m.failed_batches_in_a_row.clone()),
             Box::new(m.commands_published.clone()),
             Box::new(m.http_requests.clone()),
             Box::new(m.http_duration.clone()),

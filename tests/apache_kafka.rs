@@ -454,3 +454,79 @@ fn a_record_keyed_by_something_else_than_its_customer_is_dead_lettered_key_misma
         .collect();
     assert_eq!(holders.len(), 1, "{holders:?}");
 }
+
+/// A poison pill: invalid JSON as large as the input topic accepts. Its dead-letter used to
+/// embed it whole (JSON-escaped, over the producer's 1 MB message limit): the produce failed,
+/// the batch rolled back and was retried for ever, and every partition of the instance stopped.
+/// Now the dead-letter carries the first 64 KiB with the length and a hash, and the events
+/// around the pill are decided.
+#[test]
+fn an_input_as_large_as_the_topic_accepts_is_dead_lettered_and_processing_goes_on() {
+    let _alone = alone();
+    let cluster = ApacheKafka::single();
+    let settings = settings_on(&cluster, Delivery::ExactlyOnce, "poison-pill", &[]);
+    let t = settings.kafka.topics.clone();
+    let at = "2026-03-02T08:00:00Z";
+    let event = |id: &str, body: serde_json::Value| {
+        let mut v = serde_json::json!({"event_id": id, "occurred_at": at, "customer_id": "ACME"});
+        for (k, x) in body.as_object().expect("object") {
+            v[k] = x.clone();
+        }
+        v.to_string()
+    };
+    let profile = event(
+        "p-1",
+        serde_json::json!({"type": "profile.customer", "credit_limit": "1000.00", "currency": "EUR"}),
+    );
+    let order = |id: &str| {
+        event(
+            &format!("e-{id}"),
+            serde_json::json!({"type": "order.placed", "order_id": id, "amount": "10.00", "currency": "EUR"}),
+        )
+    };
+    // Quotes and backslashes: each doubles when the dead-letter escapes it as JSON.
+    let pill = |n: usize| format!("{{\"event_id\":\"{}", "\"\\".repeat(n / 2));
+    let (issue_size, topic_max) = (pill(1_000_371), pill(1_048_000));
+    let mut cfg = credit_sentinel::runtime::client_config(&settings.kafka);
+    cfg.set("linger.ms", "0")
+        .set("message.max.bytes", "2000000");
+    let producer: rdkafka::producer::BaseProducer = cfg.create().expect("producer");
+    use rdkafka::producer::{BaseRecord, Producer};
+    let before = order("O-BEFORE");
+    let after = order("O-AFTER");
+    for (topic, line) in [
+        (&t.profiles, &profile),
+        (&t.orders, &before),
+        (&t.orders, &issue_size),
+        (&t.orders, &topic_max),
+        (&t.orders, &after),
+    ] {
+        producer
+            .send(BaseRecord::<str, str>::to(topic).key("ACME").payload(line))
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("the topic accepts them");
+    let engine = child(&settings, "exactly_once");
+    wait_for("both orders decided", Duration::from_secs(120), || {
+        read_topic(&settings, &t.decisions).len() == 2
+    });
+    sigterm(engine);
+    let dead: Vec<serde_json::Value> = read_topic(&settings, &t.dead_letter)
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("json"))
+        .collect();
+    assert_eq!(dead.len(), 2, "one dead-letter per pill");
+    for d in &dead {
+        assert_eq!(d["error"], "MALFORMED_JSON", "{}", d["detail"]);
+        assert_eq!(d["original_truncated"], true);
+        let bytes = d["original_bytes"].as_u64().expect("original_bytes");
+        assert!(bytes >= 1_000_000, "{bytes}");
+        assert_eq!(d["original"].as_str().map(str::len), Some(65_536));
+        assert_eq!(d["original_sha256"].as_str().map(str::len), Some(64));
+        assert_eq!(d["topic"], t.orders.as_str());
+        assert!(d["offset"].as_i64().is_some());
+    }
+}

@@ -127,7 +127,11 @@ fn line(v: Value) -> String {
 /// A customer C-1 (limit 1000 EUR, group G-1) with an approved order of 600 and a held one
 /// of 700; C-2 in the same group; the engine and the HTTP server running.
 fn engine_with_a_hold(four_eyes: Option<&str>) -> Engine {
-    let (cluster, mut settings) = cluster(Delivery::AtLeastOnce);
+    engine_with_a_hold_in(Delivery::AtLeastOnce, four_eyes)
+}
+
+fn engine_with_a_hold_in(delivery: Delivery, four_eyes: Option<&str>) -> Engine {
+    let (cluster, mut settings) = cluster(delivery);
     settings.http.listen = "127.0.0.1:0".parse().expect("addr");
     settings.http.tokens = [
         ("vera", Role::Viewer, VIEWER),
@@ -947,4 +951,72 @@ fn connections_are_limited_and_idle_ones_closed() {
     }
     shutdown.store(true, Ordering::Relaxed);
     server.thread.join().expect("server stops");
+}
+
+/// A batch whose outputs cannot be written is rolled back and retried from its checkpoint;
+/// when that keeps happening, `/readyz` says the instance is stuck (503) and a gauge counts the
+/// failed batches in a row; once the records go through, both recover and nothing is lost.
+#[test]
+fn readyz_and_a_gauge_show_a_batch_that_keeps_failing() {
+    use rdkafka::types::RDKafkaApiKey as Api;
+    use rdkafka::types::RDKafkaRespErr as E;
+    let e = engine_with_a_hold_in(Delivery::ExactlyOnce, None);
+    let a = e.addr;
+    assert_eq!(get(a, "/readyz", None).status, 200);
+    // The engine's transaction commit fails, again and again (only the engine's transactional
+    // producer sends EndTxn; INVALID_TXN_STATE also makes librdkafka replace the producer):
+    // each batch while they last is rolled back. (On the embedded broker an aborted batch's
+    // records stay visible, so the engine moves on with the next input; on Apache Kafka it
+    // retries the same batch from its checkpoint. Either way the batches fail in a row.)
+    let errors = [E::RD_KAFKA_RESP_ERR_INVALID_TXN_STATE; 4];
+    e._cluster.request_errors(Api::EndTxn, &errors);
+    let order = |n: usize| {
+        line(
+            json!({"event_id": format!("o-x{n}"), "type": "order.placed", "occurred_at": "2026-03-03T08:00:00Z", "customer_id": "C-2", "order_id": format!("O-X{n}"), "amount": "10.00", "currency": "EUR"}),
+        )
+    };
+    let aborted = || {
+        get(a, "/metrics", None)
+            .body
+            .lines()
+            .find(|l| l.starts_with("credit_sentinel_transactions_total{outcome=\"aborted\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let stuck_seen = std::sync::Mutex::new(None);
+    for n in 0..3 {
+        let before = aborted();
+        send(&e.settings, &[order(n)]);
+        wait_for("the batch rolled back", Duration::from_secs(60), || {
+            aborted() > before
+        });
+        let r = get(a, "/readyz", None);
+        if r.status == 503 && r.json()["stuck"] == true {
+            *stuck_seen.lock().expect("lock") = Some(r.json());
+        }
+    }
+    let body = stuck_seen.into_inner().expect("lock").expect("stuck");
+    assert!(body["failed_batches_in_a_row"].as_u64() > Some(2), "{body}");
+    let m = get(a, "/metrics", None).body;
+    assert!(
+        m.lines().any(
+            |l| l.starts_with("credit_sentinel_failed_batches_in_a_row ") && !l.ends_with(" 0")
+        ),
+        "{m}"
+    );
+    // The injected errors run out: a batch goes through and the instance is ready again.
+    for n in 3..8 {
+        send(&e.settings, &[order(n)]);
+        std::thread::sleep(Duration::from_millis(500));
+        if get(a, "/readyz", None).status == 200 {
+            break;
+        }
+    }
+    wait_for("ready again", Duration::from_secs(60), || {
+        get(a, "/readyz", None).status == 200
+    });
+    assert!(get(a, "/metrics", None)
+        .body
+        .contains("credit_sentinel_failed_batches_in_a_row 0"));
+    e.stop();
 }

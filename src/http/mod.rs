@@ -162,10 +162,22 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Batches rolled back in a row after which `/readyz` calls the instance stuck.
+const STUCK_AFTER: u64 = 2;
+
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
-    let ready = app.stats.ready.load(Ordering::Relaxed);
+    let failed_in_a_row = app.stats.failed_in_a_row.load(Ordering::Relaxed);
+    // Stuck: the same batch rolled back again and again (an output that cannot be written);
+    // one or two rollbacks are a broker's hiccup.
+    let stuck = failed_in_a_row > STUCK_AFTER;
+    let ready = app.stats.ready.load(Ordering::Relaxed) && !stuck;
     let partitions = app.state.partitions();
-    let body = Json(json!({"ready": ready, "partitions": partitions}));
+    let body = Json(json!({
+        "ready": ready,
+        "partitions": partitions,
+        "stuck": stuck,
+        "failed_batches_in_a_row": failed_in_a_row,
+    }));
     if ready {
         (StatusCode::OK, body).into_response()
     } else {

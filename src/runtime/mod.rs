@@ -70,6 +70,9 @@ pub struct Stats {
     pub batches: AtomicU64,
     pub aborted: AtomicU64,
     pub restored_accounts: AtomicU64,
+    /// Batches rolled back in a row since the last commit: a batch that keeps failing (an
+    /// output that cannot be written) is retried from its checkpoint, and this shows it.
+    pub failed_in_a_row: AtomicU64,
     /// True once the first assignment is restored and consumption has started.
     pub ready: AtomicBool,
     /// The most recent alerts, newest last (bounded).
@@ -861,6 +864,8 @@ pub fn run(
                     feed.publish(&mut sh.pending);
                 }
                 stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats.failed_in_a_row.store(0, Ordering::Relaxed);
+                metrics.failed_batches_in_a_row.set(0);
                 metrics.transactions.with_label_values(&["committed"]).inc();
                 metrics.batch_size.observe(batch.len() as f64);
                 let now = Instant::now();
@@ -873,6 +878,8 @@ pub fn run(
             Err(e) => {
                 sh.pending.clear();
                 stats.aborted.fetch_add(1, Ordering::Relaxed);
+                let in_a_row = stats.failed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+                metrics.failed_batches_in_a_row.set(in_a_row as i64);
                 metrics.transactions.with_label_values(&["aborted"]).inc();
                 error!("batch failed, rolling back to the last checkpoint: {e:#}");
                 if k.delivery == Delivery::ExactlyOnce {

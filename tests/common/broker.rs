@@ -63,6 +63,26 @@ pub fn send(settings: &Settings, lines: &[String]) {
     assert_eq!(n as usize, lines.len());
 }
 
+/// A partition's (low, high) watermarks, asked again while the cluster cannot answer (a test
+/// may have a broker down): up to a minute.
+pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
+    c: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> (i64, i64) {
+    let started = Instant::now();
+    loop {
+        match c.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Ok(w) => return w,
+            Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                eprintln!("watermarks of {topic}/{partition}: {e}; asking again");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("watermarks of {topic}/{partition}: {e}"),
+        }
+    }
+}
+
 /// Every record of a topic, read committed, as (key, value) strings.
 pub fn read_topic(settings: &Settings, topic: &str) -> Vec<String> {
     let mut cfg = runtime::client_config(&settings.kafka);
@@ -73,9 +93,7 @@ pub fn read_topic(settings: &Settings, topic: &str) -> Vec<String> {
     let mut tpl = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
     for p in 0..PARTITIONS {
-        let (low, high) = reader
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
+        let (low, high) = watermarks(&reader, topic, p);
         tpl.add_partition_offset(topic, p, Offset::Offset(low))
             .expect("tpl");
         ends.insert(p, high);
@@ -99,8 +117,9 @@ pub fn read_topic(settings: &Settings, topic: &str) -> Vec<String> {
             started.elapsed() < Duration::from_secs(60),
             "reading {topic} timed out"
         );
-        if let Some(m) = reader.poll(Duration::from_millis(200)) {
-            let m = m.expect("message");
+        // An error is a broker the client cannot reach (a test may have taken one down): the
+        // client retries by itself.
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
             out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
         }
     }

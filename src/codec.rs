@@ -111,10 +111,11 @@ fn id_opt(raw: Option<&RawValue>, name: &str) -> R<Option<String>> {
     };
     let s = string(raw, name)?;
     let n = s.chars().count();
-    if n == 0 || n > ID_LEN_MAX {
+    // The same rule as the HTTP API's for ids in paths.
+    if n == 0 || n > ID_LEN_MAX || s.chars().any(char::is_control) {
         return Err(invalid(
             name,
-            format_args!("must be 1 to {ID_LEN_MAX} characters"),
+            format_args!("must be 1 to {ID_LEN_MAX} characters without control characters"),
         ));
     }
     Ok(Some(s.into_owned()))
@@ -163,8 +164,12 @@ fn non_negative(v: Decimal, name: &str) -> R<Decimal> {
 fn currency(raw: Option<&RawValue>, name: &str) -> R<Currency> {
     let raw = present(raw).ok_or_else(|| missing(name))?;
     let s = string(raw, name)?;
-    Currency::parse(&s)
-        .ok_or_else(|| invalid(name, "must be an ISO 4217 code (three upper-case letters)"))
+    Currency::parse_iso(&s).ok_or_else(|| {
+        invalid(
+            name,
+            format_args!("must be an ISO 4217 currency code (e.g. EUR), not {s:?}"),
+        )
+    })
 }
 
 fn timestamp(raw: Option<&RawValue>, name: &str) -> R<Timestamp> {
@@ -687,6 +692,28 @@ mod tests {
 
     fn code(bytes: &[u8]) -> ErrorCode {
         decode_event(bytes).expect_err("must be rejected").error
+    }
+
+    #[test]
+    fn ids_with_control_characters_and_non_iso_currencies_are_refused() {
+        // The HTTP API refused both; Kafka accepted them.
+        let order = |customer: &str, currency: &str| {
+            format!(
+                r#"{{"event_id":"e","type":"order.placed","occurred_at":"2026-05-04T09:00:00Z","customer_id":"{customer}","order_id":"SO-1","amount":"1.00","currency":"{currency}"}}"#
+            )
+        };
+        assert!(decode_event(order("ACME", "EUR").as_bytes()).is_ok());
+        let r = decode_event(order("AC\\u0007ME", "EUR").as_bytes()).unwrap_err();
+        assert_eq!(r.error, ErrorCode::InvalidField);
+        assert!(
+            r.detail.contains("without control characters"),
+            "{}",
+            r.detail
+        );
+        let r = decode_event(order("ACME", "ZZZ").as_bytes()).unwrap_err();
+        assert_eq!(r.error, ErrorCode::InvalidField);
+        assert!(r.detail.contains("ISO 4217"), "{}", r.detail);
+        assert!(decode_event(order("ACME", "CHF").as_bytes()).is_ok());
     }
 
     #[test]

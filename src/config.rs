@@ -480,7 +480,8 @@ fn opt_decimal(key: &str, text: &Option<String>) -> Result<Option<Decimal>, Conf
 }
 
 fn currency(key: &str, text: &str) -> Result<Currency, ConfigError> {
-    Currency::parse(text).ok_or_else(|| invalid(key, format!("{text:?} is not an ISO 4217 code")))
+    Currency::parse_iso(text)
+        .ok_or_else(|| invalid(key, format!("{text:?} is not an ISO 4217 code")))
 }
 
 /// Turns the raw tree into validated settings.

@@ -418,6 +418,20 @@ fn bad_bodies_are_refused_with_a_reason() {
             br#"{"customer_id":"C-1","amount":"-1","currency":"EUR"}"#.to_vec(),
             400,
         ),
+        // Not an ISO 4217 code (three letters were enough before).
+        (
+            "/v1/check",
+            Some("application/json"),
+            br#"{"customer_id":"C-1","amount":"1","currency":"ZZZ"}"#.to_vec(),
+            400,
+        ),
+        // A key twice: refused, as on Kafka (the last one won before).
+        (
+            "/v1/check",
+            Some("application/json"),
+            br#"{"customer_id":"C-1","amount":"1","currency":"EUR","amount":"900000"}"#.to_vec(),
+            400,
+        ),
         (
             "/v1/check",
             Some("application/json"),

@@ -442,7 +442,39 @@ fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
     if !v.is_object() {
         return Err(ApiError::bad_request("body must be a JSON object"));
     }
+    // A key given twice is refused, as on Kafka (serde_json keeps the last silently).
+    serde_json::from_slice::<UniqueKeys>(&body)
+        .map_err(|e| ApiError::bad_request(format!("body is not valid: {e}")))?;
     Ok(v)
+}
+
+/// A JSON object whose keys are all different (its values are not kept).
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = UniqueKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<UniqueKeys, A::Error> {
+                let mut seen = std::collections::BTreeSet::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    if !seen.insert(key.clone()) {
+                        return Err(serde::de::Error::custom(format!("duplicate field {key:?}")));
+                    }
+                }
+                Ok(UniqueKeys)
+            }
+        }
+        d.deserialize_map(Keys)
+    }
 }
 
 fn only_fields(v: &Value, allowed: &[&str]) -> Result<(), ApiError> {
@@ -495,7 +527,7 @@ pub async fn check(
         return Err(ApiError::bad_request("amount must be >= 0"));
     }
     let currency_text = string_field(&v, "currency", 3)?;
-    let currency = Currency::parse(currency_text).ok_or_else(|| {
+    let currency = Currency::parse_iso(currency_text).ok_or_else(|| {
         ApiError::bad_request(format!(
             "currency {currency_text:?} is not an ISO 4217 code"
         ))

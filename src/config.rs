@@ -292,7 +292,9 @@ pub struct RawHttp {
     pub max_concurrent_requests: usize,
     pub max_streams: usize,
     pub max_connections: usize,
+    pub max_connections_per_peer: usize,
     pub idle_timeout_ms: u64,
+    pub request_read_timeout_ms: u64,
     pub metrics_require_auth: bool,
     pub tokens_file: Option<String>,
     #[serde(default)]
@@ -369,8 +371,13 @@ pub struct HttpSettings {
     pub max_streams: usize,
     /// TCP connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Connections one client address may hold at once; more are closed at once.
+    pub max_connections_per_peer: usize,
     /// A connection with nothing read or written for this long is closed.
     pub idle_timeout_ms: u64,
+    /// A request must be answered this long after its first byte arrived, or its connection
+    /// is closed (clients that send headers a byte at a time).
+    pub request_read_timeout_ms: u64,
     pub metrics_require_auth: bool,
     pub tokens: Vec<Token>,
 }
@@ -796,6 +803,15 @@ fn validate_http(h: &RawHttp) -> Result<HttpSettings, ConfigError> {
     if h.idle_timeout_ms == 0 {
         return Err(invalid("http.idle_timeout_ms", "must be above 0"));
     }
+    if h.max_connections_per_peer == 0 {
+        return Err(invalid("http.max_connections_per_peer", "must be above 0"));
+    }
+    if h.request_read_timeout_ms <= h.request_timeout_ms {
+        return Err(invalid(
+            "http.request_read_timeout_ms",
+            "must be above http.request_timeout_ms (a request being handled is answered within that)",
+        ));
+    }
     if h.max_body_bytes == 0 || h.request_timeout_ms == 0 || h.max_concurrent_requests == 0 {
         return Err(invalid(
             "http.max_body_bytes",
@@ -831,7 +847,9 @@ fn validate_http(h: &RawHttp) -> Result<HttpSettings, ConfigError> {
         max_concurrent_requests: h.max_concurrent_requests,
         max_streams: h.max_streams,
         max_connections: h.max_connections,
+        max_connections_per_peer: h.max_connections_per_peer,
         idle_timeout_ms: h.idle_timeout_ms,
+        request_read_timeout_ms: h.request_read_timeout_ms,
         metrics_require_auth: h.metrics_require_auth,
         tokens,
     })

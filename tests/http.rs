@@ -908,15 +908,8 @@ fn feed_history_and_the_live_stream() {
     drop(s);
 }
 
-/// Connection limits: with `http.max_connections = 2`, two silent clients hold both slots and a
-/// third waits (served the moment one leaves); a connection with nothing moving for
-/// `http.idle_timeout_ms` is closed by the server.
-#[test]
-fn connections_are_limited_and_idle_ones_closed() {
-    let (_cluster, mut settings) = cluster(Delivery::AtLeastOnce);
-    settings.http.listen = "127.0.0.1:0".parse().expect("addr");
-    settings.http.max_connections = 2;
-    settings.http.idle_timeout_ms = 3000;
+/// The HTTP server alone (no engine), on `settings`; with the flag that stops it.
+fn server_alone(settings: Settings) -> (http::Server, Arc<AtomicBool>) {
     let shutdown = Arc::new(AtomicBool::new(false));
     let options = Options::served();
     let app = http::app_state(
@@ -928,6 +921,19 @@ fn connections_are_limited_and_idle_ones_closed() {
     )
     .expect("app");
     let server = http::spawn(app, Arc::clone(&shutdown)).expect("server");
+    (server, shutdown)
+}
+
+/// Connection limits: with `http.max_connections = 2`, two silent clients hold both slots and a
+/// third waits (served the moment one leaves); a connection with nothing moving for
+/// `http.idle_timeout_ms` is closed by the server.
+#[test]
+fn connections_are_limited_and_idle_ones_closed() {
+    let (_cluster, mut settings) = cluster(Delivery::AtLeastOnce);
+    settings.http.listen = "127.0.0.1:0".parse().expect("addr");
+    settings.http.max_connections = 2;
+    settings.http.idle_timeout_ms = 3000;
+    let (server, shutdown) = server_alone(settings);
     let addr = server.addr;
     assert_eq!(get(addr, "/healthz", None).status, 200);
 
@@ -1033,4 +1039,92 @@ fn readyz_and_a_gauge_show_a_batch_that_keeps_failing() {
         .body
         .contains("credit_sentinel_failed_batches_in_a_row 0"));
     e.stop();
+}
+
+/// Slow clients (issue 19): 60 connections from one address that send a request's header
+/// lines one every 500 ms. Each address holds at most `max_connections_per_peer`, so the probe
+/// from another address is answered at once; and each slow request's connection is closed
+/// once it has waited `request_read_timeout_ms` for its answer, though bytes keep arriving.
+/// Before: they held every slot and `/healthz` timed out.
+#[test]
+fn slow_clients_from_one_address_do_not_lock_out_the_probes() {
+    let (_cluster, mut settings) = cluster(Delivery::AtLeastOnce);
+    settings.http.listen = "127.0.0.1:0".parse().expect("addr");
+    settings.http.max_connections = 50;
+    settings.http.max_connections_per_peer = 10;
+    settings.http.request_timeout_ms = 1000;
+    settings.http.request_read_timeout_ms = 2000;
+    let (server, shutdown) = server_alone(settings);
+    let addr = server.addr;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // The slow clients come from 127.0.0.2 (every 127/8 address is this machine).
+    let mut slow: Vec<TcpStream> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..60 {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind("127.0.0.2:0".parse().expect("addr"))
+                .expect("bind");
+            let stream = socket.connect(addr).await.expect("connect");
+            let stream = stream.into_std().expect("std stream");
+            stream.set_nonblocking(false).expect("blocking");
+            v.push(stream);
+        }
+        v
+    });
+    let started = std::time::Instant::now();
+    let probe = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        let asked = std::time::Instant::now();
+        let mut s = TcpStream::connect(addr).expect("probe");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .expect("request");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)
+            .expect("the probe is answered");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        asked.elapsed().as_millis()
+    });
+    let mut closed = vec![false; slow.len()];
+    for round in 0..12 {
+        for (i, s) in slow.iter_mut().enumerate() {
+            if closed[i] {
+                continue;
+            }
+            let line = if round == 0 {
+                "GET /healthz HTTP/1.1\r\n".to_string()
+            } else {
+                format!("X-Slow-{round}: x\r\n")
+            };
+            if s.write_all(line.as_bytes()).is_err() {
+                closed[i] = true;
+                continue;
+            }
+            s.set_read_timeout(Some(Duration::from_millis(1)))
+                .expect("timeout");
+            let mut b = [0u8; 64];
+            match s.read(&mut b) {
+                Ok(0) => closed[i] = true,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed[i] = true,
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let closed = closed.iter().filter(|c| **c).count();
+    let probe_ms = probe.join().expect("probe thread");
+    eprintln!(
+        "probe answered in {probe_ms} ms; {closed} of 60 slow connections closed in {:?}",
+        started.elapsed()
+    );
+    // The 50 over the address's share are closed at once, the 10 admitted when their requests
+    // pass 2 s unanswered.
+    assert_eq!(closed, 60, "every slow connection closed");
+    shutdown.store(true, Ordering::Relaxed);
+    server.thread.join().expect("server stops");
 }

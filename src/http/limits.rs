@@ -1,14 +1,18 @@
 //! Connection-level limits for the HTTP server: at most `http.max_connections` TCP connections
-//! at once (more wait in the listen backlog), and a connection with nothing read or written for
-//! `http.idle_timeout_ms` is closed. Request-level limits (body size, request timeout,
-//! concurrency) are tower layers in `router`; these cover what happens before and between
-//! requests: clients that connect and never send, or hold idle keep-alive connections open.
+//! at once (more wait in the listen backlog), at most `http.max_connections_per_peer` from one
+//! client address (more are closed at once), a connection with nothing read or written for
+//! `http.idle_timeout_ms` is closed, and so is one whose request is not answered within
+//! `http.request_read_timeout_ms` of its first byte (a client sending its headers a line every
+//! few seconds). Request-level limits (body size, request timeout, concurrency) are tower layers
+//! in `router`; these cover what happens before and between requests.
 
 use axum::serve::Listener;
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -16,19 +20,63 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-/// A listener that hands out at most `max` connections at once.
+/// The limits a listener enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    pub max: usize,
+    pub per_peer: usize,
+    pub idle: Duration,
+    pub request: Duration,
+}
+
+/// A listener that hands out at most `max` connections at once, `per_peer` from one address.
 pub struct Limited {
     inner: TcpListener,
     permits: Arc<Semaphore>,
-    idle: Duration,
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    bounds: Bounds,
 }
 
 impl Limited {
-    pub fn new(inner: TcpListener, max: usize, idle: Duration) -> Limited {
+    pub fn new(inner: TcpListener, bounds: Bounds) -> Limited {
         Limited {
             inner,
-            permits: Arc::new(Semaphore::new(max)),
-            idle,
+            permits: Arc::new(Semaphore::new(bounds.max)),
+            peers: Arc::default(),
+            bounds,
+        }
+    }
+
+    /// Counts a connection from `ip`, unless that address holds `per_peer` already.
+    fn admit(&self, ip: IpAddr) -> Option<PeerSlot> {
+        let mut peers = self.peers.lock().ok()?;
+        let n = peers.entry(ip).or_insert(0);
+        if *n >= self.bounds.per_peer {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            ip,
+            peers: Arc::clone(&self.peers),
+        })
+    }
+}
+
+/// One connection's place in its address's count, given back when the connection closes.
+struct PeerSlot {
+    ip: IpAddr,
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        if let Ok(mut peers) = self.peers.lock() {
+            if let Some(n) = peers.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    peers.remove(&self.ip);
+                }
+            }
         }
     }
 }
@@ -46,12 +94,21 @@ impl Listener for Limited {
         loop {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
+                    let Some(peer) = self.admit(addr.ip()) else {
+                        // Over its address's share: closed at once, the slot kept for others.
+                        tracing::debug!(peer = %addr.ip(), "connection refused: http.max_connections_per_peer reached");
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let conn = Conn {
                         stream,
                         _permit: permit,
-                        idle: self.idle,
-                        deadline: Box::pin(tokio::time::sleep(self.idle)),
+                        _peer: peer,
+                        idle: self.bounds.idle,
+                        deadline: Box::pin(tokio::time::sleep(self.bounds.idle)),
+                        request: self.bounds.request,
+                        answer_by: None,
                     };
                     return (conn, addr);
                 }
@@ -69,13 +126,19 @@ impl Listener for Limited {
     }
 }
 
-/// One accepted connection: holds its slot until dropped, and fails with `TimedOut` once
-/// nothing has moved in either direction for the idle timeout.
+/// One accepted connection: holds its slots until dropped, and fails with `TimedOut` once
+/// nothing has moved in either direction for the idle timeout, or once a request has waited for
+/// its answer longer than the request read timeout since its first byte.
 pub struct Conn {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    _peer: PeerSlot,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
+    request: Duration,
+    /// Armed by the first byte read after an answer (or the connection's start), disarmed by
+    /// the next bytes written.
+    answer_by: Option<Pin<Box<Sleep>>>,
 }
 
 impl Conn {
@@ -85,6 +148,10 @@ impl Conn {
 
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
         self.deadline.as_mut().poll(cx).is_ready()
+            || self
+                .answer_by
+                .as_mut()
+                .is_some_and(|d| d.as_mut().poll(cx).is_ready())
     }
 
     /// A write's result: bytes out count as activity; a write stuck past the idle timeout
@@ -98,6 +165,7 @@ impl Conn {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
                     self.moved();
+                    self.answer_by = None;
                 }
                 Poll::Ready(Ok(n))
             }
@@ -122,6 +190,9 @@ impl AsyncRead for Conn {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     self.moved();
+                    if self.answer_by.is_none() {
+                        self.answer_by = Some(Box::pin(tokio::time::sleep(self.request)));
+                    }
                 }
                 Poll::Ready(Ok(()))
             }

@@ -363,8 +363,12 @@ pub fn spawn(app: Arc<AppState>, shutdown: Arc<AtomicBool>) -> Result<Server> {
                 };
                 let listener = limits::Limited::new(
                     listener,
-                    app_limits.max_connections,
-                    Duration::from_millis(app_limits.idle_timeout_ms),
+                    limits::Bounds {
+                        max: app_limits.max_connections,
+                        per_peer: app_limits.max_connections_per_peer,
+                        idle: Duration::from_millis(app_limits.idle_timeout_ms),
+                        request: Duration::from_millis(app_limits.request_read_timeout_ms),
+                    },
                 );
                 if let Err(e) = axum::serve(listener, router)
                     .with_graceful_shutdown(stop)

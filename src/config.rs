@@ -217,6 +217,7 @@ pub struct RawKafka {
     pub retry_backoff_min_ms: u64,
     pub retry_backoff_max_ms: u64,
     pub properties_file: Option<String>,
+    pub command_keys_file: Option<String>,
     pub topics: Topics,
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -259,6 +260,8 @@ pub struct KafkaSettings {
     pub topics: Topics,
     /// librdkafka properties: `[kafka.properties]` overlaid with `properties_file`.
     pub properties: BTreeMap<String, String>,
+    /// The keys that sign commands (`command_keys_file`); `None`: commands are not checked.
+    pub command_keys: Option<crate::signing::CommandKeys>,
 }
 
 impl KafkaSettings {
@@ -920,6 +923,18 @@ fn validate_kafka(k: &RawKafka) -> Result<KafkaSettings, ConfigError> {
         properties.extend(read_properties_file(path)?);
     }
     validate_properties(&properties)?;
+    let command_keys = match k.command_keys_file.as_deref().filter(|p| !p.is_empty()) {
+        None => None,
+        Some(path) => {
+            let key = "kafka.command_keys_file";
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(key, format!("cannot read {path}: {e}")))?;
+            Some(
+                crate::signing::CommandKeys::parse(&text)
+                    .map_err(|e| invalid(key, format!("{path}: {e}")))?,
+            )
+        }
+    };
     Ok(KafkaSettings {
         brokers: k.brokers.clone(),
         group_id: k.group_id.clone(),
@@ -935,6 +950,7 @@ fn validate_kafka(k: &RawKafka) -> Result<KafkaSettings, ConfigError> {
         retry_backoff_max_ms: k.retry_backoff_max_ms.max(k.retry_backoff_min_ms.max(1)),
         topics: k.topics.clone(),
         properties,
+        command_keys,
     })
 }
 

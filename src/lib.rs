@@ -2,7 +2,7 @@
 //!
 //! The crate is a pure, deterministic core (`engine`) that turns validated events (`model`,
 //! decoded by `codec`) into decisions, alerts and dead-letters under a `policy`, plus the shells
-//! that feed it: `replay` over a JSON Lines file today, and a Kafka runtime and HTTP API later.
+//! that feed it: `replay` over a JSON Lines file, the Kafka `runtime`, and the `http` API.
 //! See ARCHITECTURE.md for the map and the invariants.
 
 pub mod bench;
@@ -17,6 +17,7 @@ pub mod model;
 pub mod policy;
 pub mod replay;
 pub mod runtime;
+pub mod signing;
 pub mod soak;
 pub mod state;
 pub mod traffic;

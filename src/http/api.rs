@@ -609,8 +609,16 @@ async fn publish(
     if let Some(o) = order_id {
         record["order_id"] = json!(o);
     }
-    let payload = serde_json::to_vec(&record)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e);
+    if let Some(keys) = &app.settings.kafka.command_keys {
+        // Signed over the command as the engine will decode it.
+        let bytes = serde_json::to_vec(&record).map_err(|e| internal(e.to_string()))?;
+        let event = crate::codec::decode_event(&bytes).map_err(|r| internal(r.detail))?;
+        if let Some(signature) = keys.sign(&event) {
+            record["signature"] = json!(signature);
+        }
+    }
+    let payload = serde_json::to_vec(&record).map_err(|e| internal(e.to_string()))?;
     let topic = &app.settings.kafka.topics.commands;
     app.producer
         .send(

@@ -332,26 +332,56 @@ pub fn create_producer(k: &KafkaSettings, shutdown: &AtomicBool) -> Result<Optio
     for (key, value) in &k.properties {
         cfg.set(key, value);
     }
-    let producer: EngineProducer = cfg
-        .create_with_context(Deliveries::default())
-        .context("cannot create the producer")?;
-    if k.delivery == Delivery::AtLeastOnce {
-        return Ok(Some(producer));
+    let mut attempt = 0;
+    loop {
+        let producer: EngineProducer = cfg
+            .create_with_context(Deliveries::default())
+            .context("cannot create the producer")?;
+        if k.delivery == Delivery::AtLeastOnce {
+            return Ok(Some(producer));
+        }
+        if !wait_for_broker(producer.client(), k, shutdown) {
+            return Ok(None);
+        }
+        match init_transactions(&producer, k, shutdown) {
+            Ok(true) => return Ok(Some(producer)),
+            Ok(false) => return Ok(None),
+            // Not retriable on this producer (a coordinator moving during a broker failure,
+            // say): a new producer after a backoff, as long as it takes.
+            Err(e) => {
+                let wait = backoff(k, attempt);
+                warn!(
+                    brokers = %k.brokers,
+                    transactional_id = %k.transactional_id,
+                    "cannot initialise transactions ({e}); a new producer in {} ms",
+                    wait.as_millis()
+                );
+                sleep_unless_shutdown(wait, shutdown);
+                if shutdown.load(Ordering::Relaxed) {
+                    return Ok(None);
+                }
+                attempt += 1;
+            }
+        }
     }
-    if !wait_for_broker(producer.client(), k, shutdown) {
-        return Ok(None);
-    }
-    // In short steps, so that a shutdown is honoured within about a second; a call that timed
-    // out resumes where the last one left off.
+}
+
+/// Initialises transactions in 1 s steps, so that a shutdown is honoured within about a second
+/// (a call that timed out resumes where the last one left off); `Ok(false)` if shut down.
+fn init_transactions(
+    producer: &EngineProducer,
+    k: &KafkaSettings,
+    shutdown: &AtomicBool,
+) -> KafkaResult<bool> {
     let started = Instant::now();
     let mut noted = Instant::now();
     loop {
         match producer.init_transactions(Duration::from_secs(1)) {
             Ok(()) => {
                 info!(transactional_id = %k.transactional_id, "transactions ready");
-                return Ok(Some(producer));
+                return Ok(true);
             }
-            Err(_) if shutdown.load(Ordering::Relaxed) => return Ok(None),
+            Err(_) if shutdown.load(Ordering::Relaxed) => return Ok(false),
             Err(KafkaError::Transaction(e))
                 if e.is_retriable() || e.code() == RDKafkaErrorCode::OperationTimedOut =>
             {
@@ -365,14 +395,7 @@ pub fn create_producer(k: &KafkaSettings, shutdown: &AtomicBool) -> Result<Optio
                     );
                 }
             }
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!(
-                        "cannot initialise transactions for transactional_id {}",
-                        k.transactional_id
-                    )
-                })
-            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -786,6 +786,12 @@ pub fn run(
         .subscribe(&k.consumed_topics())
         .context("cannot subscribe to the input topics")?;
     info!(brokers = %k.brokers, delivery = ?k.delivery, repartition = k.repartition, "consuming");
+    if k.command_keys.is_none() {
+        warn!(
+            topic = %k.topics.commands,
+            "commands are not authenticated: anyone who can produce to the commands topic can release holds (set kafka.command_keys_file)"
+        );
+    }
 
     let mut last_tick = Instant::now();
     let mut last_lag = Instant::now();
@@ -1064,6 +1070,17 @@ fn process_batch(
             }));
         } else {
             match codec::decode_event(payload) {
+                Ok(event) if unsigned(k, &event, payload).is_some() => {
+                    let detail = unsigned(k, &event, payload).unwrap_or_default();
+                    outputs.push(Output::Rejection(Rejection {
+                        error: ErrorCode::InvalidField,
+                        detail: format!("signature: {detail}"),
+                        event_id: Some(event.event_id.clone()),
+                        event_type: Some(event.type_str().to_string()),
+                        customer_id: event.customer_id.clone(),
+                        original: None,
+                    }));
+                }
                 Ok(event) if !k.repartition && key_mismatch(m.key(), &event).is_some() => {
                     let detail = key_mismatch(m.key(), &event).unwrap_or_default();
                     outputs.push(Output::Rejection(Rejection {
@@ -1170,6 +1187,17 @@ fn process_batch(
         }
     }
     Ok(touched)
+}
+
+/// Why a command is not accepted as written by the HTTP API (`None` when it is, or when
+/// `kafka.command_keys_file` is not set): see `signing`.
+fn unsigned(k: &KafkaSettings, event: &Event, payload: &[u8]) -> Option<String> {
+    if !matches!(event.body, EventBody::Command { .. }) {
+        return None;
+    }
+    let keys = k.command_keys.as_ref()?;
+    keys.verify(event, crate::signing::signature_of(payload).as_deref())
+        .err()
 }
 
 /// Why a record's Kafka key does not fit its event (`None` when it does): the key must be the

@@ -64,19 +64,18 @@ pub fn send(settings: &Settings, lines: &[String]) {
 }
 
 /// A partition's (low, high) watermarks, asked again while the cluster cannot answer (a test
-/// may have a broker down): up to a minute.
-pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
-    c: &BaseConsumer<C>,
-    topic: &str,
-    partition: i32,
-) -> (i64, i64) {
+/// may have a broker down), each time with a new client (a client's cached metadata can stay
+/// stale after a broker or the controller died): up to two minutes. `cfg` is the reading
+/// client's configuration, so the isolation level is the reader's.
+pub fn watermarks(cfg: &rdkafka::ClientConfig, topic: &str, partition: i32) -> (i64, i64) {
     let started = Instant::now();
     loop {
-        match c.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+        let client: BaseConsumer = cfg.create().expect("watermark client");
+        match client.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
             Ok(w) => return w,
-            Err(e) if started.elapsed() < Duration::from_secs(60) => {
+            Err(e) if started.elapsed() < Duration::from_secs(120) => {
                 eprintln!("watermarks of {topic}/{partition}: {e}; asking again");
-                std::thread::sleep(Duration::from_millis(500));
+                std::thread::sleep(Duration::from_millis(1000));
             }
             Err(e) => panic!("watermarks of {topic}/{partition}: {e}"),
         }
@@ -93,7 +92,7 @@ pub fn read_topic(settings: &Settings, topic: &str) -> Vec<String> {
     let mut tpl = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
     for p in 0..PARTITIONS {
-        let (low, high) = watermarks(&reader, topic, p);
+        let (low, high) = watermarks(&cfg, topic, p);
         tpl.add_partition_offset(topic, p, Offset::Offset(low))
             .expect("tpl");
         ends.insert(p, high);

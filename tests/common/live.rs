@@ -82,7 +82,7 @@ pub fn read_records(
     let reader: BaseConsumer = cfg.create().expect("reader");
     let mut out = BTreeMap::new();
     for p in 0..PARTITIONS {
-        let (low, high) = watermarks(&reader, topic, p);
+        let (low, high) = watermarks(&cfg, topic, p);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, p, Offset::Offset(low))
             .expect("tpl");
@@ -171,6 +171,15 @@ pub fn child_instance(settings: &Settings, delivery: &str, instance: Option<u32>
         )
         .env("CREDIT_SENTINEL_LOG", "info")
         .env("CREDIT_SENTINEL__HTTP__ENABLED", "false")
+        .env(
+            "CREDIT_SENTINEL__KAFKA__COMMAND_KEYS_FILE",
+            settings
+                .raw
+                .kafka
+                .command_keys_file
+                .clone()
+                .unwrap_or_default(),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(match std::env::var_os("CREDIT_SENTINEL_TEST_CHILD_LOG") {
             // For diagnosis: the engine's log, appended across restarts (one file per
@@ -236,7 +245,7 @@ pub fn dump_changelog(settings: &Settings, path: &std::path::Path) {
     let reader: BaseConsumer = cfg.create().expect("reader");
     let mut text = String::new();
     for p in 0..PARTITIONS {
-        let (low, high) = watermarks(&reader, topic, p);
+        let (low, high) = watermarks(&cfg, topic, p);
         let _ = writeln!(text, "# partition {p}: low {low} high {high}");
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, p, Offset::Offset(low))
@@ -428,9 +437,8 @@ pub fn assert_equals_replay(settings: &Settings, want: &OneTopic, repeats: Repea
     // cluster); a test whose changelog was cut there would compare against a truncated state.
     let mut cfg = runtime::client_config(&settings.kafka);
     cfg.set("group.id", "test-watermarks");
-    let c: BaseConsumer = cfg.create().expect("watermarks");
     for p in 0..PARTITIONS {
-        let (low, _) = watermarks(&c, &t.changelog, p);
+        let (low, _) = watermarks(&cfg, &t.changelog, p);
         assert_eq!(low, 0, "the embedded broker deleted the start of changelog partition {p} (over its 5 MiB per partition): make the test's traffic smaller");
     }
     let mut latest: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -640,38 +648,41 @@ pub fn killed_mid_stream_then_restarted(
     open_transaction_kills: usize,
     repeats: Repeats,
 ) {
-    let want = prepare_stream(&settings, name, traffic_lines(40, 60, 23));
-    let total = want.want_d.len() as i64;
+    let (groups, rest) = groups_applied(&settings, name, traffic_lines(40, 60, 23));
+    // The input arrives in kills + 1 parts, the next part only once the engine has been killed
+    // in the one before: every kill lands mid-stream, however fast the engine is.
+    let parts: Vec<&[String]> = rest.chunks(rest.len().div_ceil(kills + 1)).collect();
     let seed = schedule_seed();
     let mut rng = seed;
     let mut phases = Vec::new();
-    let mut at = decided(&settings);
-    // Kills are aimed at the first 80% of the decisions: by the time the test sees a target
-    // reached and stops the engine, it has decided some more (up to 65 seen), and the last kill
-    // must still land before the end.
-    let span = total * 4 / 5;
-    for kill in 0..kills {
-        // The next kill lands after a random further share of the remaining span.
-        let slice = (span - at).max(kills as i64) / (kills - kill + 1) as i64;
-        let target = (at + 1 + (next_random(&mut rng) % slice.max(1) as u64) as i64).min(total - 1);
+    for (kill, part) in parts.iter().enumerate().take(kills) {
+        produce_on_orders(&settings, part);
+        let before = decided(&settings);
         let mut engine = child(&settings, name);
-        let reached = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             wait_for(
-                &format!("kill {} at {target} decisions (seed {seed})", kill + 1),
+                &format!("kill {}: the engine deciding (seed {seed})", kill + 1),
                 Duration::from_secs(180),
-                || decided(&settings) >= target,
+                || decided(&settings) > before,
             )
         }));
-        if let Err(panic) = reached {
+        if let Err(panic) = started {
             eprintln!("kill schedule seed {seed}: phases so far {phases:?}");
             std::panic::resume_unwind(panic);
         }
+        // Then a random moment while it works through the part.
         let want_phase = (kill < open_transaction_kills).then_some(Phase::OpenTransaction);
+        let pause = next_random(&mut rng) % if want_phase.is_some() { 100 } else { 400 };
+        std::thread::sleep(Duration::from_millis(pause));
         let phase = kill_in(&mut engine, &settings, want_phase);
-        at = decided(&settings);
-        phases.push((target, at, phase));
+        phases.push((before, decided(&settings), phase));
     }
-    eprintln!("{name}: killed at (target, committed decisions, phase) {phases:?}, seed {seed}");
+    for part in &parts[kills..] {
+        produce_on_orders(&settings, part);
+    }
+    let want = expected(&settings, &groups);
+    let total = want.want_d.len() as i64;
+    eprintln!("{name}: killed at (decisions before the part, decisions at the kill, phase) {phases:?} of {total}, seed {seed}");
     assert!(
         phases.iter().all(|(_, at, _)| *at < total),
         "every kill must land mid-stream for this test to mean anything (seed {seed}): {phases:?}"

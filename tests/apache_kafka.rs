@@ -100,19 +100,26 @@ fn exactly_once_a_second_instance_joins_and_leaves_mid_stream() {
     let cluster = ApacheKafka::single();
     let settings = settings_on(&cluster, Delivery::ExactlyOnce, "eos-rebalance", &[]);
     let (groups, rest) = groups_applied(&settings, "exactly_once", traffic_lines(40, 60, 29));
-    // The last third is produced only after the second instance has left: it leaves mid-stream.
-    let (first, last) = rest.split_at(rest.len() * 2 / 3);
-    produce_on_orders(&settings, first);
-    let first_part = expected(&settings, &groups).want_d.len() as i64;
+    // In three parts: the first with one instance, the second once another has joined and
+    // restored its partitions, the third after it left: it joins and leaves mid-stream.
+    let parts: Vec<&[String]> = rest.chunks(rest.len().div_ceil(3)).collect();
+    produce_on_orders(&settings, parts[0]);
     let one = child_instance(&settings, "exactly_once", Some(1));
-    let at = wait_for_progress(&settings, "a third of the stream", 0, first_part / 3);
+    let at = wait_for_progress(&settings, "the first part", 0, 20);
     let two = child_instance(&settings, "exactly_once", Some(2));
     let two_pid = two.0.id();
+    wait_for(
+        "the second instance to restore",
+        Duration::from_secs(120),
+        || !restored_by(&settings, two_pid).is_empty(),
+    );
+    produce_on_orders(&settings, parts[1]);
+    let first_part = 60;
     let with_two = wait_for_progress(&settings, "progress with two instances", at, first_part / 6);
     let took = restored_by(&settings, two_pid);
     sigterm(two);
     let left_at = decided(&settings);
-    produce_on_orders(&settings, last);
+    produce_on_orders(&settings, parts[2]);
     let want = expected(&settings, &groups);
     eprintln!(
         "the second instance joined after {at} decisions, took partitions {took:?}, left after {left_at} (progress with two: {with_two}; {} in all)",
@@ -142,10 +149,14 @@ fn a_paused_instance_that_lost_its_partitions_writes_nothing_after_the_new_owner
     ] {
         settings.kafka.properties.insert(k.into(), v.into());
     }
-    let want = prepare_stream(&settings, "exactly_once", traffic_lines(40, 60, 37));
-    let total = want.want_d.len() as i64;
+    let (groups, rest) = groups_applied(&settings, "exactly_once", traffic_lines(40, 60, 37));
+    // The first half arrives paced while the instance is paused (it is busy, a transaction
+    // open); the second half once the new owner took over.
+    let (first, second) = rest.split_at(rest.len() / 2);
+    let total = 300;
 
     let mut zombie = child_instance(&settings, "exactly_once", Some(1));
+    let feeding = produce_paced(&settings, first, 150);
     let at = wait_for_progress(&settings, "a third of the stream", 0, total / 3);
     // Paused with produced records in an open transaction: when it wakes, it holds a batch it
     // believes it may commit.
@@ -167,6 +178,9 @@ fn a_paused_instance_that_lost_its_partitions_writes_nothing_after_the_new_owner
         std::thread::sleep(Duration::from_millis(2 + (attempt % 5) * 3));
     }
     assert!(caught, "the instance was paused with a transaction open");
+    feeding.join().expect("producer");
+    produce_on_orders(&settings, second);
+    let want = expected(&settings, &groups);
     let paused_at = decided(&settings);
     let owner = child_instance(&settings, "exactly_once", Some(2));
     let owner_pid = owner.0.id();

@@ -306,6 +306,22 @@ pub fn produce_on_orders(settings: &Settings, lines: &[String]) {
     rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).expect("flush");
 }
 
+/// Produces `lines` as `produce_on_orders` does, `per_sec` a second, on a thread of its own:
+/// the engine is kept busy (a transaction open most of the time) while the test acts on it.
+pub fn produce_paced(
+    settings: &Settings,
+    lines: &[String],
+    per_sec: usize,
+) -> std::thread::JoinHandle<()> {
+    let (settings, lines) = (settings.clone(), lines.to_vec());
+    std::thread::spawn(move || {
+        for chunk in lines.chunks(per_sec.div_ceil(10).max(1)) {
+            produce_on_orders(&settings, chunk);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+}
+
 /// Splits traffic into its group profiles and the rest. An instance hands a group profile to
 /// every partition engine it owns at that moment, so these tests send the group profiles
 /// first and let the engine apply them (`wait_for_groups`) before anything else: then every
@@ -656,9 +672,9 @@ pub fn killed_mid_stream_then_restarted(
     let mut rng = seed;
     let mut phases = Vec::new();
     for (kill, part) in parts.iter().enumerate().take(kills) {
-        produce_on_orders(&settings, part);
         let before = decided(&settings);
         let mut engine = child(&settings, name);
+        let feeding = produce_paced(&settings, part, 150);
         let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             wait_for(
                 &format!("kill {}: the engine deciding (seed {seed})", kill + 1),
@@ -676,6 +692,7 @@ pub fn killed_mid_stream_then_restarted(
         std::thread::sleep(Duration::from_millis(pause));
         let phase = kill_in(&mut engine, &settings, want_phase);
         phases.push((before, decided(&settings), phase));
+        feeding.join().expect("producer");
     }
     for part in &parts[kills..] {
         produce_on_orders(&settings, part);

@@ -248,26 +248,26 @@ fn compose_file_runs_kafka_in_kraft_mode_with_the_stack() {
             .expect("src");
         assert!(deploy(src).exists(), "{src} exists");
     }
-    // `docker compose config` validates against the compose schema where compose is present.
-    let ok = std::process::Command::new("docker")
-        .args(["compose", "version"])
+}
+
+/// `docker compose config` validates the compose file against the compose schema. No machine
+/// of this project has the compose plugin (no Docker engine either), so CI cannot require it:
+/// the test is ignored rather than passing without running. Run it where compose exists:
+/// `cargo test --test deploy -- --ignored`.
+#[test]
+#[ignore = "needs the docker compose plugin, which this project's machines do not have"]
+fn docker_compose_accepts_the_compose_file() {
+    let out = std::process::Command::new("docker")
+        .args(["compose", "-f"])
+        .arg(deploy("compose.yaml"))
+        .args(["config", "--quiet"])
         .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        let out = std::process::Command::new("docker")
-            .args(["compose", "-f"])
-            .arg(deploy("compose.yaml"))
-            .args(["config", "--quiet"])
-            .output()
-            .expect("docker compose");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    } else {
-        eprintln!("SKIPPED: docker compose config (no compose plugin)");
-    }
+        .expect("docker compose runs (install the compose plugin)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -160,6 +160,7 @@ fn a_paused_instance_that_lost_its_partitions_writes_nothing_after_the_new_owner
     let at = wait_for_progress(&settings, "a third of the stream", 0, total / 3);
     // Paused with produced records in an open transaction: when it wakes, it holds a batch it
     // believes it may commit.
+    let caught = stop_in(&zombie, &settings, Some(Phase::OpenTransaction), 300);
     let pid = zombie.0.id().to_string();
     let signal = |s: &str| {
         std::process::Command::new("kill")
@@ -167,17 +168,11 @@ fn a_paused_instance_that_lost_its_partitions_writes_nothing_after_the_new_owner
             .status()
             .expect("kill");
     };
-    let mut caught = false;
-    for attempt in 0..300 {
-        signal("-STOP");
-        if open_transaction(&settings) {
-            caught = true;
-            break;
-        }
-        signal("-CONT");
-        std::thread::sleep(Duration::from_millis(2 + (attempt % 5) * 3));
-    }
-    assert!(caught, "the instance was paused with a transaction open");
+    assert_eq!(
+        caught,
+        Phase::OpenTransaction,
+        "the instance was paused with a transaction open"
+    );
     feeding.join().expect("producer");
     produce_on_orders(&settings, second);
     let want = expected(&settings, &groups);

@@ -548,6 +548,20 @@ pub fn open_transaction(settings: &Settings) -> bool {
 /// Stops the engine (SIGSTOP), notes its phase, and kills it (SIGKILL). With `want`, the engine
 /// is resumed and stopped again until it is caught in that phase (up to 200 tries).
 pub fn kill_in(engine: &mut ChildEngine, settings: &Settings, want: Option<Phase>) -> Phase {
+    let phase = stop_in(engine, settings, want, 200);
+    engine.0.kill().expect("SIGKILL");
+    engine.0.wait().expect("reaped");
+    phase
+}
+
+/// Stops the engine (SIGSTOP) and notes its phase; with `want`, resumes and stops it again
+/// until it is caught in that phase (up to `tries`). It is left stopped.
+pub fn stop_in(
+    engine: &ChildEngine,
+    settings: &Settings,
+    want: Option<Phase>,
+    tries: u64,
+) -> Phase {
     let pid = engine.0.id().to_string();
     let signal = |s: &str| {
         std::process::Command::new("kill")
@@ -556,7 +570,7 @@ pub fn kill_in(engine: &mut ChildEngine, settings: &Settings, want: Option<Phase
             .expect("kill");
     };
     let mut phase = Phase::NoOpenTransaction;
-    for attempt in 0..200 {
+    for attempt in 0..tries {
         signal("-STOP");
         phase = if open_transaction(settings) {
             Phase::OpenTransaction
@@ -569,8 +583,6 @@ pub fn kill_in(engine: &mut ChildEngine, settings: &Settings, want: Option<Phase
         signal("-CONT");
         std::thread::sleep(Duration::from_millis(3 + (attempt % 7) * 5));
     }
-    engine.0.kill().expect("SIGKILL");
-    engine.0.wait().expect("reaped");
     phase
 }
 

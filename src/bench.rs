@@ -173,6 +173,7 @@ fn new_site(cfg: &BenchConfig, extra: &[&str]) -> Result<Site> {
                 profiles: named(&topics.profiles),
                 commands: named(&topics.commands),
                 decisions: named(&topics.decisions),
+                delivery_decisions: named(&topics.delivery_decisions),
                 alerts: named(&topics.alerts),
                 dead_letter: named(&topics.dead_letter),
                 changelog: named(&topics.changelog),

@@ -16,6 +16,8 @@ use std::borrow::Cow;
 
 /// Longest id (event, customer, order, ...) accepted, in characters.
 pub const ID_LEN_MAX: usize = 128;
+/// Longest customer name accepted, in characters.
+pub const NAME_LEN_MAX: usize = 200;
 /// Longest command note accepted, in characters.
 pub const NOTE_LEN_MAX: usize = 2000;
 /// Most shipment ids one payment may name.
@@ -81,6 +83,10 @@ struct RawEvent<'a> {
     actor: Option<&'a RawValue>,
     #[serde(borrow)]
     note: Option<&'a RawValue>,
+    #[serde(borrow)]
+    delivery_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
 }
 
 /// A decode failure, before it is turned into a rejection.
@@ -340,7 +346,14 @@ fn decode_fields(raw: &RawEvent<'_>) -> R<Event> {
             amount: positive(amount(raw.amount, "amount")?, "amount")?,
             currency: currency(raw.currency, "currency")?,
             due_at: date_or_timestamp_opt(raw.due_date, "due_date")?,
+            delivery_id: id_opt(raw.delivery_id, "delivery_id")?,
         },
+        types::DELIVERY_REQUESTED => EventBody::DeliveryRequested(DeliveryRequest {
+            delivery_id: id(raw.delivery_id, "delivery_id")?,
+            order_id: id(raw.order_id, "order_id")?,
+            amount: positive(amount(raw.amount, "amount")?, "amount")?,
+            currency: currency(raw.currency, "currency")?,
+        }),
         types::PAYMENT_RECEIVED | types::CREDIT_NOTE_ISSUED => {
             let (kind, id_field, id_raw) = if kind == types::PAYMENT_RECEIVED {
                 (SettlementKind::Payment, "payment_id", raw.payment_id)
@@ -369,6 +382,8 @@ fn decode_fields(raw: &RawEvent<'_>) -> R<Event> {
         // Every command type by name; none is a fallback for another.
         types::COMMAND_RELEASE_HOLD => decode_command(raw, CommandKind::ReleaseHold)?,
         types::COMMAND_REJECT_HOLD => decode_command(raw, CommandKind::RejectHold)?,
+        types::COMMAND_RELEASE_DELIVERY => decode_command(raw, CommandKind::ReleaseDelivery)?,
+        types::COMMAND_REJECT_DELIVERY => decode_command(raw, CommandKind::RejectDelivery)?,
         types::COMMAND_BLOCK => decode_command(raw, CommandKind::Block)?,
         types::COMMAND_UNBLOCK => decode_command(raw, CommandKind::Unblock)?,
         // A type in `types::ALL` that no arm above decodes (a type added to the list before
@@ -389,13 +404,19 @@ fn decode_fields(raw: &RawEvent<'_>) -> R<Event> {
 }
 
 fn decode_command(raw: &RawEvent<'_>, kind: CommandKind) -> R<EventBody> {
-    let order_id = match kind {
-        CommandKind::ReleaseHold | CommandKind::RejectHold => Some(id(raw.order_id, "order_id")?),
-        CommandKind::Block | CommandKind::Unblock => None,
+    let (order_id, delivery_id) = match kind {
+        CommandKind::ReleaseHold | CommandKind::RejectHold => {
+            (Some(id(raw.order_id, "order_id")?), None)
+        }
+        CommandKind::ReleaseDelivery | CommandKind::RejectDelivery => {
+            (None, Some(id(raw.delivery_id, "delivery_id")?))
+        }
+        CommandKind::Block | CommandKind::Unblock => (None, None),
     };
     Ok(EventBody::Command {
         kind,
         order_id,
+        delivery_id,
         actor: id(raw.actor, "actor")?,
         note: note(raw.note)?,
     })
@@ -451,7 +472,23 @@ fn decode_profile(raw: &RawEvent<'_>) -> R<CustomerProfile> {
         group_id: id_opt(raw.group_id, "group_id")?,
         temporary_limit,
         review_date: date_or_timestamp_opt(raw.review_date, "review_date")?,
+        name: customer_name(raw.name)?,
     })
+}
+
+fn customer_name(raw: Option<&RawValue>) -> R<Option<String>> {
+    let Some(raw) = present(raw) else {
+        return Ok(None);
+    };
+    let s = string(raw, "name")?;
+    let n = s.chars().count();
+    if n == 0 || n > NAME_LEN_MAX || s.chars().any(char::is_control) {
+        return Err(invalid(
+            "name",
+            format_args!("must be 1 to {NAME_LEN_MAX} characters without control characters"),
+        ));
+    }
+    Ok(Some(s.into_owned()))
 }
 
 // -------------------------------------------------------------------- encoding
@@ -500,12 +537,20 @@ pub fn encode_event(event: &Event) -> String {
             amount,
             currency,
             due_at,
+            delivery_id,
         } => f.extend([
             ("shipment_id", json!(shipment_id)),
             ("order_id", json!(order_id)),
             ("amount", money_value(*amount)),
             ("currency", json!(currency.as_str())),
             ("due_date", json!(due_at.map(|d| d.to_rfc3339()))),
+            ("delivery_id", json!(delivery_id)),
+        ]),
+        EventBody::DeliveryRequested(d) => f.extend([
+            ("delivery_id", json!(d.delivery_id)),
+            ("order_id", json!(d.order_id)),
+            ("amount", money_value(d.amount)),
+            ("currency", json!(d.currency.as_str())),
         ]),
         EventBody::Settlement {
             kind,
@@ -543,6 +588,7 @@ pub fn encode_event(event: &Event) -> String {
                 }),
             ),
             ("review_date", json!(p.review_date.map(|d| d.to_rfc3339()))),
+            ("name", json!(p.name)),
         ]),
         EventBody::GroupProfile(g) => f.extend([
             ("group_id", json!(g.group_id)),
@@ -552,11 +598,13 @@ pub fn encode_event(event: &Event) -> String {
         ]),
         EventBody::Command {
             order_id,
+            delivery_id,
             actor,
             note,
             ..
         } => f.extend([
             ("order_id", json!(order_id)),
+            ("delivery_id", json!(delivery_id)),
             ("actor", json!(actor)),
             ("note", json!(note)),
         ]),
@@ -667,6 +715,7 @@ impl DeadLetter {
 /// The default topic names (CONTRACT.md); the runtime may rename them.
 pub mod topics {
     pub const DECISIONS: &str = "credit.decisions";
+    pub const DELIVERY_DECISIONS: &str = "credit.delivery-decisions";
     pub const ALERTS: &str = "credit.alerts";
     pub const DEAD_LETTER: &str = "credit.dead-letter";
 }
@@ -762,12 +811,18 @@ mod tests {
             let again = decode_event(encode_event(&ev).as_bytes()).unwrap();
             assert_eq!(ev, again);
         }
-        // Types the contract adds later are refused until they have a decoder of their own.
-        for t in [
-            "command.release_delivery",
-            "command.reject_delivery",
-            "command.anything",
-        ] {
+        for t in [types::COMMAND_RELEASE_DELIVERY, types::COMMAND_REJECT_DELIVERY] {
+            let line = format!(
+                r#"{{"event_id":"c","type":"{t}","occurred_at":"2026-05-04T09:00:00Z","customer_id":"C","actor":"a","note":"n","delivery_id":"DN-1"}}"#
+            );
+            let ev = decode_event(line.as_bytes()).unwrap();
+            assert_eq!(ev.type_str(), t, "{line}");
+            assert_eq!(decode_event(encode_event(&ev).as_bytes()).unwrap(), ev);
+            let no_delivery = line.replace(r#","delivery_id":"DN-1""#, "");
+            assert_eq!(code(no_delivery.as_bytes()), ErrorCode::MissingField, "{t}");
+        }
+        // Types the contract does not name are refused.
+        for t in ["command.anything", "delivery.shipped"] {
             let line = format!(
                 r#"{{"event_id":"c","type":"{t}","occurred_at":"2026-05-04T09:00:00Z","customer_id":"C","actor":"a","note":"n","order_id":"SO-1"}}"#
             );

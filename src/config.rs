@@ -162,6 +162,7 @@ pub struct Topics {
     pub profiles: String,
     pub commands: String,
     pub decisions: String,
+    pub delivery_decisions: String,
     pub alerts: String,
     pub dead_letter: String,
     pub changelog: String,
@@ -181,10 +182,11 @@ impl Topics {
         ]
     }
 
-    /// Every topic the engine reads or writes: the inputs, then changelog, decisions, alerts,
+    /// Every topic the engine reads or writes: the inputs, then changelog, decisions, delivery
+    /// decisions, alerts,
     /// dead-letters and the repartition topic (what a broker must have before `run` starts;
     /// the last only with `kafka.repartition`).
-    pub fn all(&self) -> [&str; 10] {
+    pub fn all(&self) -> [&str; 11] {
         let [o, s, p, pr, c] = self.inputs();
         [
             o,
@@ -194,6 +196,7 @@ impl Topics {
             c,
             &self.changelog,
             &self.decisions,
+            &self.delivery_decisions,
             &self.alerts,
             &self.dead_letter,
             &self.repartition,

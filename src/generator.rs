@@ -202,6 +202,7 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
             temporary_limit: None,
             review_date: (ci % 11 == 0)
                 .then(|| start.plus_days(rng.range(20, i64::from(cfg.days) + 30))),
+            name: None,
         };
         if ci % 13 == 0 {
             profile.temporary_limit = Some(TemporaryLimit {
@@ -299,6 +300,7 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
                             amount: part,
                             currency: eur(),
                             due_at: None,
+                            delivery_id: None,
                         },
                     );
                     let due = shipped_at.plus_days(c.terms_days);
@@ -366,6 +368,7 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
             EventBody::Command {
                 kind: CommandKind::ReleaseHold,
                 order_id: Some(order_id),
+                delivery_id: None,
                 actor: "credit.manager@example.com".into(),
                 note: "confirmed with the customer's purchasing".into(),
             },
@@ -376,6 +379,7 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
         let body = |kind| EventBody::Command {
             kind,
             order_id: None,
+            delivery_id: None,
             actor: "risk.lead@example.com".into(),
             note: "disputed invoices under review".into(),
         };

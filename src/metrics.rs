@@ -28,6 +28,9 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     /// Every failed rule of a held or rejected decision (one decision can count several).
     pub decision_reasons: IntCounterVec,
+    /// The delivery check's decisions, by status, and their failed rules.
+    pub delivery_decisions: IntCounterVec,
+    pub delivery_decision_reasons: IntCounterVec,
     pub alerts: IntCounterVec,
     pub dead_letters: IntCounterVec,
     /// From reading the message off the input topic to its decision being committed.
@@ -80,9 +83,10 @@ fn band(u: Option<Decimal>) -> &'static str {
 }
 
 /// Event type labels: the contract's input types, and `invalid` for what did not decode.
-pub const EVENT_TYPES: [&str; 12] = [
+pub const EVENT_TYPES: [&str; 15] = [
     "order.placed",
     "order.cancelled",
+    "delivery.requested",
     "shipment.shipped",
     "payment.received",
     "credit_note.issued",
@@ -90,6 +94,8 @@ pub const EVENT_TYPES: [&str; 12] = [
     "profile.group",
     "command.release_hold",
     "command.reject_hold",
+    "command.release_delivery",
+    "command.reject_delivery",
     "command.block",
     "command.unblock",
     "invalid",
@@ -141,6 +147,16 @@ impl Metrics {
             decision_reasons: counter_vec(
                 "decision_reasons_total",
                 "Failed rules reported on decisions, by status and reason code.",
+                &["status", "reason"],
+            ),
+            delivery_decisions: counter_vec(
+                "delivery_decisions_total",
+                "Delivery decisions produced (the delivery check), by status.",
+                &["status"],
+            ),
+            delivery_decision_reasons: counter_vec(
+                "delivery_decision_reasons_total",
+                "Failed rules reported on delivery decisions, by status and reason code.",
                 &["status", "reason"],
             ),
             alerts: counter_vec(
@@ -299,6 +315,8 @@ impl Metrics {
             Box::new(m.events.clone()),
             Box::new(m.decisions.clone()),
             Box::new(m.decision_reasons.clone()),
+            Box::new(m.delivery_decisions.clone()),
+            Box::new(m.delivery_decision_reasons.clone()),
             Box::new(m.alerts.clone()),
             Box::new(m.dead_letters.clone()),
             Box::new(m.decision_latency.clone()),
@@ -343,6 +361,9 @@ impl Metrics {
             .iter()
             .map(|t| outcomes.map(|o| m.events.with_label_values(&[t, o.as_str()])))
             .collect();
+        for s in DecisionStatus::ALL {
+            m.delivery_decisions.with_label_values(&[s.as_str()]);
+        }
         for k in AlertKind::ALL {
             for sev in [Severity::Info, Severity::Warning, Severity::Critical] {
                 m.alerts.with_label_values(&[k.as_str(), sev.as_str()]);
@@ -391,6 +412,16 @@ impl Metrics {
                     }
                     for r in &d.reasons {
                         self.decision_reasons
+                            .with_label_values(&[d.status.as_str(), r.code.as_str()])
+                            .inc();
+                    }
+                }
+                Output::DeliveryDecision(d) => {
+                    self.delivery_decisions
+                        .with_label_values(&[d.status.as_str()])
+                        .inc();
+                    for r in &d.reasons {
+                        self.delivery_decision_reasons
                             .with_label_values(&[d.status.as_str(), r.code.as_str()])
                             .inc();
                     }

@@ -18,6 +18,7 @@ pub struct Summary {
     /// event type -> outcome -> count (undecodable lines count under type `(undecodable)`).
     pub events: BTreeMap<String, BTreeMap<&'static str, u64>>,
     pub decisions: BTreeMap<&'static str, u64>,
+    pub delivery_decisions: BTreeMap<&'static str, u64>,
     pub reasons: BTreeMap<&'static str, u64>,
     pub alerts: BTreeMap<&'static str, u64>,
     pub dead_letters: BTreeMap<&'static str, u64>,
@@ -30,6 +31,15 @@ impl Summary {
             match o {
                 Output::Decision(d) => {
                     *self.decisions.entry(d.status.as_str()).or_default() += 1;
+                    for r in &d.reasons {
+                        *self.reasons.entry(r.code.as_str()).or_default() += 1;
+                    }
+                }
+                Output::DeliveryDecision(d) => {
+                    *self
+                        .delivery_decisions
+                        .entry(d.status.as_str())
+                        .or_default() += 1;
                     for r in &d.reasons {
                         *self.reasons.entry(r.code.as_str()).or_default() += 1;
                     }
@@ -77,6 +87,9 @@ impl Summary {
             )
         };
         s.push_str(&line("decisions by status", &self.decisions));
+        if !self.delivery_decisions.is_empty() {
+            s.push_str(&line("delivery decisions by status", &self.delivery_decisions));
+        }
         s.push_str(&line("decisions by reason", &self.reasons));
         s.push_str(&line("alerts by kind", &self.alerts));
         s.push_str(&line("dead-letters by error", &self.dead_letters));
@@ -145,6 +158,11 @@ pub fn write_output<W: Write>(
         Output::Decision(d) => {
             codec::replay_line(codec::topics::DECISIONS, Some(&d.customer_id), &d)
         }
+        Output::DeliveryDecision(d) => codec::replay_line(
+            codec::topics::DELIVERY_DECISIONS,
+            Some(&d.customer_id),
+            &d,
+        ),
         Output::Alert(a) => codec::replay_line(codec::topics::ALERTS, Some(a.key()), &a),
         Output::Rejection(r) => {
             let dl = DeadLetter::new(r, original, source);

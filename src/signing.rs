@@ -118,6 +118,7 @@ impl CommandKeys {
 fn canonical(event: &Event) -> Option<String> {
     let EventBody::Command {
         order_id,
+        delivery_id,
         actor,
         note,
         ..
@@ -131,7 +132,9 @@ fn canonical(event: &Event) -> Option<String> {
         event.type_str(),
         event.occurred_at.to_rfc3339(),
         event.customer_id.as_deref().unwrap_or(""),
-        order_id.as_deref().unwrap_or(""),
+        // The command's target: its order, or for a delivery command its delivery (the type,
+        // signed above, says which).
+        order_id.as_deref().or(delivery_id.as_deref()).unwrap_or(""),
         actor,
         note
     ))

@@ -3,23 +3,29 @@
 //! `a/<customer_id>`) and per group (`g/<group_id>`). The runtime also writes checkpoints
 //! (`c/<partition>`) and restore fences (`m/<partition>`) there, as small JSON documents.
 //!
-//! Snapshots are written in format version 2: the bytes `0x00 0x02` and then the state in
-//! postcard (a compact serde binary format: varint integers, length-prefixed strings, decimals
-//! as scale and varint magnitude, timestamps as varint microseconds). Version 1, a JSON
-//! document `{"v":1,"state":{...}}` that earlier builds wrote, is still read, so a changelog
-//! written before an upgrade restores. A record in a version this build does not know is
-//! refused (not misread). Postcard is not self-describing: the fields of the state types, in
-//! their order, are the format, so changing them means a new version; `tests/snapshot_format.rs`
-//! fails when committed format-2 bytes no longer decode to the state they were written from.
+//! Snapshots are written in format version 3: the bytes `0x00 0x03`, the state in postcard (a
+//! compact serde binary format: varint integers, length-prefixed strings, decimals as scale and
+//! varint magnitude, timestamps as varint microseconds) laid out exactly as format 2, and, for
+//! an account, an extension after it (`AccountExtension`: the customer's name and the live
+//! deliveries of the delivery check). Format 2 (no extension) and format 1, a JSON document
+//! `{"v":1,"state":{...}}` that earlier builds wrote, are still read, so a changelog written
+//! before an upgrade restores. A record in a version this build does not know is refused (not
+//! misread). Postcard is not self-describing: the fields of the state types, in their order,
+//! are the format, so changing them means a new version; `tests/snapshot_format.rs` fails when
+//! committed format-2 bytes no longer decode to the state they were written from.
 //!
 //! The due-moment index is not persisted: `Engine::restore_account` re-derives it from state.
 
+use crate::engine::delivery::{Delivery, DeliveryState};
 use crate::engine::{Account, Engine, Group};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// The snapshot format this build writes (binary, see the module doc). Checkpoint and fence
 /// records carry it too, as their `v`.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The binary format of earlier builds (format 3 without the account extension), still read.
+pub const FORMAT_2: u32 = 2;
 
 /// The JSON snapshot format of earlier builds, still read.
 pub const JSON_FORMAT_VERSION: u32 = 1;
@@ -68,16 +74,53 @@ fn encode<T: Serialize>(state: &T) -> Vec<u8> {
     postcard::to_io(state, out).unwrap_or_default()
 }
 
+/// What format 3 adds after an account's format-2 layout.
+#[derive(Serialize, Deserialize, Default)]
+struct AccountExtension {
+    /// The profile's `name`.
+    name: Option<String>,
+    /// Live deliveries, in id order (the held ones' queue is derived from them).
+    deliveries: Vec<Delivery>,
+}
+
+/// The extension as borrowed from a live account (written without copying).
+#[derive(Serialize)]
+struct AccountExtensionRef<'a> {
+    name: Option<&'a str>,
+    deliveries: Vec<&'a Delivery>,
+}
+
 /// The changelog value of an account's state (what `encode_account` writes under its key).
 pub fn encode_account_state(account: &Account) -> Vec<u8> {
-    encode(account)
+    let out = encode(account);
+    let ext = AccountExtensionRef {
+        name: account.profile.as_ref().and_then(|p| p.name.as_deref()),
+        deliveries: account.deliveries.values().map(|d| &**d).collect(),
+    };
+    postcard::to_io(&ext, out).unwrap_or_default()
+}
+
+/// Puts a decoded extension back into its account.
+fn extend_account(account: &mut Account, ext: AccountExtension) {
+    if let Some(p) = account.profile.as_mut() {
+        p.name = ext.name;
+    }
+    let mut held: Vec<(crate::model::Timestamp, String)> = Vec::new();
+    for d in ext.deliveries {
+        if d.state == DeliveryState::Held {
+            held.push((d.requested_at, d.delivery_id.clone()));
+        }
+        account.deliveries.insert(d.delivery_id.clone(), Box::new(d));
+    }
+    held.sort();
+    account.held_deliveries = held.into_iter().map(|(_, id)| id).collect();
 }
 
 /// The changelog record (key, value) for a customer's account.
 pub fn encode_account(engine: &Engine, customer_id: &str) -> Option<(String, Vec<u8>)> {
     engine
         .account(customer_id)
-        .map(|a| (account_key(customer_id), encode(a)))
+        .map(|a| (account_key(customer_id), encode_account_state(a)))
 }
 
 /// The changelog record (key, value) for a group.
@@ -87,26 +130,36 @@ pub fn encode_group(engine: &Engine, group_id: &str) -> Option<(String, Vec<u8>)
         .map(|g| (group_key(group_id), encode(g)))
 }
 
-/// Reads one state value in either format.
-fn decode_state<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, StateError> {
+/// Reads one state value in any format; `E` is what format 3 adds after the state (`()` for
+/// none), absent (default) in formats 1 and 2.
+fn decode_state<T: DeserializeOwned, E: DeserializeOwned + Default>(
+    key: &str,
+    value: &[u8],
+) -> Result<(T, E), StateError> {
     let invalid = |detail: String| StateError::Invalid {
         key: key.to_string(),
         detail,
     };
     match value {
         [0, version, rest @ ..] => {
-            if u32::from(*version) != FORMAT_VERSION {
+            let version = u32::from(*version);
+            if version != FORMAT_VERSION && version != FORMAT_2 {
                 return Err(StateError::Version {
                     key: key.to_string(),
-                    found: u32::from(*version),
+                    found: version,
                 });
             }
-            let (state, left) =
+            let (state, mut left) =
                 postcard::take_from_bytes::<T>(rest).map_err(|e| invalid(e.to_string()))?;
+            let mut ext = E::default();
+            if version == FORMAT_VERSION {
+                (ext, left) =
+                    postcard::take_from_bytes::<E>(left).map_err(|e| invalid(e.to_string()))?;
+            }
             if !left.is_empty() {
                 return Err(invalid(format!("{} bytes after the state", left.len())));
             }
-            Ok(state)
+            Ok((state, ext))
         }
         _ => {
             #[derive(Deserialize)]
@@ -122,18 +175,21 @@ fn decode_state<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, State
                 });
             }
             serde_json::from_slice::<Envelope<T>>(value)
-                .map(|e| e.state)
+                .map(|e| (e.state, E::default()))
                 .map_err(|e| invalid(e.to_string()))
         }
     }
 }
 
-/// Reads one changelog record (format 2, or format 1 from an earlier build).
+/// Reads one changelog record (format 3, or format 2 or 1 from an earlier build).
 pub fn decode(key: &str, value: &[u8]) -> Result<StateRecord, StateError> {
     if key.starts_with("a/") {
-        decode_state::<Account>(key, value).map(|a| StateRecord::Account(Box::new(a)))
+        decode_state::<Account, AccountExtension>(key, value).map(|(mut a, ext)| {
+            extend_account(&mut a, ext);
+            StateRecord::Account(Box::new(a))
+        })
     } else if key.starts_with("g/") {
-        decode_state::<Group>(key, value).map(|g| StateRecord::Group(Box::new(g)))
+        decode_state::<Group, ()>(key, value).map(|(g, ())| StateRecord::Group(Box::new(g)))
     } else {
         Err(StateError::UnknownKey(key.to_string()))
     }
@@ -217,8 +273,8 @@ mod tests {
         assert!(records.len() > 40, "{} records", records.len());
         let (mut binary, mut json) = (0, 0);
         for (key, value) in &records {
-            assert_eq!(&value[..2], &[0, 2], "{key} is written in format 2");
-            let decoded = decode(key, value).expect("format 2 decodes");
+            assert_eq!(&value[..2], &[0, 3], "{key} is written in format 3");
+            let decoded = decode(key, value).expect("format 3 decodes");
             let v1 = match &decoded {
                 StateRecord::Account(a) => {
                     assert_eq!(Some(a.as_ref()), engine.account(&key[2..]));

@@ -18,7 +18,9 @@ pub fn route<'a>(topics: &'a Topics, line: &str) -> (&'a str, Option<String>) {
         Ok(ev) => {
             let topic = match &ev.body {
                 EventBody::OrderPlaced { .. } | EventBody::OrderCancelled { .. } => &topics.orders,
-                EventBody::ShipmentShipped { .. } => &topics.shipments,
+                EventBody::ShipmentShipped { .. } | EventBody::DeliveryRequested(_) => {
+                    &topics.shipments
+                }
                 EventBody::Settlement {
                     kind: SettlementKind::Payment | SettlementKind::CreditNote,
                     ..

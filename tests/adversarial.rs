@@ -204,6 +204,7 @@ fn one_customer_sending_100000_events_stays_within_its_account_bounds() {
                 group_id: None,
                 temporary_limit: None,
                 review_date: None,
+                name: None,
             })),
         ),
         &mut out,
@@ -227,6 +228,7 @@ fn one_customer_sending_100000_events_stays_within_its_account_bounds() {
                 amount: Decimal::new(1_000, 2),
                 currency: eur(),
                 due_at: None,
+                delivery_id: None,
             },
             3 => EventBody::Settlement {
                 kind: SettlementKind::Payment,
@@ -245,6 +247,7 @@ fn one_customer_sending_100000_events_stays_within_its_account_bounds() {
                 amount: Decimal::new(100, 2),
                 currency: eur(),
                 due_at: None,
+                delivery_id: None,
             },
             _ => EventBody::OrderPlaced {
                 // A redelivery of an earlier order under a new event id.
@@ -390,6 +393,7 @@ fn fuzz_regression_a_redelivered_waiting_event_waits_once() {
         out.iter()
             .filter_map(|o| match o {
                 Output::Decision(d) => Some(serde_json::to_string(d).expect("json")),
+                Output::DeliveryDecision(d) => Some(serde_json::to_string(d).expect("json")),
                 Output::Alert(a) => Some(serde_json::to_string(a).expect("json")),
                 Output::Rejection(_) => None,
             })

@@ -43,14 +43,18 @@ fn body() -> impl Strategy<Value = EventBody> {
             currency: if usd { Currency::parse("USD").unwrap() } else { eur() },
         }),
         1 => id("O").prop_map(|order_id| EventBody::OrderCancelled { order_id }),
-        3 => (id("S"), id("O"), positive_money(), prop::option::of(-40i64..60)).prop_map(|(shipment_id, order_id, amount, due)| {
+        3 => (id("S"), id("O"), positive_money(), prop::option::of(-40i64..60), prop::option::of(id("D"))).prop_map(|(shipment_id, order_id, amount, due, delivery_id)| {
             EventBody::ShipmentShipped {
                 shipment_id,
                 order_id,
                 amount,
                 currency: eur(),
                 due_at: due.map(|d| Timestamp::parse_rfc3339("2026-01-15T00:00:00Z").unwrap().plus_days(d)),
+                delivery_id,
             }
+        }),
+        2 => (id("D"), id("O"), positive_money()).prop_map(|(delivery_id, order_id, amount)| {
+            EventBody::DeliveryRequested(DeliveryRequest { delivery_id, order_id, amount, currency: eur() })
         }),
         3 => (id("P"), positive_money(), prop::collection::vec(id("S"), 0..3), any::<bool>()).prop_map(
             |(settlement_id, amount, applies_to, credit_note)| EventBody::Settlement {
@@ -84,6 +88,7 @@ fn body() -> impl Strategy<Value = EventBody> {
                     group_id: group,
                     temporary_limit: temp.map(|(amount, d)| TemporaryLimit { amount, expires_at: base.plus_days(d) }),
                     review_date: review.map(|d| base.plus_days(d)),
+                    name: None,
                 }))
             }),
         1 => money().prop_map(|limit| EventBody::GroupProfile(GroupProfile {
@@ -92,10 +97,11 @@ fn body() -> impl Strategy<Value = EventBody> {
             currency: eur(),
             tolerance_pct: None,
         })),
-        2 => (id("O"), prop::sample::select(vec![CommandKind::ReleaseHold, CommandKind::RejectHold, CommandKind::Block, CommandKind::Unblock]), prop::sample::select(vec!["ann", "bob"]))
-            .prop_map(|(order_id, kind, actor)| EventBody::Command {
+        2 => (id("O"), prop::sample::select(vec![CommandKind::ReleaseHold, CommandKind::RejectHold, CommandKind::Block, CommandKind::Unblock, CommandKind::ReleaseDelivery, CommandKind::RejectDelivery]), prop::sample::select(vec!["ann", "bob"]), id("D"))
+            .prop_map(|(order_id, kind, actor, delivery_id)| EventBody::Command {
                 kind,
                 order_id: matches!(kind, CommandKind::ReleaseHold | CommandKind::RejectHold).then_some(order_id),
+                delivery_id: matches!(kind, CommandKind::ReleaseDelivery | CommandKind::RejectDelivery).then_some(delivery_id),
                 actor: actor.into(),
                 note: "n".into(),
             }),

@@ -5,6 +5,7 @@
 //! which keep the cached totals equal to the items they summarise; `check_identity` verifies
 //! that exposure = open orders + receivables - unapplied credit after every apply.
 
+use super::delivery::{Delivery, DeliveryState};
 use crate::model::*;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -282,6 +283,14 @@ pub struct Account {
     pub pending: Vec<Pending>,
     pub behaviour: Behaviour,
     pub marks: AlertMarks,
+    /// Live deliveries by id: held, or cleared and not yet shipped. Not in the postcard layout
+    /// of format 2: snapshots carry them in the account's extension (see `state`).
+    #[serde(skip)]
+    pub deliveries: BTreeMap<String, Box<Delivery>>,
+    /// Held delivery ids in release order: (requested_at, delivery_id). Derived from
+    /// `deliveries` on restore.
+    #[serde(skip)]
+    pub held_deliveries: Vec<String>,
 }
 
 impl Account {
@@ -305,6 +314,8 @@ impl Account {
             pending: Vec::new(),
             behaviour: Behaviour::default(),
             marks: AlertMarks::default(),
+            deliveries: BTreeMap::new(),
+            held_deliveries: Vec::new(),
         }
     }
 
@@ -327,6 +338,7 @@ impl Account {
             || !self.receivables_total.is_zero()
             || !self.unapplied_credit.is_zero()
             || !self.holds.is_empty()
+            || !self.deliveries.is_empty()
     }
 
     pub fn group_id(&self) -> Option<&str> {
@@ -392,6 +404,16 @@ impl Account {
         self.closed_ids
             .insert(format!("o:{order_id}"), closed_ids_cap);
         Some(order)
+    }
+
+    /// `close_order` for an order rejected (by a person or hold expiry), remembered as such
+    /// for the delivery check.
+    pub fn close_rejected_order(&mut self, order_id: &str, closed_ids_cap: usize) {
+        self.close_order(order_id, closed_ids_cap);
+        self.closed_ids.insert(
+            format!("{}{order_id}", super::delivery::REJECTED_ORDER),
+            closed_ids_cap,
+        );
     }
 
     /// Inserts a held order at its place in the FIFO queue.
@@ -528,9 +550,16 @@ impl Account {
 
     /// Recomputes every cached total from the items; `Err` names the first that disagrees.
     pub fn check_identity(&self) -> Result<(), String> {
-        let open: Decimal = self.orders.values().map(|o| o.open_remaining).sum();
+        let approved = || {
+            self.deliveries
+                .values()
+                .filter(|d| d.state == DeliveryState::Approved)
+        };
+        let open: Decimal = self.orders.values().map(|o| o.open_remaining).sum::<Decimal>()
+            + approved().map(|d| d.excess).sum::<Decimal>();
         let rec: Decimal = self.receivables.iter().map(|r| r.open).sum();
-        let earmarked: Decimal = self.orders.values().map(|o| o.prepaid).sum();
+        let earmarked: Decimal = self.orders.values().map(|o| o.prepaid).sum::<Decimal>()
+            + approved().map(|d| d.prepaid).sum::<Decimal>();
         let id = &self.customer_id;
         if open != self.open_orders_total {
             return Err(format!(
@@ -580,6 +609,23 @@ impl Account {
             .any(|o| o.state == OrderState::Held && !o.open_remaining.is_zero())
         {
             return Err(format!("{id}: a held order counts in exposure"));
+        }
+        let held_deliveries = self
+            .deliveries
+            .values()
+            .filter(|d| d.state == DeliveryState::Held);
+        let queued_deliveries: std::collections::BTreeSet<&str> =
+            self.held_deliveries.iter().map(String::as_str).collect();
+        if held_deliveries.clone().count() != self.held_deliveries.len()
+            || queued_deliveries.len() != self.held_deliveries.len()
+            || held_deliveries.clone().any(|d| {
+                !queued_deliveries.contains(d.delivery_id.as_str())
+                    || !(d.excess.is_zero() && d.prepaid.is_zero())
+            })
+        {
+            return Err(format!(
+                "{id}: delivery queue does not match held deliveries, or a held one reserves"
+            ));
         }
         Ok(())
     }

@@ -26,6 +26,11 @@ pub fn decision_id(customer_id: &str, order_id: &str, phase: &str) -> String {
     digest("dec-", &["decision", customer_id, order_id, phase])
 }
 
+/// The id of a delivery decision; `phase` as for `decision_id`.
+pub fn delivery_decision_id(customer_id: &str, delivery_id: &str, phase: &str) -> String {
+    digest("ddc-", &["delivery_decision", customer_id, delivery_id, phase])
+}
+
 /// `scope` is the customer or group; `discriminator` says which occurrence (an item and
 /// bucket, a threshold and the event that crossed it, ...).
 pub fn alert_id(kind: &str, scope: &str, discriminator: &str) -> String {

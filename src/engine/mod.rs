@@ -9,6 +9,7 @@
 //! Index entries are validated when they fire, so a stale entry (an item paid since) does nothing.
 
 pub mod account;
+pub mod delivery;
 pub mod ids;
 pub mod rules;
 pub mod warnings;
@@ -53,6 +54,9 @@ pub enum TimerKind {
     },
     PendingExpiry {
         event_id: String,
+    },
+    DeliveryHoldExpiry {
+        delivery_id: String,
     },
 }
 
@@ -107,7 +111,7 @@ struct Position {
 
 /// Who or what caused the outputs being built: an event, or the clock passing a moment.
 #[derive(Clone, Debug)]
-struct Cause {
+pub(crate) struct Cause {
     /// For alert ids and decisions' `source_event_id`.
     source: String,
     at: Timestamp,
@@ -201,6 +205,7 @@ impl Engine {
                 TimerKind::Inactivity => "inactivity",
                 TimerKind::HoldExpiry { .. } => "hold_expiry",
                 TimerKind::PendingExpiry { .. } => "pending_expiry",
+                TimerKind::DeliveryHoldExpiry { .. } => "delivery_hold_expiry",
             };
             *m.entry(k).or_default() += 1;
         }
@@ -320,6 +325,29 @@ impl Engine {
             return Outcome::Duplicate;
         }
         acc.recent_event_ids.insert(event.event_id.clone(), cap);
+        // A shipment is judged as it arrives (not again when a parked one is applied).
+        if let EventBody::ShipmentShipped {
+            shipment_id,
+            order_id,
+            amount,
+            currency,
+            delivery_id,
+            ..
+        } = &event.body
+        {
+            if !self.accounts[&customer_id].knows_shipment(shipment_id) {
+                self.judge_shipment(
+                    &customer_id,
+                    shipment_id,
+                    order_id,
+                    delivery_id.as_deref(),
+                    *amount,
+                    *currency,
+                    cause,
+                    out,
+                );
+            }
+        }
         self.dispatch_account_event(&customer_id, event, cause, out)
     }
 
@@ -345,6 +373,7 @@ impl Engine {
                 amount,
                 currency,
                 due_at,
+                ..
             } => self.on_shipment(
                 cid,
                 event,
@@ -355,6 +384,9 @@ impl Engine {
                 *due_at,
                 out,
             ),
+            EventBody::DeliveryRequested(req) => {
+                self.on_delivery_requested(cid, event, req, cause, out)
+            }
             EventBody::Settlement {
                 kind,
                 settlement_id,
@@ -375,10 +407,27 @@ impl Engine {
             EventBody::CustomerProfile(p) => self.on_customer_profile(cid, event, p, cause, out),
             EventBody::GroupProfile(_) => Outcome::Rejected,
             EventBody::Command {
+                kind: kind @ (CommandKind::ReleaseDelivery | CommandKind::RejectDelivery),
+                delivery_id,
+                actor,
+                note,
+                ..
+            } => self.on_delivery_command(
+                cid,
+                event,
+                *kind == CommandKind::ReleaseDelivery,
+                delivery_id.as_deref().unwrap_or_default(),
+                actor,
+                note,
+                cause,
+                out,
+            ),
+            EventBody::Command {
                 kind,
                 order_id,
                 actor,
                 note,
+                ..
             } => self.on_command(
                 cid,
                 event,
@@ -595,6 +644,14 @@ impl Engine {
             self.schedule(due, cid, TimerKind::Inactivity);
         }
         self.touch(cid);
+        if status == DecisionStatus::Approved
+            && self.accounts[cid]
+                .deliveries
+                .values()
+                .any(|d| d.order_id == order_id)
+        {
+            self.recheck_deliveries(&[cid.to_string()], cause, out);
+        }
         self.apply_pending_for(cid, order_id, cause, out);
         Outcome::Applied
     }
@@ -630,7 +687,10 @@ impl Engine {
         }
         if let Some(acc) = self.accounts.get_mut(cid) {
             acc.close_order(order_id, cap);
+            acc.closed_ids
+                .insert(format!("{}{order_id}", delivery::CANCELLED_ORDER), cap);
         }
+        self.cancel_order_deliveries(cid, order_id, cause, out);
         self.touch(cid);
         self.recheck_holds(cid, cause, out);
         Outcome::Applied
@@ -730,6 +790,11 @@ impl Engine {
                 t.payment_terms_days
             });
         let due = due_at.unwrap_or_else(|| event.occurred_at.plus_days(i64::from(terms_days)));
+        let named_delivery = match &event.body {
+            EventBody::ShipmentShipped { delivery_id, .. } => delivery_id.as_deref(),
+            _ => None,
+        };
+        self.ship_delivery(cid, order_id, named_delivery);
         let cap = policy.bounds.closed_ids_per_account;
         let acc = self.accounts.get_mut(cid).expect("account exists");
         let open_item = acc
@@ -849,6 +914,7 @@ impl Engine {
                 amount,
                 currency,
                 due_at,
+                ..
             } => {
                 let outcome = self.ship(
                     cid,
@@ -1059,6 +1125,8 @@ impl Engine {
                 self.recheck_holds(cid, cause, out);
                 Outcome::Applied
             }
+            // Dispatched to `on_delivery_command` (never here).
+            CommandKind::ReleaseDelivery | CommandKind::RejectDelivery => Outcome::Rejected,
             CommandKind::ReleaseHold | CommandKind::RejectHold => {
                 let order_id = order_id.unwrap_or_default();
                 let held = self.accounts[cid]
@@ -1090,7 +1158,7 @@ impl Engine {
                     );
                     out.push(Output::Decision(d));
                     let cap = self.policy.bounds.closed_ids_per_account;
-                    self.account_mut(cid).close_order(order_id, cap);
+                    self.account_mut(cid).close_rejected_order(order_id, cap);
                 } else {
                     let four_eyes = self
                         .policy
@@ -1168,13 +1236,19 @@ impl Engine {
     /// blocks the later orders of its customer (and of the whole group when the group limit is
     /// what it fails).
     fn recheck_holds(&mut self, cid: &str, cause: &Cause, out: &mut Vec<Output>) {
-        let policy = Arc::clone(&self.policy);
         let members: Vec<String> = match self.accounts.get(cid).and_then(|a| a.group_id()) {
             Some(gid) if self.groups.get(gid).is_some_and(|g| g.profile.is_some()) => {
                 self.groups[gid].members.iter().cloned().collect()
             }
             _ => vec![cid.to_string()],
         };
+        self.recheck_orders(&members, cause, out);
+        self.recheck_deliveries(&members, cause, out);
+    }
+
+    /// The order pass of a re-check (see `recheck_holds`).
+    fn recheck_orders(&mut self, members: &[String], cause: &Cause, out: &mut Vec<Output>) {
+        let policy = Arc::clone(&self.policy);
         // The queue as (placed_at, member, position in the member's holds): each member's holds
         // are already in release order, so this sorts exactly as (placed_at, customer id,
         // order id) would, without copying an id. A released order leaves its member's holds,
@@ -1681,9 +1755,9 @@ impl Engine {
             }
             // Entries for "has passed" moments sit 1 us after the moment; report the moment.
             let moment = match &timer.kind {
-                TimerKind::HoldExpiry { .. } | TimerKind::Receivable { stage: 0, .. } => {
-                    timer.at.plus_us(-1)
-                }
+                TimerKind::HoldExpiry { .. }
+                | TimerKind::DeliveryHoldExpiry { .. }
+                | TimerKind::Receivable { stage: 0, .. } => timer.at.plus_us(-1),
                 _ => timer.at,
             };
             let cause = Cause {
@@ -1939,7 +2013,7 @@ impl Engine {
                 );
                 out.push(Output::Decision(d));
                 self.account_mut(cid)
-                    .close_order(order_id, policy.bounds.closed_ids_per_account);
+                    .close_rejected_order(order_id, policy.bounds.closed_ids_per_account);
                 self.touch(cid);
                 self.recheck_holds(cid, cause, out);
             }
@@ -1954,6 +2028,9 @@ impl Engine {
                 };
                 let pending = acc.pending.remove(pos);
                 self.resolve_orphan(cid, pending.event, out);
+            }
+            TimerKind::DeliveryHoldExpiry { delivery_id } => {
+                self.expire_delivery(cid, delivery_id, timer.at, cause, out);
             }
         }
     }
@@ -2070,7 +2147,7 @@ fn receivable_timer_at(policy: &Policy, due_at: Timestamp, stage: u8) -> Option<
     }
 }
 
-fn rejection(event: &Event, error: ErrorCode, detail: String) -> Rejection {
+pub(crate) fn rejection(event: &Event, error: ErrorCode, detail: String) -> Rejection {
     Rejection {
         error,
         detail,
@@ -2176,6 +2253,19 @@ impl Engine {
                     at,
                     TimerKind::HoldExpiry {
                         order_id: id.clone(),
+                    },
+                ));
+            }
+        }
+        if policy.hold_expiry_days > 0 {
+            for id in &acc.held_deliveries {
+                let at = acc.deliveries[id]
+                    .requested_at
+                    .plus_us(days_us(policy.hold_expiry_days) + 1);
+                timers.push((
+                    at,
+                    TimerKind::DeliveryHoldExpiry {
+                        delivery_id: id.clone(),
                     },
                 ));
             }

@@ -102,6 +102,11 @@ pub struct CustomerProfile {
     pub group_id: Option<String>,
     pub temporary_limit: Option<TemporaryLimit>,
     pub review_date: Option<Timestamp>,
+    /// The customer's name (1..200 characters), shown and searched by the API and console; no
+    /// part of any decision. Not in the postcard layout of format 2: snapshots carry it in the
+    /// account's extension (see `state`).
+    #[serde(skip)]
+    pub name: Option<String>,
 }
 
 /// `profile.group`: a limit shared by every customer whose profile names the group.
@@ -113,6 +118,15 @@ pub struct GroupProfile {
     pub currency: Currency,
     #[serde(with = "crate::model::money::dec_opt")]
     pub tolerance_pct: Option<Decimal>,
+}
+
+/// `delivery.requested`: the delivery check's input.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DeliveryRequest {
+    pub delivery_id: String,
+    pub order_id: String,
+    pub amount: Decimal,
+    pub currency: Currency,
 }
 
 /// Whether money received is a payment (collected cash) or a credit note (a claim, a return).
@@ -127,6 +141,8 @@ pub enum SettlementKind {
 pub enum CommandKind {
     ReleaseHold,
     RejectHold,
+    ReleaseDelivery,
+    RejectDelivery,
     Block,
     Unblock,
 }
@@ -148,7 +164,11 @@ pub enum EventBody {
         amount: Decimal,
         currency: Currency,
         due_at: Option<Timestamp>,
+        /// The delivery this shipment carries out, when the pipeline names it.
+        delivery_id: Option<String>,
     },
+    /// `delivery.requested`: goods of an order are about to leave; the delivery check.
+    DeliveryRequested(DeliveryRequest),
     /// `payment.received` or `credit_note.issued`.
     Settlement {
         kind: SettlementKind,
@@ -161,8 +181,10 @@ pub enum EventBody {
     GroupProfile(GroupProfile),
     Command {
         kind: CommandKind,
-        /// Set for release/reject, `None` for block/unblock.
+        /// Set for release/reject of a hold, `None` otherwise.
         order_id: Option<String>,
+        /// Set for release/reject of a delivery, `None` otherwise.
+        delivery_id: Option<String>,
         actor: String,
         note: String,
     },
@@ -182,6 +204,7 @@ pub struct Event {
 pub mod types {
     pub const ORDER_PLACED: &str = "order.placed";
     pub const ORDER_CANCELLED: &str = "order.cancelled";
+    pub const DELIVERY_REQUESTED: &str = "delivery.requested";
     pub const SHIPMENT_SHIPPED: &str = "shipment.shipped";
     pub const PAYMENT_RECEIVED: &str = "payment.received";
     pub const CREDIT_NOTE_ISSUED: &str = "credit_note.issued";
@@ -189,13 +212,16 @@ pub mod types {
     pub const PROFILE_GROUP: &str = "profile.group";
     pub const COMMAND_RELEASE_HOLD: &str = "command.release_hold";
     pub const COMMAND_REJECT_HOLD: &str = "command.reject_hold";
+    pub const COMMAND_RELEASE_DELIVERY: &str = "command.release_delivery";
+    pub const COMMAND_REJECT_DELIVERY: &str = "command.reject_delivery";
     pub const COMMAND_BLOCK: &str = "command.block";
     pub const COMMAND_UNBLOCK: &str = "command.unblock";
 
     /// Every input type, in contract order.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 14] = [
         ORDER_PLACED,
         ORDER_CANCELLED,
+        DELIVERY_REQUESTED,
         SHIPMENT_SHIPPED,
         PAYMENT_RECEIVED,
         CREDIT_NOTE_ISSUED,
@@ -203,6 +229,8 @@ pub mod types {
         PROFILE_GROUP,
         COMMAND_RELEASE_HOLD,
         COMMAND_REJECT_HOLD,
+        COMMAND_RELEASE_DELIVERY,
+        COMMAND_REJECT_DELIVERY,
         COMMAND_BLOCK,
         COMMAND_UNBLOCK,
     ];
@@ -215,6 +243,7 @@ impl Event {
             EventBody::OrderPlaced { .. } => types::ORDER_PLACED,
             EventBody::OrderCancelled { .. } => types::ORDER_CANCELLED,
             EventBody::ShipmentShipped { .. } => types::SHIPMENT_SHIPPED,
+            EventBody::DeliveryRequested(_) => types::DELIVERY_REQUESTED,
             EventBody::Settlement {
                 kind: SettlementKind::Payment,
                 ..
@@ -228,6 +257,8 @@ impl Event {
             EventBody::Command { kind, .. } => match kind {
                 CommandKind::ReleaseHold => types::COMMAND_RELEASE_HOLD,
                 CommandKind::RejectHold => types::COMMAND_REJECT_HOLD,
+                CommandKind::ReleaseDelivery => types::COMMAND_RELEASE_DELIVERY,
+                CommandKind::RejectDelivery => types::COMMAND_REJECT_DELIVERY,
                 CommandKind::Block => types::COMMAND_BLOCK,
                 CommandKind::Unblock => types::COMMAND_UNBLOCK,
             },

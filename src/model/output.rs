@@ -57,10 +57,12 @@ pub enum ReasonCode {
     CurrencyMismatch,
     HoldExpired,
     Manual,
+    /// At delivery: the delivery's order is unknown, held, rejected or cancelled.
+    OrderNotApproved,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 13] = [
+    pub const ALL: [ReasonCode; 14] = [
         ReasonCode::CustomerUnknown,
         ReasonCode::AccountBlocked,
         ReasonCode::PrepaymentRequired,
@@ -74,6 +76,7 @@ impl ReasonCode {
         ReasonCode::CurrencyMismatch,
         ReasonCode::HoldExpired,
         ReasonCode::Manual,
+        ReasonCode::OrderNotApproved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +94,7 @@ impl ReasonCode {
             ReasonCode::CurrencyMismatch => "CURRENCY_MISMATCH",
             ReasonCode::HoldExpired => "HOLD_EXPIRED",
             ReasonCode::Manual => "MANUAL",
+            ReasonCode::OrderNotApproved => "ORDER_NOT_APPROVED",
         }
     }
 
@@ -163,6 +167,37 @@ pub struct Decision {
     pub note: Option<String>,
 }
 
+/// A `credit.delivery-decisions` record (CONTRACT.md, "Delivery check").
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct DeliveryDecision {
+    pub delivery_decision_id: String,
+    pub delivery_id: String,
+    pub order_id: String,
+    pub customer_id: String,
+    pub status: DecisionStatus,
+    pub reasons: Vec<Reason>,
+    #[serde(serialize_with = "ser_money")]
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub exposure: ExposureView,
+    #[serde(serialize_with = "ser_money_opt")]
+    pub credit_limit: Option<Decimal>,
+    #[serde(serialize_with = "ser_money_opt")]
+    pub available: Option<Decimal>,
+    pub decided_at: Timestamp,
+    pub source_event_id: String,
+    pub actor: Option<String>,
+    // Optional fields beyond the contract's minimum.
+    pub utilization: Option<String>,
+    /// The part of the delivery beyond its order's open remainder: new exposure, the only part
+    /// the credit rule judges.
+    #[serde(serialize_with = "ser_money")]
+    pub excess: Decimal,
+    /// The decision this one ends (the `held` decision of a released/rejected/cancelled delivery).
+    pub hold_decision_id: Option<String>,
+    pub note: Option<String>,
+}
+
 /// `severity` of an alert.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -208,10 +243,11 @@ pub enum AlertKind {
     LimitDecreaseSuggested,
     LimitIncreaseSuggested,
     GradeChangeSuggested,
+    ShippedWithoutRelease,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 13] = [
+    pub const ALL: [AlertKind; 14] = [
         AlertKind::UtilizationThreshold,
         AlertKind::GroupUtilizationThreshold,
         AlertKind::ItemOverdue,
@@ -225,6 +261,7 @@ impl AlertKind {
         AlertKind::LimitDecreaseSuggested,
         AlertKind::LimitIncreaseSuggested,
         AlertKind::GradeChangeSuggested,
+        AlertKind::ShippedWithoutRelease,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -242,6 +279,7 @@ impl AlertKind {
             AlertKind::LimitDecreaseSuggested => "LIMIT_DECREASE_SUGGESTED",
             AlertKind::LimitIncreaseSuggested => "LIMIT_INCREASE_SUGGESTED",
             AlertKind::GradeChangeSuggested => "GRADE_CHANGE_SUGGESTED",
+            AlertKind::ShippedWithoutRelease => "SHIPPED_WITHOUT_RELEASE",
         }
     }
 }
@@ -299,10 +337,12 @@ pub enum ErrorCode {
     /// The record's Kafka key is not its customer_id (group_id for a group profile): applied
     /// in that partition it would split the customer's account (direct path only).
     KeyMismatch,
+    /// A release/reject command for a delivery that is not held (unknown, already decided).
+    DeliveryNotHeld,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::MalformedJson,
         ErrorCode::MissingField,
         ErrorCode::InvalidField,
@@ -314,6 +354,7 @@ impl ErrorCode {
         ErrorCode::OrderUnknown,
         ErrorCode::CapacityExceeded,
         ErrorCode::KeyMismatch,
+        ErrorCode::DeliveryNotHeld,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -329,6 +370,7 @@ impl ErrorCode {
             ErrorCode::OrderUnknown => "ORDER_UNKNOWN",
             ErrorCode::CapacityExceeded => "CAPACITY_EXCEEDED",
             ErrorCode::KeyMismatch => "KEY_MISMATCH",
+            ErrorCode::DeliveryNotHeld => "DELIVERY_NOT_HELD",
         }
     }
 }
@@ -353,6 +395,7 @@ pub struct Rejection {
 #[derive(Clone, PartialEq, Debug)]
 pub enum Output {
     Decision(Decision),
+    DeliveryDecision(DeliveryDecision),
     Alert(Alert),
     /// Input that could not be applied.
     Rejection(Rejection),

@@ -65,6 +65,7 @@ use tracing::{debug, error, info, warn};
 pub struct Stats {
     pub events: AtomicU64,
     pub decisions: [AtomicU64; 5],
+    pub delivery_decisions: AtomicU64,
     pub alerts: AtomicU64,
     pub dead_letters: AtomicU64,
     pub batches: AtomicU64,
@@ -89,6 +90,9 @@ impl Stats {
                         .position(|s| *s == d.status)
                         .unwrap_or(0);
                     self.decisions[i].fetch_add(1, Ordering::Relaxed);
+                }
+                Output::DeliveryDecision(_) => {
+                    self.delivery_decisions.fetch_add(1, Ordering::Relaxed);
                 }
                 Output::Alert(a) => {
                     self.alerts.fetch_add(1, Ordering::Relaxed);
@@ -723,6 +727,19 @@ impl Output_<'_> {
                 }
                 Ok(())
             }
+            Output::DeliveryDecision(d) => {
+                let value = serde_json::to_string(&d)?;
+                self.send(
+                    &t.delivery_decisions,
+                    None,
+                    Some(d.customer_id.as_bytes()),
+                    value.as_bytes(),
+                )?;
+                if let Some(f) = feed {
+                    f.record("delivery_decision", Some(d.customer_id), value);
+                }
+                Ok(())
+            }
             Output::Alert(a) => {
                 let value = serde_json::to_string(&a)?;
                 self.send(&t.alerts, None, Some(a.key().as_bytes()), value.as_bytes())?;
@@ -1112,6 +1129,7 @@ fn process_batch(
                         EventBody::OrderPlaced { order_id, .. }
                         | EventBody::OrderCancelled { order_id }
                         | EventBody::ShipmentShipped { order_id, .. } => Some(order_id.as_str()),
+                        EventBody::DeliveryRequested(d) => Some(d.order_id.as_str()),
                         EventBody::Command { order_id, .. } => order_id.as_deref(),
                         _ => None,
                     };

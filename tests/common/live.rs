@@ -35,6 +35,9 @@ pub fn replay_per_partition(
         for o in out {
             match o {
                 Output::Decision(d) => decisions.push(serde_json::to_string(&d).expect("json")),
+                Output::DeliveryDecision(d) => {
+                    decisions.push(serde_json::to_string(&d).expect("json"))
+                }
                 Output::Alert(a) => alerts.push(serde_json::to_string(&a).expect("json")),
                 Output::Rejection(_) => rejections += 1,
             }

@@ -155,6 +155,40 @@ impl Scenario {
         self.send(at, type_, customer, f)
     }
 
+    /// `delivery.requested` in EUR.
+    pub fn deliver(
+        &mut self,
+        at: &str,
+        customer: &str,
+        delivery_id: &str,
+        order_id: &str,
+        amount: &str,
+    ) -> Vec<Output> {
+        self.send(
+            at,
+            "delivery.requested",
+            customer,
+            json!({"delivery_id": delivery_id, "order_id": order_id, "amount": amount, "currency": "EUR"}),
+        )
+    }
+
+    /// `command.release_delivery` / `command.reject_delivery`.
+    pub fn delivery_command(
+        &mut self,
+        at: &str,
+        type_: &str,
+        customer: &str,
+        delivery_id: &str,
+        actor: &str,
+    ) -> Vec<Output> {
+        self.send(
+            at,
+            type_,
+            customer,
+            json!({"delivery_id": delivery_id, "actor": actor, "note": "checked"}),
+        )
+    }
+
     pub fn tick(&mut self, at: &str) -> Vec<Output> {
         let mut out = Vec::new();
         self.engine.advance_clock(ts(at), &mut out);
@@ -199,6 +233,26 @@ pub fn rejections(out: &[Output]) -> Vec<&Rejection> {
             _ => None,
         })
         .collect()
+}
+
+pub fn delivery_decisions(out: &[Output]) -> Vec<&DeliveryDecision> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::DeliveryDecision(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The one delivery decision in `out`, asserting there is exactly one.
+pub fn only_delivery(out: &[Output]) -> &DeliveryDecision {
+    let d = delivery_decisions(out);
+    assert_eq!(d.len(), 1, "expected one delivery decision, got {out:#?}");
+    d[0]
+}
+
+pub fn delivery_codes(d: &DeliveryDecision) -> Vec<&'static str> {
+    d.reasons.iter().map(|r| r.code.as_str()).collect()
 }
 
 /// The one decision in `out`, asserting there is exactly one.

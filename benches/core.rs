@@ -99,12 +99,10 @@ fn pipeline(c: &mut Criterion) {
                             Output::Decision(d) => {
                                 replay_line("credit.decisions", Some(&d.customer_id), d).len()
                             }
-                            Output::DeliveryDecision(d) => replay_line(
-                                "credit.delivery-decisions",
-                                Some(&d.customer_id),
-                                d,
-                            )
-                            .len(),
+                            Output::DeliveryDecision(d) => {
+                                replay_line("credit.delivery-decisions", Some(&d.customer_id), d)
+                                    .len()
+                            }
                             Output::Alert(a) => {
                                 replay_line("credit.alerts", Some(a.key()), a).len()
                             }

@@ -811,7 +811,10 @@ mod tests {
             let again = decode_event(encode_event(&ev).as_bytes()).unwrap();
             assert_eq!(ev, again);
         }
-        for t in [types::COMMAND_RELEASE_DELIVERY, types::COMMAND_REJECT_DELIVERY] {
+        for t in [
+            types::COMMAND_RELEASE_DELIVERY,
+            types::COMMAND_REJECT_DELIVERY,
+        ] {
             let line = format!(
                 r#"{{"event_id":"c","type":"{t}","occurred_at":"2026-05-04T09:00:00Z","customer_id":"C","actor":"a","note":"n","delivery_id":"DN-1"}}"#
             );

@@ -88,7 +88,10 @@ impl Summary {
         };
         s.push_str(&line("decisions by status", &self.decisions));
         if !self.delivery_decisions.is_empty() {
-            s.push_str(&line("delivery decisions by status", &self.delivery_decisions));
+            s.push_str(&line(
+                "delivery decisions by status",
+                &self.delivery_decisions,
+            ));
         }
         s.push_str(&line("decisions by reason", &self.reasons));
         s.push_str(&line("alerts by kind", &self.alerts));
@@ -158,11 +161,9 @@ pub fn write_output<W: Write>(
         Output::Decision(d) => {
             codec::replay_line(codec::topics::DECISIONS, Some(&d.customer_id), &d)
         }
-        Output::DeliveryDecision(d) => codec::replay_line(
-            codec::topics::DELIVERY_DECISIONS,
-            Some(&d.customer_id),
-            &d,
-        ),
+        Output::DeliveryDecision(d) => {
+            codec::replay_line(codec::topics::DELIVERY_DECISIONS, Some(&d.customer_id), &d)
+        }
         Output::Alert(a) => codec::replay_line(codec::topics::ALERTS, Some(a.key()), &a),
         Output::Rejection(r) => {
             let dl = DeadLetter::new(r, original, source);

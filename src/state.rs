@@ -110,7 +110,9 @@ fn extend_account(account: &mut Account, ext: AccountExtension) {
         if d.state == DeliveryState::Held {
             held.push((d.requested_at, d.delivery_id.clone()));
         }
-        account.deliveries.insert(d.delivery_id.clone(), Box::new(d));
+        account
+            .deliveries
+            .insert(d.delivery_id.clone(), Box::new(d));
     }
     held.sort();
     account.held_deliveries = held.into_iter().map(|(_, id)| id).collect();

@@ -68,10 +68,7 @@ fn a_delivery_within_its_approved_order_is_approved_and_reserves_nothing_new() {
     );
     assert!(alerts_of(&out, AlertKind::ShippedWithoutRelease).is_empty());
     let e = s.exposure("ACME");
-    assert_eq!(
-        (e.open_orders, e.receivables),
-        (dec("2500"), dec("1500"))
-    );
+    assert_eq!((e.open_orders, e.receivables), (dec("2500"), dec("1500")));
     assert!(s.engine.account("ACME").unwrap().deliveries.is_empty());
 }
 
@@ -108,7 +105,10 @@ fn only_the_part_beyond_the_orders_remainder_meets_the_credit_rule() {
     let r = only_delivery(&out);
     assert_eq!(r.delivery_id, "DN-2");
     assert_eq!(r.status, DecisionStatus::Released);
-    assert_eq!(r.hold_decision_id.as_deref(), Some(d.delivery_decision_id.as_str()));
+    assert_eq!(
+        r.hold_decision_id.as_deref(),
+        Some(d.delivery_decision_id.as_str())
+    );
 }
 
 #[test]
@@ -216,7 +216,13 @@ fn a_delivery_for_a_held_order_waits_for_the_order() {
     );
     assert_eq!(d.reasons[0].detail, "order O-1 is held");
     // The order is released by a person: the delivery is released after it, in the same pass.
-    let out = s.command(T2, "command.release_hold", "ACME", Some("O-1"), "cm@example.com");
+    let out = s.command(
+        T2,
+        "command.release_hold",
+        "ACME",
+        Some("O-1"),
+        "cm@example.com",
+    );
     assert_eq!(only_decision(&out).status, DecisionStatus::Released);
     let r = only_delivery(&out);
     assert_eq!(r.status, DecisionStatus::Released);
@@ -243,7 +249,13 @@ fn deliveries_of_rejected_and_cancelled_orders_are_not_approved() {
     let mut s = Scenario::default();
     s.profile(T0, "ACME", "1000", json!({}));
     s.order(T0, "ACME", "O-1", "3000");
-    s.command(T0, "command.reject_hold", "ACME", Some("O-1"), "cm@example.com");
+    s.command(
+        T0,
+        "command.reject_hold",
+        "ACME",
+        Some("O-1"),
+        "cm@example.com",
+    );
     let d = only_delivery(&s.deliver(T1, "ACME", "DN-1", "O-1", "10")).clone();
     assert_eq!(d.reasons[0].detail, "order O-1 is rejected");
     s.order(T0, "ACME", "O-2", "10");
@@ -299,8 +311,14 @@ fn cancelling_an_order_cancels_its_held_deliveries_and_frees_the_approved_ones()
     assert_eq!(held.status, DecisionStatus::Held);
     let out = s.send(T2, "order.cancelled", "ACME", json!({"order_id": "O-1"}));
     let c = only_delivery(&out);
-    assert_eq!((c.delivery_id.as_str(), c.status), ("DN-2", DecisionStatus::Cancelled));
-    assert_eq!(c.hold_decision_id.as_deref(), Some(held.delivery_decision_id.as_str()));
+    assert_eq!(
+        (c.delivery_id.as_str(), c.status),
+        ("DN-2", DecisionStatus::Cancelled)
+    );
+    assert_eq!(
+        c.hold_decision_id.as_deref(),
+        Some(held.delivery_decision_id.as_str())
+    );
     assert_eq!(
         s.exposure("ACME").open_orders,
         dec("5000"),
@@ -352,18 +370,29 @@ fn deliveries_are_released_and_rejected_by_people_with_four_eyes() {
         r.reasons[0].detail,
         "released by bob (second approval; first by ann): checked"
     );
-    assert_eq!(r.exposure.open_orders, dec("6000"), "order 5,000 + excess 1,000");
+    assert_eq!(
+        r.exposure.open_orders,
+        dec("6000"),
+        "order 5,000 + excess 1,000"
+    );
     // Reject: a small delivery needs one person.
     s.order(T1, "ACME", "O-2", "50");
     let d = only_delivery(&s.deliver(T1, "ACME", "DN-2", "O-2", "50")).clone();
     assert_eq!(d.status, DecisionStatus::Held);
     let out = s.delivery_command(T2, "command.reject_delivery", "ACME", "DN-2", "ann");
     let r = only_delivery(&out);
-    assert_eq!((r.status, r.reasons[0].code), (DecisionStatus::Rejected, ReasonCode::Manual));
+    assert_eq!(
+        (r.status, r.reasons[0].code),
+        (DecisionStatus::Rejected, ReasonCode::Manual)
+    );
     // Commands for deliveries that are not held are dead-lettered.
     for id in ["DN-1", "DN-2", "DN-404"] {
         let out = s.delivery_command(T2, "command.reject_delivery", "ACME", id, "ann");
-        assert_eq!(rejections(&out)[0].error, ErrorCode::DeliveryNotHeld, "{id}");
+        assert_eq!(
+            rejections(&out)[0].error,
+            ErrorCode::DeliveryNotHeld,
+            "{id}"
+        );
     }
 }
 
@@ -414,7 +443,10 @@ fn a_shipment_naming_a_held_delivery_raises_shipped_without_release() {
     let a = alerts_of(&out, AlertKind::ShippedWithoutRelease);
     assert_eq!(a.len(), 1);
     assert_eq!(
-        (&a[0].details["order_status"], &a[0].details["delivery_status"]),
+        (
+            &a[0].details["order_status"],
+            &a[0].details["delivery_status"]
+        ),
         (&json!("approved"), &json!("held"))
     );
     // A redelivered shipment is a duplicate: judged once.
@@ -429,7 +461,10 @@ fn a_shipment_naming_a_held_delivery_raises_shipped_without_release() {
 
 #[test]
 fn a_restart_restores_held_and_cleared_deliveries() {
-    let mut s = acme_with_order(Policy::default(), json!({"tolerance_pct": "0", "name": "Acme Tools GmbH"}));
+    let mut s = acme_with_order(
+        Policy::default(),
+        json!({"tolerance_pct": "0", "name": "Acme Tools GmbH"}),
+    );
     s.deliver(T1, "ACME", "DN-1", "O-1", "5000"); // approved, 1,000 excess
     s.command(T1, "command.block", "ACME", None, "risk");
     s.deliver(T1, "ACME", "DN-2", "O-1", "10"); // held
@@ -450,7 +485,10 @@ fn a_restart_restores_held_and_cleared_deliveries() {
     );
     assert_eq!(acc, s.engine.account("ACME").unwrap());
     // The restored queue works: unblocking releases DN-2, and its expiry moment is re-derived.
-    assert_eq!(restored.timers_by_kind().get("delivery_hold_expiry"), Some(&1));
+    assert_eq!(
+        restored.timers_by_kind().get("delivery_hold_expiry"),
+        Some(&1)
+    );
     let ev = credit_sentinel::codec::decode_event(
         br#"{"event_id":"u","type":"command.unblock","occurred_at":"2026-03-04T08:00:00Z","customer_id":"ACME","actor":"risk","note":"ok"}"#,
     )

@@ -1096,9 +1096,18 @@ fn a_shipment_before_its_order_waits_for_it() {
         "ACME",
         json!({"shipment_id": "DN-1", "order_id": "O-1", "amount": "100", "currency": "EUR"}),
     );
-    assert_eq!((o, out.len()), (Outcome::Pending, 0));
-    let d = only_decision(&s.order(T0, "ACME", "O-1", "100")).clone();
+    // CONTRACT.md judges a shipment as it arrives: its order is unknown then, so it raises
+    // SHIPPED_WITHOUT_RELEASE (once), even though the order comes later and is approved.
+    assert_eq!(o, Outcome::Pending);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        alerts_of(&out, AlertKind::ShippedWithoutRelease)[0].details["order_status"],
+        "unknown"
+    );
+    let out = s.order(T0, "ACME", "O-1", "100");
+    let d = only_decision(&out).clone();
     assert_eq!(d.status, DecisionStatus::Approved);
+    assert!(alerts_of(&out, AlertKind::ShippedWithoutRelease).is_empty());
     let e = s.exposure("ACME");
     assert_eq!((e.open_orders, e.receivables), (dec("0"), dec("100")));
 }

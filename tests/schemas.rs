@@ -68,17 +68,57 @@ fn write_off_stream() -> &'static str {
     )
 }
 
+/// Deliveries approved, held, released, rejected (by a person and by expiry) and cancelled,
+/// and a shipment nobody cleared.
+fn delivery_stream() -> &'static str {
+    concat!(
+        r#"{"event_id":"d1","type":"profile.customer","occurred_at":"2026-01-01T00:00:00Z","customer_id":"D","credit_limit":"100","currency":"EUR","name":"Dee & Co"}"#,
+        "\n",
+        r#"{"event_id":"d2","type":"order.placed","occurred_at":"2026-01-01T00:00:00Z","customer_id":"D","order_id":"O1","amount":"50","currency":"EUR"}"#,
+        "\n",
+        r#"{"event_id":"d3","type":"delivery.requested","occurred_at":"2026-01-02T00:00:00Z","customer_id":"D","delivery_id":"DN1","order_id":"O1","amount":"50","currency":"EUR"}"#,
+        "\n",
+        r#"{"event_id":"d4","type":"delivery.requested","occurred_at":"2026-01-02T00:00:00Z","customer_id":"D","delivery_id":"DN2","order_id":"O1","amount":"80","currency":"EUR"}"#,
+        "\n",
+        r#"{"event_id":"d5","type":"command.release_delivery","occurred_at":"2026-01-03T00:00:00Z","customer_id":"D","delivery_id":"DN2","actor":"ann","note":"ok"}"#,
+        "\n",
+        r#"{"event_id":"d6","type":"delivery.requested","occurred_at":"2026-01-03T00:00:00Z","customer_id":"D","delivery_id":"DN3","order_id":"O9","amount":"5","currency":"EUR"}"#,
+        "\n",
+        r#"{"event_id":"d7","type":"command.reject_delivery","occurred_at":"2026-01-04T00:00:00Z","customer_id":"D","delivery_id":"DN3","actor":"ann","note":"no"}"#,
+        "\n",
+        r#"{"event_id":"d8","type":"order.placed","occurred_at":"2026-01-04T00:00:00Z","customer_id":"D","order_id":"O2","amount":"500","currency":"EUR"}"#,
+        "\n",
+        r#"{"event_id":"d9","type":"delivery.requested","occurred_at":"2026-01-04T00:00:00Z","customer_id":"D","delivery_id":"DN4","order_id":"O2","amount":"5","currency":"EUR"}"#,
+        "\n",
+        r#"{"event_id":"d10","type":"order.cancelled","occurred_at":"2026-01-05T00:00:00Z","customer_id":"D","order_id":"O2"}"#,
+        "\n",
+        r#"{"event_id":"d11","type":"delivery.requested","occurred_at":"2026-01-05T00:00:00Z","customer_id":"D","delivery_id":"DN5","order_id":"O8","amount":"5","currency":"EUR"}"#,
+        "\n",
+        r#"{"event_id":"d12","type":"shipment.shipped","occurred_at":"2026-01-06T00:00:00Z","customer_id":"D","shipment_id":"S1","order_id":"O1","amount":"50","currency":"EUR","delivery_id":"DN1"}"#,
+        "\n",
+        r#"{"event_id":"d13","type":"shipment.shipped","occurred_at":"2026-01-06T00:00:00Z","customer_id":"D","shipment_id":"S2","order_id":"O8","amount":"5","currency":"EUR","delivery_id":"DN5"}"#,
+        "\n",
+        r#"{"event_id":"d14","type":"command.release_delivery","occurred_at":"2026-03-01T00:00:00Z","customer_id":"D","delivery_id":"DN404","actor":"ann","note":"?"}"#,
+        "\n",
+    )
+}
+
 #[test]
 fn every_output_record_validates() {
     let validator = replay_line_validator();
     let sample = std::fs::read(root().join("examples/sample-events.jsonl")).expect("sample file");
-    let mut inputs: Vec<Vec<u8>> = vec![sample, write_off_stream().as_bytes().to_vec()];
+    let mut inputs: Vec<Vec<u8>> = vec![
+        sample,
+        write_off_stream().as_bytes().to_vec(),
+        delivery_stream().as_bytes().to_vec(),
+    ];
     for f in ["limit-and-release", "overdue", "bad-input"] {
         inputs.push(std::fs::read(root().join(format!("tests/data/{f}.jsonl"))).expect("example"));
     }
     let mut statuses = BTreeSet::new();
     let mut kinds = BTreeSet::new();
     let mut dead = BTreeSet::new();
+    let mut delivery_statuses = BTreeSet::new();
     let mut checked = 0;
     for input in inputs {
         let out = String::from_utf8(replay_bytes(Policy::default(), &input)).expect("utf-8 output");
@@ -93,6 +133,8 @@ fn every_output_record_validates() {
                 Some("credit.alerts") => {
                     kinds.insert(v["value"]["kind"].as_str().unwrap_or("").to_string())
                 }
+                Some("credit.delivery-decisions") => delivery_statuses
+                    .insert(v["value"]["status"].as_str().unwrap_or("").to_string()),
                 _ => dead.insert(v["value"]["error"].as_str().unwrap_or("").to_string()),
             };
             checked += 1;
@@ -104,7 +146,13 @@ fn every_output_record_validates() {
         5,
         "every decision status was exercised: {statuses:?}"
     );
-    assert_eq!(kinds.len(), 13, "every alert kind was exercised: {kinds:?}");
+    assert_eq!(kinds.len(), 14, "every alert kind was exercised: {kinds:?}");
+    assert_eq!(
+        delivery_statuses.len(),
+        5,
+        "every delivery decision status was exercised: {delivery_statuses:?}"
+    );
+    assert!(dead.contains("DELIVERY_NOT_HELD"), "{dead:?}");
     assert!(dead.len() >= 4, "{dead:?}");
 }
 
@@ -122,7 +170,11 @@ fn every_valid_input_validates_against_its_type_schema() {
     let sample =
         std::fs::read_to_string(root().join("examples/sample-events.jsonl")).expect("sample");
     let mut seen = BTreeSet::new();
-    for line in sample.lines().chain(write_off_stream().lines()) {
+    for line in sample
+        .lines()
+        .chain(write_off_stream().lines())
+        .chain(delivery_stream().lines())
+    {
         if credit_sentinel::codec::decode_event(line.as_bytes()).is_err() {
             continue;
         }
@@ -136,7 +188,7 @@ fn every_valid_input_validates_against_its_type_schema() {
         assert!(errs.is_empty(), "{line}\n{errs:#?}");
         seen.insert(t.to_string());
     }
-    assert!(seen.len() >= 10, "{seen:?}");
+    assert!(seen.len() >= 13, "{seen:?}");
     // The schema refuses what the engine dead-letters for the same reason.
     let order = &validators
         .iter()

@@ -278,7 +278,9 @@ pub struct Account {
     #[serde(with = "crate::model::money::dec")]
     pub earmarked: Decimal,
     pub recent_event_ids: IdRing,
-    /// Closed order ids (`o:`), settled shipment ids (`s:`), payment and credit note ids (`p:`).
+    /// Closed order ids (`o:`, rejected `r:`, cancelled `c:`), settled shipment ids (`s:`),
+    /// payment and credit note ids (`p:`), closed delivery ids (`d:`, rejected `dx:`, cancelled
+    /// `dc:`).
     pub closed_ids: IdRing,
     pub pending: Vec<Pending>,
     pub behaviour: Behaviour,
@@ -347,7 +349,14 @@ impl Account {
 
     /// Is this order id known (live, or closed within memory)?
     pub fn knows_order(&self, order_id: &str) -> bool {
-        self.orders.contains_key(order_id) || self.closed_ids.contains_prefixed("o:", order_id)
+        self.orders.contains_key(order_id)
+            || self.closed_ids.contains_prefixed("o:", order_id)
+            || self
+                .closed_ids
+                .contains_prefixed(super::delivery::REJECTED_ORDER, order_id)
+            || self
+                .closed_ids
+                .contains_prefixed(super::delivery::CANCELLED_ORDER, order_id)
     }
 
     pub fn knows_shipment(&self, shipment_id: &str) -> bool {
@@ -397,23 +406,30 @@ impl Account {
 
     /// Removes a live order, freeing whatever it still reserves, and remembers its id.
     pub fn close_order(&mut self, order_id: &str, closed_ids_cap: usize) -> Option<Box<Order>> {
+        self.close_order_as(order_id, "o:", closed_ids_cap)
+    }
+
+    /// `close_order`, remembering how it ended: `o:` (shipped or closed), `r:` (rejected) or
+    /// `c:` (cancelled), one id each (the delivery check asks which).
+    pub fn close_order_as(
+        &mut self,
+        order_id: &str,
+        prefix: &str,
+        closed_ids_cap: usize,
+    ) -> Option<Box<Order>> {
         let order = self.orders.remove(order_id)?;
         self.open_orders_total -= order.open_remaining;
         self.earmarked -= order.prepaid;
         self.holds.retain(|id| id != order_id);
         self.closed_ids
-            .insert(format!("o:{order_id}"), closed_ids_cap);
+            .insert(format!("{prefix}{order_id}"), closed_ids_cap);
         Some(order)
     }
 
     /// `close_order` for an order rejected (by a person or hold expiry), remembered as such
     /// for the delivery check.
     pub fn close_rejected_order(&mut self, order_id: &str, closed_ids_cap: usize) {
-        self.close_order(order_id, closed_ids_cap);
-        self.closed_ids.insert(
-            format!("{}{order_id}", super::delivery::REJECTED_ORDER),
-            closed_ids_cap,
-        );
+        self.close_order_as(order_id, super::delivery::REJECTED_ORDER, closed_ids_cap);
     }
 
     /// Inserts a held order at its place in the FIFO queue.
@@ -555,7 +571,11 @@ impl Account {
                 .values()
                 .filter(|d| d.state == DeliveryState::Approved)
         };
-        let open: Decimal = self.orders.values().map(|o| o.open_remaining).sum::<Decimal>()
+        let open: Decimal = self
+            .orders
+            .values()
+            .map(|o| o.open_remaining)
+            .sum::<Decimal>()
             + approved().map(|d| d.excess).sum::<Decimal>();
         let rec: Decimal = self.receivables.iter().map(|r| r.open).sum();
         let earmarked: Decimal = self.orders.values().map(|o| o.prepaid).sum::<Decimal>()

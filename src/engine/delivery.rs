@@ -20,8 +20,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 /// Where a delivery stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 pub enum DeliveryState {
     /// Cleared (approved or released) and not yet shipped: its excess counts in open orders.
     Approved,
@@ -85,8 +84,8 @@ impl OrderStanding {
     }
 }
 
-/// Closed-id prefixes: every closed delivery (`d:`), rejected ones (`dx:`), cancelled ones
-/// (`dc:`); rejected (`r:`) and cancelled (`c:`) orders beside the `o:` every closed order has.
+/// Closed-id prefixes, one id per closed item: deliveries shipped (`d:`), rejected (`dx:`) or
+/// cancelled (`dc:`); orders rejected (`r:`) or cancelled (`c:`) beside `o:` for the others.
 pub(super) const CLOSED_DELIVERY: &str = "d:";
 const REJECTED_DELIVERY: &str = "dx:";
 const CANCELLED_DELIVERY: &str = "dc:";
@@ -140,9 +139,9 @@ impl Account {
 
     pub fn knows_delivery(&self, delivery_id: &str) -> bool {
         self.deliveries.contains_key(delivery_id)
-            || self
-                .closed_ids
-                .contains_prefixed(CLOSED_DELIVERY, delivery_id)
+            || [CLOSED_DELIVERY, REJECTED_DELIVERY, CANCELLED_DELIVERY]
+                .iter()
+                .any(|p| self.closed_ids.contains_prefixed(p, delivery_id))
     }
 
     /// What of an order's unshipped remainder is not yet taken by its approved deliveries.
@@ -204,11 +203,9 @@ impl Account {
         self.open_orders_total -= d.excess;
         self.earmarked -= d.prepaid;
         self.held_deliveries.retain(|id| id != delivery_id);
+        let prefix = mark.unwrap_or(CLOSED_DELIVERY);
         self.closed_ids
-            .insert(format!("{CLOSED_DELIVERY}{delivery_id}"), cap);
-        if let Some(prefix) = mark {
-            self.closed_ids.insert(format!("{prefix}{delivery_id}"), cap);
-        }
+            .insert(format!("{prefix}{delivery_id}"), cap);
     }
 
     /// Inserts a held delivery at its place in the delivery queue: (requested_at, id).
@@ -379,7 +376,9 @@ pub fn check_delivery(
 /// A delivery hold a re-check passes over: it waits for a person (no FX rate) and blocks
 /// nothing.
 fn needs_person(reasons: &[Reason]) -> bool {
-    reasons.iter().any(|r| r.code == ReasonCode::CurrencyMismatch)
+    reasons
+        .iter()
+        .any(|r| r.code == ReasonCode::CurrencyMismatch)
 }
 
 /// A delivery hold that blocks no other delivery: waiting for its order or for a person.
@@ -392,7 +391,12 @@ fn blocks_nothing(reasons: &[Reason]) -> bool {
 
 impl Engine {
     /// The delivery's amount in the account's currency (`None`: no FX rate).
-    fn delivery_amount_account(&self, acc: &Account, amount: Decimal, currency: Currency) -> Option<Decimal> {
+    fn delivery_amount_account(
+        &self,
+        acc: &Account,
+        amount: Decimal,
+        currency: Currency,
+    ) -> Option<Decimal> {
         let terms = super::rules::terms(acc, &self.policy, self.now());
         match terms.map(|t| t.currency).or(acc.currency) {
             Some(c) => self.policy.convert(amount, currency, c),
@@ -678,7 +682,12 @@ impl Engine {
     /// The delivery pass of a re-check, after the order pass: each member's held deliveries,
     /// oldest first. Under strict FIFO a delivery that still fails a credit rule blocks its
     /// customer's later deliveries; one waiting for its order or for a person blocks nothing.
-    pub(super) fn recheck_deliveries(&mut self, members: &[String], cause: &Cause, out: &mut Vec<Output>) {
+    pub(super) fn recheck_deliveries(
+        &mut self,
+        members: &[String],
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) {
         let policy = Arc::clone(&self.policy);
         let strict = policy.release_order == ReleaseOrder::StrictFifo;
         let now = self.now();
@@ -734,7 +743,14 @@ impl Engine {
     }
 
     /// Hold expiry of a delivery: rejected `HOLD_EXPIRED`, and the queues behind re-checked.
-    pub(super) fn expire_delivery(&mut self, cid: &str, delivery_id: &str, timer_at: Timestamp, cause: &Cause, out: &mut Vec<Output>) {
+    pub(super) fn expire_delivery(
+        &mut self,
+        cid: &str,
+        delivery_id: &str,
+        timer_at: Timestamp,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) {
         let policy = Arc::clone(&self.policy);
         let Some(d) = self
             .accounts

@@ -28,7 +28,10 @@ pub fn decision_id(customer_id: &str, order_id: &str, phase: &str) -> String {
 
 /// The id of a delivery decision; `phase` as for `decision_id`.
 pub fn delivery_decision_id(customer_id: &str, delivery_id: &str, phase: &str) -> String {
-    digest("ddc-", &["delivery_decision", customer_id, delivery_id, phase])
+    digest(
+        "ddc-",
+        &["delivery_decision", customer_id, delivery_id, phase],
+    )
 }
 
 /// `scope` is the customer or group; `discriminator` says which occurrence (an item and

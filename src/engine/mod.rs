@@ -686,9 +686,7 @@ impl Engine {
             out.push(Output::Decision(decision));
         }
         if let Some(acc) = self.accounts.get_mut(cid) {
-            acc.close_order(order_id, cap);
-            acc.closed_ids
-                .insert(format!("{}{order_id}", delivery::CANCELLED_ORDER), cap);
+            acc.close_order_as(order_id, delivery::CANCELLED_ORDER, cap);
         }
         self.cancel_order_deliveries(cid, order_id, cause, out);
         self.touch(cid);

@@ -614,6 +614,81 @@ fn a_release_through_http_reaches_the_engine_and_is_decided() {
 }
 
 #[test]
+fn held_deliveries_are_listed_checked_and_released_through_http() {
+    let e = engine_with_a_hold(None);
+    let a = e.addr;
+    // O-2 is held: a delivery of it waits for the order.
+    let at = get(a, "/v1/customers/C-1", Some(VIEWER)).json()["as_of"].clone();
+    send(
+        &e.settings,
+        &[line(
+            json!({"event_id": "dr-1", "type": "delivery.requested", "occurred_at": at, "customer_id": "C-1", "delivery_id": "DN-1", "order_id": "O-2", "amount": "700.00", "currency": "EUR"}),
+        )],
+    );
+    wait_for("the held delivery", Duration::from_secs(60), || {
+        get(a, "/v1/deliveries", Some(VIEWER)).json()["total"] == 1
+    });
+    let page = get(a, "/v1/deliveries?reason=ORDER_NOT_APPROVED", Some(VIEWER)).json();
+    let item = &page["items"][0];
+    assert_eq!(item["delivery_id"], "DN-1");
+    assert_eq!(item["order_status"], "held");
+    assert_eq!(item["reasons"][0]["code"], "ORDER_NOT_APPROVED");
+    assert_eq!(
+        get(a, "/v1/deliveries?reason=OVERDUE_DAYS", Some(VIEWER)).json()["total"],
+        0
+    );
+    let view = get(a, "/v1/customers/C-1", Some(VIEWER)).json();
+    assert_eq!(view["held_deliveries"][0]["delivery_id"], "DN-1");
+    // The what-if check answers for a delivery too.
+    let r = post(
+        a,
+        "/v1/check",
+        Some(VIEWER),
+        &json!({"customer_id": "C-1", "order_id": "O-1", "amount": "100", "currency": "EUR"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (r.json()["check"].clone(), r.json()["status"].clone()),
+        (json!("delivery"), json!("approved"))
+    );
+    let r = post(
+        a,
+        "/v1/check",
+        Some(VIEWER),
+        &json!({"customer_id": "C-1", "order_id": "O-2", "amount": "100", "currency": "EUR"}),
+    );
+    assert_eq!(r.json()["reasons"][0]["code"], "ORDER_NOT_APPROVED");
+    // Release by a person; unknown deliveries are 404.
+    let note = json!({"note": "goods are for the trade fair"});
+    assert_eq!(
+        post(a, "/v1/deliveries/DN-1/release", Some(VIEWER), &note).status,
+        403
+    );
+    assert_eq!(
+        post(a, "/v1/deliveries/DN-404/release", Some(APPROVER), &note).status,
+        404
+    );
+    let r = post(a, "/v1/deliveries/DN-1/release", Some(APPROVER), &note);
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.json()["delivery_id"], "DN-1");
+    assert_eq!(r.json()["type"], "command.release_delivery");
+    wait_for("the released delivery", Duration::from_secs(60), || {
+        read_topic(&e.settings, &e.settings.kafka.topics.delivery_decisions)
+            .iter()
+            .any(|l| l.contains("\"released\"") && l.contains("\"alice\""))
+    });
+    wait_for("the queue to clear", Duration::from_secs(30), || {
+        get(a, "/v1/deliveries", Some(VIEWER)).json()["total"] == 0
+    });
+    let m = get(a, "/metrics", None).body;
+    assert!(
+        m.contains("credit_sentinel_delivery_decisions_total{status=\"released\"} 1"),
+        "{m}"
+    );
+    e.stop();
+}
+
+#[test]
 fn four_eyes_needs_a_second_approver_through_http() {
     let e = engine_with_a_hold(Some("500"));
     let a = e.addr;

@@ -639,8 +639,9 @@ impl Account {
         if held_deliveries.clone().count() != self.held_deliveries.len()
             || queued_deliveries.len() != self.held_deliveries.len()
             || held_deliveries.clone().any(|d| {
-                !queued_deliveries.contains(d.delivery_id.as_str())
-                    || !(d.excess.is_zero() && d.prepaid.is_zero())
+                !(queued_deliveries.contains(d.delivery_id.as_str())
+                    && d.excess.is_zero()
+                    && d.prepaid.is_zero())
             })
         {
             return Err(format!(

@@ -494,15 +494,26 @@ impl Engine {
     pub(super) fn judge_shipment(
         &self,
         cid: &str,
-        shipment_id: &str,
-        order_id: &str,
-        delivery_id: Option<&str>,
-        amount: Decimal,
-        currency: Currency,
+        event: &Event,
         cause: &Cause,
         out: &mut Vec<Output>,
     ) {
+        let EventBody::ShipmentShipped {
+            shipment_id,
+            order_id,
+            amount,
+            currency,
+            delivery_id,
+            ..
+        } = &event.body
+        else {
+            return;
+        };
         let acc = &self.accounts[cid];
+        if acc.knows_shipment(shipment_id) {
+            return;
+        }
+        let delivery_id = delivery_id.as_deref();
         let order = acc.order_standing(order_id);
         let delivery = delivery_id.map(|id| acc.delivery_standing(id));
         if order.approved() && !matches!(delivery, Some("held" | "rejected")) {
@@ -521,7 +532,7 @@ impl Engine {
                 ("order_status", json!(order.as_str())),
                 ("delivery_id", json!(delivery_id)),
                 ("delivery_status", json!(delivery)),
-                ("amount", json!(format_money(amount))),
+                ("amount", json!(format_money(*amount))),
                 ("currency", json!(currency.as_str())),
                 ("source_event_id", json!(cause.source)),
             ],
@@ -788,6 +799,39 @@ impl Engine {
         );
         self.touch(cid);
         self.recheck_holds(cid, cause, out);
+    }
+
+    /// What the delivery check would decide now for goods of `order_id`, changing nothing.
+    pub fn simulate_delivery(
+        &self,
+        customer_id: &str,
+        order_id: &str,
+        amount: Decimal,
+        currency: Currency,
+    ) -> (DecisionStatus, Vec<Reason>) {
+        let blank;
+        let acc = match self.accounts.get(customer_id) {
+            Some(a) => a,
+            None => {
+                blank = Account::new(customer_id);
+                &blank
+            }
+        };
+        let terms = super::rules::terms(acc, &self.policy, self.now());
+        let check = DeliveryCheck {
+            delivery_id: "",
+            order_id,
+            amount_account: self.delivery_amount_account(acc, amount, currency),
+            amount,
+            currency,
+        };
+        let reasons = check_delivery(acc, terms.as_ref(), &self.policy, self.now(), &check);
+        let status = if reasons.is_empty() {
+            DecisionStatus::Approved
+        } else {
+            DecisionStatus::Held
+        };
+        (status, reasons)
     }
 
     /// The record of a decision about a live delivery, with the account as it stands now.

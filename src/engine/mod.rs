@@ -326,28 +326,7 @@ impl Engine {
         }
         acc.recent_event_ids.insert(event.event_id.clone(), cap);
         // A shipment is judged as it arrives (not again when a parked one is applied).
-        if let EventBody::ShipmentShipped {
-            shipment_id,
-            order_id,
-            amount,
-            currency,
-            delivery_id,
-            ..
-        } = &event.body
-        {
-            if !self.accounts[&customer_id].knows_shipment(shipment_id) {
-                self.judge_shipment(
-                    &customer_id,
-                    shipment_id,
-                    order_id,
-                    delivery_id.as_deref(),
-                    *amount,
-                    *currency,
-                    cause,
-                    out,
-                );
-            }
-        }
+        self.judge_shipment(&customer_id, event, cause, out);
         self.dispatch_account_event(&customer_id, event, cause, out)
     }
 

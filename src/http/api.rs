@@ -1,11 +1,12 @@
-//! The `/v1` handlers: views of customers, groups, holds and top accounts built from the
-//! engines under a short read lock; the what-if check (`Engine::simulate_order`, no state
-//! change); and the commands, validated here and published to the commands topic for the
-//! engine to apply in order.
+//! The `/v1` handlers: views of customers, groups, held orders and deliveries and top accounts
+//! built from the engines under a short read lock; the what-if check of an order or a delivery
+//! (`Engine::simulate_order` / `simulate_delivery`, no state change); and the commands,
+//! validated here and published to the commands topic for the engine to apply in order.
 
 use super::auth::Principal;
 use super::{ApiError, AppState};
 use crate::engine::account::OrderState;
+use crate::engine::delivery::DeliveryState;
 use crate::engine::{warnings, Engine};
 use crate::model::*;
 use axum::body::Bytes;
@@ -76,6 +77,7 @@ fn hold_json(acc: &crate::engine::account::Account, order_id: &str) -> Option<Va
     Some(json!({
         "order_id": o.order_id,
         "customer_id": acc.customer_id,
+        "customer_name": customer_name(acc),
         "amount": format_money(o.amount),
         "currency": o.currency.as_str(),
         "placed_at": o.placed_at,
@@ -101,6 +103,7 @@ fn profile_json(p: &CustomerProfile) -> Value {
             "expires_at": t.expires_at,
         })),
         "review_date": p.review_date,
+        "name": p.name,
     })
 }
 
@@ -112,6 +115,7 @@ fn customer_json(engine: &Engine, acc: &crate::engine::account::Account) -> Valu
     let utilization = limit.and_then(|l| warnings::utilization(exposure.total, l));
     json!({
         "customer_id": acc.customer_id,
+        "name": customer_name(acc),
         "currency": acc.currency.map(|c| c.as_str().to_string()),
         "profile": acc.profile.as_ref().map(profile_json),
         "grade": terms.as_ref().map(|t| t.grade.as_str()),
@@ -127,10 +131,21 @@ fn customer_json(engine: &Engine, acc: &crate::engine::account::Account) -> Valu
         "open_orders": acc.orders.values().filter(|o| o.hold.is_none()).count(),
         "open_receivables": acc.receivables.len(),
         "held_orders": acc.holds.iter().filter_map(|id| hold_json(acc, id)).collect::<Vec<_>>(),
+        "held_deliveries": acc.held_deliveries.iter().filter_map(|id| held_delivery_json(acc, id)).collect::<Vec<_>>(),
+        "cleared_deliveries": acc.deliveries.values().filter(|d| d.state == DeliveryState::Approved).map(|d| json!({
+            "delivery_id": d.delivery_id,
+            "order_id": d.order_id,
+            "amount": format_money(d.amount),
+            "currency": d.currency.as_str(),
+            "amount_account_currency": format_money(d.amount_account),
+            "requested_at": d.requested_at,
+            "excess": format_money(d.excess),
+        })).collect::<Vec<_>>(),
         "orders": acc.orders.values().map(|o| json!({
             "order_id": o.order_id,
             "amount": format_money(o.amount),
             "currency": o.currency.as_str(),
+            "amount_account_currency": format_money(o.amount_account),
             "placed_at": o.placed_at,
             "state": match o.state { OrderState::Open => "open", OrderState::Held => "held" },
             "shipped": format_money(o.shipped),
@@ -283,26 +298,7 @@ pub async fn holds(
     q: Result<Query<HoldsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
-    let reason = match q.reason.as_deref() {
-        None => None,
-        Some(r) => Some(
-            ReasonCode::ALL
-                .into_iter()
-                .find(|c| c.as_str() == r)
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!("reason {r:?} is not a reason code"))
-                })?,
-        ),
-    };
-    let min = amount_param("min_amount", &q.min_amount)?;
-    let max = amount_param("max_amount", &q.max_amount)?;
-    let limit = q.limit.unwrap_or(50);
-    if limit == 0 || limit > PAGE_MAX {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1..{PAGE_MAX}"
-        )));
-    }
-    let offset = q.offset.unwrap_or(0);
+    let filter = HoldFilter::from_query(&q)?;
     let mut items: Vec<(Timestamp, String, Value)> = app.state.read(|engines| {
         let mut items = Vec::new();
         for e in engines {
@@ -318,10 +314,7 @@ pub async fn holds(
                         continue;
                     };
                     let Some(h) = o.hold.as_ref() else { continue };
-                    if reason.is_some_and(|r| !h.reasons.iter().any(|x| x.code == r))
-                        || min.is_some_and(|m| o.amount < m)
-                        || max.is_some_and(|m| o.amount > m)
-                    {
+                    if !filter.accepts(&h.reasons, o.amount) {
                         continue;
                     }
                     if let Some(v) = hold_json(acc, id) {
@@ -332,20 +325,71 @@ pub async fn holds(
         }
         items
     });
-    items.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-    let total = items.len();
-    let page: Vec<Value> = items
-        .into_iter()
-        .skip(offset)
-        .take(limit)
-        .map(|(_, _, v)| v)
-        .collect();
-    Ok(Json(json!({
-        "total": total,
-        "offset": offset,
-        "limit": limit,
-        "items": page,
-    })))
+    Ok(Json(filter.page(&mut items)))
+}
+
+/// The filters and page of a hold listing (`/v1/holds`, `/v1/deliveries`).
+struct HoldFilter {
+    reason: Option<ReasonCode>,
+    min: Option<Decimal>,
+    max: Option<Decimal>,
+    limit: usize,
+    offset: usize,
+}
+
+impl HoldFilter {
+    fn from_query(q: &HoldsQuery) -> Result<HoldFilter, ApiError> {
+        let reason = match q.reason.as_deref() {
+            None => None,
+            Some(r) => Some(
+                ReasonCode::ALL
+                    .into_iter()
+                    .find(|c| c.as_str() == r)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("reason {r:?} is not a reason code"))
+                    })?,
+            ),
+        };
+        let limit = q.limit.unwrap_or(50);
+        if limit == 0 || limit > PAGE_MAX {
+            return Err(ApiError::bad_request(format!(
+                "limit must be 1..{PAGE_MAX}"
+            )));
+        }
+        Ok(HoldFilter {
+            reason,
+            min: amount_param("min_amount", &q.min_amount)?,
+            max: amount_param("max_amount", &q.max_amount)?,
+            limit,
+            offset: q.offset.unwrap_or(0),
+        })
+    }
+
+    fn accepts(&self, reasons: &[Reason], amount: Decimal) -> bool {
+        !(self
+            .reason
+            .is_some_and(|r| !reasons.iter().any(|x| x.code == r))
+            || self.min.is_some_and(|m| amount < m)
+            || self.max.is_some_and(|m| amount > m))
+    }
+
+    /// Sorts (held since, id) and answers one page with the total.
+    fn page(&self, items: &mut Vec<(Timestamp, String, Value)>) -> Value {
+        items.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        let total = items.len();
+        let page: Vec<Value> = items
+            .drain(..)
+            .skip(self.offset)
+            .take(self.limit)
+            .map(|(_, _, v)| v)
+            .collect();
+        json!({
+            "total": total,
+            "offset": self.offset,
+            "limit": self.limit,
+            "items": page,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -509,8 +553,13 @@ pub async fn check(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let v = json_body(&headers, body)?;
-    only_fields(&v, &["customer_id", "amount", "currency"])?;
+    only_fields(&v, &["customer_id", "amount", "currency", "order_id"])?;
     let customer_id = string_field(&v, "customer_id", ID_MAX)?.to_string();
+    // With `order_id`: the delivery check for goods of that order; without: the order check.
+    let order_id = match v.get("order_id") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(string_field(&v, "order_id", ID_MAX)?.to_string()),
+    };
     let amount_text = match v.get("amount") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
@@ -535,10 +584,15 @@ pub async fn check(
     app.state
         .read(|engines| {
             let e = engines.iter().find(|e| e.account(&customer_id).is_some())?;
-            let (status, reasons) = e.simulate_order(&customer_id, amount, currency);
+            let (status, reasons) = match &order_id {
+                Some(o) => e.simulate_delivery(&customer_id, o, amount, currency),
+                None => e.simulate_order(&customer_id, amount, currency),
+            };
             let acc = e.account(&customer_id)?;
             let limit = e.terms(&customer_id).map(|t| t.limit_effective);
             Some(json!({
+                "check": if order_id.is_some() { "delivery" } else { "order" },
+                "order_id": order_id,
                 "customer_id": customer_id,
                 "amount": format_money(amount),
                 "currency": currency.as_str(),
@@ -567,7 +621,7 @@ async fn publish(
     app: &AppState,
     kind: &'static str,
     customer_id: &str,
-    order_id: Option<&str>,
+    target: Option<(&'static str, &str)>,
     actor: &Principal,
     note: &str,
     extra: Value,
@@ -606,8 +660,8 @@ async fn publish(
         "actor": actor.name,
         "note": note,
     });
-    if let Some(o) = order_id {
-        record["order_id"] = json!(o);
+    if let Some((field, id)) = target {
+        record[field] = json!(id);
     }
     let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e);
     if let Some(keys) = &app.settings.kafka.command_keys {
@@ -638,15 +692,20 @@ async fn publish(
         .commands_published
         .with_label_values(&[kind])
         .inc();
-    tracing::info!(command_id = %command_id, kind, customer_id, order_id = order_id.unwrap_or(""), actor = %actor.name, "command published");
+    let target_id = target.map_or("", |(_, id)| id);
+    tracing::info!(command_id = %command_id, kind, customer_id, target = target_id, actor = %actor.name, "command published");
     let mut body = json!({
         "command_id": command_id,
         "type": kind,
         "customer_id": customer_id,
-        "order_id": order_id,
         "actor": actor.name,
         "topic": topic,
     });
+    if let Some((field, id)) = target {
+        body[field] = json!(id);
+    } else {
+        body["order_id"] = Value::Null;
+    }
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
     }
@@ -708,37 +767,174 @@ pub async fn hold_command<const RELEASE_HOLD: bool>(
             format!("order {order_id} is not on hold here"),
         )
     })?;
-    let mut extra = json!({});
-    if RELEASE_HOLD && four_eyes {
-        match first {
-            Some(f) if f == principal.name => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "four_eyes_same_actor",
-                    format!(
-                        "order {order_id} needs a second approver other than {}",
-                        principal.name
-                    ),
-                ))
-            }
-            Some(f) => {
-                extra = json!({"four_eyes": {"first_approver": f, "this": "second approval"}})
-            }
-            None => {
-                extra = json!({"four_eyes": {"first_approver": null, "this": "first approval; a second approver must release it too"}})
-            }
-        }
-    }
+    let extra = if RELEASE_HOLD {
+        four_eyes_answer(four_eyes, first, &principal, "order", &order_id)?
+    } else {
+        json!({})
+    };
     publish(
         &app,
         kind,
         &customer_id,
-        Some(&order_id),
+        Some(("order_id", &order_id)),
         &principal,
         &note,
         extra,
     )
     .await
+}
+
+/// What four-eyes says about `principal` releasing a hold: 409 when the engine would refuse
+/// it (the same approver twice), else the answer's `four_eyes` part (empty without four-eyes).
+fn four_eyes_answer(
+    four_eyes: bool,
+    first: Option<String>,
+    principal: &Principal,
+    what: &str,
+    id: &str,
+) -> Result<Value, ApiError> {
+    if !four_eyes {
+        return Ok(json!({}));
+    }
+    match first {
+        Some(f) if f == principal.name => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "four_eyes_same_actor",
+            format!(
+                "{what} {id} needs a second approver other than {}",
+                principal.name
+            ),
+        )),
+        Some(f) => Ok(json!({"four_eyes": {"first_approver": f, "this": "second approval"}})),
+        None => Ok(
+            json!({"four_eyes": {"first_approver": null, "this": "first approval; a second approver must release it too"}}),
+        ),
+    }
+}
+
+/// Finds the customer holding delivery `delivery_id` and what four-eyes says about releasing it.
+fn find_held_delivery(app: &AppState, delivery_id: &str) -> Option<(String, Option<String>, bool)> {
+    app.state.read(|engines| {
+        for e in engines {
+            for acc in e.accounts() {
+                let Some(d) = acc
+                    .deliveries
+                    .get(delivery_id)
+                    .filter(|d| d.state == DeliveryState::Held)
+                else {
+                    continue;
+                };
+                let first = d.hold.as_ref().and_then(|h| h.first_approver.clone());
+                let four_eyes = e
+                    .policy()
+                    .four_eyes_amount
+                    .is_some_and(|max| d.amount_account > max);
+                return Some((acc.customer_id.clone(), first, four_eyes));
+            }
+        }
+        None
+    })
+}
+
+/// `POST /v1/deliveries/{delivery_id}/release` (`RELEASE_DELIVERY`) or `/reject`.
+pub async fn delivery_command<const RELEASE_DELIVERY: bool>(
+    State(app): State<Arc<AppState>>,
+    Path(delivery_id): Path<String>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let kind = if RELEASE_DELIVERY {
+        crate::model::types::COMMAND_RELEASE_DELIVERY
+    } else {
+        crate::model::types::COMMAND_REJECT_DELIVERY
+    };
+    valid_id("delivery id", &delivery_id)?;
+    let v = json_body(&headers, body)?;
+    let note = note(&v)?;
+    let (customer_id, first, four_eyes) =
+        find_held_delivery(&app, &delivery_id).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "delivery_not_held",
+                format!("delivery {delivery_id} is not on hold here"),
+            )
+        })?;
+    let extra = if RELEASE_DELIVERY {
+        four_eyes_answer(four_eyes, first, &principal, "delivery", &delivery_id)?
+    } else {
+        json!({})
+    };
+    publish(
+        &app,
+        kind,
+        &customer_id,
+        Some(("delivery_id", &delivery_id)),
+        &principal,
+        &note,
+        extra,
+    )
+    .await
+}
+
+/// One held delivery as the API shows it.
+fn held_delivery_json(acc: &crate::engine::account::Account, delivery_id: &str) -> Option<Value> {
+    let d = acc.deliveries.get(delivery_id)?;
+    let h = d.hold.as_ref()?;
+    Some(json!({
+        "delivery_id": d.delivery_id,
+        "order_id": d.order_id,
+        "customer_id": acc.customer_id,
+        "customer_name": customer_name(acc),
+        "amount": format_money(d.amount),
+        "currency": d.currency.as_str(),
+        "amount_account_currency": format_money(d.amount_account),
+        "requested_at": d.requested_at,
+        "held_at": h.held_at,
+        "reasons": h.reasons,
+        "order_status": acc.order_standing(&d.order_id).as_str(),
+        "first_approver": h.first_approver,
+    }))
+}
+
+fn customer_name(acc: &crate::engine::account::Account) -> Option<&str> {
+    acc.profile.as_ref().and_then(|p| p.name.as_deref())
+}
+
+/// `GET /v1/deliveries`: held deliveries, oldest first, filtered and paged like `/v1/holds`.
+pub async fn deliveries(
+    State(app): State<Arc<AppState>>,
+    q: Result<Query<HoldsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let filter = HoldFilter::from_query(&q)?;
+    let mut items: Vec<(Timestamp, String, Value)> = app.state.read(|engines| {
+        let mut items = Vec::new();
+        for e in engines {
+            for acc in e.accounts() {
+                if q.customer_id
+                    .as_deref()
+                    .is_some_and(|c| c != acc.customer_id)
+                {
+                    continue;
+                }
+                for id in &acc.held_deliveries {
+                    let Some(d) = acc.deliveries.get(id) else {
+                        continue;
+                    };
+                    let Some(h) = d.hold.as_ref() else { continue };
+                    if !filter.accepts(&h.reasons, d.amount) {
+                        continue;
+                    }
+                    if let Some(v) = held_delivery_json(acc, id) {
+                        items.push((d.requested_at, id.clone(), v));
+                    }
+                }
+            }
+        }
+        items
+    });
+    Ok(Json(filter.page(&mut items)))
 }
 
 /// `POST /v1/customers/{id}/block` (`BLOCK_CUSTOMER`) or `/unblock`.

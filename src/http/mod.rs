@@ -226,6 +226,7 @@ pub fn router(app: Arc<AppState>) -> Router {
             .route("/v1/customers/{id}", get(api::customer))
             .route("/v1/groups/{id}", get(api::group))
             .route("/v1/holds", get(api::holds))
+            .route("/v1/deliveries", get(api::deliveries))
             .route("/v1/accounts/top", get(api::top))
             .route("/v1/check", post(api::check))
             .route("/v1/me", get(console::me))
@@ -249,6 +250,14 @@ pub fn router(app: Arc<AppState>) -> Router {
             .route(
                 "/v1/holds/{order_id}/reject",
                 post(api::hold_command::<{ api::REJECT }>),
+            )
+            .route(
+                "/v1/deliveries/{delivery_id}/release",
+                post(api::delivery_command::<{ api::RELEASE }>),
+            )
+            .route(
+                "/v1/deliveries/{delivery_id}/reject",
+                post(api::delivery_command::<{ api::REJECT }>),
             ),
         Role::Approver,
     );

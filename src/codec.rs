@@ -87,6 +87,12 @@ struct RawEvent<'a> {
     delivery_id: Option<&'a RawValue>,
     #[serde(borrow)]
     name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    base: Option<&'a RawValue>,
+    #[serde(borrow)]
+    quote: Option<&'a RawValue>,
+    #[serde(borrow)]
+    rate: Option<&'a RawValue>,
 }
 
 /// A decode failure, before it is turned into a rejection.
@@ -145,6 +151,35 @@ fn amount_opt(raw: Option<&RawValue>, name: &str) -> R<Option<Decimal>> {
         return Err(invalid(name, "must be a decimal string or number"));
     };
     value.map(Some).map_err(|e| invalid(name, e))
+}
+
+/// Most decimal places of an FX rate (rates are quoted finer than money).
+pub const RATE_DP_MAX: u32 = 10;
+
+fn fx_rate(raw: Option<&RawValue>) -> R<Decimal> {
+    let raw = present(raw).ok_or_else(|| missing("rate"))?;
+    let text = raw.get();
+    let s = if text.starts_with('"') {
+        string(raw, "rate")?.into_owned()
+    } else {
+        text.to_string()
+    };
+    let bad = || {
+        invalid(
+            "rate",
+            format_args!(
+                "must be a decimal greater than 0 and below 10^9 with at most {RATE_DP_MAX} decimal places"
+            ),
+        )
+    };
+    if !s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(bad());
+    }
+    let v = Decimal::from_str_exact(&s).map_err(|_| bad())?;
+    if v <= Decimal::ZERO || v.scale() > RATE_DP_MAX || v >= Decimal::from(1_000_000_000) {
+        return Err(bad());
+    }
+    Ok(v)
 }
 
 fn amount(raw: Option<&RawValue>, name: &str) -> R<Decimal> {
@@ -326,7 +361,7 @@ fn decode_fields(raw: &RawEvent<'_>) -> R<Event> {
         ));
     }
     let occurred_at = timestamp(raw.occurred_at, "occurred_at")?;
-    let customer_id = if kind == types::PROFILE_GROUP {
+    let customer_id = if kind == types::PROFILE_GROUP || kind == types::FX_RATE {
         id_opt(raw.customer_id, "customer_id")?
     } else {
         Some(id(raw.customer_id, "customer_id")?)
@@ -379,6 +414,19 @@ fn decode_fields(raw: &RawEvent<'_>) -> R<Event> {
             currency: currency(raw.currency, "currency")?,
             tolerance_pct: tolerance(raw.tolerance_pct)?,
         }),
+        types::FX_RATE => {
+            let base = currency(raw.base, "base")?;
+            let quote = currency(raw.quote, "quote")?;
+            if base == quote {
+                return Err(invalid("quote", "must differ from base"));
+            }
+            EventBody::FxRate(FxQuote {
+                base,
+                quote,
+                rate: fx_rate(raw.rate)?,
+                key: format!("fx/{base}/{quote}"),
+            })
+        }
         // Every command type by name; none is a fallback for another.
         types::COMMAND_RELEASE_HOLD => decode_command(raw, CommandKind::ReleaseHold)?,
         types::COMMAND_REJECT_HOLD => decode_command(raw, CommandKind::RejectHold)?,
@@ -589,6 +637,11 @@ pub fn encode_event(event: &Event) -> String {
             ),
             ("review_date", json!(p.review_date.map(|d| d.to_rfc3339()))),
             ("name", json!(p.name)),
+        ]),
+        EventBody::FxRate(q) => f.extend([
+            ("base", json!(q.base.as_str())),
+            ("quote", json!(q.quote.as_str())),
+            ("rate", json!(q.rate.normalize().to_string())),
         ]),
         EventBody::GroupProfile(g) => f.extend([
             ("group_id", json!(g.group_id)),

@@ -16,6 +16,7 @@
 //!
 //! The due-moment index is not persisted: `Engine::restore_account` re-derives it from state.
 
+use crate::engine::account::ForeignOpen;
 use crate::engine::delivery::{Delivery, DeliveryState};
 use crate::engine::{Account, Engine, Group};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -81,6 +82,9 @@ struct AccountExtension {
     name: Option<String>,
     /// Live deliveries, in id order (the held ones' queue is derived from them).
     deliveries: Vec<Delivery>,
+    /// Receivables in another currency than the account's: shipment id, currency and open
+    /// amount in it.
+    foreign_receivables: Vec<(String, ForeignOpen)>,
 }
 
 /// The extension as borrowed from a live account (written without copying).
@@ -88,6 +92,7 @@ struct AccountExtension {
 struct AccountExtensionRef<'a> {
     name: Option<&'a str>,
     deliveries: Vec<&'a Delivery>,
+    foreign_receivables: Vec<(&'a str, ForeignOpen)>,
 }
 
 /// The changelog value of an account's state (what `encode_account` writes under its key).
@@ -96,6 +101,11 @@ pub fn encode_account_state(account: &Account) -> Vec<u8> {
     let ext = AccountExtensionRef {
         name: account.profile.as_ref().and_then(|p| p.name.as_deref()),
         deliveries: account.deliveries.values().map(|d| &**d).collect(),
+        foreign_receivables: account
+            .receivables
+            .iter()
+            .filter_map(|r| r.foreign.map(|f| (r.shipment_id.as_str(), f)))
+            .collect(),
     };
     postcard::to_io(&ext, out).unwrap_or_default()
 }
@@ -116,6 +126,15 @@ fn extend_account(account: &mut Account, ext: AccountExtension) {
     }
     held.sort();
     account.held_deliveries = held.into_iter().map(|(_, id)| id).collect();
+    for (shipment_id, f) in ext.foreign_receivables {
+        if let Some(r) = account
+            .receivables
+            .iter_mut()
+            .find(|r| r.shipment_id == shipment_id)
+        {
+            r.foreign = Some(f);
+        }
+    }
 }
 
 /// The changelog record (key, value) for a customer's account.

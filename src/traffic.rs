@@ -25,7 +25,9 @@ pub fn route<'a>(topics: &'a Topics, line: &str) -> (&'a str, Option<String>) {
                     kind: SettlementKind::Payment | SettlementKind::CreditNote,
                     ..
                 } => &topics.payments,
-                EventBody::CustomerProfile(_) | EventBody::GroupProfile(_) => &topics.profiles,
+                EventBody::CustomerProfile(_)
+                | EventBody::GroupProfile(_)
+                | EventBody::FxRate(_) => &topics.profiles,
                 EventBody::Command { .. } => &topics.commands,
             };
             (topic.as_str(), Some(ev.key().to_string()))

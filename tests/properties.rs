@@ -43,12 +43,12 @@ fn body() -> impl Strategy<Value = EventBody> {
             currency: if usd { Currency::parse("USD").unwrap() } else { eur() },
         }),
         1 => id("O").prop_map(|order_id| EventBody::OrderCancelled { order_id }),
-        3 => (id("S"), id("O"), positive_money(), prop::option::of(-40i64..60), prop::option::of(id("D"))).prop_map(|(shipment_id, order_id, amount, due, delivery_id)| {
+        3 => (id("S"), id("O"), positive_money(), prop::option::of(-40i64..60), prop::option::of(id("D")), prop::bool::weighted(0.1)).prop_map(|(shipment_id, order_id, amount, due, delivery_id, usd)| {
             EventBody::ShipmentShipped {
                 shipment_id,
                 order_id,
                 amount,
-                currency: eur(),
+                currency: if usd { Currency::parse("USD").unwrap() } else { eur() },
                 due_at: due.map(|d| Timestamp::parse_rfc3339("2026-01-15T00:00:00Z").unwrap().plus_days(d)),
                 delivery_id,
             }
@@ -56,12 +56,17 @@ fn body() -> impl Strategy<Value = EventBody> {
         2 => (id("D"), id("O"), positive_money()).prop_map(|(delivery_id, order_id, amount)| {
             EventBody::DeliveryRequested(DeliveryRequest { delivery_id, order_id, amount, currency: eur() })
         }),
-        3 => (id("P"), positive_money(), prop::collection::vec(id("S"), 0..3), any::<bool>()).prop_map(
-            |(settlement_id, amount, applies_to, credit_note)| EventBody::Settlement {
+        1 => (50u32..200, any::<bool>()).prop_map(|(cents, eur_base)| {
+            let (eur, usd) = (eur(), Currency::parse("USD").unwrap());
+            let (base, quote) = if eur_base { (eur, usd) } else { (usd, eur) };
+            EventBody::FxRate(FxQuote { base, quote, rate: Decimal::new(i64::from(cents), 2), key: format!("fx/{base}/{quote}") })
+        }),
+        3 => (id("P"), positive_money(), prop::collection::vec(id("S"), 0..3), any::<bool>(), prop::bool::weighted(0.1)).prop_map(
+            |(settlement_id, amount, applies_to, credit_note, usd)| EventBody::Settlement {
                 kind: if credit_note { SettlementKind::CreditNote } else { SettlementKind::Payment },
                 settlement_id,
                 amount,
-                currency: eur(),
+                currency: if usd { Currency::parse("USD").unwrap() } else { eur() },
                 applies_to,
             }
         ),
@@ -127,7 +132,8 @@ fn stream(max: usize) -> impl Strategy<Value = Vec<Vec<u8>>> {
                     t
                 };
                 let customer_id =
-                    (!matches!(body, EventBody::GroupProfile(_))).then(|| CUSTOMERS[c].to_string());
+                    (!matches!(body, EventBody::GroupProfile(_) | EventBody::FxRate(_)))
+                        .then(|| CUSTOMERS[c].to_string());
                 let ev = Event {
                     event_id: format!("e{i}"),
                     occurred_at: at,
@@ -149,6 +155,9 @@ fn policy(first_fit: bool, four_eyes: bool) -> Policy {
         p.four_eyes_amount = Some(Decimal::from(1000));
     }
     p.small_order_amount = Some(Decimal::from(5));
+    // A starting rate, so that USD items are accepted; fx.rate events move it.
+    p.fx_rates
+        .insert((Currency::parse("USD").unwrap(), eur()), Decimal::new(9, 1));
     p.bounds.pending_ttl_us = 48 * 3_600_000_000;
     p
 }
@@ -239,6 +248,8 @@ proptest! {
         if let Some(c) = first.clock() {
             second.restore_clock(c);
         }
+        // The runtime's checkpoint carries the live FX quotes beside the clock.
+        second.restore_rates(&first.rates().live());
         second.verify_invariants().map_err(TestCaseError::fail)?;
         for l in &lines[k..] {
             second.apply(&decode_event(l).expect("valid"), &mut got);

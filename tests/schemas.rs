@@ -100,6 +100,12 @@ fn delivery_stream() -> &'static str {
         "\n",
         r#"{"event_id":"d14","type":"command.release_delivery","occurred_at":"2026-03-01T00:00:00Z","customer_id":"D","delivery_id":"DN404","actor":"ann","note":"?"}"#,
         "\n",
+        r#"{"event_id":"d15","type":"fx.rate","occurred_at":"2026-03-01T00:00:00Z","base":"USD","quote":"EUR","rate":"0.9"}"#,
+        "\n",
+        r#"{"event_id":"d16","type":"order.placed","occurred_at":"2026-03-01T00:00:00Z","customer_id":"D","order_id":"O5","amount":"10","currency":"USD"}"#,
+        "\n",
+        r#"{"event_id":"d17","type":"delivery.requested","occurred_at":"2026-03-01T00:00:00Z","customer_id":"D","delivery_id":"DN6","order_id":"O5","amount":"10","currency":"USD"}"#,
+        "\n",
     )
 }
 
@@ -188,7 +194,7 @@ fn every_valid_input_validates_against_its_type_schema() {
         assert!(errs.is_empty(), "{line}\n{errs:#?}");
         seen.insert(t.to_string());
     }
-    assert!(seen.len() >= 13, "{seen:?}");
+    assert!(seen.len() >= 14, "{seen:?}");
     // The schema refuses what the engine dead-letters for the same reason.
     let order = &validators
         .iter()

@@ -83,10 +83,10 @@ fn format_2_bytes_still_mean_what_they_meant() {
             StateRecord::Group(_) => continue,
         };
         // Format 3 writes the format-2 layout unchanged, then the account extension (here
-        // empty: no name, no deliveries: 0x00 0x00).
+        // empty: no name, no deliveries, no foreign receivables: 0x00 0x00 0x00).
         let mut expected = vec![0, 3];
         expected.extend_from_slice(&bin[2..]);
-        expected.extend_from_slice(&[0, 0]);
+        expected.extend_from_slice(&[0, 0, 0]);
         assert_eq!(
             hex(&again),
             hex(&expected),

@@ -6,6 +6,7 @@
 //! that exposure = open orders + receivables - unapplied credit after every apply.
 
 use super::delivery::{Delivery, DeliveryState};
+use super::fx::FxRates;
 use crate::model::*;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -146,7 +147,7 @@ pub struct Order {
     pub placed_at: Timestamp,
     pub placed_event_id: String,
     pub state: OrderState,
-    /// Shipped so far, account currency.
+    /// Shipped so far, in the order's currency.
     #[serde(with = "crate::model::money::dec")]
     pub shipped: Decimal,
     /// Unshipped remainder counted in open orders (0 while held).
@@ -179,9 +180,122 @@ pub struct Receivable {
     pub late_weighted: Decimal,
     /// Next time-driven stage: 0 = overdue, 1..=n aging buckets, n+1 = write-off candidate.
     pub next_stage: u8,
+    /// A receivable in another currency than the account's: that currency and the open amount
+    /// in it (`open` is its value in the account's currency at the latest rate). Not in the
+    /// format-2 layout: snapshots carry it in the account's extension (see `state`).
+    #[serde(skip)]
+    pub foreign: Option<ForeignOpen>,
+}
+
+/// The open amount of a foreign-currency item, in its own currency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForeignOpen {
+    pub currency: Currency,
+    #[serde(with = "crate::model::money::dec")]
+    pub open: Decimal,
+}
+
+/// How an account converts: the engine's rates and the account's currency.
+#[derive(Clone, Copy)]
+pub struct Conv<'a> {
+    pub rates: &'a FxRates,
+    pub account: Currency,
+}
+
+impl Conv<'_> {
+    /// `own` in `currency` as an amount of the account's currency. An open amount never
+    /// converts to nothing: a positive one is worth at least 0.0001.
+    pub fn value(&self, own: Decimal, currency: Currency) -> Decimal {
+        let v = self
+            .rates
+            .convert(own, currency, self.account)
+            .unwrap_or(own);
+        if own > Decimal::ZERO && v <= Decimal::ZERO {
+            Decimal::new(1, 4)
+        } else {
+            v
+        }
+    }
+
+    pub fn convert(&self, amount: Decimal, from: Currency, to: Currency) -> Option<Decimal> {
+        self.rates.convert(amount, from, to)
+    }
+}
+
+/// A shipment's amount: in the account's currency, and as shipped.
+#[derive(Clone, Copy, Debug)]
+pub struct ShipmentAmount {
+    pub account: Decimal,
+    pub own: Decimal,
+    pub currency: Currency,
 }
 
 impl Receivable {
+    /// The open amount in the receivable's own currency.
+    pub fn open_own(&self) -> Decimal {
+        self.foreign.map_or(self.open, |f| f.open)
+    }
+
+    pub fn currency_or(&self, account: Currency) -> Currency {
+        self.foreign.map_or(account, |f| f.currency)
+    }
+
+    /// Settles `take_own` of the open amount (own currency); returns what that was worth in
+    /// the account's currency.
+    fn settle_own(
+        &mut self,
+        kind: SettlementKind,
+        take_own: Decimal,
+        at: Timestamp,
+        conv: &Conv<'_>,
+    ) -> Decimal {
+        let delta = match self.foreign.as_mut() {
+            None => take_own,
+            Some(f) => {
+                f.open -= take_own;
+                let new_open = if f.open.is_zero() {
+                    Decimal::ZERO
+                } else {
+                    conv.value(f.open, f.currency)
+                };
+                self.open - new_open
+            }
+        };
+        self.apply_portion(kind, delta, at);
+        delta
+    }
+
+    /// The most of the open amount (own currency) that `take_acc` of the account's currency
+    /// settles: all of it when `take_acc` covers the whole open amount, else a part whose
+    /// value (after rounding) is not more than `take_acc`.
+    fn own_of(&self, take_acc: Decimal, conv: &Conv<'_>) -> Decimal {
+        let Some(f) = self.foreign else {
+            return take_acc;
+        };
+        if take_acc >= self.open {
+            return f.open;
+        }
+        let mut own = conv
+            .convert(take_acc, conv.account, f.currency)
+            .unwrap_or(Decimal::ZERO)
+            .min(f.open);
+        let step = Decimal::new(1, 4);
+        for _ in 0..4 {
+            let left = f.open - own;
+            let worth = self.open
+                - if left.is_zero() {
+                    left
+                } else {
+                    conv.value(left, f.currency)
+                };
+            if worth <= take_acc || own.is_zero() {
+                break;
+            }
+            own = (own - step).max(Decimal::ZERO);
+        }
+        own
+    }
+
     fn apply_portion(&mut self, kind: SettlementKind, take: Decimal, at: Timestamp) {
         self.open -= take;
         match kind {
@@ -382,12 +496,18 @@ impl Account {
 
     /// Reserves an approved order's remainder as an open order, earmarking unapplied credit
     /// when it is prepaid.
-    pub fn open_order(&mut self, order_id: &str, prepaid: bool, closed_ids_cap: usize) {
+    pub fn open_order(
+        &mut self,
+        order_id: &str,
+        prepaid: bool,
+        closed_ids_cap: usize,
+        conv: &Conv<'_>,
+    ) {
         let free_credit = self.unapplied_credit - self.earmarked;
         let Some(order) = self.orders.get_mut(order_id) else {
             return;
         };
-        let remaining = (order.amount_account - order.shipped).max(Decimal::ZERO);
+        let remaining = order_remainder_value(order, conv);
         order.state = OrderState::Open;
         order.hold = None;
         order.open_remaining = remaining;
@@ -446,20 +566,29 @@ impl Account {
 
     /// Ships against an order (or none), creating a receivable; returns it when it stays open.
     /// Unapplied credit (the order's earmark first, then free credit) settles it at once.
+    #[allow(clippy::too_many_arguments)]
     pub fn ship(
         &mut self,
         shipment_id: &str,
         order_id: &str,
-        amount: Decimal,
+        s: ShipmentAmount,
         at: Timestamp,
         due_at: Timestamp,
         closed_ids_cap: usize,
+        conv: &Conv<'_>,
     ) -> Option<&Receivable> {
+        let amount = s.account;
         let mut close = false;
         if let Some(order) = self.orders.get_mut(order_id) {
-            order.shipped += amount;
+            order.shipped += if order.currency == s.currency {
+                s.own
+            } else {
+                conv.convert(amount, conv.account, order.currency)
+                    .unwrap_or(amount)
+            };
             if order.state == OrderState::Open {
-                let take = amount.min(order.open_remaining);
+                let new_open = order_remainder_value(order, conv);
+                let take = (order.open_remaining - new_open).max(Decimal::ZERO);
                 order.open_remaining -= take;
                 self.open_orders_total -= take;
                 let earmark_used = amount.min(order.prepaid);
@@ -482,13 +611,19 @@ impl Account {
             credited: Decimal::ZERO,
             late_weighted: Decimal::ZERO,
             next_stage: 0,
+            foreign: (s.currency != conv.account).then_some(ForeignOpen {
+                currency: s.currency,
+                open: s.own,
+            }),
         };
         // The order's earmark was released above, so free credit now includes it.
         let free = (self.unapplied_credit - self.earmarked).max(Decimal::ZERO);
         let take = free.min(amount);
         if take > Decimal::ZERO {
-            r.apply_portion(SettlementKind::Payment, take, at);
-            self.unapplied_credit -= take;
+            let own = r.own_of(take, conv);
+            let taken = r.settle_own(SettlementKind::Payment, own, at, conv);
+            // Never more credit than there is (a rounding step that did not fit settles nothing).
+            self.unapplied_credit -= taken.min(self.unapplied_credit);
         }
         if r.open.is_zero() {
             self.remember_settled(r, at, closed_ids_cap);
@@ -508,36 +643,71 @@ impl Account {
     /// Applies a payment or credit note: named receivables first, then oldest due first; the
     /// rest stays as unapplied credit. Fully settled items move to the behaviour history; they
     /// are returned as (shipment id, due moment, next aging stage), whose due moments are void.
+    ///
+    /// `amount` is in `currency`: receivables of that currency are settled before others
+    /// (those at the current rate), and what is left becomes credit in the account's currency.
+    #[allow(clippy::too_many_arguments)]
     pub fn settle(
         &mut self,
         kind: SettlementKind,
         amount: Decimal,
+        currency: Currency,
         applies_to: &[String],
         at: Timestamp,
         closed_ids_cap: usize,
+        conv: &Conv<'_>,
     ) -> Vec<(String, Timestamp, u8)> {
         let mut remaining = amount;
+        let account = conv.account;
+        // Settles what `remaining` covers of receivable `i`; returns the amount used.
+        let settle_one = |r: &mut Receivable, remaining: Decimal| -> (Decimal, Decimal) {
+            let own_currency = r.currency_or(account);
+            let (take_own, used) = if own_currency == currency {
+                let t = remaining.min(r.open_own());
+                (t, t)
+            } else {
+                let Some(available) = conv.convert(remaining, currency, own_currency) else {
+                    return (Decimal::ZERO, Decimal::ZERO);
+                };
+                if available >= r.open_own() {
+                    let used = conv
+                        .convert(r.open_own(), own_currency, currency)
+                        .map_or(remaining, |u| u.min(remaining));
+                    (r.open_own(), used)
+                } else {
+                    (available, remaining)
+                }
+            };
+            let delta = r.settle_own(kind, take_own, at, conv);
+            (delta, used)
+        };
         for sid in applies_to {
             if remaining.is_zero() {
                 break;
             }
             if let Some(r) = self.receivables.iter_mut().find(|r| &r.shipment_id == sid) {
-                let take = remaining.min(r.open);
-                r.apply_portion(kind, take, at);
-                remaining -= take;
-                self.receivables_total -= take;
+                let (delta, used) = settle_one(r, remaining);
+                remaining -= used;
+                self.receivables_total -= delta;
             }
         }
-        for r in self.receivables.iter_mut() {
-            if remaining.is_zero() {
-                break;
+        // Own currency first, then the others at the current rate.
+        for own_pass in [true, false] {
+            for r in self.receivables.iter_mut() {
+                if remaining.is_zero() {
+                    break;
+                }
+                if (r.currency_or(account) == currency) != own_pass {
+                    continue;
+                }
+                let (delta, used) = settle_one(r, remaining);
+                remaining -= used;
+                self.receivables_total -= delta;
             }
-            let take = remaining.min(r.open);
-            r.apply_portion(kind, take, at);
-            remaining -= take;
-            self.receivables_total -= take;
         }
-        self.unapplied_credit += remaining;
+        self.unapplied_credit += conv
+            .convert(remaining, currency, account)
+            .unwrap_or(remaining);
         let (settled, open): (Vec<_>, Vec<_>) = std::mem::take(&mut self.receivables)
             .into_iter()
             .partition(|r| r.open.is_zero());
@@ -562,6 +732,46 @@ impl Account {
             due_at: r.due_at,
             settled_at: at,
         });
+    }
+
+    /// Revalues every foreign-currency item at the current rates (open orders' remainders and
+    /// receivables); true when anything moved.
+    pub fn revalue(&mut self, conv: &Conv<'_>) -> bool {
+        let mut moved = false;
+        for o in self.orders.values_mut() {
+            if o.currency == conv.account || o.state != OrderState::Open {
+                continue;
+            }
+            let new = order_remainder_value(o, conv);
+            if new != o.open_remaining {
+                self.open_orders_total += new - o.open_remaining;
+                o.open_remaining = new;
+                moved = true;
+            }
+            if let Some(a) = conv.convert(o.amount, o.currency, conv.account) {
+                o.amount_account = a;
+            }
+        }
+        for r in self.receivables.iter_mut() {
+            let Some(f) = r.foreign else { continue };
+            let new = conv.value(f.open, f.currency);
+            if new != r.open {
+                self.receivables_total += new - r.open;
+                r.open = new;
+                moved = true;
+            }
+        }
+        moved
+    }
+
+    /// True when the account holds an open item in `currency` (not its own).
+    pub fn holds_currency(&self, currency: Currency) -> bool {
+        self.orders.values().any(|o| o.currency == currency)
+            || self
+                .receivables
+                .iter()
+                .any(|r| r.foreign.is_some_and(|f| f.currency == currency))
+            || self.deliveries.values().any(|d| d.currency == currency)
     }
 
     /// Recomputes every cached total from the items; `Err` names the first that disagrees.
@@ -649,6 +859,16 @@ impl Account {
             ));
         }
         Ok(())
+    }
+}
+
+/// What an order's unshipped remainder is worth in the account's currency.
+fn order_remainder_value(order: &Order, conv: &Conv<'_>) -> Decimal {
+    let own = (order.amount - order.shipped).max(Decimal::ZERO);
+    if order.currency == conv.account || own.is_zero() {
+        own
+    } else {
+        conv.value(own, order.currency)
     }
 }
 

@@ -399,7 +399,7 @@ impl Engine {
     ) -> Option<Decimal> {
         let terms = super::rules::terms(acc, &self.policy, self.now());
         match terms.map(|t| t.currency).or(acc.currency) {
-            Some(c) => self.policy.convert(amount, currency, c),
+            Some(c) => self.rates.convert(amount, currency, c),
             None => Some(amount),
         }
     }
@@ -777,6 +777,7 @@ impl Engine {
         let expired_cause = Cause {
             source: d.requested_event_id.clone(),
             at: cause.at,
+            fx: false,
         };
         let reasons = vec![Reason {
             code: ReasonCode::HoldExpired,
@@ -851,6 +852,11 @@ impl Engine {
         let terms = self.terms(cid);
         let exposure = acc.exposure();
         let limit = terms.as_ref().map(|t| t.limit_effective);
+        let foreign = self
+            .account_currency(acc)
+            .filter(|c| *c != d.currency)
+            .map(|c| (d.currency, c))
+            .filter(|(from, to)| self.rates.multiplier(*from, *to).is_some());
         let phase = match status {
             DecisionStatus::Approved | DecisionStatus::Held => "initial",
             other => other.as_str(),
@@ -882,6 +888,12 @@ impl Engine {
             hold_decision_id: ends_hold
                 .then(|| ids::delivery_decision_id(cid, delivery_id, "initial")),
             note: note.map(str::to_string),
+            amount_account_currency: foreign.map(|_| d.amount_account),
+            fx_rate: foreign.map(|(from, to)| {
+                self.rates
+                    .multiplier(from, to)
+                    .map_or_else(String::new, |r| r.normalize().to_string())
+            }),
         })
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod account;
 pub mod delivery;
+pub mod fx;
 pub mod ids;
 pub mod rules;
 pub mod warnings;
@@ -17,6 +18,8 @@ pub mod warnings;
 use crate::model::*;
 use crate::policy::{days_us, Policy, ReleaseOrder};
 pub use account::{Account, Order, OrderState, Receivable};
+use account::{Conv, ShipmentAmount};
+use fx::FxRates;
 use rules::{Candidate, GroupView, Terms};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -115,6 +118,8 @@ pub(crate) struct Cause {
     /// For alert ids and decisions' `source_event_id`.
     source: String,
     at: Timestamp,
+    /// An `fx.rate` moved the positions: threshold alerts say `"cause": "fx"`.
+    fx: bool,
 }
 
 /// How far ahead of a reference time an event may be: `run` measures against the wall clock
@@ -134,6 +139,8 @@ pub struct FutureGuard {
 #[derive(Clone)]
 pub struct Engine {
     policy: Arc<Policy>,
+    /// The rates conversions use: `policy.fx_rates`, then the `fx.rate` quotes seen.
+    rates: FxRates,
     /// foldhash (seeded per process, as std's SipHash is): customer ids are hashed several
     /// times per event, and SipHash was a visible share of the core's profile.
     /// Boxed: a map slot holds a pointer, not the 728-byte account, so the table's spare
@@ -148,6 +155,9 @@ pub struct Engine {
     /// shell must snapshot to the changelog).
     changed_accounts: BTreeSet<String>,
     changed_groups: BTreeSet<String>,
+    /// A quote was taken since `take_rates_changed` was last called (the shell checkpoints
+    /// the rates).
+    rates_changed: bool,
 }
 
 fn money(v: Decimal) -> Value {
@@ -161,6 +171,7 @@ impl Engine {
 
     pub fn with_policy(policy: Arc<Policy>) -> Engine {
         Engine {
+            rates: FxRates::from_policy(&policy),
             policy,
             accounts: HashMap::default(),
             groups: HashMap::default(),
@@ -169,6 +180,7 @@ impl Engine {
             touched: Vec::new(),
             changed_accounts: BTreeSet::new(),
             changed_groups: BTreeSet::new(),
+            rates_changed: false,
         }
     }
 
@@ -226,6 +238,18 @@ impl Engine {
         self.clock.unwrap_or_default()
     }
 
+    /// The engine's FX rates (configured starting values and live quotes).
+    pub fn rates(&self) -> &FxRates {
+        &self.rates
+    }
+
+    /// The currency an account's amounts are in: its terms', else the one it adopted.
+    fn account_currency(&self, acc: &Account) -> Option<Currency> {
+        rules::terms(acc, &self.policy, self.now())
+            .map(|t| t.currency)
+            .or(acc.currency)
+    }
+
     /// Applies one validated event; outputs are appended to `out` in production order:
     /// time-driven outputs due before the event, then the event's own, then any it made due.
     /// Event time may jump forward by any amount: every due moment in between fires in order.
@@ -266,6 +290,7 @@ impl Engine {
         let cause = Cause {
             source: event.event_id.clone(),
             at: event.occurred_at,
+            fx: matches!(event.body, EventBody::FxRate(_)),
         };
         let outcome = self.dispatch(event, &cause, out);
         // Debug builds check the exposure identity of every account this event touched
@@ -296,6 +321,7 @@ impl Engine {
     fn dispatch(&mut self, event: &Event, cause: &Cause, out: &mut Vec<Output>) -> Outcome {
         let customer_id = match (&event.customer_id, &event.body) {
             (_, EventBody::GroupProfile(g)) => return self.on_group_profile(event, g, cause, out),
+            (_, EventBody::FxRate(q)) => return self.on_fx_rate(event, q, cause, out),
             (Some(c), _) => c.clone(),
             (None, _) => {
                 out.push(Output::Rejection(rejection(
@@ -384,7 +410,8 @@ impl Engine {
                 out,
             ),
             EventBody::CustomerProfile(p) => self.on_customer_profile(cid, event, p, cause, out),
-            EventBody::GroupProfile(_) => Outcome::Rejected,
+            // Handled before an account is chosen (`dispatch`).
+            EventBody::GroupProfile(_) | EventBody::FxRate(_) => Outcome::Rejected,
             EventBody::Command {
                 kind: kind @ (CommandKind::ReleaseDelivery | CommandKind::RejectDelivery),
                 delivery_id,
@@ -493,7 +520,7 @@ impl Engine {
         let terms = rules::terms(acc, &policy, now);
         let account_currency = terms.as_ref().map(|t| t.currency).or(acc.currency);
         let amount_account = match account_currency {
-            Some(c) => policy.convert(amount, currency, c),
+            Some(c) => self.rates.convert(amount, currency, c),
             None => Some(amount),
         };
         let group = self.group_view(acc);
@@ -502,6 +529,7 @@ impl Engine {
             currency,
             amount_account,
             order_id,
+            rates: &self.rates,
         };
         let reasons = rules::check_order(
             acc,
@@ -520,6 +548,10 @@ impl Engine {
         let typical = rules::typical_order(acc, &policy);
 
         let cap = policy.bounds.closed_ids_per_account;
+        let conv = Conv {
+            rates: &self.rates,
+            account: account_currency.unwrap_or(currency),
+        };
         let acc = self.accounts.get_mut(cid).expect("account exists");
         let order = Order {
             order_id: order_id.to_string(),
@@ -538,7 +570,12 @@ impl Engine {
         acc.orders
             .insert(order_id.to_string(), Box::new(order.clone()));
         let status = if reasons.is_empty() {
-            acc.open_order(order_id, terms.as_ref().is_some_and(|t| t.prepay), cap);
+            acc.open_order(
+                order_id,
+                terms.as_ref().is_some_and(|t| t.prepay),
+                cap,
+                &conv,
+            );
             DecisionStatus::Approved
         } else {
             if let Some(o) = acc.orders.get_mut(order_id) {
@@ -683,10 +720,9 @@ impl Engine {
         amount: Decimal,
         currency: Currency,
     ) -> Result<Decimal, String> {
-        let policy = Arc::clone(&self.policy);
         let acc = self.account_mut(cid);
         let acc_currency = *acc.currency.get_or_insert(currency);
-        policy
+        self.rates
             .convert(amount, currency, acc_currency)
             .ok_or_else(|| {
                 format!("{currency} amount on a {acc_currency} account and no FX rate configured")
@@ -748,8 +784,12 @@ impl Engine {
             )));
             return Outcome::Rejected;
         }
-        let amount = match self.convert_for_account(cid, amount, currency) {
-            Ok(a) => a,
+        let shipped = match self.convert_for_account(cid, amount, currency) {
+            Ok(a) => ShipmentAmount {
+                account: a,
+                own: amount,
+                currency,
+            },
             Err(detail) => {
                 out.push(Output::Rejection(rejection(
                     event,
@@ -773,9 +813,21 @@ impl Engine {
         };
         self.ship_delivery(cid, order_id, named_delivery);
         let cap = policy.bounds.closed_ids_per_account;
+        let conv = Conv {
+            rates: &self.rates,
+            account: self.accounts[cid].currency.unwrap_or(currency),
+        };
         let acc = self.accounts.get_mut(cid).expect("account exists");
         let open_item = acc
-            .ship(shipment_id, order_id, amount, event.occurred_at, due, cap)
+            .ship(
+                shipment_id,
+                order_id,
+                shipped,
+                event.occurred_at,
+                due,
+                cap,
+                &conv,
+            )
             .map(|r| (r.due_at, r.shipment_id.clone()));
         if let Some((due, sid)) = open_item {
             self.schedule(
@@ -808,21 +860,30 @@ impl Engine {
         if self.accounts[cid].closed_ids.contains(&key) {
             return Outcome::Duplicate;
         }
-        let amount = match self.convert_for_account(cid, amount, currency) {
-            Ok(a) => a,
-            Err(detail) => {
-                out.push(Output::Rejection(rejection(
-                    event,
-                    ErrorCode::CurrencyMismatch,
-                    detail,
-                )));
-                return Outcome::Rejected;
-            }
-        };
+        if let Err(detail) = self.convert_for_account(cid, amount, currency) {
+            out.push(Output::Rejection(rejection(
+                event,
+                ErrorCode::CurrencyMismatch,
+                detail,
+            )));
+            return Outcome::Rejected;
+        }
         let cap = self.policy.bounds.closed_ids_per_account;
         let history_cap = self.policy.bounds.settled_history_per_account;
+        let conv = Conv {
+            rates: &self.rates,
+            account: self.accounts[cid].currency.unwrap_or(currency),
+        };
         let acc = self.accounts.get_mut(cid).expect("account exists");
-        let settled = acc.settle(kind, amount, applies_to, event.occurred_at, cap);
+        let settled = acc.settle(
+            kind,
+            amount,
+            currency,
+            applies_to,
+            event.occurred_at,
+            cap,
+            &conv,
+        );
         acc.closed_ids.insert(key, cap);
         while acc.behaviour.settled.len() > history_cap {
             acc.behaviour.settled.pop_front();
@@ -1179,7 +1240,16 @@ impl Engine {
                     // Reserve first so the decision shows the exposure after it.
                     let hold_id = ids::decision_id(cid, order_id, "initial");
                     let order_snapshot = self.accounts[cid].orders.get(order_id).cloned();
-                    self.account_mut(cid).open_order(order_id, prepay, cap);
+                    let account = self
+                        .account_currency(&self.accounts[cid])
+                        .or(order_snapshot.as_ref().map(|o| o.currency));
+                    let conv = Conv {
+                        rates: &self.rates,
+                        account: account.unwrap_or_else(|| Currency::parse("EUR").expect("ISO")),
+                    };
+                    if let Some(acc) = self.accounts.get_mut(cid) {
+                        acc.open_order(order_id, prepay, cap, &conv);
+                    }
                     let reasons = vec![Reason {
                         code: ReasonCode::Manual,
                         detail,
@@ -1266,7 +1336,7 @@ impl Engine {
             let terms = rules::terms(acc, &policy, now);
             let order = &acc.orders[&order_id];
             let amount_account = match &terms {
-                Some(t) => policy.convert(order.amount, order.currency, t.currency),
+                Some(t) => self.rates.convert(order.amount, order.currency, t.currency),
                 None => Some(order.amount_account),
             };
             let Some(amount_account) = amount_account else {
@@ -1278,6 +1348,7 @@ impl Engine {
                 currency: order.currency,
                 amount_account: Some(amount_account),
                 order_id: &order_id,
+                rates: &self.rates,
             };
             let reasons = rules::check_order(
                 acc,
@@ -1294,12 +1365,16 @@ impl Engine {
             }
             if reasons.is_empty() {
                 let prepay = terms.as_ref().is_some_and(|t| t.prepay);
-                let acc = self.account_mut(&c);
+                let conv = Conv {
+                    rates: &self.rates,
+                    account: terms.as_ref().map_or(order.currency, |t| t.currency),
+                };
+                let acc = self.accounts.get_mut(&c).expect("member exists");
                 if let Some(o) = acc.orders.get_mut(&order_id) {
                     o.amount_account = amount_account;
                 }
                 let snapshot = acc.orders.get(&order_id).cloned();
-                acc.open_order(&order_id, prepay, cap);
+                acc.open_order(&order_id, prepay, cap, &conv);
                 if let Some(o) = snapshot {
                     let hold_id = ids::decision_id(&c, &order_id, "initial");
                     let d = self.decision_for(
@@ -1346,7 +1421,7 @@ impl Engine {
                 continue;
             }
             let cur = a.currency.unwrap_or(gp.currency);
-            total = match (total, self.policy.convert(exposure, cur, gp.currency)) {
+            total = match (total, self.rates.convert(exposure, cur, gp.currency)) {
                 (Ok(t), Some(e)) => Ok(t + e),
                 (Ok(_), None) => Err(format!(
                     "member {m} is in {cur}, group {gid} in {}, no FX rate",
@@ -1407,6 +1482,11 @@ impl Engine {
         let terms = rules::terms(acc, &self.policy, self.now());
         let exposure = acc.exposure();
         let limit = terms.as_ref().map(|t| t.limit_effective);
+        let foreign = self
+            .account_currency(acc)
+            .filter(|c| *c != order.currency)
+            .map(|c| (order.currency, c))
+            .filter(|(from, to)| self.rates.multiplier(*from, *to).is_some());
         let phase = match status {
             DecisionStatus::Approved | DecisionStatus::Held => "initial",
             other => other.as_str(),
@@ -1432,6 +1512,12 @@ impl Engine {
             group_id: acc.group_id().map(str::to_string),
             hold_decision_id,
             note: note.map(str::to_string),
+            amount_account_currency: foreign.map(|_| order.amount_account),
+            fx_rate: foreign.map(|(from, to)| {
+                self.rates
+                    .multiplier(from, to)
+                    .map_or_else(String::new, |r| r.normalize().to_string())
+            }),
         }
     }
 
@@ -1578,6 +1664,9 @@ impl Engine {
                 ("currency", json!(p.currency.as_str())),
                 ("source_event_id", json!(cause.source)),
             ];
+            if cause.fx {
+                details.push(("cause", json!("fx")));
+            }
             if let Some((_, members)) = group {
                 details.push(("members", json!(members)));
             }
@@ -1740,6 +1829,7 @@ impl Engine {
             let cause = Cause {
                 source: format!("clock:{moment}"),
                 at: moment,
+                fx: false,
             };
             self.fire(&timer, &cause, out);
             self.finish(&cause, out);
@@ -1974,6 +2064,7 @@ impl Engine {
                 let expired_cause = Cause {
                     source,
                     at: cause.at,
+                    fx: false,
                 };
                 let reasons = vec![Reason {
                     code: ReasonCode::HoldExpired,
@@ -2033,7 +2124,7 @@ impl Engine {
         let terms = rules::terms(acc, &self.policy, now);
         let account_currency = terms.as_ref().map(|t| t.currency).or(acc.currency);
         let amount_account = match account_currency {
-            Some(c) => self.policy.convert(amount, currency, c),
+            Some(c) => self.rates.convert(amount, currency, c),
             None => Some(amount),
         };
         let group = self.group_view(acc);
@@ -2042,6 +2133,7 @@ impl Engine {
             currency,
             amount_account,
             order_id: "",
+            rates: &self.rates,
         };
         let reasons = rules::check_order(
             acc,
@@ -2085,13 +2177,26 @@ impl Engine {
         totals
     }
 
-    /// Checks every account's exposure identity and the group memberships.
+    /// Checks every account's exposure identity (foreign items valued at the latest rates)
+    /// and the group memberships.
     pub fn verify_invariants(&self) -> Result<(), String> {
         let mut ids: Vec<&String> = self.accounts.keys().collect();
         ids.sort();
         for id in ids {
             let acc = &self.accounts[id];
             acc.check_identity()?;
+            if let Some(account) = acc.currency {
+                let mut copy = acc.clone();
+                let conv = Conv {
+                    rates: &self.rates,
+                    account,
+                };
+                if copy.revalue(&conv) {
+                    return Err(format!(
+                        "{id}: a foreign item is not valued at the latest rate"
+                    ));
+                }
+            }
             if let Some(gid) = acc.group_id() {
                 if !self.groups.get(gid).is_some_and(|g| g.members.contains(id)) {
                     return Err(format!("{id}: not a member of its group {gid}"));
@@ -2269,6 +2374,16 @@ impl Engine {
             .into_iter()
             .collect();
         (accounts, groups)
+    }
+
+    /// True once after a quote was taken (what a shell must checkpoint).
+    pub fn take_rates_changed(&mut self) -> bool {
+        std::mem::take(&mut self.rates_changed)
+    }
+
+    /// Puts checkpointed live quotes back (restore).
+    pub fn restore_rates(&mut self, quotes: &[fx::Quote]) {
+        self.rates.restore(quotes);
     }
 
     /// Group ids known to the engine, sorted.

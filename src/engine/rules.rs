@@ -107,6 +107,8 @@ pub struct Candidate<'a> {
     pub amount_account: Option<Decimal>,
     /// The order id, excluded from the account's own earmarks.
     pub order_id: &'a str,
+    /// The engine's rates (the group limit converts to the group's currency).
+    pub rates: &'a super::fx::FxRates,
 }
 
 fn m(v: Decimal) -> String {
@@ -232,7 +234,7 @@ pub fn check_order(
         if let Some(g) = group {
             match &g.exposure {
                 Ok(group_exposure) => {
-                    let converted = policy.convert(amount, t.currency, g.currency);
+                    let converted = order.rates.convert(amount, t.currency, g.currency);
                     match converted {
                         Some(a) if *group_exposure + a > g.limit_with_tolerance => fail(
                             ReasonCode::GroupLimitExceeded,

@@ -120,6 +120,16 @@ pub struct GroupProfile {
     pub tolerance_pct: Option<Decimal>,
 }
 
+/// `fx.rate`: 1 `base` = `rate` `quote` (CONTRACT.md, "Foreign currencies").
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct FxQuote {
+    pub base: Currency,
+    pub quote: Currency,
+    pub rate: Decimal,
+    /// `fx/BASE/QUOTE`, the record's key.
+    pub key: String,
+}
+
 /// `delivery.requested`: the delivery check's input.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct DeliveryRequest {
@@ -179,6 +189,7 @@ pub enum EventBody {
     },
     CustomerProfile(Box<CustomerProfile>),
     GroupProfile(GroupProfile),
+    FxRate(FxQuote),
     Command {
         kind: CommandKind,
         /// Set for release/reject of a hold, `None` otherwise.
@@ -195,7 +206,7 @@ pub enum EventBody {
 pub struct Event {
     pub event_id: String,
     pub occurred_at: Timestamp,
-    /// Required on every type but `profile.group`.
+    /// Required on every type but `profile.group` and `fx.rate`.
     pub customer_id: Option<String>,
     pub body: EventBody,
 }
@@ -210,6 +221,7 @@ pub mod types {
     pub const CREDIT_NOTE_ISSUED: &str = "credit_note.issued";
     pub const PROFILE_CUSTOMER: &str = "profile.customer";
     pub const PROFILE_GROUP: &str = "profile.group";
+    pub const FX_RATE: &str = "fx.rate";
     pub const COMMAND_RELEASE_HOLD: &str = "command.release_hold";
     pub const COMMAND_REJECT_HOLD: &str = "command.reject_hold";
     pub const COMMAND_RELEASE_DELIVERY: &str = "command.release_delivery";
@@ -218,7 +230,7 @@ pub mod types {
     pub const COMMAND_UNBLOCK: &str = "command.unblock";
 
     /// Every input type, in contract order.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         ORDER_PLACED,
         ORDER_CANCELLED,
         DELIVERY_REQUESTED,
@@ -227,6 +239,7 @@ pub mod types {
         CREDIT_NOTE_ISSUED,
         PROFILE_CUSTOMER,
         PROFILE_GROUP,
+        FX_RATE,
         COMMAND_RELEASE_HOLD,
         COMMAND_REJECT_HOLD,
         COMMAND_RELEASE_DELIVERY,
@@ -254,6 +267,7 @@ impl Event {
             } => types::CREDIT_NOTE_ISSUED,
             EventBody::CustomerProfile(_) => types::PROFILE_CUSTOMER,
             EventBody::GroupProfile(_) => types::PROFILE_GROUP,
+            EventBody::FxRate(_) => types::FX_RATE,
             EventBody::Command { kind, .. } => match kind {
                 CommandKind::ReleaseHold => types::COMMAND_RELEASE_HOLD,
                 CommandKind::RejectHold => types::COMMAND_REJECT_HOLD,
@@ -265,10 +279,12 @@ impl Event {
         }
     }
 
-    /// The partition key of this event: its customer, or for `profile.group` its group.
+    /// The partition key of this event: its customer, for `profile.group` its group, for
+    /// `fx.rate` `fx/BASE/QUOTE`.
     pub fn key(&self) -> &str {
         match (&self.customer_id, &self.body) {
             (_, EventBody::GroupProfile(g)) => &g.group_id,
+            (_, EventBody::FxRate(q)) => &q.key,
             (Some(c), _) => c,
             (None, _) => "",
         }

@@ -165,6 +165,16 @@ pub struct Decision {
     pub hold_decision_id: Option<String>,
     /// The note of the command behind a manual decision.
     pub note: Option<String>,
+    /// For an order in another currency than the account's: its amount in the account's
+    /// currency at `fx_rate` (CONTRACT.md, "Foreign currencies"); absent otherwise.
+    #[serde(
+        serialize_with = "ser_money_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub amount_account_currency: Option<Decimal>,
+    /// The rate from the order's currency to the account's that `amount_account_currency` used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fx_rate: Option<String>,
 }
 
 /// A `credit.delivery-decisions` record (CONTRACT.md, "Delivery check").
@@ -196,6 +206,14 @@ pub struct DeliveryDecision {
     /// The decision this one ends (the `held` decision of a released/rejected/cancelled delivery).
     pub hold_decision_id: Option<String>,
     pub note: Option<String>,
+    /// As on decisions, for a delivery in another currency than the account's.
+    #[serde(
+        serialize_with = "ser_money_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub amount_account_currency: Option<Decimal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fx_rate: Option<String>,
 }
 
 /// `severity` of an alert.

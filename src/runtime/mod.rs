@@ -191,6 +191,9 @@ struct Checkpoint {
     /// Next offset to consume, per input topic.
     offsets: BTreeMap<String, i64>,
     clock: Option<Timestamp>,
+    /// The live FX quotes the partition's engine has taken (`fx.rate`), restored with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    fx: Vec<crate::engine::fx::Quote>,
 }
 
 fn checkpoint_key(partition: i32) -> String {
@@ -604,6 +607,7 @@ fn restore_partitions(
         if let Some(clock) = c.clock {
             part.engine.restore_clock(clock);
         }
+        part.engine.restore_rates(&c.fx);
         part.positions = c.offsets.clone();
     }
     stats
@@ -1110,10 +1114,14 @@ fn process_batch(
                     }));
                 }
                 Ok(event) => {
-                    // Direct path: a group profile reaches every partition engine of this
-                    // instance. Repartitioned, it is routed to its group's one partition.
-                    let is_group =
-                        !k.repartition && matches!(event.body, EventBody::GroupProfile(_));
+                    // Direct path: a group profile or an FX rate reaches every partition engine
+                    // of this instance. Repartitioned, a group profile is routed to its group's
+                    // one partition and a rate to every partition (by the router).
+                    let is_group = !k.repartition
+                        && matches!(
+                            event.body,
+                            EventBody::GroupProfile(_) | EventBody::FxRate(_)
+                        );
                     if let Some(rec) = &options.record {
                         if let Ok(mut r) = rec.lock() {
                             r.entry(p).or_default().push(payload.to_vec());
@@ -1151,7 +1159,8 @@ fn process_batch(
                         "applied"
                     );
                     if is_group {
-                        // Every partition engine of this instance learns the group's limit.
+                        // Every partition engine of this instance learns the group's limit or
+                        // the rate.
                         let mut more = Vec::new();
                         for (q, part) in sh.parts.iter_mut().filter(|(q, _)| **q != p) {
                             part.engine.apply_guarded(&event, &mut more, guard);
@@ -1224,6 +1233,7 @@ fn unsigned(k: &KafkaSettings, event: &Event, payload: &[u8]) -> Option<String> 
 fn key_mismatch(key: Option<&[u8]>, event: &Event) -> Option<String> {
     let field = match &event.body {
         EventBody::GroupProfile(_) => "group_id",
+        EventBody::FxRate(_) => "pair fx/BASE/QUOTE",
         _ => "customer_id",
     };
     let want = event.key();
@@ -1348,6 +1358,7 @@ fn commit_batch(
                 v: state::FORMAT_VERSION,
                 offsets: part.positions.clone(),
                 clock: part.engine.clock(),
+                fx: part.engine.rates().live(),
             };
             out.send(
                 changelog,

@@ -270,7 +270,16 @@ fn run(k: &KafkaSettings, shutdown: &AtomicBool, metrics: &Metrics) -> Result<()
     let Some(producer) = kafka::create_producer(&plain, shutdown)? else {
         return Ok(());
     };
-    info!(topic = %k.topics.repartition, "repartition stage routing");
+    // An FX rate goes to every partition of the repartition topic: every engine, on every
+    // instance, must see every rate, in its own stream's order.
+    let fanout: i32 = producer
+        .client()
+        .fetch_metadata(Some(&k.topics.repartition), Duration::from_secs(10))
+        .context("cannot read the repartition topic's partitions")?
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len() as i32);
+    info!(topic = %k.topics.repartition, partitions = fanout, "repartition stage routing");
     let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(k.batch_max_messages);
     let mut seq = 0usize;
     while !shutdown.load(Ordering::Relaxed) {
@@ -329,13 +338,26 @@ fn run(k: &KafkaSettings, shutdown: &AtomicBool, metrics: &Metrics) -> Result<()
                     value: Some(original),
                 });
             }
-            let mut record = BaseRecord::with_opaque_to(&k.topics.repartition, seq)
-                .payload(payload)
-                .headers(headers);
-            if !key.is_empty() {
-                record = record.key(&key);
+            let broadcast = event
+                .as_ref()
+                .is_some_and(|e| matches!(e.body, EventBody::FxRate(_)));
+            let targets: Vec<Option<i32>> = if broadcast {
+                (0..fanout).map(Some).collect()
+            } else {
+                vec![None]
+            };
+            for target in targets {
+                let mut record = BaseRecord::with_opaque_to(&k.topics.repartition, seq)
+                    .payload(payload)
+                    .headers(headers.clone());
+                if !key.is_empty() {
+                    record = record.key(&key);
+                }
+                if let Some(p) = target {
+                    record = record.partition(p);
+                }
+                kafka::send_record(&producer, record).context("cannot route a record")?;
             }
-            kafka::send_record(&producer, record).context("cannot route a record")?;
             next.entry((m.topic().to_string(), m.partition()))
                 .and_modify(|(_, n)| *n = m.offset() + 1)
                 .or_insert((m.offset(), m.offset() + 1));

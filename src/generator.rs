@@ -3,8 +3,10 @@
 //! order size, partial shipments, on-time, late and very late payers, a defaulting customer,
 //! prepaying grade-D customers, customer groups with a shared limit, temporary limits and
 //! review dates, credit notes, cancellations, occasional outsized orders that a credit manager
-//! then releases, a block/unblock, plus the faults of real streams: duplicates, a shipment
-//! ahead of its order, and a few malformed lines.
+//! then releases, a block/unblock, customer names, a daily EUR/USD quote (`fx.rate`) with a
+//! few orders in USD shipped and paid in USD, the delivery check (`delivery.requested` before
+//! each shipment, for every fourth customer, the shipment naming its delivery), plus the
+//! faults of real streams: duplicates, a shipment ahead of its order, and a few malformed lines.
 //!
 //! Same parameters and seed, same bytes (SplitMix64; no dependency on a crate's RNG stability).
 
@@ -126,6 +128,57 @@ fn amount(v: i64) -> Decimal {
     Decimal::from(v)
 }
 
+fn usd() -> Currency {
+    Currency::parse("USD").unwrap_or_else(|| unreachable!("USD is a valid code"))
+}
+
+/// A company name for customer `i` (deterministic, distinct for the first 4,000).
+fn company_name(i: usize) -> String {
+    const FIRST: [&str; 20] = [
+        "Alder",
+        "Birch",
+        "Cedar",
+        "Delta",
+        "Ember",
+        "Falcon",
+        "Granite",
+        "Harbor",
+        "Iris",
+        "Juniper",
+        "Kestrel",
+        "Linden",
+        "Meridian",
+        "Nordic",
+        "Orchard",
+        "Pioneer",
+        "Quarry",
+        "Riverside",
+        "Summit",
+        "Tidewater",
+    ];
+    const SECOND: [&str; 10] = [
+        "Tools",
+        "Logistics",
+        "Foods",
+        "Textiles",
+        "Machinery",
+        "Pharma",
+        "Paper",
+        "Electric",
+        "Plastics",
+        "Interiors",
+    ];
+    const FORM: [&str; 4] = ["GmbH", "Ltd", "S.A.", "B.V."];
+    let (a, b, c) = (i % 20, (i / 20) % 10, (i / 200) % 4);
+    let n = i / 800;
+    let suffix = if n > 0 {
+        format!(" {}", n + 1)
+    } else {
+        String::new()
+    };
+    format!("{} {}{suffix} {}", FIRST[a], SECOND[b], FORM[c])
+}
+
 /// Generates the event lines (JSON, no newline), sorted by event time.
 pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
     let mut rng = Rng(cfg.seed);
@@ -136,6 +189,25 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
     };
     let start = cfg.start;
     let end = start.plus_days(i64::from(cfg.days));
+    // The FX and delivery traffic draws from its own stream.
+    let mut side = Rng(cfg.seed ^ 0xDE11_7E57);
+    // A EUR/USD quote every morning, a small random walk around 1.08.
+    let mut eurusd: i64 = 10_800;
+    let mut day = 0;
+    while day <= i64::from(cfg.days) {
+        out.push(
+            start.plus_days(day).plus_us(7 * HOUR_US),
+            None,
+            EventBody::FxRate(FxQuote {
+                base: eur(),
+                quote: usd(),
+                rate: Decimal::new(eurusd, 4),
+                key: "fx/EUR/USD".into(),
+            }),
+        );
+        eurusd = (eurusd + side.range(-60, 60)).clamp(9_500, 12_500);
+        day += 1;
+    }
     let mut customers = Vec::with_capacity(cfg.customers);
     for i in 0..cfg.customers {
         let grade = match rng.below(100) {
@@ -202,7 +274,7 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
             temporary_limit: None,
             review_date: (ci % 11 == 0)
                 .then(|| start.plus_days(rng.range(20, i64::from(cfg.days) + 30))),
-            name: None,
+            name: Some(company_name(ci)),
         };
         if ci % 13 == 0 {
             profile.temporary_limit = Some(TemporaryLimit {
@@ -254,11 +326,8 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
                     },
                 );
             }
-            let currency = if rng.chance(1) {
-                Currency::parse("USD").unwrap_or(eur())
-            } else {
-                eur()
-            };
+            // An export order now and then, in USD (shipped and paid in USD).
+            let currency = if rng.chance(1) { usd() } else { eur() };
             out.push(
                 t,
                 Some(&c.id),
@@ -279,7 +348,7 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
                         order_id: order_id.clone(),
                     },
                 );
-            } else if currency == eur() {
+            } else {
                 let parts = if rng.chance(20) { 2 } else { 1 };
                 let mut left = value;
                 for p in 1..=parts {
@@ -291,6 +360,20 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
                     left -= part;
                     let shipped_at = t.plus_us(rng.range(6, 24 * 3 * p) * HOUR_US);
                     let shipment_id = format!("DN-{}-{p}", &order_id[3..]);
+                    // Every fourth customer's warehouse asks the delivery check first.
+                    let delivery_id = (ci % 4 == 1).then(|| format!("DL-{}-{p}", &order_id[3..]));
+                    if let Some(d) = &delivery_id {
+                        out.push(
+                            shipped_at.plus_us(-side.range(1, 4) * HOUR_US),
+                            Some(&c.id),
+                            EventBody::DeliveryRequested(DeliveryRequest {
+                                delivery_id: d.clone(),
+                                order_id: order_id.clone(),
+                                amount: part,
+                                currency,
+                            }),
+                        );
+                    }
                     out.push(
                         shipped_at,
                         Some(&c.id),
@@ -298,9 +381,9 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
                             shipment_id: shipment_id.clone(),
                             order_id: order_id.clone(),
                             amount: part,
-                            currency: eur(),
+                            currency,
                             due_at: None,
-                            delivery_id: None,
+                            delivery_id,
                         },
                     );
                     let due = shipped_at.plus_days(c.terms_days);
@@ -329,7 +412,7 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
                                         kind: SettlementKind::CreditNote,
                                         settlement_id: format!("CN-{}", &shipment_id[3..]),
                                         amount: cn,
-                                        currency: eur(),
+                                        currency,
                                         applies_to: vec![shipment_id.clone()],
                                     },
                                 );
@@ -346,7 +429,7 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
                                     kind: SettlementKind::Payment,
                                     settlement_id: format!("PAY-{}", &shipment_id[3..]),
                                     amount: part - cn,
-                                    currency: eur(),
+                                    currency,
                                     applies_to,
                                 },
                             );
@@ -474,6 +557,46 @@ mod tests {
             .filter(|l| crate::codec::decode_event(l.as_bytes()).is_err())
             .count();
         assert_eq!(bad, 3, "exactly the three planted malformed lines");
+    }
+
+    #[test]
+    fn the_traffic_exercises_the_delivery_check_and_a_second_currency() {
+        let cfg = GeneratorConfig {
+            customers: 80,
+            days: 90,
+            faults: false,
+            ..GeneratorConfig::default()
+        };
+        let mut engine = crate::Engine::new(crate::Policy::default());
+        let mut out = Vec::new();
+        let (mut rates, mut named) = (0, 0);
+        for line in generate(&cfg) {
+            let event = crate::codec::decode_event(line.as_bytes()).expect("valid");
+            match &event.body {
+                EventBody::FxRate(_) => rates += 1,
+                EventBody::CustomerProfile(p) if p.name.is_some() => named += 1,
+                _ => {}
+            }
+            engine.apply(&event, &mut out);
+        }
+        assert_eq!(rates, 91, "one quote a day");
+        assert!(named >= 80, "{named}");
+        let statuses: std::collections::BTreeSet<&str> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::DeliveryDecision(d) => Some(d.status.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            statuses.contains("approved") && statuses.contains("held"),
+            "{statuses:?}"
+        );
+        let usd_decided = out.iter().any(
+            |o| matches!(o, Output::Decision(d) if d.currency == usd() && d.fx_rate.is_some()),
+        );
+        assert!(usd_decided, "a USD order converted at the day's rate");
+        engine.verify_invariants().expect("identity");
     }
 
     #[test]

@@ -310,7 +310,22 @@ mod tests {
                 }
             };
             assert_eq!(v1[0], b'{');
-            assert_eq!(decode(key, &v1).expect("format 1 decodes"), decoded);
+            // Format 1 predates what format 3's extension carries.
+            let mut without_extension = decoded.clone();
+            if let StateRecord::Account(a) = &mut without_extension {
+                a.deliveries.clear();
+                a.held_deliveries.clear();
+                if let Some(p) = a.profile.as_mut() {
+                    p.name = None;
+                }
+                for r in &mut a.receivables {
+                    r.foreign = None;
+                }
+            }
+            assert_eq!(
+                decode(key, &v1).expect("format 1 decodes"),
+                without_extension
+            );
             binary += value.len();
             json += v1.len();
         }

@@ -318,6 +318,7 @@ impl ConsumerContext for Ctx {
                         .map_or(Offset::Stored, |o| Offset::Offset(*o));
                     let _ = tpl.set_partition_offset(&topic, partition, offset);
                 }
+                let now: BTreeSet<i32> = shared.parts.keys().copied().collect();
                 drop(shared);
                 // Cooperative: `tpl` holds only the partitions added; the others keep running.
                 let assigned = if cooperative(consumer) {
@@ -328,7 +329,10 @@ impl ConsumerContext for Ctx {
                 if let Err(e) = assigned {
                     error!("assign failed: {e}");
                 }
-                info!(now = ?owned(consumer), "partitions owned after the assignment");
+                // From the engine's own state: asking the consumer (`assignment()`) from inside
+                // this callback can deadlock while the consumer closes (it waits for librdkafka's
+                // main thread, which waits for this callback; seen in a demo's shutdown).
+                info!(?now, "partitions owned after the assignment");
                 self.stats.ready.store(true, Ordering::Relaxed);
                 self.metrics.ready.set(1);
                 self.metrics
@@ -347,10 +351,12 @@ impl ConsumerContext for Ctx {
                 );
                 self.metrics.rebalances.with_label_values(&["revoke"]).inc();
                 self.generation.fetch_add(1, Ordering::SeqCst);
+                let mut now = BTreeSet::new();
                 if let Ok(mut shared) = self.shared.lock() {
                     for p in &partitions {
                         shared.parts.remove(p);
                     }
+                    now = shared.parts.keys().copied().collect();
                 }
                 // Nothing to commit here: every committed batch already wrote its checkpoints,
                 // and what this instance polled but did not commit is dropped (`drop_stale`)
@@ -363,19 +369,11 @@ impl ConsumerContext for Ctx {
                 if let Err(e) = unassigned {
                     error!("unassign failed: {e}");
                 }
-                info!(now = ?owned(consumer), "partitions owned after the revocation");
+                info!(?now, "partitions owned after the revocation");
             }
             other => error!("rebalance error: {other:?}"),
         }
     }
-}
-
-/// The partition numbers this consumer is assigned (of any topic it consumes).
-fn owned(consumer: &BaseConsumer<Ctx>) -> BTreeSet<i32> {
-    consumer
-        .assignment()
-        .map(|a| a.elements().iter().map(|e| e.partition()).collect())
-        .unwrap_or_default()
 }
 
 /// Whether the group runs the cooperative (incremental) rebalance protocol, where assign and

@@ -17,6 +17,30 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// The delivery decisions replay gives for each partition's recorded input.
+pub fn replay_delivery_decisions(
+    settings: &Settings,
+    record: &BTreeMap<i32, Vec<Vec<u8>>>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for lines in record.values() {
+        let mut engine = Engine::new(settings.policy.clone());
+        let mut produced = Vec::new();
+        for l in lines {
+            engine.apply(
+                &decode_event(l).expect("recorded events are valid"),
+                &mut produced,
+            );
+        }
+        out.extend(produced.into_iter().filter_map(|o| match o {
+            Output::DeliveryDecision(d) => Some(serde_json::to_string(&d).expect("json")),
+            _ => None,
+        }));
+    }
+    out.sort();
+    out
+}
+
 /// What replay gives for each partition's recorded input: (decisions, alerts, rejections).
 pub fn replay_per_partition(
     settings: &Settings,
@@ -35,9 +59,8 @@ pub fn replay_per_partition(
         for o in out {
             match o {
                 Output::Decision(d) => decisions.push(serde_json::to_string(&d).expect("json")),
-                Output::DeliveryDecision(d) => {
-                    decisions.push(serde_json::to_string(&d).expect("json"))
-                }
+                // Compared on their own topic (`replay_delivery_decisions`).
+                Output::DeliveryDecision(_) => {}
                 Output::Alert(a) => alerts.push(serde_json::to_string(&a).expect("json")),
                 Output::Rejection(_) => rejections += 1,
             }
@@ -287,6 +310,8 @@ pub struct OneTopic {
     pub input_ends: BTreeMap<i32, i64>,
     pub want_d: BTreeMap<String, String>,
     pub want_a: BTreeMap<String, String>,
+    /// Delivery decisions by `delivery_decision_id`.
+    pub want_dd: BTreeMap<String, String>,
 }
 
 /// Produces lines to the orders topic, keyed as `traffic` keys them: all events on one topic,
@@ -331,9 +356,16 @@ pub fn produce_paced(
 /// partition's replay starts with them, whatever the assignment later does. (A group profile
 /// arriving while another instance owns some partitions is issue 5's business.)
 pub fn groups_first(lines: Vec<String>) -> (Vec<String>, Vec<String>) {
+    // Group profiles and FX quotes reach every partition engine of the instance that reads
+    // them (the direct path's broadcast): sent first, they precede every partition's input.
     lines.into_iter().partition(|l| {
-        decode_event(l.as_bytes())
-            .is_ok_and(|e| matches!(e.body, credit_sentinel::model::EventBody::GroupProfile(_)))
+        decode_event(l.as_bytes()).is_ok_and(|e| {
+            matches!(
+                e.body,
+                credit_sentinel::model::EventBody::GroupProfile(_)
+                    | credit_sentinel::model::EventBody::FxRate(_)
+            )
+        })
     })
 }
 
@@ -348,15 +380,36 @@ pub fn wait_for_groups(settings: &Settings, groups: &[String]) {
             _ => None,
         })
         .collect();
+    // The newest quote each engine must have taken (its checkpoint lists the live quotes).
+    let newest_quote = groups
+        .iter()
+        .filter_map(|l| decode_event(l.as_bytes()).ok())
+        .filter(|e| matches!(e.body, credit_sentinel::model::EventBody::FxRate(_)))
+        .map(|e| e.occurred_at.to_rfc3339())
+        .max();
     wait_for(
-        "every partition engine to hold the group profiles",
+        "every partition engine to hold the group profiles and the FX quotes",
         Duration::from_secs(120),
         || {
             let parts = read_partitions(settings, &settings.kafka.topics.changelog);
             (0..PARTITIONS).all(|p| {
                 parts.get(&p).is_some_and(|msgs| {
-                    keys.iter()
-                        .all(|k| msgs.iter().any(|(key, _)| key.as_deref() == Some(k)))
+                    let quotes_taken = newest_quote.as_ref().is_none_or(|at| {
+                        let checkpoint = format!("c/{p}");
+                        msgs.iter()
+                            .rev()
+                            .find(|(key, _)| key.as_deref() == Some(checkpoint.as_str()))
+                            .and_then(|(_, v)| serde_json::from_slice::<serde_json::Value>(v).ok())
+                            .is_some_and(|c| {
+                                c["fx"].as_array().is_some_and(|q| {
+                                    q.iter().any(|q| q["at"].as_str() == Some(at.as_str()))
+                                })
+                            })
+                    });
+                    quotes_taken
+                        && keys
+                            .iter()
+                            .all(|k| msgs.iter().any(|(key, _)| key.as_deref() == Some(k)))
                 })
             })
         },
@@ -385,7 +438,12 @@ pub fn expected_on(settings: &Settings, topic: &str, groups: &[String]) -> OneTo
         record.insert(p, lines);
     }
     let (want_decisions, want_alerts, _) = replay_per_partition(settings, &record);
+    let want_dd = distinct_ids(
+        &replay_delivery_decisions(settings, &record),
+        "delivery_decision_id",
+    );
     OneTopic {
+        want_dd,
         record,
         input_ends,
         want_d: distinct_ids(&want_decisions, "decision_id"),
@@ -414,8 +472,13 @@ pub fn assert_equals_replay(settings: &Settings, want: &OneTopic, repeats: Repea
     let t = &settings.kafka.topics;
     let raw_d = read_topic(settings, &t.decisions);
     let raw_a = read_topic(settings, &t.alerts);
+    let raw_dd = read_topic(settings, &t.delivery_decisions);
     if repeats == Repeats::Forbidden {
-        for (records, field) in [(&raw_d, "decision_id"), (&raw_a, "alert_id")] {
+        for (records, field) in [
+            (&raw_d, "decision_id"),
+            (&raw_a, "alert_id"),
+            (&raw_dd, "delivery_decision_id"),
+        ] {
             let mut seen: BTreeMap<String, usize> = BTreeMap::new();
             for r in records.iter() {
                 let v: serde_json::Value = serde_json::from_str(r).expect("json");
@@ -442,6 +505,14 @@ pub fn assert_equals_replay(settings: &Settings, want: &OneTopic, repeats: Repea
     assert!(
         got_d == want.want_d,
         "every distinct decision equals replay's"
+    );
+    let got_dd = distinct_ids(&raw_dd, "delivery_decision_id");
+    let (invented, lost) = differences(&got_dd, &want.want_dd);
+    assert!(
+        got_dd == want.want_dd,
+        "every distinct delivery decision equals replay's ({} vs {}); invented {invented:#?}, lost {lost:#?}",
+        got_dd.len(),
+        want.want_dd.len()
     );
     let got_a = distinct_ids(&raw_a, "alert_id");
     let (invented, lost) = differences(&got_a, &want.want_a);

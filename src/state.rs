@@ -1,13 +1,15 @@
 //! The changelog record format: how account and group state is written to the compacted
 //! `credit.changelog` topic and read back on restore. One record per account (key
 //! `a/<customer_id>`) and per group (`g/<group_id>`). The runtime also writes checkpoints
-//! (`c/<partition>`) and restore fences (`m/<partition>`) there, as small JSON documents.
+//! (`c/<partition>`: offsets, clock and live FX quotes) and restore fences (`m/<partition>`)
+//! there, as small JSON documents.
 //!
 //! Snapshots are written in format version 3: the bytes `0x00 0x03`, the state in postcard (a
 //! compact serde binary format: varint integers, length-prefixed strings, decimals as scale and
 //! varint magnitude, timestamps as varint microseconds) laid out exactly as format 2, and, for
-//! an account, an extension after it (`AccountExtension`: the customer's name and the live
-//! deliveries of the delivery check). Format 2 (no extension) and format 1, a JSON document
+//! an account, an extension after it (`AccountExtension`: the customer's name, the live
+//! deliveries of the delivery check, and the own-currency open amount of receivables in a
+//! foreign currency). Format 2 (no extension) and format 1, a JSON document
 //! `{"v":1,"state":{...}}` that earlier builds wrote, are still read, so a changelog written
 //! before an upgrade restores. A record in a version this build does not know is refused (not
 //! misread). Postcard is not self-describing: the fields of the state types, in their order,

@@ -124,6 +124,24 @@ fn run_equals_replay(delivery: Delivery) {
         read_topic(&settings, &t.alerts) == want_alerts,
         "run's alerts equal replay's"
     );
+    let want_deliveries = replay_delivery_decisions(&settings, &record);
+    assert!(
+        want_deliveries.len() > 20,
+        "the traffic asks the delivery check: {}",
+        want_deliveries.len()
+    );
+    let mut got_deliveries = read_topic(&settings, &t.delivery_decisions);
+    got_deliveries.sort();
+    assert!(
+        got_deliveries == want_deliveries,
+        "run's delivery decisions equal replay's ({} vs {})",
+        got_deliveries.len(),
+        want_deliveries.len()
+    );
+    assert!(
+        got_decisions.iter().any(|d| d.contains("\"fx_rate\"")),
+        "a USD order converted at a live rate"
+    );
     let dead = read_topic(&settings, &t.dead_letter);
     assert_eq!(dead.len(), undecodable + rejections);
     let malformed = dead
@@ -182,6 +200,19 @@ fn a_restarted_engine_restores_its_state_and_resumes_at_its_checkpoints() {
         "decisions across the restart equal one uninterrupted replay ({} vs {})",
         got.len(),
         want.len()
+    );
+    // Held deliveries and FX quotes restored: the delivery decisions after the restart (a
+    // held delivery released, a USD amount converted at the rate of the first half) equal
+    // the uninterrupted replay's too.
+    let want_deliveries = replay_delivery_decisions(&settings, &record);
+    let mut got_deliveries = read_topic(&settings, &settings.kafka.topics.delivery_decisions);
+    got_deliveries.sort();
+    assert!(!want_deliveries.is_empty());
+    assert!(
+        got_deliveries == want_deliveries,
+        "delivery decisions across the restart equal one uninterrupted replay ({} vs {})",
+        got_deliveries.len(),
+        want_deliveries.len()
     );
 }
 

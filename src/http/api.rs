@@ -154,11 +154,14 @@ fn customer_json(engine: &Engine, acc: &crate::engine::account::Account) -> Valu
         "receivables": acc.receivables.iter().map(|r| {
             let now = engine.clock().unwrap_or(Timestamp(0));
             let overdue = if now > r.due_at { now.days_since(r.due_at).floor() } else { Decimal::ZERO };
+            let account_currency = acc.currency.unwrap_or_else(|| Currency::parse("EUR").expect("ISO"));
             json!({
                 "shipment_id": r.shipment_id,
                 "order_id": r.order_id,
                 "amount": format_money(r.amount),
                 "open": format_money(r.open),
+                "currency": r.currency_or(account_currency).as_str(),
+                "open_in_currency": format_money(r.open_own()),
                 "shipped_at": r.shipped_at,
                 "due_at": r.due_at,
                 "days_overdue": overdue.normalize().to_string(),

@@ -87,6 +87,10 @@ struct AccountExtension {
     /// Receivables in another currency than the account's: shipment id, currency and open
     /// amount in it.
     foreign_receivables: Vec<(String, ForeignOpen)>,
+    /// The content fingerprints of the remembered event ids, aligned with them, and the
+    /// version of the fingerprint (tags of another version are dropped: unknown).
+    event_tags_version: u32,
+    event_tags: Vec<u64>,
 }
 
 /// The extension as borrowed from a live account (written without copying).
@@ -95,7 +99,12 @@ struct AccountExtensionRef<'a> {
     name: Option<&'a str>,
     deliveries: Vec<&'a Delivery>,
     foreign_receivables: Vec<(&'a str, ForeignOpen)>,
+    event_tags_version: u32,
+    event_tags: Vec<u64>,
 }
+
+/// The version of `Event::fingerprint` the event tags of a snapshot were made with.
+const EVENT_TAGS_VERSION: u32 = 1;
 
 /// The changelog value of an account's state (what `encode_account` writes under its key).
 pub fn encode_account_state(account: &Account) -> Vec<u8> {
@@ -108,6 +117,8 @@ pub fn encode_account_state(account: &Account) -> Vec<u8> {
             .iter()
             .filter_map(|r| r.foreign.map(|f| (r.shipment_id.as_str(), f)))
             .collect(),
+        event_tags_version: EVENT_TAGS_VERSION,
+        event_tags: account.recent_event_ids.tags().collect(),
     };
     postcard::to_io(&ext, out).unwrap_or_default()
 }
@@ -128,6 +139,9 @@ fn extend_account(account: &mut Account, ext: AccountExtension) {
     }
     held.sort();
     account.held_deliveries = held.into_iter().map(|(_, id)| id).collect();
+    if ext.event_tags_version == EVENT_TAGS_VERSION {
+        account.recent_event_ids.set_tags(ext.event_tags);
+    }
     for (shipment_id, f) in ext.foreign_receivables {
         if let Some(r) = account
             .receivables
@@ -323,6 +337,8 @@ mod tests {
                 for r in &mut a.receivables {
                     r.foreign = None;
                 }
+                let n = a.recent_event_ids.len();
+                a.recent_event_ids.set_tags(vec![0; n]);
             }
             assert_eq!(
                 decode(key, &v1).expect("format 1 decodes"),

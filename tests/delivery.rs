@@ -404,9 +404,16 @@ fn a_repeated_delivery_id_is_a_duplicate() {
         T1,
         "delivery.requested",
         "ACME",
-        json!({"delivery_id": "DN-1", "order_id": "O-1", "amount": "999", "currency": "EUR"}),
+        json!({"delivery_id": "DN-1", "order_id": "O-1", "amount": "100.00", "currency": "EUR"}),
     );
     assert_eq!((outcome, out.len()), (Outcome::Duplicate, 0));
+    // Another amount under the same delivery id is a conflict, dead-lettered; the first stays.
+    let out = s.deliver(T1, "ACME", "DN-1", "O-1", "999");
+    assert_eq!(rejections(&out)[0].error, ErrorCode::DuplicateConflict);
+    assert_eq!(
+        s.engine.account("ACME").unwrap().deliveries["DN-1"].amount,
+        dec("100")
+    );
 }
 
 #[test]

@@ -1021,6 +1021,74 @@ fn behavioural_grade_can_be_applied_by_setting() {
 // ------------------------------------------------------------------ duplicates and reordering
 
 #[test]
+fn conflicting_repeats_are_dead_lettered_with_what_differs_and_the_first_is_kept() {
+    let mut s = Scenario::default();
+    acme(&mut s, "1000", json!({}));
+    s.send_with_id(
+        "E-1",
+        T0,
+        "order.placed",
+        "ACME",
+        json!({"order_id": "O-1", "amount": "100", "currency": "EUR"}),
+    );
+    // The same event id with other content.
+    let out = s.send_with_id(
+        "E-1",
+        T0,
+        "order.placed",
+        "ACME",
+        json!({"order_id": "O-1", "amount": "900", "currency": "EUR"}),
+    );
+    let r = rejections(&out);
+    assert_eq!(r.len(), 1, "{out:?}");
+    assert_eq!(r[0].error, ErrorCode::DuplicateConflict);
+    assert!(r[0].detail.contains("event_id E-1"), "{}", r[0].detail);
+    // The same spelt differently is not a conflict.
+    let out = s.send_with_id(
+        "E-1",
+        T0,
+        "order.placed",
+        "ACME",
+        json!({"order_id": "O-1", "amount": 100.0, "currency": "EUR", "extra": 1}),
+    );
+    assert!(out.is_empty(), "{out:?}");
+    // A known order id placed again with another amount, under a new event id.
+    let out = s.order(T0, "ACME", "O-1", "250");
+    assert_eq!(rejections(&out)[0].error, ErrorCode::DuplicateConflict);
+    assert_eq!(
+        rejections(&out)[0].detail,
+        "order O-1 was placed before for 100.00 EUR; this one says 250.00 EUR; the first is kept"
+    );
+    // A known shipment id with another amount.
+    s.ship(T0, "ACME", "S-1", "O-1", "60");
+    let out = s.ship(T0, "ACME", "S-1", "O-1", "70");
+    assert_eq!(rejections(&out)[0].error, ErrorCode::DuplicateConflict);
+    assert!(rejections(&out)[0].detail.contains("60.00"));
+    // A known delivery id for another order.
+    s.deliver(T0, "ACME", "D-1", "O-1", "40");
+    let out = s.deliver(T0, "ACME", "D-1", "O-9", "40");
+    assert_eq!(rejections(&out)[0].error, ErrorCode::DuplicateConflict);
+    // Nothing changed: the first of each is kept.
+    let e = s.exposure("ACME");
+    assert_eq!((e.open_orders, e.receivables), (dec("40"), dec("60")));
+    // The fingerprints survive a restore: the conflict is still seen.
+    let mut restored = credit_sentinel::Engine::new(Policy::default());
+    for (key, value) in credit_sentinel::state::snapshot_all(&s.engine) {
+        credit_sentinel::state::restore(
+            &mut restored,
+            credit_sentinel::state::decode(&key, &value).unwrap(),
+        );
+    }
+    assert_eq!(restored.account("ACME"), s.engine.account("ACME"));
+    let ev = credit_sentinel::codec::decode_event(
+        br#"{"event_id":"E-1","type":"order.placed","occurred_at":"2026-03-02T08:00:00Z","customer_id":"ACME","order_id":"O-1","amount":"5","currency":"EUR"}"#,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    assert_eq!(restored.apply(&ev, &mut out), Outcome::Rejected);
+}
+
+#[test]
 fn duplicates_change_nothing() {
     let mut s = Scenario::default();
     acme(&mut s, "1000", json!({}));
@@ -1045,12 +1113,12 @@ fn duplicates_change_nothing() {
         T0,
         "order.placed",
         "ACME",
-        json!({"order_id": "O-1", "amount": "999", "currency": "EUR"}),
+        json!({"order_id": "O-1", "amount": "100.00", "currency": "EUR"}),
     );
     assert_eq!(
         (o, out.len()),
         (Outcome::Duplicate, 0),
-        "a known order_id is a duplicate"
+        "a known order_id placed again the same is a duplicate"
     );
     s.ship(T0, "ACME", "DN-1", "O-1", "60");
     let (o, _) = s.outcome_of(

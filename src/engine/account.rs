@@ -22,6 +22,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 pub struct IdRing {
     hashes: HashMap<u64, u32, foldhash::fast::FixedState>,
     order: VecDeque<String>,
+    /// A tag per id, aligned with `order` (the content fingerprint of a remembered event; 0
+    /// when unknown). Not in the format-2 layout: the account extension carries the tags of
+    /// its event ids (see `state`).
+    tags: VecDeque<u64>,
 }
 
 /// A fast, fixed-seed hash: ids come from input, but a crafted collision costs at most a scan
@@ -40,6 +44,7 @@ impl From<Vec<String>> for IdRing {
         }
         IdRing {
             hashes,
+            tags: std::iter::repeat_n(0, ids.len()).collect(),
             order: ids.into(),
         }
     }
@@ -63,11 +68,17 @@ impl IdRing {
 
     /// Remembers `id`, forgetting the oldest ids beyond `cap`. Returns false if already known.
     pub fn insert(&mut self, id: String, cap: usize) -> bool {
+        self.insert_tagged(id, 0, cap)
+    }
+
+    /// `insert`, with a tag kept beside the id (0: none).
+    pub fn insert_tagged(&mut self, id: String, tag: u64, cap: usize) -> bool {
         let hash = id_hash(&id);
         if cap == 0 || self.contains_hashed(&id, hash) {
             return false;
         }
         while self.order.len() >= cap {
+            self.tags.pop_front();
             if let Some(old) = self.order.pop_front() {
                 let h = id_hash(&old);
                 if let Some(n) = self.hashes.get_mut(&h) {
@@ -80,7 +91,32 @@ impl IdRing {
         }
         *self.hashes.entry(hash).or_default() += 1;
         self.order.push_back(id);
+        self.tags.push_back(tag);
         true
+    }
+
+    /// The tag a remembered id was inserted with (0: none or unknown).
+    pub fn tag_of(&self, id: &str) -> u64 {
+        if !self.contains(id) {
+            return 0;
+        }
+        self.order
+            .iter()
+            .position(|x| x == id)
+            .and_then(|i| self.tags.get(i).copied())
+            .unwrap_or(0)
+    }
+
+    /// The tags, aligned with `iter()` (what a snapshot keeps).
+    pub fn tags(&self) -> impl Iterator<Item = u64> + '_ {
+        self.tags.iter().copied()
+    }
+
+    /// Puts snapshotted tags back; ignored unless there is one per id.
+    pub fn set_tags(&mut self, tags: Vec<u64>) {
+        if tags.len() == self.order.len() {
+            self.tags = tags.into();
+        }
     }
 
     /// `contains(prefix + id)` without allocating the joined id (up to 136 bytes: any ASCII id of the contract's 128 characters and its prefix).

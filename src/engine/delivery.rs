@@ -416,6 +416,26 @@ impl Engine {
         let now = self.now();
         let acc = &self.accounts[cid];
         if acc.knows_delivery(&req.delivery_id) {
+            if let Some(first) = acc.deliveries.get(&req.delivery_id).filter(|d| {
+                d.order_id != req.order_id || d.amount != req.amount || d.currency != req.currency
+            }) {
+                let detail = format!(
+                    "delivery {} was requested before for order {}, {} {}; this one says order {}, {} {}; the first is kept",
+                    req.delivery_id,
+                    first.order_id,
+                    format_money(first.amount),
+                    first.currency,
+                    req.order_id,
+                    format_money(req.amount),
+                    req.currency
+                );
+                out.push(Output::Rejection(rejection(
+                    event,
+                    ErrorCode::DuplicateConflict,
+                    detail,
+                )));
+                return Outcome::Rejected;
+            }
             return Outcome::Duplicate;
         }
         if acc.deliveries.len() >= policy.bounds.items_per_account {

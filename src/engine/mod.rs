@@ -346,11 +346,25 @@ impl Engine {
         }
         let cap = self.policy.bounds.event_ids_per_account;
         self.changed_accounts.insert(customer_id.clone());
+        let fingerprint = event.fingerprint();
         let acc = self.account_mut(&customer_id);
         if acc.recent_event_ids.contains(&event.event_id) {
+            let first = acc.recent_event_ids.tag_of(&event.event_id);
+            if first != 0 && first != fingerprint {
+                out.push(Output::Rejection(rejection(
+                    event,
+                    ErrorCode::DuplicateConflict,
+                    format!(
+                        "event_id {} was seen before with other content; the first is kept",
+                        event.event_id
+                    ),
+                )));
+                return Outcome::Rejected;
+            }
             return Outcome::Duplicate;
         }
-        acc.recent_event_ids.insert(event.event_id.clone(), cap);
+        acc.recent_event_ids
+            .insert_tagged(event.event_id.clone(), fingerprint, cap);
         // A shipment is judged as it arrives (not again when a parked one is applied).
         self.judge_shipment(&customer_id, event, cause, out);
         self.dispatch_account_event(&customer_id, event, cause, out)
@@ -504,6 +518,25 @@ impl Engine {
         let policy = Arc::clone(&self.policy);
         let acc = &self.accounts[cid];
         if acc.knows_order(order_id) {
+            if let Some(first) = acc
+                .orders
+                .get(order_id)
+                .filter(|o| o.amount != amount || o.currency != currency)
+            {
+                let detail = format!(
+                    "order {order_id} was placed before for {} {}; this one says {} {}; the first is kept",
+                    format_money(first.amount),
+                    first.currency,
+                    format_money(amount),
+                    currency
+                );
+                out.push(Output::Rejection(rejection(
+                    event,
+                    ErrorCode::DuplicateConflict,
+                    detail,
+                )));
+                return Outcome::Rejected;
+            }
             return Outcome::Duplicate;
         }
         if acc.orders.len() >= policy.bounds.items_per_account {
@@ -743,6 +776,26 @@ impl Engine {
     ) -> Outcome {
         let acc = &self.accounts[cid];
         if acc.knows_shipment(shipment_id) {
+            let booked = acc
+                .receivables
+                .iter()
+                .find(|r| r.shipment_id == shipment_id)
+                .map(|r| (r.order_id.as_str(), r.foreign.map_or(r.amount, |_| amount)));
+            if let Some((first_order, first_amount)) = booked
+                .filter(|(o, a)| *o != order_id || (acc.currency == Some(currency) && *a != amount))
+            {
+                let detail = format!(
+                    "shipment {shipment_id} was booked before for order {first_order}, {}; this one says order {order_id}, {}; the first is kept",
+                    format_money(first_amount),
+                    format_money(amount)
+                );
+                out.push(Output::Rejection(rejection(
+                    event,
+                    ErrorCode::DuplicateConflict,
+                    detail,
+                )));
+                return Outcome::Rejected;
+            }
             return Outcome::Duplicate;
         }
         if !acc.knows_order(order_id) {

@@ -47,7 +47,7 @@ impl fmt::Display for Grade {
 }
 
 /// A customer's status as set by its profile.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountStatus {
     #[default]
@@ -79,7 +79,7 @@ impl AccountStatus {
 }
 
 /// A limit increase that holds until `expires_at` (exclusive).
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct TemporaryLimit {
     #[serde(with = "crate::model::money::dec")]
     pub amount: Decimal,
@@ -87,7 +87,7 @@ pub struct TemporaryLimit {
 }
 
 /// `profile.customer`: the credit terms people set for one customer (an upsert).
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct CustomerProfile {
     #[serde(with = "crate::model::money::dec")]
     pub credit_limit: Decimal,
@@ -110,7 +110,7 @@ pub struct CustomerProfile {
 }
 
 /// `profile.group`: a limit shared by every customer whose profile names the group.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct GroupProfile {
     pub group_id: String,
     #[serde(with = "crate::model::money::dec")]
@@ -121,7 +121,7 @@ pub struct GroupProfile {
 }
 
 /// `fx.rate`: 1 `base` = `rate` `quote` (CONTRACT.md, "Foreign currencies").
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct FxQuote {
     pub base: Currency,
     pub quote: Currency,
@@ -131,7 +131,7 @@ pub struct FxQuote {
 }
 
 /// `delivery.requested`: the delivery check's input.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct DeliveryRequest {
     pub delivery_id: String,
     pub order_id: String,
@@ -140,14 +140,14 @@ pub struct DeliveryRequest {
 }
 
 /// Whether money received is a payment (collected cash) or a credit note (a claim, a return).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum SettlementKind {
     Payment,
     CreditNote,
 }
 
 /// A command from a credit manager.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum CommandKind {
     ReleaseHold,
     RejectHold,
@@ -158,7 +158,7 @@ pub enum CommandKind {
 }
 
 /// The typed payload of an input event.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub enum EventBody {
     OrderPlaced {
         order_id: String,
@@ -202,7 +202,7 @@ pub enum EventBody {
 }
 
 /// One validated input event: the envelope plus its body.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct Event {
     pub event_id: String,
     pub occurred_at: Timestamp,
@@ -250,6 +250,14 @@ pub mod types {
 }
 
 impl Event {
+    /// A fingerprint of the event's content (everything but how it was spelt): two events with
+    /// the same id and different content are a conflict, not a repeat. Never 0 (0 means
+    /// "unknown" where fingerprints are kept). Stable across processes of one build.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::BuildHasher;
+        foldhash::fast::FixedState::with_seed(0x6576_656e_7473).hash_one(self) | 1
+    }
+
     /// The contract type string of this event.
     pub fn type_str(&self) -> &'static str {
         match &self.body {

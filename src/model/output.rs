@@ -357,10 +357,13 @@ pub enum ErrorCode {
     KeyMismatch,
     /// A release/reject command for a delivery that is not held (unknown, already decided).
     DeliveryNotHeld,
+    /// A repeat that is not identical: a known `event_id` with other content, or a known
+    /// order, shipment or delivery id with another amount, currency or order. The first wins.
+    DuplicateConflict,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::MalformedJson,
         ErrorCode::MissingField,
         ErrorCode::InvalidField,
@@ -373,6 +376,7 @@ impl ErrorCode {
         ErrorCode::CapacityExceeded,
         ErrorCode::KeyMismatch,
         ErrorCode::DeliveryNotHeld,
+        ErrorCode::DuplicateConflict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -389,6 +393,7 @@ impl ErrorCode {
             ErrorCode::CapacityExceeded => "CAPACITY_EXCEEDED",
             ErrorCode::KeyMismatch => "KEY_MISMATCH",
             ErrorCode::DeliveryNotHeld => "DELIVERY_NOT_HELD",
+            ErrorCode::DuplicateConflict => "DUPLICATE_CONFLICT",
         }
     }
 }

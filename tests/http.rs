@@ -689,6 +689,35 @@ fn held_deliveries_are_listed_checked_and_released_through_http() {
 }
 
 #[test]
+fn the_same_approver_twice_at_once_is_refused_before_the_engine_sees_the_first() {
+    let e = engine_with_a_hold(Some("500"));
+    let a = e.addr;
+    let note = json!({"note": "ok by me"});
+    // Back to back: the engine has not applied the first approval when the second arrives
+    // (before, both got 202 and the engine dead-lettered the second, unseen by the client).
+    let first = post(a, "/v1/holds/O-2/release", Some(APPROVER), &note);
+    let again = post(a, "/v1/holds/O-2/release", Some(APPROVER), &note);
+    assert_eq!(first.status, 202, "{}", first.body);
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert_eq!(again.json()["error"], "four_eyes_same_actor");
+    // Another approver completes it.
+    let r = post(a, "/v1/holds/O-2/release", Some(APPROVER2), &note);
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.json()["four_eyes"]["first_approver"], "alice");
+    wait_for("the released decision", Duration::from_secs(60), || {
+        decisions(&e.settings)
+            .iter()
+            .any(|d| d["order_id"] == "O-2" && d["status"] == "released" && d["actor"] == "bob")
+    });
+    let dead = read_topic(&e.settings, &e.settings.kafka.topics.dead_letter);
+    assert!(
+        !dead.iter().any(|d| d.contains("FOUR_EYES_SAME_ACTOR")),
+        "nothing refused by the engine: {dead:?}"
+    );
+    e.stop();
+}
+
+#[test]
 fn four_eyes_needs_a_second_approver_through_http() {
     let e = engine_with_a_hold(Some("500"));
     let a = e.addr;

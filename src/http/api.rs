@@ -770,12 +770,14 @@ pub async fn hold_command<const RELEASE_HOLD: bool>(
             format!("order {order_id} is not on hold here"),
         )
     })?;
+    let first = first.or_else(|| in_flight_approval(&app, "order", &order_id));
+    let is_first_approval = RELEASE_HOLD && four_eyes && first.is_none();
     let extra = if RELEASE_HOLD {
         four_eyes_answer(four_eyes, first, &principal, "order", &order_id)?
     } else {
         json!({})
     };
-    publish(
+    let published = publish(
         &app,
         kind,
         &customer_id,
@@ -784,7 +786,36 @@ pub async fn hold_command<const RELEASE_HOLD: bool>(
         &note,
         extra,
     )
-    .await
+    .await;
+    if published.is_ok() && is_first_approval {
+        note_first_approval(&app, "order", &order_id, &principal);
+    }
+    published
+}
+
+/// How long a first approval published here counts as in flight (the engine applies a command
+/// within a batch; its view then shows it).
+const APPROVAL_IN_FLIGHT: Duration = Duration::from_secs(60);
+
+/// The approver of a first approval this server published for (what, id) that may not be
+/// applied yet.
+fn in_flight_approval(app: &AppState, what: &str, id: &str) -> Option<String> {
+    let mut m = app.first_approvals.lock().ok()?;
+    m.retain(|_, (_, at)| at.elapsed() < APPROVAL_IN_FLIGHT);
+    m.get(&(what.to_string(), id.to_string()))
+        .map(|(actor, _)| actor.clone())
+}
+
+fn note_first_approval(app: &AppState, what: &str, id: &str, principal: &Principal) {
+    if let Ok(mut m) = app.first_approvals.lock() {
+        // Bounded: entries older than the in-flight window are dropped on every lookup.
+        if m.len() < 10_000 {
+            m.insert(
+                (what.to_string(), id.to_string()),
+                (principal.name.clone(), std::time::Instant::now()),
+            );
+        }
+    }
 }
 
 /// What four-eyes says about `principal` releasing a hold: 409 when the engine would refuse
@@ -863,12 +894,14 @@ pub async fn delivery_command<const RELEASE_DELIVERY: bool>(
                 format!("delivery {delivery_id} is not on hold here"),
             )
         })?;
+    let first = first.or_else(|| in_flight_approval(&app, "delivery", &delivery_id));
+    let is_first_approval = RELEASE_DELIVERY && four_eyes && first.is_none();
     let extra = if RELEASE_DELIVERY {
         four_eyes_answer(four_eyes, first, &principal, "delivery", &delivery_id)?
     } else {
         json!({})
     };
-    publish(
+    let published = publish(
         &app,
         kind,
         &customer_id,
@@ -877,7 +910,11 @@ pub async fn delivery_command<const RELEASE_DELIVERY: bool>(
         &note,
         extra,
     )
-    .await
+    .await;
+    if published.is_ok() && is_first_approval {
+        note_first_approval(&app, "delivery", &delivery_id, &principal);
+    }
+    published
 }
 
 /// One held delivery as the API shows it.

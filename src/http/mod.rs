@@ -45,6 +45,11 @@ pub struct AppState {
     tokens: auth::Tokens,
     producer: FutureProducer,
     command_seq: std::sync::atomic::AtomicU64,
+    /// First four-eyes approvals this server published that the engine may not have applied
+    /// yet: (what, id) -> (approver, when). A second approval by the same person is refused
+    /// with 409 before the engine's view shows the first (it would be dead-lettered).
+    pub(crate) first_approvals:
+        std::sync::Mutex<std::collections::HashMap<(String, String), (String, std::time::Instant)>>,
     /// Permits for live event streams (`http.max_streams`).
     streams: Arc<tokio::sync::Semaphore>,
     /// Set when the server shuts down: open event streams end, so the graceful shutdown does
@@ -333,6 +338,7 @@ pub fn app_state(
         stats,
         producer,
         command_seq: std::sync::atomic::AtomicU64::new(0),
+        first_approvals: std::sync::Mutex::new(std::collections::HashMap::new()),
     }))
 }
 

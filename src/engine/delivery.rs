@@ -265,77 +265,26 @@ pub fn check_delivery(
     d: &DeliveryCheck<'_>,
 ) -> Vec<Reason> {
     let mut reasons = Vec::new();
-    let mut fail = |code: ReasonCode, detail: String| reasons.push(Reason { code, detail });
     let amount = d.amount_account.unwrap_or(d.amount);
     let standing = account.order_standing(d.order_id);
     if let Some(t) = terms {
-        if matches!(t.status, AccountStatus::Blocked | AccountStatus::Closed) {
-            fail(
-                ReasonCode::AccountBlocked,
-                format!("account status is {}", t.status.as_str()),
-            );
-        } else if let Some(actor) = &account.manual_block {
-            fail(
-                ReasonCode::AccountBlocked,
-                format!("account blocked by {actor}"),
-            );
-        }
-        if t.prepay {
-            let order_earmark = account
-                .orders
-                .get(d.order_id)
-                .map_or(Decimal::ZERO, |o| o.prepaid);
-            let free = (account.unapplied_credit - account.earmarked).max(Decimal::ZERO);
-            let credit = free + order_earmark;
-            if credit < amount {
-                let why = if t.status == AccountStatus::PrepayOnly {
-                    "status prepay_only".to_string()
-                } else {
-                    format!("grade {} pays before shipment", t.grade)
-                };
-                fail(
-                    ReasonCode::PrepaymentRequired,
-                    format!(
-                        "{why}: unapplied credit {} < delivery {}",
-                        m(credit),
-                        m(amount)
-                    ),
-                );
-            }
-        }
-        if let Some(review) = t.review_date.filter(|r| *r <= now) {
-            fail(
-                ReasonCode::LimitExpired,
-                format!("credit limit review date {} has passed", review.to_date()),
-            );
-        }
-        let (overdue_total, oldest) = account.overdue(now);
-        if let Some(item) = oldest {
-            let allowed_us = i64::from(t.overdue_days_max) * DAY_US;
-            if now.0 - item.due_at.0 > allowed_us {
-                fail(
-                    ReasonCode::OverdueDays,
-                    format!(
-                        "oldest overdue item {} is {} days past due > {} allowed",
-                        item.shipment_id,
-                        now.days_since(item.due_at),
-                        t.overdue_days_max
-                    ),
-                );
-            }
-        }
-        let share_cap = policy.overdue_share_max.map(|s| s * t.limit_effective);
-        let cap = match (policy.overdue_amount_max, share_cap) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(cap) = cap.filter(|cap| overdue_total > *cap) {
-            fail(
-                ReasonCode::OverdueAmount,
-                format!("overdue {} > cap {}", m(overdue_total), m(cap)),
-            );
-        }
+        reasons.extend(super::rules::blocked(account, t));
+        // The order's own earmark is credit for its goods too.
+        let order_earmark = account
+            .orders
+            .get(d.order_id)
+            .map_or(Decimal::ZERO, |o| o.prepaid);
+        let free = (account.unapplied_credit - account.earmarked).max(Decimal::ZERO);
+        reasons.extend(super::rules::prepayment(
+            t,
+            free + order_earmark,
+            amount,
+            "delivery",
+        ));
+        reasons.extend(super::rules::review_passed(t, now));
+        reasons.extend(super::rules::overdue(account, t, policy, now));
     }
+    let mut fail = |code: ReasonCode, detail: String| reasons.push(Reason { code, detail });
     if !standing.approved() {
         fail(
             ReasonCode::OrderNotApproved,

@@ -137,32 +137,11 @@ pub fn check_order(
     let exposure = account.exposure_total();
 
     // 1. Blocked or closed account.
-    if matches!(t.status, AccountStatus::Blocked | AccountStatus::Closed) {
-        fail(
-            ReasonCode::AccountBlocked,
-            format!("account status is {}", t.status.as_str()),
-        );
-    } else if let Some(actor) = &account.manual_block {
-        fail(
-            ReasonCode::AccountBlocked,
-            format!("account blocked by {actor}"),
-        );
-    }
+    reasons.extend(blocked(account, t));
     // 2. Pay before ship.
-    if t.prepay {
-        let free = (account.unapplied_credit - account.earmarked).max(Decimal::ZERO);
-        if free < amount {
-            let why = if t.status == AccountStatus::PrepayOnly {
-                "status prepay_only".to_string()
-            } else {
-                format!("grade {} pays before shipment", t.grade)
-            };
-            fail(
-                ReasonCode::PrepaymentRequired,
-                format!("{why}: unapplied credit {} < order {}", m(free), m(amount)),
-            );
-        }
-    }
+    let free = (account.unapplied_credit - account.earmarked).max(Decimal::ZERO);
+    reasons.extend(prepayment(t, free, amount, "order"));
+    let mut fail = |code: ReasonCode, detail: String| reasons.push(Reason { code, detail });
     // 3. Order credit limit.
     if let Some(max) = t.max_order_amount.filter(|max| amount > *max) {
         fail(
@@ -171,42 +150,11 @@ pub fn check_order(
         );
     }
     // 4. Review date passed.
-    if let Some(review) = t.review_date.filter(|r| *r <= now) {
-        fail(
-            ReasonCode::LimitExpired,
-            format!("credit limit review date {} has passed", review.to_date()),
-        );
-    }
+    fail_all(&mut fail, review_passed(t, now));
     let small = policy.small_order_amount.is_some_and(|s| amount <= s);
     if !small {
-        let (overdue_total, oldest) = account.overdue(now);
-        // 5. Days past due of the oldest unpaid item.
-        if let Some(item) = oldest {
-            let allowed_us = i64::from(t.overdue_days_max) * DAY_US;
-            if now.0 - item.due_at.0 > allowed_us {
-                fail(
-                    ReasonCode::OverdueDays,
-                    format!(
-                        "oldest overdue item {} is {} days past due > {} allowed",
-                        item.shipment_id,
-                        now.days_since(item.due_at),
-                        t.overdue_days_max
-                    ),
-                );
-            }
-        }
-        // 6. Overdue amount cap.
-        let share_cap = policy.overdue_share_max.map(|s| s * t.limit_effective);
-        let cap = match (policy.overdue_amount_max, share_cap) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(cap) = cap.filter(|cap| overdue_total > *cap) {
-            fail(
-                ReasonCode::OverdueAmount,
-                format!("overdue {} > cap {}", m(overdue_total), m(cap)),
-            );
-        }
+        // 5. Days past due of the oldest unpaid item; 6. overdue amount cap.
+        fail_all(&mut fail, overdue(account, t, policy, now));
         // 7. Credit limit (with tolerance).
         let ceiling = t.limit_with_tolerance();
         if exposure + amount > ceiling {
@@ -283,6 +231,92 @@ pub fn check_order(
                 order.currency, t.currency
             ),
         );
+    }
+    reasons
+}
+
+fn fail_all(fail: &mut impl FnMut(ReasonCode, String), reasons: Vec<Reason>) {
+    for r in reasons {
+        fail(r.code, r.detail);
+    }
+}
+
+/// `ACCOUNT_BLOCKED`: status blocked or closed, or a `command.block`. (Shared by the order
+/// check and the delivery check.)
+pub fn blocked(account: &Account, t: &Terms) -> Option<Reason> {
+    let detail = if matches!(t.status, AccountStatus::Blocked | AccountStatus::Closed) {
+        format!("account status is {}", t.status.as_str())
+    } else {
+        format!("account blocked by {}", account.manual_block.as_ref()?)
+    };
+    Some(Reason {
+        code: ReasonCode::AccountBlocked,
+        detail,
+    })
+}
+
+/// `PREPAYMENT_REQUIRED`: pay-before-ship and `credit` (what unapplied credit is free for it)
+/// below `amount`; `what` names the order or delivery in the detail.
+pub fn prepayment(t: &Terms, credit: Decimal, amount: Decimal, what: &str) -> Option<Reason> {
+    if !t.prepay || credit >= amount {
+        return None;
+    }
+    let why = if t.status == AccountStatus::PrepayOnly {
+        "status prepay_only".to_string()
+    } else {
+        format!("grade {} pays before shipment", t.grade)
+    };
+    Some(Reason {
+        code: ReasonCode::PrepaymentRequired,
+        detail: format!(
+            "{why}: unapplied credit {} < {what} {}",
+            m(credit),
+            m(amount)
+        ),
+    })
+}
+
+/// `LIMIT_EXPIRED`: the review date has passed.
+pub fn review_passed(t: &Terms, now: Timestamp) -> Vec<Reason> {
+    t.review_date
+        .filter(|r| *r <= now)
+        .map(|review| Reason {
+            code: ReasonCode::LimitExpired,
+            detail: format!("credit limit review date {} has passed", review.to_date()),
+        })
+        .into_iter()
+        .collect()
+}
+
+/// `OVERDUE_DAYS` (the oldest unpaid item past the grade's allowance) and `OVERDUE_AMOUNT`
+/// (overdue total above the policy's cap), in that order.
+pub fn overdue(account: &Account, t: &Terms, policy: &Policy, now: Timestamp) -> Vec<Reason> {
+    let mut reasons = Vec::new();
+    let (overdue_total, oldest) = account.overdue(now);
+    if let Some(item) = oldest {
+        let allowed_us = i64::from(t.overdue_days_max) * DAY_US;
+        if now.0 - item.due_at.0 > allowed_us {
+            reasons.push(Reason {
+                code: ReasonCode::OverdueDays,
+                detail: format!(
+                    "oldest overdue item {} is {} days past due > {} allowed",
+                    item.shipment_id,
+                    now.days_since(item.due_at),
+                    t.overdue_days_max
+                ),
+            });
+        }
+    }
+    let share_cap = policy.overdue_share_max.map(|s| s * t.limit_effective);
+    let cap = match (policy.overdue_amount_max, share_cap) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    if let Some(cap) = cap.filter(|cap| overdue_total > *cap) {
+        reasons.push(Reason {
+            code: ReasonCode::OverdueAmount,
+            detail: format!("overdue {} > cap {}", m(overdue_total), m(cap)),
+        });
     }
     reasons
 }

@@ -821,8 +821,10 @@ impl Engine {
         let terms = self.terms(cid);
         let exposure = acc.exposure();
         let limit = terms.as_ref().map(|t| t.limit_effective);
-        let foreign = self
-            .account_currency(acc)
+        let foreign = terms
+            .as_ref()
+            .map(|t| t.currency)
+            .or(acc.currency)
             .filter(|c| *c != d.currency)
             .map(|c| (d.currency, c))
             .filter(|(from, to)| self.rates.multiplier(*from, *to).is_some());

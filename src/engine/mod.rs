@@ -1535,8 +1535,10 @@ impl Engine {
         let terms = rules::terms(acc, &self.policy, self.now());
         let exposure = acc.exposure();
         let limit = terms.as_ref().map(|t| t.limit_effective);
-        let foreign = self
-            .account_currency(acc)
+        let foreign = terms
+            .as_ref()
+            .map(|t| t.currency)
+            .or(acc.currency)
             .filter(|c| *c != order.currency)
             .map(|c| (order.currency, c))
             .filter(|(from, to)| self.rates.multiplier(*from, *to).is_some());

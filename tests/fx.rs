@@ -239,3 +239,35 @@ fn a_restore_keeps_foreign_items_and_the_rates() {
         dec("1000")
     );
 }
+
+/// Found by the fuzz target: with a default limit in EUR for unknown customers, a credit note
+/// in USD made the account a USD one while its terms spoke EUR, so a EUR order was booked
+/// unconverted and the next revaluation found it valued wrongly. The account of a customer
+/// without a profile now keeps the default limit's currency.
+#[test]
+fn an_item_booked_after_a_rate_is_valued_as_revaluation_would_value_it() {
+    let mut policy = credit_sentinel::config::load_with_env(None, Vec::<(String, String)>::new())
+        .unwrap()
+        .policy;
+    policy.unknown_customer_limit = Some((dec("1000"), Currency::parse("EUR").unwrap()));
+    policy.bounds.event_ids_per_account = 0;
+    policy.bounds.closed_ids_per_account = 1;
+    policy.bounds.pending_per_account = 0;
+    let mut s = Scenario::new(policy);
+    let lines = [
+        r#"{"event_id":"e0","type":"credit_note.issued","occurred_at":"2026-02-28T09:59:59Z","customer_id":"C-3","credit_note_id":"P-4","amount":"5524.48","currency":"USD","applies_to":["S-4","S-1"]}"#,
+        r#"{"event_id":"e1","type":"fx.rate","occurred_at":"2026-01-07T04:00:00Z","base":"USD","quote":"EUR","rate":"1.08765"}"#,
+        r#"{"event_id":"e2","type":"fx.rate","occurred_at":"2026-01-13T08:00:00Z","base":"USD","quote":"EUR","rate":"1.08765"}"#,
+        r#"{"event_id":"e3","type":"fx.rate","occurred_at":"2026-01-22T04:00:00Z","base":"USD","quote":"EUR","rate":"1.08765"}"#,
+        r#"{"event_id":"e4","type":"fx.rate","occurred_at":"2026-01-28T08:00:00Z","base":"USD","quote":"EUR","rate":"1.08765"}"#,
+        r#"{"event_id":"e5","type":"order.placed","occurred_at":"2026-02-06T12:00:00Z","customer_id":"C-3","order_id":"O-7","amount":"49.00","currency":"EUR"}"#,
+    ];
+    for l in lines {
+        s.raw(l.as_bytes());
+        s.engine.verify_invariants().unwrap();
+    }
+    let order = s.engine.account("C-3").unwrap().orders["O-7"].clone();
+    assert_eq!(order.open_remaining, dec("49"));
+    let acc = s.engine.account("C-3").unwrap();
+    assert_eq!(acc.currency, Currency::parse("EUR"));
+}

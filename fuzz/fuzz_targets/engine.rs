@@ -1,10 +1,11 @@
 //! Fuzz target for the core: arbitrary sequences of structurally valid events (small id pools
 //! so that references collide, extreme amounts, dates at the edges, unknown references,
-//! duplicates, commands) under a policy with tight bounds. Checked after every event: the
-//! exposure identity and every other invariant. Checked at the end: delivering every event
-//! twice emits the same decisions and alerts as once; the same input gives byte-identical
-//! output; and an engine restored from a snapshot taken mid-stream (what a restarted instance
-//! does) produces exactly what the uninterrupted engine produced after that point.
+//! duplicates, commands, delivery checks, live FX rates) under a policy with tight bounds.
+//! Checked after every event: the exposure identity and every other invariant. Checked at the
+//! end: delivering every event twice emits the same decisions and alerts as once; the same
+//! input gives byte-identical output; and an engine restored from a snapshot taken mid-stream
+//! (what a restarted instance does) produces exactly what the uninterrupted engine produced
+//! after that point.
 #![no_main]
 
 use arbitrary::{Result, Unstructured};
@@ -104,7 +105,7 @@ fn line(u: &mut Unstructured<'_>, n: usize, hours: &mut u32) -> Result<String> {
     let head =
         format!(r#""event_id":"{event_id}","occurred_at":"{at}","customer_id":"{customer}""#);
     let cur = pick(u, CURRENCIES)?;
-    let body = match u.int_in_range(0u8..=11)? {
+    let body = match u.int_in_range(0u8..=14)? {
         0..=3 => format!(
             r#""type":"order.placed","order_id":"{}","amount":"{}","currency":"{cur}""#,
             id(u, "O", 7)?,
@@ -120,8 +121,13 @@ fn line(u: &mut Unstructured<'_>, n: usize, hours: &mut u32) -> Result<String> {
             } else {
                 String::new()
             };
+            let delivery = if u.arbitrary()? {
+                format!(r#","delivery_id":"{}""#, id(u, "D", 5)?)
+            } else {
+                String::new()
+            };
             format!(
-                r#""type":"shipment.shipped","shipment_id":"{}","order_id":"{}","amount":"{}","currency":"{cur}"{due}"#,
+                r#""type":"shipment.shipped","shipment_id":"{}","order_id":"{}","amount":"{}","currency":"{cur}"{due}{delivery}"#,
                 id(u, "S", 7)?,
                 id(u, "O", 7)?,
                 amount(u)?
@@ -170,6 +176,35 @@ fn line(u: &mut Unstructured<'_>, n: usize, hours: &mut u32) -> Result<String> {
             format!(
                 r#""type":"profile.customer","credit_limit":"{}","currency":"{cur}","grade":"{grade}","status":"{status}"{extra}"#,
                 amount(u)?
+            )
+        }
+        12 => format!(
+            r#""type":"delivery.requested","delivery_id":"{}","order_id":"{}","amount":"{}","currency":"{cur}""#,
+            id(u, "D", 5)?,
+            id(u, "O", 7)?,
+            amount(u)?
+        ),
+        13 => {
+            let (base, quote) = if u.arbitrary()? {
+                ("EUR", "USD")
+            } else {
+                ("USD", "EUR")
+            };
+            let rate = pick(u, &["0.5", "0.9", "1", "1.1", "1.08765", "2", "0.0001", "0"])?;
+            return Ok(format!(
+                r#"{{"event_id":"{event_id}","occurred_at":"{at}","type":"fx.rate","base":"{base}","quote":"{quote}","rate":"{rate}"}}"#
+            ));
+        }
+        14 => {
+            let actor = pick(u, &["alice", "bob"])?;
+            format!(
+                r#""type":"command.{}","delivery_id":"{}","actor":"{actor}","note":"fuzz""#,
+                if u.arbitrary()? {
+                    "release_delivery"
+                } else {
+                    "reject_delivery"
+                },
+                id(u, "D", 5)?
             )
         }
         10 => {
@@ -227,6 +262,7 @@ fn render(outputs: &[Output]) -> Vec<String> {
         .iter()
         .map(|o| match o {
             Output::Decision(d) => serde_json::to_string(d).expect("json"),
+            Output::DeliveryDecision(d) => serde_json::to_string(d).expect("json"),
             Output::Alert(a) => serde_json::to_string(a).expect("json"),
             Output::Rejection(r) => format!("{r:?}"),
         })
@@ -261,6 +297,8 @@ fn snapshot(engine: &Engine) -> Engine {
     if let Some(c) = engine.clock() {
         restored.restore_clock(c);
     }
+    // The live rates travel in the checkpoint, as the runtime writes them.
+    restored.restore_rates(&engine.rates().live());
     restored
 }
 

@@ -478,8 +478,12 @@ impl Engine {
 
     fn account_mut(&mut self, customer_id: &str) -> &mut Account {
         if !self.accounts.contains_key(customer_id) {
-            self.accounts
-                .insert(customer_id.to_string(), Box::new(Account::new(customer_id)));
+            let mut acc = Box::new(Account::new(customer_id));
+            // An account without a profile is judged under the policy's default limit for
+            // unknown customers, when there is one: its items are kept in that limit's
+            // currency, so that the terms and the exposure speak the same currency.
+            acc.currency = self.policy.unknown_customer_limit.map(|(_, c)| c);
+            self.accounts.insert(customer_id.to_string(), acc);
         }
         self.accounts.get_mut(customer_id).expect("inserted above")
     }

@@ -25,6 +25,8 @@ pub const POINTS: usize = 100;
 pub const CUSTOMERS: usize = 5_000;
 /// Items a slow live subscriber may fall behind by before it is told it missed some.
 const CHANNEL: usize = 1024;
+/// Command outcomes remembered for `GET /v1/commands/{id}` (the oldest forgotten first).
+pub const COMMANDS: usize = 10_000;
 
 /// One committed output as the console sees it: `kind` is `decision` or `alert`, `record` is
 /// exactly the JSON text written to the output topic (the runtime hands over the bytes it
@@ -54,11 +56,44 @@ pub struct Point {
     pub utilization: String,
 }
 
+/// What became of a command (`credit.commands`) that an engine of this process applied or
+/// refused, once the batch that did it committed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CommandOutcome {
+    pub command_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub customer_id: Option<String>,
+    /// `applied`; `awaiting_second_approver` (a first four-eyes approval, recorded);
+    /// `refused` (dead-lettered: `error` and `detail` say why); `duplicate` (an event id the
+    /// engine had already seen: nothing changed).
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The decisions it produced (releases, rejections, and holds it released on the way).
+    pub decisions: Vec<CommandDecision>,
+}
+
+/// A decision a command produced, by id.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CommandDecision {
+    /// `decision` (`credit.decisions`) or `delivery_decision` (`credit.delivery-decisions`).
+    pub kind: &'static str,
+    pub id: String,
+    pub order_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
+    pub status: &'static str,
+}
+
 /// What a batch adds, collected while it runs and published when it commits.
 #[derive(Debug, Default)]
 pub struct Pending {
     outputs: Vec<(&'static str, Option<String>, Box<str>)>,
     points: Vec<(String, Point)>,
+    commands: Vec<CommandOutcome>,
 }
 
 impl Pending {
@@ -72,9 +107,14 @@ impl Pending {
         self.points.push((customer_id.to_string(), point));
     }
 
+    pub fn command(&mut self, outcome: CommandOutcome) {
+        self.commands.push(outcome);
+    }
+
     pub fn clear(&mut self) {
         self.outputs.clear();
         self.points.clear();
+        self.commands.clear();
     }
 }
 
@@ -92,6 +132,9 @@ struct Inner {
     touches: u64,
     recent: VecDeque<Arc<FeedItem>>,
     customers: HashMap<String, History>,
+    /// Command outcomes by command id, and the ids in the order they were learnt.
+    commands: HashMap<String, Arc<CommandOutcome>>,
+    command_order: VecDeque<String>,
 }
 
 /// The shared feed: one per process, handed to the runtime (writer) and the HTTP server.
@@ -113,7 +156,7 @@ impl Default for Feed {
 impl Feed {
     /// Publishes what a committed batch produced, and empties `pending`.
     pub fn publish(&self, pending: &mut Pending) {
-        if pending.outputs.is_empty() && pending.points.is_empty() {
+        if pending.outputs.is_empty() && pending.points.is_empty() && pending.commands.is_empty() {
             return;
         }
         let mut inner = match self.inner.lock() {
@@ -155,6 +198,29 @@ impl Feed {
         if inner.customers.len() > CUSTOMERS {
             forget_least_active(&mut inner);
         }
+        for outcome in pending.commands.drain(..) {
+            let id = outcome.command_id.clone();
+            // A redelivered command (a rewind, a rebalance) keeps its first outcome.
+            if inner.commands.contains_key(&id) {
+                continue;
+            }
+            if inner.command_order.len() >= COMMANDS {
+                if let Some(old) = inner.command_order.pop_front() {
+                    inner.commands.remove(&old);
+                }
+            }
+            inner.command_order.push_back(id.clone());
+            inner.commands.insert(id, Arc::new(outcome));
+        }
+    }
+
+    /// What became of command `id`, if an engine of this process applied or refused it.
+    pub fn command(&self, id: &str) -> Option<Arc<CommandOutcome>> {
+        let inner = match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        inner.commands.get(id).cloned()
     }
 
     /// The latest `n` outputs, oldest first.

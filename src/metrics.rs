@@ -48,6 +48,9 @@ pub struct Metrics {
     pub routed: IntCounterVec,
     /// Customers whose route changed (a profile moved them into, out of or between groups).
     pub route_moves: IntCounter,
+    /// Producers the engine replaced: one that failed fatally, or one stuck in a
+    /// transactional call past its deadline.
+    pub producers_replaced: IntCounter,
     pub ready: IntGauge,
     /// Batches rolled back in a row since the last commit (0 while all is well).
     pub failed_batches_in_a_row: IntGauge,
@@ -229,6 +232,14 @@ impl Metrics {
                 .namespace(NS),
             )
             .expect("metric definition"),
+            producers_replaced: IntCounter::with_opts(
+                Opts::new(
+                    "producers_replaced_total",
+                    "Producers replaced by a new one (new epoch): after a fatal error, or stuck in send_offsets_to_transaction past its deadline.",
+                )
+                .namespace(NS),
+            )
+            .expect("metric definition"),
             ready: IntGauge::with_opts(
                 Opts::new(
                     "ready",
@@ -329,6 +340,7 @@ impl Metrics {
             Box::new(m.rebalances.clone()),
             Box::new(m.routed.clone()),
             Box::new(m.route_moves.clone()),
+            Box::new(m.producers_replaced.clone()),
             Box::new(m.ready.clone()),
             Box::new(m.failed_batches_in_a_row.clone()),
             Box::new(m.commands_published.clone()),

@@ -541,6 +541,26 @@ fn a_release_through_http_reaches_the_engine_and_is_decided() {
     assert_eq!(released.len(), 1, "exactly one released decision");
     assert_eq!(released[0]["actor"], "alice");
     assert_eq!(released[0]["source_event_id"], accepted["command_id"]);
+    // The command's outcome is observable by its id, with the decision it produced.
+    let url = accepted["outcome_url"]
+        .as_str()
+        .expect("outcome_url")
+        .to_string();
+    assert_eq!(
+        url,
+        format!("/v1/commands/{}", accepted["command_id"].as_str().unwrap())
+    );
+    wait_for("the command's outcome", Duration::from_secs(30), || {
+        get(a, &url, Some(VIEWER)).json()["status"] == "applied"
+    });
+    let outcome = get(a, &url, Some(VIEWER)).json();
+    assert_eq!(outcome["type"], "command.release_hold");
+    assert_eq!(outcome["decisions"][0]["kind"], "decision");
+    assert_eq!(outcome["decisions"][0]["status"], "released");
+    assert_eq!(outcome["decisions"][0]["id"], released[0]["decision_id"]);
+    assert_eq!(get(a, &url, None).status, 401);
+    let r = get(a, "/v1/commands/cmd-000000000000", Some(VIEWER));
+    assert_eq!(r.status, 404, "{}", r.body);
     // The command took effect at the partition's event time (a day ago here), not the wall
     // clock, which would have moved that partition's time forward.
     let decided = credit_sentinel::model::Timestamp::parse_rfc3339(
@@ -718,6 +738,52 @@ fn the_same_approver_twice_at_once_is_refused_before_the_engine_sees_the_first()
 }
 
 #[test]
+fn a_command_the_engine_refuses_is_reported_with_its_reason() {
+    // Two approvers act on the same hold at once: both are accepted (the hold is in the
+    // view), the engine applies the first and refuses the second, ORDER_NOT_HELD. Before,
+    // the second client saw 202 and never learnt; now its outcome says so.
+    let e = engine_with_a_hold(None);
+    let a = e.addr;
+    let release = post(
+        a,
+        "/v1/holds/O-2/release",
+        Some(APPROVER),
+        &json!({"note": "paid"}),
+    );
+    let reject = post(
+        a,
+        "/v1/holds/O-2/reject",
+        Some(APPROVER2),
+        &json!({"note": "no"}),
+    );
+    assert_eq!(
+        (release.status, reject.status),
+        (202, 202),
+        "{} {}",
+        release.body,
+        reject.body
+    );
+    let outcome_of = |r: &Response| {
+        let url = r.json()["outcome_url"]
+            .as_str()
+            .expect("outcome_url")
+            .to_string();
+        wait_for("an outcome", Duration::from_secs(60), || {
+            get(a, &url, Some(VIEWER)).json()["status"] != "published"
+        });
+        get(a, &url, Some(VIEWER)).json()
+    };
+    let first = outcome_of(&release);
+    let second = outcome_of(&reject);
+    assert_eq!(first["status"], "applied", "{first}");
+    assert_eq!(first["decisions"][0]["status"], "released");
+    assert_eq!(second["status"], "refused", "{second}");
+    assert_eq!(second["error"], "ORDER_NOT_HELD", "{second}");
+    assert!(second["decisions"].as_array().is_some_and(Vec::is_empty));
+    e.stop();
+}
+
+#[test]
 fn four_eyes_needs_a_second_approver_through_http() {
     let e = engine_with_a_hold(Some("500"));
     let a = e.addr;
@@ -728,6 +794,15 @@ fn four_eyes_needs_a_second_approver_through_http() {
     wait_for("the first approval", Duration::from_secs(30), || {
         get(a, "/v1/holds", Some(VIEWER)).json()["items"][0]["first_approver"] == "alice"
     });
+    let url = r.json()["outcome_url"]
+        .as_str()
+        .expect("outcome_url")
+        .to_string();
+    wait_for(
+        "the first approval's outcome",
+        Duration::from_secs(30),
+        || get(a, &url, Some(VIEWER)).json()["status"] == "awaiting_second_approver",
+    );
     let r = post(a, "/v1/holds/O-2/release", Some(APPROVER), &note);
     assert_eq!(r.status, 409, "{}", r.body);
     assert_eq!(r.json()["error"], "four_eyes_same_actor");

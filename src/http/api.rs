@@ -695,6 +695,7 @@ async fn publish(
         .commands_published
         .with_label_values(&[kind])
         .inc();
+    note_published(app, &command_id, kind, customer_id);
     let target_id = target.map_or("", |(_, id)| id);
     tracing::info!(command_id = %command_id, kind, customer_id, target = target_id, actor = %actor.name, "command published");
     let mut body = json!({
@@ -703,6 +704,7 @@ async fn publish(
         "customer_id": customer_id,
         "actor": actor.name,
         "topic": topic,
+        "outcome_url": format!("/v1/commands/{command_id}"),
     });
     if let Some((field, id)) = target {
         body[field] = json!(id);
@@ -791,6 +793,64 @@ pub async fn hold_command<const RELEASE_HOLD: bool>(
         note_first_approval(&app, "order", &order_id, &principal);
     }
     published
+}
+
+/// Commands published here that are remembered while no outcome is known (the oldest
+/// forgotten first), and for how long.
+pub const PUBLISHED_KEPT: usize = 10_000;
+const PUBLISHED_FOR: Duration = Duration::from_secs(3_600);
+
+fn note_published(app: &AppState, command_id: &str, kind: &'static str, customer_id: &str) {
+    if let Ok(mut m) = app.published.lock() {
+        m.retain(|_, (_, _, at)| at.elapsed() < PUBLISHED_FOR);
+        if m.len() >= PUBLISHED_KEPT {
+            if let Some(oldest) = m
+                .iter()
+                .min_by_key(|(_, (_, _, at))| *at)
+                .map(|(id, _)| id.clone())
+            {
+                m.remove(&oldest);
+            }
+        }
+        m.insert(
+            command_id.to_string(),
+            (kind, customer_id.to_string(), std::time::Instant::now()),
+        );
+    }
+}
+
+/// `GET /v1/commands/{id}`: what became of a command. Its outcome once an engine of this
+/// process applied or refused it (the batch committed): `applied` with the decisions it
+/// produced, `awaiting_second_approver`, `refused` with the dead-letter's error and detail,
+/// or `duplicate`. `published` while this server published it and no outcome is known yet
+/// (also for good when another instance owns the customer's partition: that instance
+/// answers). 404 for a command this process never saw.
+pub async fn command(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    valid_id("command id", &id)?;
+    if let Some(outcome) = app.feed.as_deref().and_then(|f| f.command(&id)) {
+        return Ok(Json(&*outcome).into_response());
+    }
+    let published = app.published.lock().ok().and_then(|m| {
+        m.get(&id)
+            .map(|(kind, customer, _)| (*kind, customer.clone()))
+    });
+    match published {
+        Some((kind, customer_id)) => Ok(Json(json!({
+            "command_id": id,
+            "type": kind,
+            "customer_id": customer_id,
+            "status": "published",
+            "decisions": [],
+            "detail": "published to the commands topic; no engine of this instance has applied it yet (the instance that owns the customer's partition applies it)",
+        }))
+        .into_response()),
+        None => Err(ApiError::not_found(format!(
+            "command {id} is unknown here (never published by this server, or forgotten)"
+        ))),
+    }
 }
 
 /// How long a first approval published here counts as in flight (the engine applies a command

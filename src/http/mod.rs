@@ -50,6 +50,12 @@ pub struct AppState {
     /// with 409 before the engine's view shows the first (it would be dead-lettered).
     pub(crate) first_approvals:
         std::sync::Mutex<std::collections::HashMap<(String, String), (String, std::time::Instant)>>,
+    /// Commands this server published, by command id: (type, customer, when), for
+    /// `GET /v1/commands/{id}` until an engine's outcome is known. Bounded by
+    /// [`api::PUBLISHED_KEPT`].
+    pub(crate) published: std::sync::Mutex<
+        std::collections::HashMap<String, (&'static str, String, std::time::Instant)>,
+    >,
     /// Permits for live event streams (`http.max_streams`).
     streams: Arc<tokio::sync::Semaphore>,
     /// Set when the server shuts down: open event streams end, so the graceful shutdown does
@@ -234,6 +240,7 @@ pub fn router(app: Arc<AppState>) -> Router {
             .route("/v1/deliveries", get(api::deliveries))
             .route("/v1/accounts/top", get(api::top))
             .route("/v1/check", post(api::check))
+            .route("/v1/commands/{id}", get(api::command))
             .route("/v1/me", get(console::me))
             .route("/v1/feed", get(console::feed))
             .route("/v1/customers/{id}/history", get(console::history)),
@@ -339,6 +346,7 @@ pub fn app_state(
         producer,
         command_seq: std::sync::atomic::AtomicU64::new(0),
         first_approvals: std::sync::Mutex::new(std::collections::HashMap::new()),
+        published: std::sync::Mutex::new(std::collections::HashMap::new()),
     }))
 }
 

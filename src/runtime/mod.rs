@@ -677,7 +677,7 @@ fn restore_worker(
 
 /// The engine's producer and where each record kind goes.
 struct Output_<'a> {
-    producer: &'a kafka::EngineProducer,
+    producer: &'a Arc<kafka::EngineProducer>,
     k: &'a KafkaSettings,
     /// This batch's sequence number: every record it produces carries it, so that its
     /// delivery failures are told apart from late reports of earlier batches.
@@ -776,10 +776,11 @@ pub fn run(
     }
     let metrics = options.metrics.clone().unwrap_or_default();
     let producer = kafka::create_producer(&k, &shutdown)?;
-    let Some(mut producer) = producer else {
+    let Some(producer) = producer else {
         // The same outcome as at_least_once, which waits for the broker in `wait_for_topics`.
         anyhow::bail!("shut down while waiting for the broker");
     };
+    let mut producer = Arc::new(producer);
     let generation = Arc::new(AtomicU64::new(0));
     let ctx = Ctx {
         settings: Arc::clone(&settings),
@@ -907,12 +908,27 @@ pub fn run(
                 metrics.failed_batches_in_a_row.set(in_a_row as i64);
                 metrics.transactions.with_label_values(&["aborted"]).inc();
                 error!("batch failed, rolling back to the last checkpoint: {e:#}");
-                if k.delivery == Delivery::ExactlyOnce {
+                let stuck = e.chain().any(|c| c.is::<ProducerStuck>());
+                if k.delivery == Delivery::ExactlyOnce && !stuck {
                     if let Err(e) = producer.abort_transaction(Duration::from_secs(30)) {
                         error!("abort failed: {e}");
                     }
                 }
-                if let Some((code, why)) = producer.client().fatal_error() {
+                if stuck {
+                    // The stuck call keeps the old producer alive on its thread. The new
+                    // producer's epoch fences it: its transaction is aborted by the
+                    // coordinator, and whatever it still sends is refused.
+                    metrics.producers_replaced.inc();
+                    error!("replacing the stuck producer with a new one (a new epoch fences it)");
+                    drop(guard);
+                    match kafka::create_producer(&k, &shutdown)? {
+                        Some(p) => producer = Arc::new(p),
+                        None => break,
+                    }
+                    guard = shared
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("engine state poisoned"))?;
+                } else if let Some((code, why)) = producer.client().fatal_error() {
                     if matches!(
                         code,
                         RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::Fenced
@@ -926,8 +942,9 @@ pub fn run(
                     // producer epoch, which also aborts anything the old one left open).
                     error!("producer failed fatally ({code:?}: {why}); creating a new one");
                     drop(guard);
+                    metrics.producers_replaced.inc();
                     match kafka::create_producer(&k, &shutdown)? {
-                        Some(p) => producer = p,
+                        Some(p) => producer = Arc::new(p),
                         None => break,
                     }
                     guard = shared
@@ -1074,6 +1091,7 @@ fn process_batch(
         let payload = m.payload().unwrap_or_default();
         outputs.clear();
         let mut event_type = "invalid";
+        let mut command = None;
         if payload.len() > settings.max_message_bytes {
             outputs.push(Output::Rejection(Rejection {
                 error: ErrorCode::TooLarge,
@@ -1149,6 +1167,18 @@ fn process_batch(
                     let _entered = span.enter();
                     let outcome = sh.part(p).engine.apply_guarded(&event, outputs, guard);
                     metrics.count_event(event_type, outcome);
+                    if let EventBody::Command { kind, .. } = &event.body {
+                        command = Some(AppliedCommand {
+                            command_id: event.event_id.clone(),
+                            kind: event_type,
+                            customer_id: event.customer_id.clone(),
+                            release: matches!(
+                                kind,
+                                CommandKind::ReleaseHold | CommandKind::ReleaseDelivery
+                            ),
+                            outcome,
+                        });
+                    }
                     let lag_us = wall.0 - event.occurred_at.0;
                     metrics.event_time_lag.observe(lag_us.max(0) as f64 / 1e6);
                     debug!(
@@ -1191,6 +1221,11 @@ fn process_batch(
         } else {
             (SourcePosition::default(), None)
         };
+        if options.feed.is_some() {
+            if let Some(c) = command_outcome(command, outputs) {
+                sh.pending.command(c);
+            }
+        }
         for o in outputs.drain(..) {
             let feed = options.feed.is_some().then_some(&mut sh.pending);
             out.emit(o, original, input_key, &source, feed)?;
@@ -1212,6 +1247,85 @@ fn process_batch(
         }
     }
     Ok(touched)
+}
+
+/// A command the core applied (or refused), as the batch loop saw it.
+struct AppliedCommand {
+    command_id: String,
+    kind: &'static str,
+    customer_id: Option<String>,
+    release: bool,
+    outcome: crate::Outcome,
+}
+
+/// What `GET /v1/commands/{id}` says about a command, from what applying it produced: `None`
+/// for an input that is not a command. A command refused before the core (a bad signature, a
+/// wrong key) is known by its dead-letter.
+fn command_outcome(
+    applied: Option<AppliedCommand>,
+    outputs: &[Output],
+) -> Option<crate::feed::CommandOutcome> {
+    use crate::feed::{CommandDecision, CommandOutcome};
+    let refusal = outputs.iter().find_map(|o| match o {
+        Output::Rejection(r) => Some(r),
+        _ => None,
+    });
+    let applied = match applied {
+        Some(a) => a,
+        None => {
+            let r = refusal?;
+            let kind = r
+                .event_type
+                .as_deref()
+                .filter(|t| t.starts_with("command."))?;
+            AppliedCommand {
+                command_id: r.event_id.clone()?,
+                kind: crate::model::types::ALL
+                    .iter()
+                    .copied()
+                    .find(|t| *t == kind)?,
+                customer_id: r.customer_id.clone(),
+                release: false,
+                outcome: crate::Outcome::Rejected,
+            }
+        }
+    };
+    let decisions: Vec<CommandDecision> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Decision(d) => Some(CommandDecision {
+                kind: "decision",
+                id: d.decision_id.clone(),
+                order_id: d.order_id.clone(),
+                delivery_id: None,
+                status: d.status.as_str(),
+            }),
+            Output::DeliveryDecision(d) => Some(CommandDecision {
+                kind: "delivery_decision",
+                id: d.delivery_decision_id.clone(),
+                order_id: d.order_id.clone(),
+                delivery_id: Some(d.delivery_id.clone()),
+                status: d.status.as_str(),
+            }),
+            _ => None,
+        })
+        .collect();
+    let status = match applied.outcome {
+        crate::Outcome::Rejected => "refused",
+        crate::Outcome::Duplicate => "duplicate",
+        _ if applied.release && decisions.is_empty() => "awaiting_second_approver",
+        _ => "applied",
+    };
+    let refused = applied.outcome == crate::Outcome::Rejected;
+    Some(CommandOutcome {
+        command_id: applied.command_id,
+        kind: applied.kind.to_string(),
+        customer_id: applied.customer_id,
+        status,
+        error: refusal.filter(|_| refused).map(|r| r.error.as_str()),
+        detail: refusal.filter(|_| refused).map(|r| r.detail.clone()),
+        decisions,
+    })
 }
 
 /// Why a command is not accepted as written by the HTTP API (`None` when it is, or when
@@ -1381,9 +1495,7 @@ fn commit_batch(
                 let meta = consumer
                     .group_metadata()
                     .context("no consumer group metadata")?;
-                out.producer
-                    .send_offsets_to_transaction(&offsets, &meta, Duration::from_secs(30))
-                    .context("cannot add offsets to the transaction")?;
+                send_offsets_bounded(out.producer, offsets, meta)?;
             }
             // A failed checkpoint fails the commit itself (librdkafka makes it abortable).
             // rdkafka's commit flushes first, in its slow way (see `flush_producer`): nothing
@@ -1405,6 +1517,44 @@ fn commit_batch(
         }
     }
     Ok(())
+}
+
+/// How long `send_offsets_to_transaction` is given, and how much longer the engine waits for
+/// it before it declares the producer stuck.
+const SEND_OFFSETS_TIMEOUT: Duration = Duration::from_secs(30);
+const SEND_OFFSETS_GRACE: Duration = Duration::from_secs(5);
+
+/// The producer did not return from `send_offsets_to_transaction` by its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("send_offsets_to_transaction did not return within {0:?} (librdkafka ignores its timeout when the group coordinator's broker is gone)")]
+struct ProducerStuck(Duration);
+
+/// Adds the batch's input offsets to the transaction, with a deadline librdkafka does not
+/// keep by itself: in librdkafka 2.12 the call can wait forever once the consumer group's
+/// coordinator broker has died (its coordinator-request timeout is never checked,
+/// confluentinc/librdkafka#5456 and #5511), and the engine thread with it, deaf to SIGTERM.
+/// The call runs on a thread of its own; past the deadline the error is [`ProducerStuck`],
+/// and the batch loop replaces the producer and rolls back.
+fn send_offsets_bounded(
+    producer: &Arc<kafka::EngineProducer>,
+    offsets: TopicPartitionList,
+    meta: rdkafka::consumer::ConsumerGroupMetadata,
+) -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let p = Arc::clone(producer);
+    std::thread::Builder::new()
+        .name("send-offsets".into())
+        .spawn(move || {
+            let r = p.send_offsets_to_transaction(&offsets, &meta, SEND_OFFSETS_TIMEOUT);
+            // The receiver is gone when the engine gave up on this call.
+            let _ = tx.send(r);
+        })
+        .context("cannot start the send-offsets thread")?;
+    let deadline = SEND_OFFSETS_TIMEOUT + SEND_OFFSETS_GRACE;
+    match rx.recv_timeout(deadline) {
+        Ok(r) => r.context("cannot add offsets to the transaction"),
+        Err(_) => Err(ProducerStuck(deadline).into()),
+    }
 }
 
 /// Rebuilds the engine from the changelog and seeks every assigned partition back to its

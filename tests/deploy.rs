@@ -1,7 +1,7 @@
 //! The deploy assets are valid and true to the engine: the compose file, the Kubernetes
 //! manifests, the Prometheus alert rules and the Grafana dashboard parse; every metric they
-//! name is one the engine exports; `promtool check rules` passes (required under CI, where
-//! `.ci/run` installs Debian's prometheus package); `docker compose config` where the client
+//! name is one the engine exports; `promtool check rules` passes (ignored where build.rs found
+//! no promtool, never under CI, where `.ci/run` installs Debian's prometheus package); `docker compose config` where the client
 //! has compose.
 
 use credit_sentinel::metrics::Metrics;
@@ -123,21 +123,19 @@ fn alert_rules_name_only_exported_metrics() {
 }
 
 #[test]
+#[cfg_attr(
+    no_promtool,
+    ignore = "promtool not installed: sudo apt-get install prometheus (.ci/run does)"
+)]
 fn promtool_accepts_the_alert_rules() {
-    let required = std::env::var("CI").is_ok_and(|v| v == "true");
-    let found = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("promtool"))
-            .find(|f| f.is_file())
-    });
-    let Some(promtool) = found else {
-        assert!(
-            !required,
-            "promtool is required under CI: .ci/run installs it"
-        );
-        eprintln!("SKIPPED: promtool not installed");
-        return;
-    };
+    // Ignored where build.rs found no promtool (never under CI): here it must be there.
+    let promtool = std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("promtool"))
+                .find(|f| f.is_file())
+        })
+        .expect("promtool is not installed (.ci/run installs it)");
     let out = std::process::Command::new(promtool)
         .args(["check", "rules"])
         .arg(deploy("prometheus/alerts.yml"))

@@ -5,6 +5,7 @@
 
 use credit_sentinel::codec::decode_event;
 use credit_sentinel::config::{self, Delivery, Settings};
+use credit_sentinel::metrics::Metrics;
 use credit_sentinel::runtime::{self, Options, Stats};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ struct Running {
     handle: JoinHandle<anyhow::Result<()>>,
     shutdown: Arc<AtomicBool>,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
     record: Record,
 }
 
@@ -38,8 +40,10 @@ fn start(settings: &Settings) -> Running {
     let shutdown = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());
     let record: Record = Arc::default();
+    let metrics = Arc::new(Metrics::default());
     let options = Options {
         record: Some(Arc::clone(&record)),
+        metrics: Some(Arc::clone(&metrics)),
         ..Default::default()
     };
     let (s, sh, st) = (settings.clone(), Arc::clone(&shutdown), Arc::clone(&stats));
@@ -48,6 +52,7 @@ fn start(settings: &Settings) -> Running {
         handle,
         shutdown,
         stats,
+        metrics,
         record,
     }
 }
@@ -437,6 +442,66 @@ fn a_broker_outage_mid_run_is_survived() {
     let (want, _, _) = replay_per_partition(&settings, &record);
     let got = read_topic(&settings, &settings.kafka.topics.decisions);
     assert!(distinct_ids(&got, "decision_id") == distinct_ids(&want, "decision_id"));
+}
+
+/// librdkafka 2.12 waits for ever in `send_offsets_to_transaction` once the broker that
+/// coordinates the consumer group is gone (confluentinc/librdkafka#5456; the three-node
+/// stall of issue 17): the engine gives up on the call after its deadline, replaces its
+/// producer (the new epoch fences the stuck one) and rolls the batch back, and once the
+/// coordinator is back the stream is decided as replay decides it.
+#[test]
+fn a_producer_stuck_adding_offsets_while_the_group_coordinator_is_down_is_replaced() {
+    use rdkafka::mocking::MockCoordinator;
+    let (cluster, mut settings) = cluster_of(3, Delivery::ExactlyOnce);
+    settings.kafka.batch_max_messages = 20;
+    // Every partition on broker 1, the transactions on broker 3: only the group's
+    // coordinator goes down.
+    for topic in settings.kafka.topics.all() {
+        for p in 0..PARTITIONS {
+            cluster
+                .partition_leader(topic, p, Some(1))
+                .expect("partition leader");
+        }
+    }
+    let k = &settings.kafka;
+    cluster
+        .coordinator(MockCoordinator::Transaction(k.transactional_id.clone()), 3)
+        .expect("transaction coordinator");
+    cluster
+        .coordinator(MockCoordinator::Group(k.group_id.clone()), 2)
+        .expect("group coordinator");
+    let (groups, rest) = groups_first(traffic_lines(25, 40, 53));
+    let (first, second) = rest.split_at(rest.len() / 3);
+    // Group profiles and FX quotes reach every partition's engine before the rest (as replay
+    // puts them first in every partition).
+    produce_on_orders(&settings, &groups);
+    let running = start(&settings);
+    wait_for_groups(&settings, &groups);
+    produce_on_orders(&settings, first);
+    wait_for("the first part", Duration::from_secs(120), || {
+        running.stats.events.load(Ordering::Relaxed) as usize >= groups.len() + first.len()
+    });
+    cluster.broker_down(2).expect("broker down");
+    produce_on_orders(&settings, second);
+    let down = Instant::now();
+    wait_for(
+        "the stuck producer to be replaced",
+        Duration::from_secs(120),
+        || running.metrics.producers_replaced.get() >= 1,
+    );
+    eprintln!(
+        "producer replaced {:.1} s after the group coordinator went down",
+        down.elapsed().as_secs_f64()
+    );
+    assert!(!running.handle.is_finished(), "the engine is still running");
+    cluster.broker_up(2).expect("broker up");
+    let want = expected(&settings, &groups);
+    wait_for("the whole stream", Duration::from_secs(300), || {
+        checkpointed(&settings, &settings.kafka.topics.orders) == want.input_ends
+    });
+    drop(stop(running));
+    // The mock shows aborted records to read_committed readers: repeats, identical ones.
+    assert_equals_replay(&settings, &want, Repeats::Identical);
 }
 
 /// A consumer that joins the engine's group, holds the partitions it is given for `hold`

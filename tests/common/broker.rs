@@ -18,7 +18,12 @@ pub const PARTITIONS: i32 = 3;
 pub type Cluster = MockCluster<'static, DefaultProducerContext>;
 
 pub fn cluster(delivery: Delivery) -> (Cluster, Settings) {
-    let c = MockCluster::new(1).expect("mock cluster");
+    cluster_of(1, delivery)
+}
+
+/// A mock cluster of `brokers` brokers and settings pointing at it, the topics created.
+pub fn cluster_of(brokers: i32, delivery: Delivery) -> (Cluster, Settings) {
+    let c = MockCluster::new(brokers).expect("mock cluster");
     let mut s =
         config::load_with_env(None, Vec::<(String, String)>::new()).expect("default settings");
     s.kafka.brokers = c.bootstrap_servers();

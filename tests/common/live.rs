@@ -502,9 +502,17 @@ pub fn assert_equals_replay(settings: &Settings, want: &OneTopic, repeats: Repea
         want.want_d.len(),
         "no decision lost, none invented; invented {invented:#?}, lost {lost:#?}"
     );
+    let differs: Vec<(&String, &String, &String)> = got_d
+        .iter()
+        .filter_map(|(id, got)| {
+            let want = &want.want_d[id];
+            (got != want).then_some((id, got, want))
+        })
+        .take(2)
+        .collect();
     assert!(
-        got_d == want.want_d,
-        "every distinct decision equals replay's"
+        differs.is_empty(),
+        "every distinct decision equals replay's; differs (id, run's, replay's): {differs:#?}"
     );
     let got_dd = distinct_ids(&raw_dd, "delivery_decision_id");
     let (invented, lost) = differences(&got_dd, &want.want_dd);

@@ -1,0 +1,52 @@
+//! Build script: tells the test suites which external checkers this machine lacks (promtool,
+//! openapi-spec-validator, schemathesis, and node + Playwright + Chromium for the console), so
+//! that a test needing one is reported *ignored*, with the line that installs it, instead of
+//! passing without having run. Under `CI=true` nothing is marked: `.ci/run` installs every
+//! tool, and a test whose tool is missing fails.
+
+use std::path::{Path, PathBuf};
+
+fn path_dirs() -> Vec<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default()
+}
+
+fn on_path(tool: &str) -> bool {
+    path_dirs().iter().any(|d| d.join(tool).is_file())
+}
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=CI");
+    println!("cargo:rerun-if-env-changed=PATH");
+    println!("cargo:rerun-if-env-changed=CHROMIUM");
+    // A tool installed later (apt-get, pip, npm ci) changes one of these folders.
+    for dir in path_dirs().iter().filter(|d| d.is_dir()) {
+        println!("cargo:rerun-if-changed={}", dir.display());
+    }
+    // `npm ci --prefix tests/console` creates node_modules there.
+    println!("cargo:rerun-if-changed=tests/console");
+    let console = Path::new("tests/console/node_modules/playwright-core");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let missing = [
+        ("no_promtool", !on_path("promtool")),
+        ("no_openapi_validator", !on_path("openapi-spec-validator")),
+        ("no_schemathesis", !on_path("schemathesis")),
+        (
+            "no_browser",
+            !(on_path("node") && console.is_dir() && Path::new(&chromium).is_file()),
+        ),
+    ];
+    for (cfg, _) in missing {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        return;
+    }
+    for (cfg, absent) in missing {
+        if absent {
+            println!("cargo:rustc-cfg={cfg}");
+        }
+    }
+}

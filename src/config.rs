@@ -301,6 +301,7 @@ pub struct RawHttp {
     pub max_connections_per_peer: usize,
     pub idle_timeout_ms: u64,
     pub request_read_timeout_ms: u64,
+    pub probe_listen: String,
     pub metrics_require_auth: bool,
     pub tokens_file: Option<String>,
     #[serde(default)]
@@ -384,6 +385,9 @@ pub struct HttpSettings {
     /// A request must be answered this long after its first byte arrived, or its connection
     /// is closed (clients that send headers a byte at a time).
     pub request_read_timeout_ms: u64,
+    /// A second listener for `/healthz` and `/readyz` only, with connection slots of its own
+    /// (`http.probe_listen`; `None`: the probes are served on `listen` only).
+    pub probe_listen: Option<std::net::SocketAddr>,
     pub metrics_require_auth: bool,
     pub tokens: Vec<Token>,
 }
@@ -812,6 +816,21 @@ fn validate_http(h: &RawHttp) -> Result<HttpSettings, ConfigError> {
     if h.max_connections_per_peer == 0 {
         return Err(invalid("http.max_connections_per_peer", "must be above 0"));
     }
+    let probe_listen = match h.probe_listen.trim() {
+        "" => None,
+        a => {
+            let addr: std::net::SocketAddr = a.parse().map_err(|_| {
+                invalid(
+                    "http.probe_listen",
+                    format!("{a:?} is not an address:port (empty: no probe listener)"),
+                )
+            })?;
+            if addr == listen && addr.port() != 0 {
+                return Err(invalid("http.probe_listen", "must differ from http.listen"));
+            }
+            Some(addr)
+        }
+    };
     if h.request_read_timeout_ms <= h.request_timeout_ms {
         return Err(invalid(
             "http.request_read_timeout_ms",
@@ -856,6 +875,7 @@ fn validate_http(h: &RawHttp) -> Result<HttpSettings, ConfigError> {
         max_connections_per_peer: h.max_connections_per_peer,
         idle_timeout_ms: h.idle_timeout_ms,
         request_read_timeout_ms: h.request_read_timeout_ms,
+        probe_listen,
         metrics_require_auth: h.metrics_require_auth,
         tokens,
     })

@@ -314,6 +314,19 @@ pub fn router(app: Arc<AppState>) -> Router {
         .with_state(app)
 }
 
+/// The probe listener's routes: liveness and readiness only, no auth, no body.
+fn probe_router(app: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(fallback)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(2),
+        ))
+        .with_state(app)
+}
+
 /// Builds the shared state (including the producer commands are published with).
 pub fn app_state(
     settings: Arc<Settings>,
@@ -353,6 +366,8 @@ pub fn app_state(
 /// A running HTTP server: its address and the thread serving it.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The probe listener's address (`http.probe_listen`).
+    pub probe_addr: Option<SocketAddr>,
     pub thread: std::thread::JoinHandle<()>,
 }
 
@@ -371,19 +386,56 @@ pub fn spawn(app: Arc<AppState>, shutdown: Arc<AtomicBool>) -> Result<Server> {
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP API listening");
+    let probes = match app.settings.http.probe_listen {
+        Some(at) => {
+            let l = rt
+                .block_on(tokio::net::TcpListener::bind(at))
+                .with_context(|| format!("cannot listen on {at} (http.probe_listen)"))?;
+            tracing::info!(addr = %l.local_addr()?, "probe listener (/healthz, /readyz)");
+            Some(l)
+        }
+        None => None,
+    };
+    let probe_addr = probes.as_ref().and_then(|l| l.local_addr().ok());
     let stopping = app.stopping.clone();
     let app_limits = app.settings.http.clone();
+    let probe_router = probe_router(Arc::clone(&app));
     let router = router(app);
     let thread = std::thread::Builder::new()
         .name("http".into())
         .spawn(move || {
             rt.block_on(async move {
+                let probe_stop = stopping.subscribe();
                 let stop = async move {
                     while !shutdown.load(Ordering::Relaxed) {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     stopping.send_replace(true);
                 };
+                if let Some(l) = probes {
+                    // Its own slots: a probe needs one short request at a time.
+                    let l = limits::Limited::new(
+                        l,
+                        limits::Bounds {
+                            max: 32,
+                            per_peer: 8,
+                            idle: Duration::from_secs(10),
+                            request: Duration::from_secs(5),
+                        },
+                    );
+                    let mut probe_stop = probe_stop;
+                    tokio::spawn(async move {
+                        let stopped = async move {
+                            let _ = probe_stop.wait_for(|s| *s).await;
+                        };
+                        if let Err(e) = axum::serve(l, probe_router)
+                            .with_graceful_shutdown(stopped)
+                            .await
+                        {
+                            tracing::error!("probe listener failed: {e}");
+                        }
+                    });
+                }
                 let listener = limits::Limited::new(
                     listener,
                     limits::Bounds {
@@ -402,5 +454,9 @@ pub fn spawn(app: Arc<AppState>, shutdown: Arc<AtomicBool>) -> Result<Server> {
             });
         })
         .context("cannot spawn the HTTP thread")?;
-    Ok(Server { addr, thread })
+    Ok(Server {
+        addr,
+        probe_addr,
+        thread,
+    })
 }

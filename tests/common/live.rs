@@ -312,6 +312,11 @@ pub struct OneTopic {
     pub want_a: BTreeMap<String, String>,
     /// Delivery decisions by `delivery_decision_id`.
     pub want_dd: BTreeMap<String, String>,
+    /// The dead-letters replay gives: (partition, offset) of the input, its event id (empty
+    /// when it did not decode) and the error code.
+    pub want_dl: Vec<((i32, i64), String, String)>,
+    /// The input topic the dead-letters must name.
+    pub topic: String,
 }
 
 /// Produces lines to the orders topic, keyed as `traffic` keys them: all events on one topic,
@@ -427,14 +432,47 @@ pub fn expected(settings: &Settings, groups: &[String]) -> OneTopic {
 pub fn expected_on(settings: &Settings, topic: &str, groups: &[String]) -> OneTopic {
     let mut record: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
     let mut input_ends: BTreeMap<i32, i64> = BTreeMap::new();
-    for (p, msgs) in read_partitions(settings, topic) {
+    let mut want_dl = Vec::new();
+    for (p, msgs) in read_records(settings, topic, "read_committed") {
         input_ends.insert(p, msgs.len() as i64);
         let mut lines: Vec<Vec<u8>> = groups.iter().map(|g| g.as_bytes().to_vec()).collect();
-        lines.extend(
-            msgs.into_iter()
-                .map(|(_, v)| v)
-                .filter(|v| decode_event(v).is_ok() && !groups.iter().any(|g| g.as_bytes() == v)),
-        );
+        // Replayed here message by message too, to know which input each dead-letter names.
+        let mut engine = Engine::new(settings.policy.clone());
+        let mut out = Vec::new();
+        for l in &lines {
+            engine.apply(&decode_event(l).expect("group lines are valid"), &mut out);
+        }
+        for (offset, _, v) in msgs {
+            if groups.iter().any(|g| g.as_bytes() == v) {
+                continue;
+            }
+            let at = (p, offset);
+            if v.len() > settings.max_message_bytes {
+                want_dl.push((at, String::new(), "TOO_LARGE".to_string()));
+            } else {
+                match decode_event(&v) {
+                    Err(r) => want_dl.push((
+                        at,
+                        r.event_id.unwrap_or_default(),
+                        r.error.as_str().to_string(),
+                    )),
+                    Ok(event) => {
+                        out.clear();
+                        engine.apply(&event, &mut out);
+                        for o in &out {
+                            if let Output::Rejection(r) = o {
+                                want_dl.push((
+                                    at,
+                                    r.event_id.clone().unwrap_or_default(),
+                                    r.error.as_str().to_string(),
+                                ));
+                            }
+                        }
+                        lines.push(v);
+                    }
+                }
+            }
+        }
         record.insert(p, lines);
     }
     let (want_decisions, want_alerts, _) = replay_per_partition(settings, &record);
@@ -444,6 +482,8 @@ pub fn expected_on(settings: &Settings, topic: &str, groups: &[String]) -> OneTo
     );
     OneTopic {
         want_dd,
+        want_dl,
+        topic: topic.to_string(),
         record,
         input_ends,
         want_d: distinct_ids(&want_decisions, "decision_id"),
@@ -502,6 +542,7 @@ pub fn assert_equals_replay(settings: &Settings, want: &OneTopic, repeats: Repea
         want.want_d.len(),
         "no decision lost, none invented; invented {invented:#?}, lost {lost:#?}"
     );
+    assert_dead_letters_equal_replay(settings, want, repeats);
     let differs: Vec<(&String, &String, &String)> = got_d
         .iter()
         .filter_map(|(id, got)| {
@@ -579,6 +620,64 @@ pub fn assert_equals_replay(settings: &Settings, want: &OneTopic, repeats: Repea
         "the changelog holds accounts replay does not know: {extra:?}"
     );
     assert!(replayed >= 20, "{replayed} accounts compared");
+}
+
+/// The dead-letters written are the ones replay gives: on the direct path by the input's
+/// topic, partition and offset with their error codes; with the repartition stage (whose
+/// dead-letters name the original input, not the re-keyed record replay reads) by event id and
+/// error code. None missing, none extra; under [`Repeats::Forbidden`] none written twice,
+/// otherwise repeats are identical copies.
+fn assert_dead_letters_equal_replay(settings: &Settings, want: &OneTopic, repeats: Repeats) {
+    let raw = read_topic(settings, &settings.kafka.topics.dead_letter);
+    let distinct: std::collections::BTreeSet<&String> = raw.iter().collect();
+    if repeats == Repeats::Forbidden {
+        assert_eq!(
+            distinct.len(),
+            raw.len(),
+            "exactly once: no dead-letter may be seen twice by a read_committed reader"
+        );
+    }
+    let by_position = !settings.kafka.repartition;
+    let key = |at: (i32, i64), event_id: &str, error: &str| {
+        if by_position {
+            format!("{}/{}/{} {error}", want.topic, at.0, at.1)
+        } else {
+            format!("{event_id} {error}")
+        }
+    };
+    let mut got: Vec<String> = distinct
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(r).expect("dead-letter JSON");
+            let at = (
+                v["partition"].as_i64().unwrap_or(-1) as i32,
+                v["offset"].as_i64().unwrap_or(-1),
+            );
+            let topic = v["topic"].as_str().unwrap_or_default();
+            let error = v["error"].as_str().expect("error");
+            if by_position {
+                format!("{topic}/{}/{} {error}", at.0, at.1)
+            } else {
+                key(at, v["event_id"].as_str().unwrap_or_default(), error)
+            }
+        })
+        .collect();
+    let mut wanted: Vec<String> = want
+        .want_dl
+        .iter()
+        .map(|(at, event_id, error)| key(*at, event_id, error))
+        .collect();
+    got.sort();
+    wanted.sort();
+    let missing: Vec<&String> = wanted.iter().filter(|w| !got.contains(w)).take(5).collect();
+    let extra: Vec<&String> = got.iter().filter(|g| !wanted.contains(g)).take(5).collect();
+    assert!(
+        got == wanted,
+        "dead-letters equal replay's ({} written, {} expected); replay's, not written: {missing:?}; written, not replay's: {extra:?}",
+        got.len(),
+        wanted.len()
+    );
+    eprintln!("{} dead-letters, each the one replay gives", got.len());
 }
 
 /// How repeated outputs are judged.

@@ -5,6 +5,7 @@
 
 pub mod apache_kafka;
 pub mod broker;
+pub mod hostile;
 pub mod live;
 
 use credit_sentinel::codec;

@@ -1232,11 +1232,6 @@ fn readyz_and_a_gauge_show_a_batch_that_keeps_failing() {
     e.stop();
 }
 
-/// Slow clients (issue 19): 60 connections from one address that send a request's header
-/// lines one every 500 ms. Each address holds at most `max_connections_per_peer`, so the probe
-/// from another address is answered at once; and each slow request's connection is closed
-/// once it has waited `request_read_timeout_ms` for its answer, though bytes keep arriving.
-/// Before: they held every slot and `/healthz` timed out.
 /// A blocking TCP connection to `to` from the local address `from` (any 127/8 address), with
 /// a 5 s read timeout.
 fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
@@ -1269,6 +1264,12 @@ fn ask(mut s: TcpStream, path: &str) -> String {
     answer
 }
 
+/// Slow clients (issue 19): 60 connections from one address that send a request's header
+/// lines one every 500 ms. Each address holds at most `max_connections_per_peer`, so the probe
+/// from another address is answered at once; and each slow request's connection is closed
+/// once it has waited `request_read_timeout_ms` for its answer, though bytes keep arriving.
+/// Before: they held every slot and `/healthz` timed out. The probe listener answers even the
+/// slow clients' own address.
 #[test]
 fn slow_clients_from_one_address_do_not_lock_out_the_probes() {
     let (_cluster, mut settings) = cluster(Delivery::AtLeastOnce);

@@ -271,3 +271,33 @@ fn an_item_booked_after_a_rate_is_valued_as_revaluation_would_value_it() {
     let acc = s.engine.account("C-3").unwrap();
     assert_eq!(acc.currency, Currency::parse("EUR"));
 }
+
+/// A fuzz finding (CI, 2026-12-02): an account with no profile and no default limit took no
+/// currency from its orders, so a later USD payment made it a USD account whose EUR orders
+/// were then valued as if they were foreign and had never been converted. The first order's
+/// currency is now the account's.
+#[test]
+fn an_account_without_a_profile_takes_its_first_orders_currency() {
+    let mut s = Scenario::default();
+    order_in(&mut s, T0, "O-1", "1000.00", "EUR");
+    assert_eq!(
+        s.engine.account("ACME").unwrap().currency,
+        Currency::parse("EUR")
+    );
+    // Held (an unknown customer); a person releases it, so it is open exposure.
+    let out = s.command(T0, "command.release_hold", "ACME", Some("O-1"), "alice");
+    assert_eq!(only_decision(&out).status, DecisionStatus::Released);
+    rate(&mut s, T0, "USD", "EUR", "0.9");
+    // Scenario::raw checks the invariants (foreign items at the latest rate) after each event.
+    let out = s.send(
+        T1,
+        "payment.received",
+        "ACME",
+        json!({"payment_id": "P-1", "amount": "100.00", "currency": "USD"}),
+    );
+    assert!(rejections(&out).is_empty(), "{out:?}");
+    let acc = s.engine.account("ACME").unwrap();
+    assert_eq!(acc.currency, Currency::parse("EUR"));
+    assert_eq!(acc.orders["O-1"].open_remaining, dec("1000"));
+    assert_eq!(s.exposure("ACME").total, dec("910"));
+}

@@ -603,6 +603,10 @@ impl Engine {
             prepaid: Decimal::ZERO,
             hold: None,
         };
+        // An account without a currency yet (no profile, no default limit, no money) takes the
+        // first order's: its items are kept in it, so a later payment or shipment in another
+        // currency is converted instead of re-denominating the orders already booked.
+        acc.currency.get_or_insert(currency);
         // A zero-amount order closes as soon as it opens, so decide from this copy.
         acc.orders
             .insert(order_id.to_string(), Box::new(order.clone()));
@@ -2251,8 +2255,30 @@ impl Engine {
                     account,
                 };
                 if copy.revalue(&conv) {
+                    let orders = acc.orders.iter().filter_map(|(oid, o)| {
+                        let c = &copy.orders[oid];
+                        (c.open_remaining != o.open_remaining).then(|| {
+                            format!(
+                                "order {oid} ({} {}, {:?}, prepaid {}): {} valued {}",
+                                o.amount,
+                                o.currency,
+                                o.state,
+                                o.prepaid,
+                                o.open_remaining,
+                                c.open_remaining
+                            )
+                        })
+                    });
+                    let receivables = acc
+                        .receivables
+                        .iter()
+                        .zip(&copy.receivables)
+                        .filter(|(r, c)| r.open != c.open)
+                        .map(|(r, c)| format!("a receivable: {} valued {}", r.open, c.open));
+                    let which: Vec<String> = orders.chain(receivables).collect();
                     return Err(format!(
-                        "{id}: a foreign item is not valued at the latest rate"
+                        "{id}: a foreign item is not valued at the latest rate: {}",
+                        which.join("; ")
                     ));
                 }
             }

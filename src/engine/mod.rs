@@ -603,10 +603,6 @@ impl Engine {
             prepaid: Decimal::ZERO,
             hold: None,
         };
-        // An account without a currency yet (no profile, no default limit, no money) takes the
-        // first order's: its items are kept in it, so a later payment or shipment in another
-        // currency is converted instead of re-denominating the orders already booked.
-        acc.currency.get_or_insert(currency);
         // A zero-amount order closes as soon as it opens, so decide from this copy.
         acc.orders
             .insert(order_id.to_string(), Box::new(order.clone()));
@@ -762,7 +758,15 @@ impl Engine {
         currency: Currency,
     ) -> Result<Decimal, String> {
         let acc = self.account_mut(cid);
-        let acc_currency = *acc.currency.get_or_insert(currency);
+        // An account without a currency yet (no profile, no default limit, no money) takes
+        // its first order's, when it has orders (they are booked in theirs): a payment or
+        // shipment in another currency is then converted instead of re-denominating them.
+        let first_order = acc
+            .orders
+            .values()
+            .min_by_key(|o| (o.placed_at, o.order_id.as_str()))
+            .map(|o| o.currency);
+        let acc_currency = *acc.currency.get_or_insert(first_order.unwrap_or(currency));
         self.rates
             .convert(amount, currency, acc_currency)
             .ok_or_else(|| {

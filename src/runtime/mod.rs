@@ -914,20 +914,13 @@ pub fn run(
                         error!("abort failed: {e}");
                     }
                 }
-                if stuck {
-                    // The stuck call keeps the old producer alive on its thread. The new
-                    // producer's epoch fences it: its transaction is aborted by the
-                    // coordinator, and whatever it still sends is refused.
-                    metrics.producers_replaced.inc();
-                    error!("replacing the stuck producer with a new one (a new epoch fences it)");
-                    drop(guard);
-                    match kafka::create_producer(&k, &shutdown)? {
-                        Some(p) => producer = Arc::new(p),
-                        None => break,
-                    }
-                    guard = shared
-                        .lock()
-                        .map_err(|_| anyhow::anyhow!("engine state poisoned"))?;
+                // A producer that cannot be used again is replaced. Stuck: the stuck call keeps
+                // the old one alive on its thread, and the new one's epoch fences it (its
+                // transaction is aborted by the coordinator, whatever it still sends is
+                // refused). Failed fatally: for exactly_once the new epoch also aborts anything
+                // the old one left open.
+                let replace = if stuck {
+                    Some("stuck in send_offsets_to_transaction past its deadline".to_string())
                 } else if let Some((code, why)) = producer.client().fatal_error() {
                     if matches!(
                         code,
@@ -938,11 +931,14 @@ pub fn run(
                             k.transactional_id
                         );
                     }
-                    // The producer cannot be used again: a new one (for exactly_once, a new
-                    // producer epoch, which also aborts anything the old one left open).
-                    error!("producer failed fatally ({code:?}: {why}); creating a new one");
-                    drop(guard);
+                    Some(format!("failed fatally ({code:?}: {why})"))
+                } else {
+                    None
+                };
+                if let Some(why) = replace {
+                    error!("producer {why}; replacing it with a new one");
                     metrics.producers_replaced.inc();
+                    drop(guard);
                     match kafka::create_producer(&k, &shutdown)? {
                         Some(p) => producer = Arc::new(p),
                         None => break,

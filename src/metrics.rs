@@ -185,7 +185,7 @@ impl Metrics {
             consumer_lag: IntGaugeVec::new(
                 Opts::new(
                     "consumer_lag_messages",
-                    "High watermark minus the engine's position, per input topic partition.",
+                    "High watermark minus the engine's position (its committed position while batches fail), per input topic partition.",
                 )
                 .namespace(NS),
                 &["topic", "partition"],

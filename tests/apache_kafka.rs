@@ -5,7 +5,8 @@
 //! decision or alert seen twice by a read_committed reader in exactly_once and none lost in
 //! at_least_once, a second instance joining and leaving, a paused instance that loses its
 //! partitions and must not write after the new owner took over, and a restore from a changelog
-//! that compaction has cleaned. On three nodes (replication factor 3, `min.insync.replicas` 2,
+//! that compaction has cleaned; hostile input (a poison pill, a record keyed by another customer, forged
+//! commands) and an output the broker refuses. On three nodes (replication factor 3, `min.insync.replicas` 2,
 //! `acks=all`): the partition leaders' broker, the consumer group's coordinator and the active
 //! controller killed mid-stream, the engine deciding while the node is down. Every test ends with what the engine wrote equal to a per-partition
 //! replay of its input, and the latest changelog snapshot of every account equal to replay's.
@@ -671,4 +672,158 @@ fn commands_not_signed_with_a_key_of_the_file_are_dead_lettered() {
     });
     sigterm(engine);
     let _ = std::fs::remove_file(&keys_file);
+}
+
+/// A minimal HTTP/1.1 GET: (status, body), or `None` while nothing answers.
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// The sum of a metric's samples whose labels contain `label` (e.g. `topic="credit.orders"`).
+fn metric_sum(exposition: &str, name: &str, label: &str) -> i64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as i64
+}
+
+/// Issue 19: an output the broker refuses (here every decision is larger than the decisions
+/// topic's `max.message.bytes`; the transaction markers still fit) stalls the instance: a decision the order pipeline waits for is
+/// never skipped. The stall must be visible: `/readyz` answers 503 `"stuck": true`, the
+/// failed-batches gauge counts, and the lag of the orders partition grows (measured from the
+/// committed checkpoint, not from a fetch position that runs ahead on every retry). Once the
+/// topic accepts the records again the instance carries on by itself, and every order is
+/// decided exactly once.
+#[test]
+fn an_output_the_broker_refuses_stalls_visibly_and_carries_on_once_it_is_writable() {
+    let _alone = alone();
+    let cluster = ApacheKafka::single();
+    let settings = settings_on(&cluster, Delivery::ExactlyOnce, "stuck", &[]);
+    let t = settings.kafka.topics.clone();
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        l.local_addr().expect("addr").to_string()
+    };
+    let event = |id: String, body: serde_json::Value| {
+        let mut v = serde_json::json!({"event_id": id, "occurred_at": "2026-03-02T08:00:00Z",
+            "customer_id": "ACME"});
+        for (k, x) in body.as_object().expect("object") {
+            v[k] = x.clone();
+        }
+        v.to_string()
+    };
+    let order = |n: usize| {
+        event(
+            format!("e-{n}"),
+            serde_json::json!({"type": "order.placed", "order_id": format!("O-{n}"),
+                "amount": "10.00", "currency": "EUR"}),
+        )
+    };
+    let producer: rdkafka::producer::BaseProducer =
+        credit_sentinel::runtime::client_config(&settings.kafka)
+            .set("linger.ms", "0")
+            .create()
+            .expect("producer");
+    use rdkafka::producer::{BaseRecord, Producer};
+    let send = |topic: &str, line: &str| {
+        producer
+            .send(BaseRecord::<str, str>::to(topic).key("ACME").payload(line))
+            .map_err(|(e, _)| e)
+            .expect("send");
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    };
+    send(
+        &t.profiles,
+        &event(
+            "p-1".into(),
+            serde_json::json!({"type": "profile.customer", "credit_limit": "100000.00",
+                "currency": "EUR"}),
+        ),
+    );
+    for n in 0..5 {
+        send(&t.orders, &order(n));
+    }
+    let engine = child_with(
+        &settings,
+        "exactly_once",
+        None,
+        &[
+            ("CREDIT_SENTINEL__HTTP__ENABLED", "true"),
+            ("CREDIT_SENTINEL__HTTP__LISTEN", &addr),
+        ],
+    );
+    wait_for("the first orders decided", Duration::from_secs(120), || {
+        read_topic(&settings, &t.decisions).len() == 5
+    });
+    cluster.alter_topic(&t.decisions, &[("max.message.bytes", "256")]);
+    for n in 5..15 {
+        send(&t.orders, &order(n));
+    }
+    wait_for(
+        "/readyz to report the stall",
+        Duration::from_secs(120),
+        || matches!(http_get(&addr, "/readyz"), Some((503, body)) if body.contains("\"stuck\":true")),
+    );
+    let (status, exposition) = http_get(&addr, "/metrics").expect("/metrics answers");
+    assert_eq!(status, 200);
+    let failed = metric_sum(&exposition, "credit_sentinel_failed_batches_in_a_row", "");
+    assert!(failed >= 3, "failed batches in a row: {failed}");
+    wait_for(
+        "the lag to show the stalled orders",
+        Duration::from_secs(30),
+        || {
+            http_get(&addr, "/metrics").is_some_and(|(_, m)| {
+                let lag = metric_sum(
+                    &m,
+                    "credit_sentinel_consumer_lag_messages",
+                    "topic=\"credit.orders\"",
+                );
+                lag >= 10
+            })
+        },
+    );
+    assert_eq!(
+        read_topic(&settings, &t.decisions).len(),
+        5,
+        "nothing committed while the decisions cannot be written"
+    );
+    cluster.alter_topic(&t.decisions, &[("max.message.bytes", "1048588")]);
+    wait_for("every order decided", Duration::from_secs(120), || {
+        read_topic(&settings, &t.decisions).len() >= 15
+    });
+    wait_for("/readyz to recover", Duration::from_secs(60), || {
+        matches!(http_get(&addr, "/readyz"), Some((200, _)))
+    });
+    wait_for("the lag to drain", Duration::from_secs(30), || {
+        http_get(&addr, "/metrics").is_some_and(|(_, m)| {
+            metric_sum(
+                &m,
+                "credit_sentinel_consumer_lag_messages",
+                "topic=\"credit.orders\"",
+            ) == 0
+        })
+    });
+    sigterm(engine);
+    let decisions = read_topic(&settings, &t.decisions);
+    assert_eq!(decisions.len(), 15, "no decision written twice");
+    assert_eq!(
+        distinct_ids(&decisions, "order_id").len(),
+        15,
+        "every order decided"
+    );
 }

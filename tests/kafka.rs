@@ -97,9 +97,35 @@ fn run_equals_replay(delivery: Delivery) {
         .filter(|l| decode_event(l.as_bytes()).is_err())
         .count();
     assert!(undecodable > 0, "the traffic carries bad messages");
-    send(&settings, &lines);
+    // Master data first, as in a deployment: the profiles the generator writes before its
+    // first order, and its first FX quote, are consumed before anything else is sent. Without
+    // this, whether a USD order meets its customer's EUR profile and a rate first depends on
+    // how the consumer interleaves the topics, and the FX check below could not be relied on.
+    let is = |l: &String, t: &str| l.contains(&format!("\"type\":\"{t}\""));
+    let first_order = lines
+        .iter()
+        .position(|l| is(l, "order.placed"))
+        .expect("the traffic places orders");
+    let first_quote = lines
+        .iter()
+        .position(|l| is(l, "fx.rate"))
+        .expect("the traffic quotes a rate");
+    let mut master = lines[..first_order].to_vec();
+    assert!(master.iter().any(|l| is(l, "profile.customer")));
+    let mut flow = lines[first_order..].to_vec();
+    if first_quote >= first_order {
+        master.push(flow.remove(first_quote - first_order));
+    }
+    let (master, flow) = (&master[..], &flow[..]);
+    send(&settings, master);
     let running = start(&settings);
     let stats = Arc::clone(&running.stats);
+    wait_for(
+        "the master data to be consumed",
+        Duration::from_secs(60),
+        || stats.events.load(Ordering::Relaxed) as usize >= master.len(),
+    );
+    send(&settings, flow);
     wait_for(
         "every message to be consumed",
         Duration::from_secs(120),

@@ -178,9 +178,10 @@ const STUCK_AFTER: u64 = 2;
 
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     let failed_in_a_row = app.stats.failed_in_a_row.load(Ordering::Relaxed);
-    // Stuck: the same batch rolled back again and again (an output that cannot be written);
-    // one or two rollbacks are a broker's hiccup.
-    let stuck = failed_in_a_row > STUCK_AFTER;
+    // Stuck: the same batch rolled back again and again (an output that cannot be written),
+    // or a failed producer not replaced yet; one or two rollbacks are a broker's hiccup.
+    let replacing = app.stats.replacing_producer.load(Ordering::Relaxed);
+    let stuck = failed_in_a_row > STUCK_AFTER || replacing;
     let ready = app.stats.ready.load(Ordering::Relaxed) && !stuck;
     let partitions = app.state.partitions();
     let body = Json(json!({
@@ -188,6 +189,7 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
         "partitions": partitions,
         "stuck": stuck,
         "failed_batches_in_a_row": failed_in_a_row,
+        "replacing_producer": replacing,
     }));
     if ready {
         (StatusCode::OK, body).into_response()

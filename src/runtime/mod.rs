@@ -74,6 +74,9 @@ pub struct Stats {
     /// Batches rolled back in a row since the last commit: a batch that keeps failing (an
     /// output that cannot be written) is retried from its checkpoint, and this shows it.
     pub failed_in_a_row: AtomicU64,
+    /// True while a failed producer is being replaced (a new one waiting for its transactions,
+    /// e.g. while the coordinator still aborts the old one's): no batch can commit meanwhile.
+    pub replacing_producer: AtomicBool,
     /// True once the first assignment is restored and consumption has started.
     pub ready: AtomicBool,
     /// The most recent alerts, newest last (bounded).
@@ -828,7 +831,11 @@ pub fn run(
         decided.clear();
         if last_lag.elapsed() >= Duration::from_secs(1) {
             last_lag = Instant::now();
-            update_lag(&consumer, &metrics);
+            let guard = shared
+                .lock()
+                .map_err(|_| anyhow::anyhow!("engine state poisoned"))?;
+            let failing = stats.failed_in_a_row.load(Ordering::Relaxed) > 0;
+            update_lag(&consumer, &guard, failing, &metrics);
         }
         let window = Duration::from_millis(k.batch_max_ms);
         let failed = kafka::poll_batch(&consumer, k.batch_max_messages, window, |m| {
@@ -909,16 +916,16 @@ pub fn run(
                 metrics.transactions.with_label_values(&["aborted"]).inc();
                 error!("batch failed, rolling back to the last checkpoint: {e:#}");
                 let stuck = e.chain().any(|c| c.is::<ProducerStuck>());
-                if k.delivery == Delivery::ExactlyOnce && !stuck {
-                    if let Err(e) = producer.abort_transaction(Duration::from_secs(30)) {
-                        error!("abort failed: {e}");
-                    }
-                }
+                let abort_failed = (k.delivery == Delivery::ExactlyOnce && !stuck)
+                    .then(|| producer.abort_transaction(Duration::from_secs(30)).err())
+                    .flatten();
                 // A producer that cannot be used again is replaced. Stuck: the stuck call keeps
                 // the old one alive on its thread, and the new one's epoch fences it (its
                 // transaction is aborted by the coordinator, whatever it still sends is
-                // refused). Failed fatally: for exactly_once the new epoch also aborts anything
-                // the old one left open.
+                // refused). Failed fatally, or its transaction could not be aborted (librdkafka
+                // then refuses every later transaction with "conflicting abort_transaction API
+                // call already in progress", on Apache Kafka after a record the broker refused):
+                // for exactly_once the new epoch also aborts anything the old one left open.
                 let replace = if stuck {
                     Some("stuck in send_offsets_to_transaction past its deadline".to_string())
                 } else if let Some((code, why)) = producer.client().fatal_error() {
@@ -933,13 +940,16 @@ pub fn run(
                     }
                     Some(format!("failed fatally ({code:?}: {why})"))
                 } else {
-                    None
+                    abort_failed.map(|e| format!("could not abort its transaction ({e})"))
                 };
                 if let Some(why) = replace {
                     error!("producer {why}; replacing it with a new one");
                     metrics.producers_replaced.inc();
                     drop(guard);
-                    match kafka::create_producer(&k, &shutdown)? {
+                    stats.replacing_producer.store(true, Ordering::Relaxed);
+                    let replaced = kafka::create_producer(&k, &shutdown);
+                    stats.replacing_producer.store(false, Ordering::Relaxed);
+                    match replaced? {
                         Some(p) => producer = Arc::new(p),
                         None => break,
                     }
@@ -1002,29 +1012,47 @@ fn drop_stale(
 }
 
 /// Sets the consumer lag gauge of every assigned partition from the client's cached
-/// watermarks (no broker round trip).
-fn update_lag(consumer: &BaseConsumer<Ctx>, metrics: &Metrics) {
+/// watermarks (no broker round trip). While batches commit, the high watermark less the
+/// consumer's position (which steps over transaction markers); while they keep failing, less
+/// the next offset the partition's committed state has applied, so a partition that is read
+/// again and again from its checkpoint shows its lag growing instead of a position running
+/// ahead of what was committed.
+fn update_lag(consumer: &BaseConsumer<Ctx>, sh: &Shared, failing: bool, metrics: &Metrics) {
     let Ok(position) = consumer.position() else {
         return;
     };
     for e in position.elements() {
-        let Offset::Offset(pos) = e.offset() else {
+        let (topic, partition) = (e.topic(), e.partition());
+        let Some((low, high)) = cached_watermarks(consumer, topic, partition) else {
             continue;
         };
-        if let Some(high) = cached_high_watermark(consumer, e.topic(), e.partition()) {
-            if high >= 0 {
-                metrics
-                    .consumer_lag
-                    .with_label_values(&[e.topic(), &e.partition().to_string()])
-                    .set((high - pos).max(0));
-            }
+        if high < 0 {
+            continue;
         }
+        let committed = || {
+            sh.parts
+                .get(&partition)
+                .and_then(|p| p.positions.get(topic).copied())
+                .unwrap_or(low.max(0))
+        };
+        let applied = match e.offset() {
+            Offset::Offset(pos) if !failing => pos,
+            _ => committed(),
+        };
+        metrics
+            .consumer_lag
+            .with_label_values(&[topic, &partition.to_string()])
+            .set((high - applied).max(0));
     }
 }
 
-/// The high watermark librdkafka last saw in a fetch response for this partition (no
+/// The (low, high) watermarks librdkafka last saw in a fetch response for this partition (no
 /// broker round trip; rdkafka 0.39 has no safe wrapper for it).
-fn cached_high_watermark(consumer: &BaseConsumer<Ctx>, topic: &str, partition: i32) -> Option<i64> {
+fn cached_watermarks(
+    consumer: &BaseConsumer<Ctx>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid while `consumer` is borrowed; the topic is a valid
@@ -1038,7 +1066,7 @@ fn cached_high_watermark(consumer: &BaseConsumer<Ctx>, topic: &str, partition: i
             &mut high,
         )
     };
-    (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR).then_some(high)
+    (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR).then_some((low, high))
 }
 
 /// One polled batch: the messages, when each was read, and (filled in while processing) the

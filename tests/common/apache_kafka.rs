@@ -384,6 +384,31 @@ wait "$j""#;
         }
     }
 
+    /// Sets a topic's configuration to `configs` (the whole set: what is not named returns to
+    /// the broker's default).
+    pub fn alter_topic(&self, name: &str, configs: &[(&str, &str)]) {
+        use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+        let admin: AdminClient<DefaultClientContext> =
+            self.client().create().expect("admin client");
+        let config = configs.iter().fold(
+            AlterConfig::new(ResourceSpecifier::Topic(name)),
+            |c, (k, v)| c.set(k, v),
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+        let results = rt
+            .block_on(admin.alter_configs(&[config], &options))
+            .expect("alter configs");
+        for r in results {
+            if let Err((resource, code)) = r {
+                panic!("cannot alter {resource:?}: {code:?}");
+            }
+        }
+    }
+
     /// Creates topics with `partitions` each, the cluster's replication factor, and `configs`.
     pub fn create_topics(&self, names: &[&str], partitions: i32, configs: &[(&str, &str)]) {
         let rf = if self.nodes.len() >= 3 { 3 } else { 1 };

@@ -164,6 +164,17 @@ pub fn child(settings: &Settings, delivery: &str) -> ChildEngine {
 /// An engine process; `instance` names one of several running at once (each its own
 /// transactional id, as every instance of a deployment must have).
 pub fn child_instance(settings: &Settings, delivery: &str, instance: Option<u32>) -> ChildEngine {
+    child_with(settings, delivery, instance, &[])
+}
+
+/// [`child_instance`] with more environment settings (`CREDIT_SENTINEL__...`), set last so
+/// that they override the defaults above (e.g. the HTTP server enabled on a port).
+pub fn child_with(
+    settings: &Settings,
+    delivery: &str,
+    instance: Option<u32>,
+    env: &[(&str, &str)],
+) -> ChildEngine {
     let k = &settings.kafka;
     let transactional_id = match instance {
         Some(n) => format!("{}-{n}", k.transactional_id),
@@ -206,6 +217,7 @@ pub fn child_instance(settings: &Settings, delivery: &str, instance: Option<u32>
                 .clone()
                 .unwrap_or_default(),
         )
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(match std::env::var_os("CREDIT_SENTINEL_TEST_CHILD_LOG") {
             // For diagnosis: the engine's log, appended across restarts (one file per

@@ -674,22 +674,9 @@ fn commands_not_signed_with_a_key_of_the_file_are_dead_lettered() {
     let _ = std::fs::remove_file(&keys_file);
 }
 
-/// A minimal HTTP/1.1 GET: (status, body), or `None` while nothing answers.
+/// GET on the engine's HTTP listener `addr`: (status, body), or `None` while nothing answers.
 fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
+    common::http_get::get_within(addr.parse().ok()?, path, None, Duration::from_secs(10))
 }
 
 /// The sum of a metric's samples whose labels contain `label` (e.g. `topic="credit.orders"`).

@@ -12,6 +12,7 @@ pub mod account;
 pub mod delivery;
 pub mod fx;
 pub mod ids;
+mod replica;
 pub mod rules;
 pub mod warnings;
 

@@ -56,7 +56,7 @@ use rdkafka::ClientContext;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
@@ -150,41 +150,125 @@ impl Options {
     }
 }
 
-/// A read handle on the engines of this instance's partitions, shared with the HTTP layer.
+/// A read handle on this instance's partitions, shared with the HTTP layer.
 ///
-/// Readers lock it briefly between batches; the processing loop holds it while it applies a
-/// batch, so a read waits at most one batch and never sees a half-applied one.
+/// Readers never take the decision loop's lock: they read the published model, read replicas
+/// of the partition engines brought up to date after each commit (see [`publish`]). A read
+/// sees committed state only, never a half-applied batch, and a slow commit (a producer flush,
+/// a transaction commit, a rewind) does not make it wait; a slow reader in turn only delays the
+/// next publish, never a decision.
 #[derive(Clone)]
-pub struct StateHandle(Arc<Mutex<Shared>>);
+pub struct StateHandle {
+    shared: Arc<Mutex<Shared>>,
+    published: Arc<Published>,
+}
 
 impl Default for StateHandle {
     fn default() -> Self {
-        StateHandle(Arc::new(Mutex::new(Shared {
-            policy: crate::policy::Policy::default(),
-            parts: BTreeMap::new(),
-            pending: crate::feed::Pending::default(),
-        })))
+        let published = Arc::new(Published::default());
+        StateHandle {
+            shared: Arc::new(Mutex::new(Shared {
+                policy: crate::policy::Policy::default(),
+                parts: BTreeMap::new(),
+                pending: crate::feed::Pending::default(),
+                unpublished: Unpublished::default(),
+                published: Arc::clone(&published),
+            })),
+            published,
+        }
     }
 }
 
 impl StateHandle {
-    /// Runs `f` over the partition engines (ascending partition order).
+    /// Runs `f` over the published partition engines (ascending partition order).
     pub fn read<R>(&self, f: impl FnOnce(&[&Engine]) -> R) -> R {
-        let guard = match self.0.lock() {
+        let guard = match self.published.model.read() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let engines: Vec<&Engine> = guard.parts.values().map(|p| &p.engine).collect();
+        let engines: Vec<&Engine> = guard.parts.values().collect();
         f(&engines)
     }
 
-    /// The partitions currently assigned to this instance.
+    /// The partitions assigned to this instance, as last published.
     pub fn partitions(&self) -> Vec<i32> {
-        self.0
-            .lock()
-            .map(|g| g.parts.keys().copied().collect())
-            .unwrap_or_default()
+        self.read_model(|m| m.parts.keys().copied().collect())
     }
+
+    /// How many commits were published to readers so far, and how many publishes were put
+    /// off because a reader held the model (they go out with the next one).
+    pub fn publishes(&self) -> (u64, u64) {
+        (
+            self.published.publishes.load(Ordering::Relaxed),
+            self.published.deferred.load(Ordering::Relaxed),
+        )
+    }
+
+    fn read_model<R>(&self, f: impl FnOnce(&ReadModel) -> R) -> R {
+        match self.published.model.read() {
+            Ok(g) => f(&g),
+            Err(p) => f(&p.into_inner()),
+        }
+    }
+}
+
+/// What readers see: a read replica of every partition engine, as of the last publish.
+#[derive(Default)]
+struct ReadModel {
+    parts: BTreeMap<i32, Engine>,
+}
+
+/// The read model and how often it was published to.
+#[derive(Default)]
+struct Published {
+    model: RwLock<ReadModel>,
+    publishes: AtomicU64,
+    deferred: AtomicU64,
+}
+
+/// The accounts and groups a batch changed, per partition.
+type Changes = BTreeMap<i32, (BTreeSet<String>, BTreeSet<String>)>;
+
+/// What committed since the last publish: the accounts and groups changed per partition, and
+/// the partitions to copy whole (restored on assignment).
+#[derive(Default)]
+struct Unpublished {
+    changed: Changes,
+    full: BTreeSet<i32>,
+    /// Something to publish even without changes (a revocation, a clock that moved).
+    due: bool,
+}
+
+/// Publishes what committed since the last publish to the readers' model. Never waits: while
+/// a reader holds the model it is put off (kept for the next call), so a slow reader (a scrape
+/// walking every account) never delays a decision. Costs what changed, plus a full copy of a
+/// partition just assigned.
+fn publish(sh: &mut Shared) {
+    let published = Arc::clone(&sh.published);
+    let mut m = match published.model.try_write() {
+        Ok(m) => m,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => {
+            sh.unpublished.due = true;
+            published.deferred.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let un = std::mem::take(&mut sh.unpublished);
+    m.parts.retain(|p, _| sh.parts.contains_key(p));
+    let none = (BTreeSet::new(), BTreeSet::new());
+    for (p, part) in &sh.parts {
+        match m.parts.get_mut(p) {
+            Some(replica) if !un.full.contains(p) => {
+                let (accounts, groups) = un.changed.get(p).unwrap_or(&none);
+                part.engine.update_replica(replica, accounts, groups);
+            }
+            _ => {
+                m.parts.insert(*p, part.engine.read_replica());
+            }
+        }
+    }
+    published.publishes.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The checkpoint of one input partition, stored as `c/<partition>` in that changelog partition.
@@ -219,6 +303,10 @@ struct Shared {
     parts: BTreeMap<i32, PartitionState>,
     /// The open batch's console items, published when it commits.
     pending: crate::feed::Pending,
+    /// What committed and readers do not see yet.
+    unpublished: Unpublished,
+    /// The readers' model (`StateHandle`), published to after each commit.
+    published: Arc<Published>,
 }
 
 impl Shared {
@@ -322,6 +410,8 @@ impl ConsumerContext for Ctx {
                     let _ = tpl.set_partition_offset(&topic, partition, offset);
                 }
                 let now: BTreeSet<i32> = shared.parts.keys().copied().collect();
+                shared.unpublished.full.extend(partitions.iter().copied());
+                publish(&mut shared);
                 drop(shared);
                 // Cooperative: `tpl` holds only the partitions added; the others keep running.
                 let assigned = if cooperative(consumer) {
@@ -358,8 +448,11 @@ impl ConsumerContext for Ctx {
                 if let Ok(mut shared) = self.shared.lock() {
                     for p in &partitions {
                         shared.parts.remove(p);
+                        shared.unpublished.changed.remove(p);
+                        shared.unpublished.full.remove(p);
                     }
                     now = shared.parts.keys().copied().collect();
+                    publish(&mut shared);
                 }
                 // Nothing to commit here: every committed batch already wrote its checkpoints,
                 // and what this instance polled but did not commit is dropped (`drop_stale`)
@@ -631,6 +724,8 @@ pub fn restore_changelog(settings: &Settings, partitions: &BTreeSet<i32>) -> Res
         policy: settings.policy.clone(),
         parts: BTreeMap::new(),
         pending: Default::default(),
+        unpublished: Unpublished::default(),
+        published: Default::default(),
     };
     restore_partitions(
         settings,
@@ -772,7 +867,7 @@ pub fn run(
 ) -> Result<()> {
     let settings = Arc::new(settings);
     let k = settings.kafka.clone();
-    let shared = options.state.clone().unwrap_or_default().0;
+    let shared = options.state.clone().unwrap_or_default().shared;
     if let Ok(mut sh) = shared.lock() {
         sh.policy = settings.policy.clone();
         sh.parts.clear();
@@ -831,11 +926,14 @@ pub fn run(
         decided.clear();
         if last_lag.elapsed() >= Duration::from_secs(1) {
             last_lag = Instant::now();
-            let guard = shared
+            let mut guard = shared
                 .lock()
                 .map_err(|_| anyhow::anyhow!("engine state poisoned"))?;
             let failing = stats.failed_in_a_row.load(Ordering::Relaxed) > 0;
             update_lag(&consumer, &guard, failing, &metrics);
+            if guard.unpublished.due {
+                publish(&mut guard);
+            }
         }
         let window = Duration::from_millis(k.batch_max_ms);
         let failed = kafka::poll_batch(&consumer, k.batch_max_messages, window, |m| {
@@ -892,7 +990,15 @@ pub fn run(
             )
         });
         match result {
-            Ok(()) => {
+            Ok(changes) => {
+                for (p, (accounts, groups)) in changes {
+                    let c = sh.unpublished.changed.entry(p).or_default();
+                    c.0.extend(accounts);
+                    c.1.extend(groups);
+                }
+                // The clock and the rates moved even where no account changed.
+                sh.unpublished.due = true;
+                publish(sh);
                 if let Some(feed) = &options.feed {
                     feed.publish(&mut sh.pending);
                 }
@@ -957,7 +1063,9 @@ pub fn run(
                         .lock()
                         .map_err(|_| anyhow::anyhow!("engine state poisoned"))?;
                 }
-                rewind(&mut guard, &settings, &consumer, &stats, &metrics)?;
+                rewind(
+                    &mut guard, &settings, &consumer, &stats, &metrics, &shutdown,
+                )?;
             }
         }
     }
@@ -1447,7 +1555,8 @@ fn commit_batch(
     consumer: &BaseConsumer<Ctx>,
     k: &KafkaSettings,
     points: bool,
-) -> Result<()> {
+) -> Result<Changes> {
+    let mut changes = Changes::new();
     // Every record sent so far acknowledged, none failed (a failure is rolled back and the
     // batch retried from the checkpoint, never skipped).
     let acknowledged = |what: &str| -> Result<()> {
@@ -1467,6 +1576,11 @@ fn commit_batch(
     let mut snapshots = 0usize;
     for (p, part) in sh.parts.iter_mut() {
         let (accounts, groups) = part.engine.take_changed();
+        if !accounts.is_empty() || !groups.is_empty() {
+            let c = changes.entry(*p).or_default();
+            c.0.extend(accounts.iter().cloned());
+            c.1.extend(groups.iter().cloned());
+        }
         for g in &groups {
             if let Some((key, value)) = state::encode_group(&part.engine, g) {
                 out.send(changelog, Some(*p), Some(key.as_bytes()), &value)?;
@@ -1540,7 +1654,7 @@ fn commit_batch(
             }
         }
     }
-    Ok(())
+    Ok(changes)
 }
 
 /// How long `send_offsets_to_transaction` is given, and how much longer the engine waits for
@@ -1581,22 +1695,39 @@ fn send_offsets_bounded(
     }
 }
 
+/// How long a rewind retries a restore that fails before the runtime gives up (and exits
+/// with the error, for its supervisor to restart it).
+const REWIND_GIVES_UP_AFTER: Duration = Duration::from_secs(300);
+
 /// Rebuilds the engine from the changelog and seeks every assigned partition back to its
-/// checkpoint: what a failed batch did to the in-memory state is thrown away.
+/// checkpoint: what a failed batch did to the in-memory state is thrown away. A failing
+/// restore is retried every second, until a shutdown is asked for (then nothing is sought:
+/// the loop ends, and the next owner restores from the same checkpoints) or for at most
+/// [`REWIND_GIVES_UP_AFTER`].
 fn rewind(
     sh: &mut Shared,
     settings: &Settings,
     consumer: &BaseConsumer<Ctx>,
     stats: &Stats,
     metrics: &Metrics,
+    shutdown: &AtomicBool,
 ) -> Result<()> {
     let assigned: BTreeSet<i32> = sh.parts.keys().copied().collect();
+    let started = Instant::now();
     let checkpoints = loop {
         match restore_partitions(settings, sh, &assigned, stats, metrics) {
             Ok(c) => break c,
+            Err(e) if started.elapsed() >= REWIND_GIVES_UP_AFTER => {
+                return Err(e.context(format!(
+                    "restore after a failed batch still failing after {REWIND_GIVES_UP_AFTER:?}"
+                )));
+            }
             Err(e) => {
                 error!("restore after a failed batch failed, retrying: {e:#}");
-                std::thread::sleep(Duration::from_secs(1));
+                kafka::sleep_unless_shutdown(Duration::from_secs(1), shutdown);
+                if shutdown.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
             }
         }
     };

@@ -6,6 +6,7 @@
 pub mod apache_kafka;
 pub mod broker;
 pub mod hostile;
+pub mod http_get;
 pub mod live;
 
 use credit_sentinel::codec;

@@ -1,0 +1,240 @@
+//! Early-warning alerts evaluated after each event: utilization thresholds (account and group) and behaviour changes.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn utilization_alerts(&mut self, cid: &str, cause: &Cause, out: &mut Vec<Output>) {
+        let policy = Arc::clone(&self.policy);
+        let Some(terms) = self.terms(cid) else { return };
+        let acc = self.accounts.get_mut(cid).expect("touched account exists");
+        let exposure = acc.exposure_total();
+        let util = warnings::utilization(exposure, terms.limit_effective);
+        let crossed =
+            warnings::threshold_crossings(&policy, &mut acc.marks.utilization_fired, util);
+        let position = Position {
+            util,
+            exposure,
+            limit: terms.limit_effective,
+            currency: terms.currency,
+        };
+        self.threshold_alerts(
+            AlertKind::UtilizationThreshold,
+            &crossed,
+            cid,
+            None,
+            &position,
+            cause,
+            out,
+        );
+    }
+
+    pub(super) fn group_utilization_alerts(
+        &mut self,
+        gid: &str,
+        cid: &str,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) {
+        let policy = Arc::clone(&self.policy);
+        let Some(view) = self.accounts.get(cid).and_then(|acc| self.group_view(acc)) else {
+            return;
+        };
+        let Ok(exposure) = view.exposure else { return };
+        let util = warnings::utilization(exposure, view.credit_limit);
+        let Some(g) = self.groups.get_mut(gid) else {
+            return;
+        };
+        let members = g.members.len();
+        let fired_before = g.utilization_fired;
+        let crossed = warnings::threshold_crossings(&policy, &mut g.utilization_fired, util);
+        if g.utilization_fired != fired_before {
+            self.changed_groups.insert(gid.to_string());
+        }
+        let position = Position {
+            util,
+            exposure,
+            limit: view.credit_limit,
+            currency: view.currency,
+        };
+        let group = Some((gid, members));
+        self.threshold_alerts(
+            AlertKind::GroupUtilizationThreshold,
+            &crossed,
+            cid,
+            group,
+            &position,
+            cause,
+            out,
+        );
+    }
+
+    /// One alert per threshold crossed (customer or group scope).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn threshold_alerts(
+        &self,
+        kind: AlertKind,
+        crossed: &[usize],
+        cid: &str,
+        group: Option<(&str, usize)>,
+        p: &Position,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) {
+        for &i in crossed {
+            let t = &self.policy.utilization_thresholds[i];
+            let threshold = format_ratio(t.ratio);
+            let mut details = vec![
+                ("threshold", json!(threshold)),
+                (
+                    "utilization",
+                    p.util
+                        .map_or(json!("unbounded"), |u| json!(format_ratio(u))),
+                ),
+                ("exposure", money(p.exposure)),
+                ("credit_limit", money(p.limit)),
+                ("currency", json!(p.currency.as_str())),
+                ("source_event_id", json!(cause.source)),
+            ];
+            if cause.fx {
+                details.push(("cause", json!("fx")));
+            }
+            if let Some((_, members)) = group {
+                details.push(("members", json!(members)));
+            }
+            let disc = format!("{threshold}|{}|{}", cause.source, cause.at.0);
+            let alert = self.alert(
+                kind,
+                t.severity,
+                Some(cid),
+                group.map(|g| g.0),
+                cause.at,
+                &disc,
+                details,
+            );
+            out.push(Output::Alert(alert));
+        }
+    }
+
+    /// Behavioural grade and limit suggestions, each edge-triggered (once per change).
+    pub(super) fn behaviour_alerts(&mut self, cid: &str, cause: &Cause, out: &mut Vec<Output>) {
+        let policy = Arc::clone(&self.policy);
+        let now = self.now();
+        let Some(acc) = self.accounts.get(cid) else {
+            return;
+        };
+        let Some(profile) = acc.profile.as_ref() else {
+            return;
+        };
+        let profile_grade = profile.grade.unwrap_or(policy.default_grade);
+        let limit = profile.credit_limit;
+        let currency = profile.currency;
+        // Built only when an alert fires (most events fire none).
+        let disc = || format!("{}|{}", cause.source, cause.at.0);
+
+        if let Some(ind) = warnings::behavioural_grade(acc, &policy, now, profile_grade) {
+            let suggested = ind.combined;
+            let acc = self.accounts.get_mut(cid).expect("exists");
+            if suggested == profile_grade {
+                acc.behaviour.grade_suggested = None;
+                if policy.apply_behavioural_grade {
+                    acc.grade_override = None;
+                }
+            } else if acc.behaviour.grade_suggested != Some(suggested) {
+                acc.behaviour.grade_suggested = Some(suggested);
+                if policy.apply_behavioural_grade {
+                    acc.grade_override = Some(suggested);
+                }
+                let severity = if suggested > profile_grade {
+                    Severity::Warning
+                } else {
+                    Severity::Info
+                };
+                let alert = self.alert(
+                    AlertKind::GradeChangeSuggested,
+                    severity,
+                    Some(cid),
+                    None,
+                    cause.at,
+                    &format!("{suggested}|{}", disc()),
+                    vec![
+                        ("current_grade", json!(profile_grade.as_str())),
+                        ("suggested_grade", json!(suggested.as_str())),
+                        ("applied", json!(policy.apply_behavioural_grade)),
+                        (
+                            "indicators",
+                            json!({
+                                "net_collection_rate": format_ratio(ind.net_collection_rate),
+                                "collection_grade": ind.collection_grade.as_str(),
+                                "avg_days_late": ind.avg_days_late.normalize().to_string(),
+                                "timeliness_grade": ind.timeliness_grade.as_str(),
+                                "profile_grade": ind.profile_grade.as_str(),
+                                "amount_due": format_money(ind.amount_due),
+                                "collected": format_money(ind.collected),
+                                "window_days": policy.behaviour_window_days,
+                            }),
+                        ),
+                    ],
+                );
+                out.push(Output::Alert(alert));
+            }
+        }
+
+        let s = &policy.limit_suggestions;
+        let acc = self.accounts.get_mut(cid).expect("exists");
+        let avg_late = warnings::recent_avg_days_late(acc, s.settled_items);
+        let decrease = avg_late.is_some_and(|a| a > s.decrease_avg_days_late_min);
+        let near = acc.behaviour.near_limit.iter().filter(|n| **n).count();
+        let increase = !decrease
+            && avg_late.is_some_and(|a| a <= s.increase_avg_days_late_max)
+            && near >= s.increase_near_limit_orders_min;
+        let fire_decrease = decrease && !acc.behaviour.limit_decrease_active;
+        let fire_increase = increase && !acc.behaviour.limit_increase_active;
+        acc.behaviour.limit_decrease_active = decrease;
+        acc.behaviour.limit_increase_active = increase;
+        let avg = avg_late.unwrap_or_default().normalize().to_string();
+        if fire_decrease {
+            let suggested = (limit - limit * s.decrease_pct / Decimal::ONE_HUNDRED).round_dp(2);
+            let alert = self.alert(
+                AlertKind::LimitDecreaseSuggested,
+                Severity::Warning,
+                Some(cid),
+                None,
+                cause.at,
+                &disc(),
+                vec![
+                    ("avg_days_late", json!(avg)),
+                    ("settled_items", json!(s.settled_items)),
+                    (
+                        "threshold_days",
+                        json!(s.decrease_avg_days_late_min.normalize().to_string()),
+                    ),
+                    ("credit_limit", money(limit)),
+                    ("suggested_limit", money(suggested)),
+                    ("currency", json!(currency.as_str())),
+                ],
+            );
+            out.push(Output::Alert(alert));
+        }
+        if fire_increase {
+            let suggested = (limit + limit * s.increase_pct / Decimal::ONE_HUNDRED).round_dp(2);
+            let alert = self.alert(
+                AlertKind::LimitIncreaseSuggested,
+                Severity::Info,
+                Some(cid),
+                None,
+                cause.at,
+                &disc(),
+                vec![
+                    ("avg_days_late", json!(avg)),
+                    ("settled_items", json!(s.settled_items)),
+                    ("near_limit_orders", json!(near)),
+                    ("recent_orders", json!(s.increase_recent_orders)),
+                    ("credit_limit", money(limit)),
+                    ("suggested_limit", money(suggested)),
+                    ("currency", json!(currency.as_str())),
+                ],
+            );
+            out.push(Output::Alert(alert));
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Manual commands from credit managers: release and reject with four-eyes, block and unblock, grade overrides.
+
+use super::*;
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_command(
+        &mut self,
+        cid: &str,
+        event: &Event,
+        kind: CommandKind,
+        order_id: Option<&str>,
+        actor: &str,
+        note: &str,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) -> Outcome {
+        match kind {
+            CommandKind::Block => {
+                self.account_mut(cid).manual_block = Some(actor.to_string());
+                self.touch(cid);
+                Outcome::Applied
+            }
+            CommandKind::Unblock => {
+                self.account_mut(cid).manual_block = None;
+                self.touch(cid);
+                self.recheck_holds(cid, cause, out);
+                Outcome::Applied
+            }
+            // Dispatched to `on_delivery_command` (never here).
+            CommandKind::ReleaseDelivery | CommandKind::RejectDelivery => Outcome::Rejected,
+            CommandKind::ReleaseHold | CommandKind::RejectHold => {
+                let order_id = order_id.unwrap_or_default();
+                let held = self.accounts[cid]
+                    .orders
+                    .get(order_id)
+                    .filter(|o| o.state == OrderState::Held);
+                let Some(order) = held else {
+                    out.push(Output::Rejection(rejection(
+                        event,
+                        ErrorCode::OrderNotHeld,
+                        format!("order {order_id} is not held for customer {cid}"),
+                    )));
+                    return Outcome::Rejected;
+                };
+                if kind == CommandKind::RejectHold {
+                    let detail = format!("rejected by {actor}: {note}");
+                    let reasons = vec![Reason {
+                        code: ReasonCode::Manual,
+                        detail,
+                    }];
+                    let d = self.decision(
+                        cid,
+                        order_id,
+                        DecisionStatus::Rejected,
+                        reasons,
+                        cause,
+                        Some(actor),
+                        Some(note),
+                    );
+                    out.push(Output::Decision(d));
+                    let cap = self.policy.bounds.closed_ids_per_account;
+                    self.account_mut(cid).close_rejected_order(order_id, cap);
+                } else {
+                    let four_eyes = self
+                        .policy
+                        .four_eyes_amount
+                        .is_some_and(|max| order.amount_account > max);
+                    let first = order.hold.as_ref().and_then(|h| h.first_approver.clone());
+                    let detail = match (four_eyes, first) {
+                        (false, _) => format!("released by {actor}: {note}"),
+                        (true, None) => {
+                            if let Some(h) = self
+                                .account_mut(cid)
+                                .orders
+                                .get_mut(order_id)
+                                .and_then(|o| o.hold.as_mut())
+                            {
+                                h.first_approver = Some(actor.to_string());
+                            }
+                            return Outcome::Applied;
+                        }
+                        (true, Some(first)) if first == actor => {
+                            out.push(Output::Rejection(rejection(
+                                event,
+                                ErrorCode::FourEyesSameActor,
+                                format!(
+                                    "order {order_id} needs a second approver other than {actor}"
+                                ),
+                            )));
+                            return Outcome::Rejected;
+                        }
+                        (true, Some(first)) => {
+                            format!(
+                                "released by {actor} (second approval; first by {first}): {note}"
+                            )
+                        }
+                    };
+                    let policy = Arc::clone(&self.policy);
+                    let now = self.now();
+                    let prepay =
+                        rules::terms(&self.accounts[cid], &policy, now).is_some_and(|t| t.prepay);
+                    let cap = policy.bounds.closed_ids_per_account;
+                    // Reserve first so the decision shows the exposure after it.
+                    let hold_id = ids::decision_id(cid, order_id, "initial");
+                    let order_snapshot = self.accounts[cid].orders.get(order_id).cloned();
+                    let account = self
+                        .account_currency(&self.accounts[cid])
+                        .or(order_snapshot.as_ref().map(|o| o.currency));
+                    let conv = Conv {
+                        rates: &self.rates,
+                        account: account.unwrap_or_else(|| Currency::parse("EUR").expect("ISO")),
+                    };
+                    if let Some(acc) = self.accounts.get_mut(cid) {
+                        acc.open_order(order_id, prepay, cap, &conv);
+                    }
+                    let reasons = vec![Reason {
+                        code: ReasonCode::Manual,
+                        detail,
+                    }];
+                    if let Some(o) = order_snapshot {
+                        let d = self.decision_for(
+                            cid,
+                            &o,
+                            DecisionStatus::Released,
+                            reasons,
+                            cause,
+                            Some(actor),
+                            Some(note),
+                            Some(hold_id),
+                        );
+                        out.push(Output::Decision(d));
+                    }
+                }
+                self.touch(cid);
+                self.recheck_holds(cid, cause, out);
+                Outcome::Applied
+            }
+        }
+    }
+}

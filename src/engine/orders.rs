@@ -1,0 +1,245 @@
+//! Orders placed and cancelled: the credit check at placement, the decision it makes, and what a cancellation frees.
+
+use super::*;
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_order_placed(
+        &mut self,
+        cid: &str,
+        event: &Event,
+        order_id: &str,
+        amount: Decimal,
+        currency: Currency,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) -> Outcome {
+        let now = self.now();
+        let policy = Arc::clone(&self.policy);
+        let acc = &self.accounts[cid];
+        if acc.knows_order(order_id) {
+            if let Some(first) = acc
+                .orders
+                .get(order_id)
+                .filter(|o| o.amount != amount || o.currency != currency)
+            {
+                let detail = format!(
+                    "order {order_id} was placed before for {} {}; this one says {} {}; the first is kept",
+                    format_money(first.amount),
+                    first.currency,
+                    format_money(amount),
+                    currency
+                );
+                out.push(Output::Rejection(rejection(
+                    event,
+                    ErrorCode::DuplicateConflict,
+                    detail,
+                )));
+                return Outcome::Rejected;
+            }
+            return Outcome::Duplicate;
+        }
+        if acc.orders.len() >= policy.bounds.items_per_account {
+            out.push(Output::Rejection(rejection(
+                event,
+                ErrorCode::CapacityExceeded,
+                format!(
+                    "account {cid} has {} live orders (limits.items_per_account); order {order_id} is not decided",
+                    acc.orders.len()
+                ),
+            )));
+            return Outcome::Rejected;
+        }
+        let terms = rules::terms(acc, &policy, now);
+        let account_currency = terms.as_ref().map(|t| t.currency).or(acc.currency);
+        let amount_account = match account_currency {
+            Some(c) => self.rates.convert(amount, currency, c),
+            None => Some(amount),
+        };
+        let group = self.group_view(acc);
+        let candidate = Candidate {
+            amount,
+            currency,
+            amount_account,
+            order_id,
+            rates: &self.rates,
+        };
+        let reasons = rules::check_order(
+            acc,
+            terms.as_ref(),
+            group.as_ref(),
+            &policy,
+            now,
+            &candidate,
+        );
+        let amount_acc = amount_account.unwrap_or(amount);
+        let near_limit = terms.as_ref().is_some_and(|t| {
+            warnings::utilization(acc.exposure_total() + amount_acc, t.limit_effective)
+                .is_none_or(|u| u >= policy.limit_suggestions.increase_near_limit_utilization)
+        });
+        let anomaly = reasons.iter().any(|r| r.code == ReasonCode::AmountAnomaly);
+        let typical = rules::typical_order(acc, &policy);
+
+        let cap = policy.bounds.closed_ids_per_account;
+        let conv = Conv {
+            rates: &self.rates,
+            account: account_currency.unwrap_or(currency),
+        };
+        let acc = self.accounts.get_mut(cid).expect("account exists");
+        let order = Order {
+            order_id: order_id.to_string(),
+            amount,
+            currency,
+            amount_account: amount_acc,
+            placed_at: event.occurred_at,
+            placed_event_id: event.event_id.clone(),
+            state: OrderState::Held,
+            shipped: Decimal::ZERO,
+            open_remaining: Decimal::ZERO,
+            prepaid: Decimal::ZERO,
+            hold: None,
+        };
+        // A zero-amount order closes as soon as it opens, so decide from this copy.
+        acc.orders
+            .insert(order_id.to_string(), Box::new(order.clone()));
+        let status = if reasons.is_empty() {
+            acc.open_order(
+                order_id,
+                terms.as_ref().is_some_and(|t| t.prepay),
+                cap,
+                &conv,
+            );
+            DecisionStatus::Approved
+        } else {
+            if let Some(o) = acc.orders.get_mut(order_id) {
+                o.hold = Some(account::Hold {
+                    reasons: reasons.clone(),
+                    held_at: event.occurred_at,
+                    first_approver: None,
+                });
+            }
+            acc.enqueue_hold(order_id);
+            DecisionStatus::Held
+        };
+        // Behaviour the warnings learn from.
+        let inactivity_before = warnings::inactivity_due(acc, &policy).map(|(due, _)| due);
+        let b = &mut acc.behaviour;
+        if !anomaly {
+            b.order_amounts.push_back(amount_acc);
+            while b.order_amounts.len() > policy.anomaly_window {
+                b.order_amounts.pop_front();
+            }
+        }
+        let pos = b
+            .order_times
+            .iter()
+            .position(|t| *t > event.occurred_at)
+            .unwrap_or(b.order_times.len());
+        b.order_times.insert(pos, event.occurred_at);
+        while b.order_times.len() > policy.inactivity_window + 1 {
+            b.order_times.pop_front();
+        }
+        b.near_limit.push_back(near_limit);
+        while b.near_limit.len() > policy.limit_suggestions.increase_recent_orders {
+            b.near_limit.pop_front();
+        }
+        let inactivity = warnings::inactivity_due(acc, &policy);
+
+        let decision = self.decision_for(cid, &order, status, reasons, cause, None, None, None);
+        out.push(Output::Decision(decision));
+        if anomaly {
+            let typical = typical.unwrap_or_default();
+            let alert = self.alert(
+                AlertKind::AmountAnomaly,
+                Severity::Warning,
+                Some(cid),
+                None,
+                cause.at,
+                order_id,
+                vec![
+                    ("order_id", json!(order_id)),
+                    ("amount", money(amount_acc)),
+                    ("typical_order", money(typical)),
+                    (
+                        "factor",
+                        json!(policy.anomaly_factor.normalize().to_string()),
+                    ),
+                ],
+            );
+            out.push(Output::Alert(alert));
+        }
+        if status == DecisionStatus::Held && policy.hold_expiry_days > 0 {
+            let at = event
+                .occurred_at
+                .plus_us(days_us(policy.hold_expiry_days) + 1);
+            self.schedule(
+                at,
+                cid,
+                TimerKind::HoldExpiry {
+                    order_id: order_id.to_string(),
+                },
+            );
+        }
+        if let Some((due, _)) = inactivity {
+            // One inactivity moment per account: the one this order replaces is dropped from
+            // the index (it would fire as a no-op), so the index stays bounded by live items.
+            if let Some(old) = inactivity_before.filter(|old| *old != due) {
+                self.timers.remove(&Timer {
+                    at: old,
+                    customer_id: cid.to_string(),
+                    kind: TimerKind::Inactivity,
+                });
+            }
+            self.schedule(due, cid, TimerKind::Inactivity);
+        }
+        self.touch(cid);
+        if status == DecisionStatus::Approved
+            && self.accounts[cid]
+                .deliveries
+                .values()
+                .any(|d| d.order_id == order_id)
+        {
+            self.recheck_deliveries(&[cid.to_string()], cause, out);
+        }
+        self.apply_pending_for(cid, order_id, cause, out);
+        Outcome::Applied
+    }
+
+    pub(super) fn on_order_cancelled(
+        &mut self,
+        cid: &str,
+        event: &Event,
+        order_id: &str,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) -> Outcome {
+        let cap = self.policy.bounds.closed_ids_per_account;
+        let acc = self.accounts.get_mut(cid).expect("account exists");
+        let Some(order) = acc.orders.get(order_id) else {
+            if acc.knows_order(order_id) {
+                return Outcome::Duplicate;
+            }
+            return self.park(cid, event, out);
+        };
+        let was_held = order.state == OrderState::Held;
+        if was_held {
+            let decision = self.decision(
+                cid,
+                order_id,
+                DecisionStatus::Cancelled,
+                Vec::new(),
+                cause,
+                None,
+                None,
+            );
+            out.push(Output::Decision(decision));
+        }
+        if let Some(acc) = self.accounts.get_mut(cid) {
+            acc.close_order_as(order_id, delivery::CANCELLED_ORDER, cap);
+        }
+        self.cancel_order_deliveries(cid, order_id, cause, out);
+        self.touch(cid);
+        self.recheck_holds(cid, cause, out);
+        Outcome::Applied
+    }
+}

@@ -1,0 +1,138 @@
+//! Reads without a state change: what-if checks for the API, totals per currency, and the invariant check over every account.
+
+use super::*;
+
+impl Engine {
+    /// What would happen to this order now, without changing anything.
+    pub fn simulate_order(
+        &self,
+        customer_id: &str,
+        amount: Decimal,
+        currency: Currency,
+    ) -> (DecisionStatus, Vec<Reason>) {
+        let now = self.now();
+        let blank;
+        let acc = match self.accounts.get(customer_id) {
+            Some(a) => a,
+            None => {
+                blank = Account::new(customer_id);
+                &blank
+            }
+        };
+        let terms = rules::terms(acc, &self.policy, now);
+        let account_currency = terms.as_ref().map(|t| t.currency).or(acc.currency);
+        let amount_account = match account_currency {
+            Some(c) => self.rates.convert(amount, currency, c),
+            None => Some(amount),
+        };
+        let group = self.group_view(acc);
+        let candidate = Candidate {
+            amount,
+            currency,
+            amount_account,
+            order_id: "",
+            rates: &self.rates,
+        };
+        let reasons = rules::check_order(
+            acc,
+            terms.as_ref(),
+            group.as_ref(),
+            &self.policy,
+            now,
+            &candidate,
+        );
+        let status = if reasons.is_empty() {
+            DecisionStatus::Approved
+        } else {
+            DecisionStatus::Held
+        };
+        (status, reasons)
+    }
+
+    /// Exposure, limits and holds summed per currency, in currency order.
+    pub fn totals(&self) -> BTreeMap<Currency, CurrencyTotals> {
+        let mut totals: BTreeMap<Currency, CurrencyTotals> = BTreeMap::new();
+        for acc in self.accounts.values() {
+            let Some(cur) = acc.currency else { continue };
+            let t = totals.entry(cur).or_default();
+            t.accounts += 1;
+            t.exposure.open_orders += acc.open_orders_total;
+            t.exposure.receivables += acc.receivables_total;
+            t.exposure.unapplied_credit += acc.unapplied_credit;
+            t.exposure.total += acc.exposure_total();
+            t.credit_limit += acc
+                .profile
+                .as_ref()
+                .map(|p| p.credit_limit)
+                .unwrap_or_default();
+            t.held_orders += acc.holds.len();
+            t.held_amount += acc
+                .holds
+                .iter()
+                .map(|id| acc.orders[id].amount_account)
+                .sum::<Decimal>();
+        }
+        totals
+    }
+
+    /// Checks every account's exposure identity (foreign items valued at the latest rates)
+    /// and the group memberships.
+    pub fn verify_invariants(&self) -> Result<(), String> {
+        let mut ids: Vec<&String> = self.accounts.keys().collect();
+        ids.sort();
+        for id in ids {
+            let acc = &self.accounts[id];
+            acc.check_identity()?;
+            if let Some(account) = acc.currency {
+                let mut copy = acc.clone();
+                let conv = Conv {
+                    rates: &self.rates,
+                    account,
+                };
+                if copy.revalue(&conv) {
+                    let orders = acc.orders.iter().filter_map(|(oid, o)| {
+                        let c = &copy.orders[oid];
+                        (c.open_remaining != o.open_remaining).then(|| {
+                            format!(
+                                "order {oid} ({} {}, {:?}, prepaid {}): {} valued {}",
+                                o.amount,
+                                o.currency,
+                                o.state,
+                                o.prepaid,
+                                o.open_remaining,
+                                c.open_remaining
+                            )
+                        })
+                    });
+                    let receivables = acc
+                        .receivables
+                        .iter()
+                        .zip(&copy.receivables)
+                        .filter(|(r, c)| r.open != c.open)
+                        .map(|(r, c)| format!("a receivable: {} valued {}", r.open, c.open));
+                    let which: Vec<String> = orders.chain(receivables).collect();
+                    return Err(format!(
+                        "{id}: a foreign item is not valued at the latest rate: {}",
+                        which.join("; ")
+                    ));
+                }
+            }
+            if let Some(gid) = acc.group_id() {
+                if !self.groups.get(gid).is_some_and(|g| g.members.contains(id)) {
+                    return Err(format!("{id}: not a member of its group {gid}"));
+                }
+            }
+        }
+        for g in self.groups.values() {
+            for m in &g.members {
+                if self.accounts.get(m).and_then(|a| a.group_id()) != Some(g.group_id.as_str()) {
+                    return Err(format!(
+                        "group {}: member {m} names another group",
+                        g.group_id
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

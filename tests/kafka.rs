@@ -641,7 +641,12 @@ fn join_the_group_for(settings: &Settings, hold: Duration) -> JoinHandle<usize> 
 /// Faults injected while the engine works through a stream (in small batches, so every fault
 /// lands mid-stream): permanent produce errors, transaction and offset commit errors, the
 /// broker going down and up, and a rebalance. After all of them the distinct decisions and
-/// alerts, and every account's final state, equal replay's.
+/// alerts, and every account's final state, equal replay's. Shown to have been hit: the
+/// permanent produce errors (a batch rolled back), the fatal EndTxn error in exactly_once (the
+/// producer replaced) and the rebalance (partitions revoked). Not shown: that librdkafka met
+/// the retriable produce errors, the at_least_once offset commit errors and the outage (they
+/// leave no trace the test can read; the mock cluster does not say which injected errors it
+/// has served).
 fn faults_injected_and_survived(delivery: Delivery) {
     use rdkafka::types::RDKafkaApiKey as Api;
     use rdkafka::types::RDKafkaRespErr as E;
@@ -709,6 +714,9 @@ fn faults_injected_and_survived(delivery: Delivery) {
 
     // 3. Commits fail.
     let before = aborted();
+    let metrics = Arc::clone(&running.metrics);
+    let replaced = || metrics.producers_replaced.get();
+    let replaced_before = replaced();
     let n = match delivery {
         Delivery::ExactlyOnce => {
             // INVALID_TXN_STATE puts the producer in librdkafka's fatal state: it is replaced.
@@ -730,6 +738,14 @@ fn faults_injected_and_survived(delivery: Delivery) {
         }
     };
     step("the fourth slice");
+    if delivery == Delivery::ExactlyOnce {
+        // The fatal one was hit: it is what replaces a producer.
+        wait_for(
+            "the producer replaced after INVALID_TXN_STATE",
+            Duration::from_secs(60),
+            || replaced() > replaced_before,
+        );
+    }
     fault("commit", n, aborted() - before);
 
     // 4. The broker goes down mid-batch and comes back.
@@ -740,9 +756,15 @@ fn faults_injected_and_survived(delivery: Delivery) {
 
     // 5. A rebalance mid-stream: another member joins the group, then leaves.
     let before = aborted();
+    let revoked = || metrics.rebalances.with_label_values(&["revoke"]).get();
+    let revoked_before = revoked();
     let intruder = join_the_group_for(&settings, Duration::from_secs(3));
     let held = intruder.join().expect("intruder");
     assert!(held > 0, "the intruder took partitions from the engine");
+    assert!(
+        revoked() > revoked_before,
+        "the engine saw its partitions revoked"
+    );
     step("the sixth slice");
     fault(
         "rebalance (a member joins, then leaves)",

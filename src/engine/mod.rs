@@ -42,11 +42,11 @@ pub use account::{Account, Order, OrderState, Receivable};
 use account::{Conv, ShipmentAmount};
 use fx::FxRates;
 use rules::{Candidate, GroupView, Terms};
-use timers::receivable_timer_at;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use timers::receivable_timer_at;
 
 /// A customer group sharing one limit.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]

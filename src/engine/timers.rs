@@ -31,270 +31,335 @@ impl Engine {
     }
 
     pub(super) fn fire(&mut self, timer: &Timer, cause: &Cause, out: &mut Vec<Output>) {
+        let cid = timer.customer_id.as_str();
+        if !self.accounts.contains_key(cid) {
+            return;
+        }
+        self.changed_accounts.insert(cid.to_string());
+        match &timer.kind {
+            TimerKind::Receivable { .. } => {
+                self.fire_receivable(timer, cause, out);
+            }
+            TimerKind::ReviewWarning | TimerKind::ReviewExpired => {
+                self.fire_review(timer, cause, out);
+            }
+            TimerKind::TempLimitExpiry => {
+                self.fire_temp_limit_expiry(timer, cause, out);
+            }
+            TimerKind::Inactivity => {
+                self.fire_inactivity(timer, cause, out);
+            }
+            TimerKind::HoldExpiry { .. } => {
+                self.fire_hold_expiry(timer, cause, out);
+            }
+            TimerKind::PendingExpiry { .. } => {
+                self.fire_pending_expiry(timer, cause, out);
+            }
+            TimerKind::DeliveryHoldExpiry { .. } => {
+                self.fire_delivery_hold_expiry(timer, cause, out);
+            }
+        }
+    }
+
+    /// An item reaching its next aging stage: overdue, an aging bucket, a write-off candidate.
+    fn fire_receivable(&mut self, timer: &Timer, cause: &Cause, out: &mut Vec<Output>) {
         let policy = Arc::clone(&self.policy);
         let cid = timer.customer_id.as_str();
-        if self.accounts.contains_key(cid) {
-            self.changed_accounts.insert(cid.to_string());
-        }
+        let TimerKind::Receivable { shipment_id, stage } = &timer.kind else {
+            return;
+        };
         let Some(acc) = self.accounts.get(cid) else {
             return;
         };
-        match &timer.kind {
-            TimerKind::Receivable { shipment_id, stage } => {
-                let Some(r) = acc
-                    .receivables
-                    .iter()
-                    .find(|r| &r.shipment_id == shipment_id)
-                else {
-                    return;
-                };
-                if r.next_stage != *stage {
-                    return;
-                }
-                let buckets = &policy.aging_buckets_days;
-                let stage_i = usize::from(*stage);
-                let (kind, severity, days) = if stage_i == 0 {
-                    (AlertKind::ItemOverdue, Severity::Warning, 0)
-                } else if stage_i <= buckets.len() {
-                    let sev = if stage_i == buckets.len() {
-                        Severity::Critical
-                    } else {
-                        Severity::Warning
-                    };
-                    (AlertKind::AgingBucket, sev, buckets[stage_i - 1])
-                } else {
-                    (
-                        AlertKind::WriteOffCandidate,
-                        Severity::Critical,
-                        policy.write_off_days,
-                    )
-                };
-                let mut details = vec![
-                    ("shipment_id", json!(r.shipment_id)),
-                    ("order_id", json!(r.order_id)),
-                    ("amount_open", money(r.open)),
-                    ("due_at", json!(r.due_at.to_rfc3339())),
-                    ("currency", json!(acc.currency.map(|c| c.to_string()))),
-                ];
-                if kind != AlertKind::ItemOverdue {
-                    details.push(("days_past_due", json!(days)));
-                }
-                if kind == AlertKind::AgingBucket {
-                    details.push(("bucket", json!(format!("{days}+"))));
-                }
-                let due_at = r.due_at;
-                let alert = self.alert(
-                    kind,
-                    severity,
-                    Some(cid),
-                    None,
-                    cause.at,
-                    &format!("{shipment_id}|{stage}"),
-                    details,
-                );
-                out.push(Output::Alert(alert));
-                let next = stage + 1;
-                let next_at = receivable_timer_at(&policy, due_at, next);
-                if let Some(r) = self.accounts.get_mut(cid).and_then(|a| {
-                    a.receivables
-                        .iter_mut()
-                        .find(|r| &r.shipment_id == shipment_id)
-                }) {
-                    r.next_stage = next;
-                }
-                if let Some(at) = next_at {
-                    self.schedule(
-                        at,
-                        cid,
-                        TimerKind::Receivable {
-                            shipment_id: shipment_id.clone(),
-                            stage: next,
-                        },
-                    );
-                }
-                self.touch(cid);
-            }
-            TimerKind::ReviewWarning | TimerKind::ReviewExpired => {
-                let Some(review) = acc.profile.as_ref().and_then(|p| p.review_date) else {
-                    return;
-                };
-                let warning = timer.kind == TimerKind::ReviewWarning;
-                let expected = if warning {
-                    review.plus_days(-i64::from(policy.review_warning_days))
-                } else {
-                    review
-                };
-                let marks = &acc.marks;
-                let already = if warning {
-                    marks.review_warned_for
-                } else {
-                    marks.review_expired_for
-                };
-                if expected != timer.at
-                    || already == Some(review)
-                    || (warning && self.now() >= review)
-                {
-                    return;
-                }
-                let (kind, severity) = if warning {
-                    (AlertKind::LimitReviewDue, Severity::Info)
-                } else {
-                    (AlertKind::LimitExpired, Severity::Warning)
-                };
-                let limit = acc
-                    .profile
-                    .as_ref()
-                    .map(|p| p.credit_limit)
-                    .unwrap_or_default();
-                let alert = self.alert(
-                    kind,
-                    severity,
-                    Some(cid),
-                    None,
-                    timer.at,
-                    &review.0.to_string(),
-                    vec![
-                        ("review_date", json!(review.to_date())),
-                        ("credit_limit", money(limit)),
-                        (
-                            "days_ahead",
-                            json!(if warning {
-                                policy.review_warning_days
-                            } else {
-                                0
-                            }),
-                        ),
-                    ],
-                );
-                out.push(Output::Alert(alert));
-                let acc = self.account_mut(cid);
-                if warning {
-                    acc.marks.review_warned_for = Some(review);
-                } else {
-                    acc.marks.review_expired_for = Some(review);
-                }
-            }
-            TimerKind::TempLimitExpiry => {
-                let Some(p) = acc.profile.as_ref() else {
-                    return;
-                };
-                let Some(temp) = p.temporary_limit.as_ref() else {
-                    return;
-                };
-                if temp.expires_at != timer.at
-                    || acc.marks.temp_expired_for == Some(temp.expires_at)
-                {
-                    return;
-                }
-                let alert = self.alert(
-                    AlertKind::TempLimitExpired,
-                    Severity::Info,
-                    Some(cid),
-                    None,
-                    timer.at,
-                    &temp.expires_at.0.to_string(),
-                    vec![
-                        ("temporary_amount", money(temp.amount)),
-                        ("expires_at", json!(temp.expires_at.to_rfc3339())),
-                        ("credit_limit", money(p.credit_limit)),
-                        ("exposure", money(acc.exposure_total())),
-                    ],
-                );
-                out.push(Output::Alert(alert));
-                self.account_mut(cid).marks.temp_expired_for = Some(timer.at);
-                self.touch(cid);
-            }
-            TimerKind::Inactivity => {
-                let Some((due, usual_days)) = warnings::inactivity_due(acc, &policy) else {
-                    return;
-                };
-                let last = acc
-                    .behaviour
-                    .order_times
-                    .back()
-                    .copied()
-                    .unwrap_or_default();
-                if due != timer.at || acc.behaviour.inactivity_alerted_for == Some(last) {
-                    return;
-                }
-                let alert = self.alert(
-                    AlertKind::Inactivity,
-                    Severity::Info,
-                    Some(cid),
-                    None,
-                    timer.at,
-                    &last.0.to_string(),
-                    vec![
-                        ("last_order_at", json!(last.to_rfc3339())),
-                        (
-                            "usual_interval_days",
-                            json!(usual_days.normalize().to_string()),
-                        ),
-                        (
-                            "silent_days",
-                            json!(timer.at.days_since(last).normalize().to_string()),
-                        ),
-                    ],
-                );
-                out.push(Output::Alert(alert));
-                self.account_mut(cid).behaviour.inactivity_alerted_for = Some(last);
-            }
-            TimerKind::HoldExpiry { order_id } => {
-                let Some(order) = acc
-                    .orders
-                    .get(order_id)
-                    .filter(|o| o.state == OrderState::Held)
-                else {
-                    return;
-                };
-                if order
-                    .placed_at
-                    .plus_us(days_us(policy.hold_expiry_days) + 1)
-                    != timer.at
-                {
-                    return;
-                }
-                let source = order.placed_event_id.clone();
-                let expired_cause = Cause {
-                    source,
-                    at: cause.at,
-                    fx: false,
-                };
-                let reasons = vec![Reason {
-                    code: ReasonCode::HoldExpired,
-                    detail: format!("held longer than {} days", policy.hold_expiry_days),
-                }];
-                let d = self.decision(
-                    cid,
-                    order_id,
-                    DecisionStatus::Rejected,
-                    reasons,
-                    &expired_cause,
-                    None,
-                    None,
-                );
-                out.push(Output::Decision(d));
-                self.account_mut(cid)
-                    .close_rejected_order(order_id, policy.bounds.closed_ids_per_account);
-                self.touch(cid);
-                self.recheck_holds(cid, cause, out);
-            }
-            TimerKind::PendingExpiry { event_id } => {
-                let acc = self.account_mut(cid);
-                let Some(pos) = acc
-                    .pending
-                    .iter()
-                    .position(|p| &p.event.event_id == event_id)
-                else {
-                    return;
-                };
-                let pending = acc.pending.remove(pos);
-                self.resolve_orphan(cid, pending.event, out);
-            }
-            TimerKind::DeliveryHoldExpiry { delivery_id } => {
-                self.expire_delivery(cid, delivery_id, timer.at, cause, out);
-            }
+        let Some(r) = acc
+            .receivables
+            .iter()
+            .find(|r| &r.shipment_id == shipment_id)
+        else {
+            return;
+        };
+        if r.next_stage != *stage {
+            return;
         }
+        let buckets = &policy.aging_buckets_days;
+        let stage_i = usize::from(*stage);
+        let (kind, severity, days) = if stage_i == 0 {
+            (AlertKind::ItemOverdue, Severity::Warning, 0)
+        } else if stage_i <= buckets.len() {
+            let sev = if stage_i == buckets.len() {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            };
+            (AlertKind::AgingBucket, sev, buckets[stage_i - 1])
+        } else {
+            (
+                AlertKind::WriteOffCandidate,
+                Severity::Critical,
+                policy.write_off_days,
+            )
+        };
+        let mut details = vec![
+            ("shipment_id", json!(r.shipment_id)),
+            ("order_id", json!(r.order_id)),
+            ("amount_open", money(r.open)),
+            ("due_at", json!(r.due_at.to_rfc3339())),
+            ("currency", json!(acc.currency.map(|c| c.to_string()))),
+        ];
+        if kind != AlertKind::ItemOverdue {
+            details.push(("days_past_due", json!(days)));
+        }
+        if kind == AlertKind::AgingBucket {
+            details.push(("bucket", json!(format!("{days}+"))));
+        }
+        let due_at = r.due_at;
+        let alert = self.alert(
+            kind,
+            severity,
+            Some(cid),
+            None,
+            cause.at,
+            &format!("{shipment_id}|{stage}"),
+            details,
+        );
+        out.push(Output::Alert(alert));
+        let next = stage + 1;
+        let next_at = receivable_timer_at(&policy, due_at, next);
+        if let Some(r) = self.accounts.get_mut(cid).and_then(|a| {
+            a.receivables
+                .iter_mut()
+                .find(|r| &r.shipment_id == shipment_id)
+        }) {
+            r.next_stage = next;
+        }
+        if let Some(at) = next_at {
+            self.schedule(
+                at,
+                cid,
+                TimerKind::Receivable {
+                    shipment_id: shipment_id.clone(),
+                    stage: next,
+                },
+            );
+        }
+        self.touch(cid);
+    }
+
+    /// A limit review coming up, or passed.
+    fn fire_review(&mut self, timer: &Timer, _cause: &Cause, out: &mut Vec<Output>) {
+        let policy = Arc::clone(&self.policy);
+        let cid = timer.customer_id.as_str();
+        let Some(acc) = self.accounts.get(cid) else {
+            return;
+        };
+        let Some(review) = acc.profile.as_ref().and_then(|p| p.review_date) else {
+            return;
+        };
+        let warning = timer.kind == TimerKind::ReviewWarning;
+        let expected = if warning {
+            review.plus_days(-i64::from(policy.review_warning_days))
+        } else {
+            review
+        };
+        let marks = &acc.marks;
+        let already = if warning {
+            marks.review_warned_for
+        } else {
+            marks.review_expired_for
+        };
+        if expected != timer.at || already == Some(review) || (warning && self.now() >= review) {
+            return;
+        }
+        let (kind, severity) = if warning {
+            (AlertKind::LimitReviewDue, Severity::Info)
+        } else {
+            (AlertKind::LimitExpired, Severity::Warning)
+        };
+        let limit = acc
+            .profile
+            .as_ref()
+            .map(|p| p.credit_limit)
+            .unwrap_or_default();
+        let alert = self.alert(
+            kind,
+            severity,
+            Some(cid),
+            None,
+            timer.at,
+            &review.0.to_string(),
+            vec![
+                ("review_date", json!(review.to_date())),
+                ("credit_limit", money(limit)),
+                (
+                    "days_ahead",
+                    json!(if warning {
+                        policy.review_warning_days
+                    } else {
+                        0
+                    }),
+                ),
+            ],
+        );
+        out.push(Output::Alert(alert));
+        let acc = self.account_mut(cid);
+        if warning {
+            acc.marks.review_warned_for = Some(review);
+        } else {
+            acc.marks.review_expired_for = Some(review);
+        }
+    }
+
+    /// A temporary limit ending.
+    fn fire_temp_limit_expiry(&mut self, timer: &Timer, _cause: &Cause, out: &mut Vec<Output>) {
+        let cid = timer.customer_id.as_str();
+        let Some(acc) = self.accounts.get(cid) else {
+            return;
+        };
+        let Some(p) = acc.profile.as_ref() else {
+            return;
+        };
+        let Some(temp) = p.temporary_limit.as_ref() else {
+            return;
+        };
+        if temp.expires_at != timer.at || acc.marks.temp_expired_for == Some(temp.expires_at) {
+            return;
+        }
+        let alert = self.alert(
+            AlertKind::TempLimitExpired,
+            Severity::Info,
+            Some(cid),
+            None,
+            timer.at,
+            &temp.expires_at.0.to_string(),
+            vec![
+                ("temporary_amount", money(temp.amount)),
+                ("expires_at", json!(temp.expires_at.to_rfc3339())),
+                ("credit_limit", money(p.credit_limit)),
+                ("exposure", money(acc.exposure_total())),
+            ],
+        );
+        out.push(Output::Alert(alert));
+        self.account_mut(cid).marks.temp_expired_for = Some(timer.at);
+        self.touch(cid);
+    }
+
+    /// A customer silent for longer than its usual ordering interval.
+    fn fire_inactivity(&mut self, timer: &Timer, _cause: &Cause, out: &mut Vec<Output>) {
+        let policy = Arc::clone(&self.policy);
+        let cid = timer.customer_id.as_str();
+        let Some(acc) = self.accounts.get(cid) else {
+            return;
+        };
+        let Some((due, usual_days)) = warnings::inactivity_due(acc, &policy) else {
+            return;
+        };
+        let last = acc
+            .behaviour
+            .order_times
+            .back()
+            .copied()
+            .unwrap_or_default();
+        if due != timer.at || acc.behaviour.inactivity_alerted_for == Some(last) {
+            return;
+        }
+        let alert = self.alert(
+            AlertKind::Inactivity,
+            Severity::Info,
+            Some(cid),
+            None,
+            timer.at,
+            &last.0.to_string(),
+            vec![
+                ("last_order_at", json!(last.to_rfc3339())),
+                (
+                    "usual_interval_days",
+                    json!(usual_days.normalize().to_string()),
+                ),
+                (
+                    "silent_days",
+                    json!(timer.at.days_since(last).normalize().to_string()),
+                ),
+            ],
+        );
+        out.push(Output::Alert(alert));
+        self.account_mut(cid).behaviour.inactivity_alerted_for = Some(last);
+    }
+
+    /// A held order past `hold_expiry_days`: rejected `HOLD_EXPIRED`.
+    fn fire_hold_expiry(&mut self, timer: &Timer, cause: &Cause, out: &mut Vec<Output>) {
+        let policy = Arc::clone(&self.policy);
+        let cid = timer.customer_id.as_str();
+        let TimerKind::HoldExpiry { order_id } = &timer.kind else {
+            return;
+        };
+        let Some(acc) = self.accounts.get(cid) else {
+            return;
+        };
+        let Some(order) = acc
+            .orders
+            .get(order_id)
+            .filter(|o| o.state == OrderState::Held)
+        else {
+            return;
+        };
+        if order
+            .placed_at
+            .plus_us(days_us(policy.hold_expiry_days) + 1)
+            != timer.at
+        {
+            return;
+        }
+        let source = order.placed_event_id.clone();
+        let expired_cause = Cause {
+            source,
+            at: cause.at,
+            fx: false,
+        };
+        let reasons = vec![Reason {
+            code: ReasonCode::HoldExpired,
+            detail: format!("held longer than {} days", policy.hold_expiry_days),
+        }];
+        let d = self.decision(
+            cid,
+            order_id,
+            DecisionStatus::Rejected,
+            reasons,
+            &expired_cause,
+            None,
+            None,
+        );
+        out.push(Output::Decision(d));
+        self.account_mut(cid)
+            .close_rejected_order(order_id, policy.bounds.closed_ids_per_account);
+        self.touch(cid);
+        self.recheck_holds(cid, cause, out);
+    }
+
+    /// A parked event whose order never came.
+    fn fire_pending_expiry(&mut self, timer: &Timer, _cause: &Cause, out: &mut Vec<Output>) {
+        let cid = timer.customer_id.as_str();
+        let TimerKind::PendingExpiry { event_id } = &timer.kind else {
+            return;
+        };
+        let acc = self.account_mut(cid);
+        let Some(pos) = acc
+            .pending
+            .iter()
+            .position(|p| &p.event.event_id == event_id)
+        else {
+            return;
+        };
+        let pending = acc.pending.remove(pos);
+        self.resolve_orphan(cid, pending.event, out);
+    }
+
+    /// A held delivery past its expiry.
+    fn fire_delivery_hold_expiry(&mut self, timer: &Timer, cause: &Cause, out: &mut Vec<Output>) {
+        let cid = timer.customer_id.as_str();
+        let TimerKind::DeliveryHoldExpiry { delivery_id } = &timer.kind else {
+            return;
+        };
+        self.expire_delivery(cid, delivery_id, timer.at, cause, out);
     }
 
     /// Every due moment an account's state implies.

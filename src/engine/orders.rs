@@ -2,55 +2,30 @@
 
 use super::*;
 
+/// The credit check of a new order against its account as it stands.
+pub(super) struct OrderCheck {
+    /// The terms in force (`None`: no profile and no default limit).
+    pub terms: Option<Terms>,
+    /// The account's currency, from its terms or its first money.
+    pub account_currency: Option<Currency>,
+    /// The order's amount in the account's currency (`None`: no rate between the two).
+    pub amount_account: Option<Decimal>,
+    /// Every rule the order fails, in the contract's order (empty: approved).
+    pub reasons: Vec<Reason>,
+}
+
 impl Engine {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn on_order_placed(
-        &mut self,
-        cid: &str,
-        event: &Event,
+    /// Checks a new order (placement, and the what-if of `simulate_order`, build it the same
+    /// way): terms, the amount in the account's currency, the group's position, the rules.
+    pub(super) fn check_new_order(
+        &self,
+        acc: &Account,
         order_id: &str,
         amount: Decimal,
         currency: Currency,
-        cause: &Cause,
-        out: &mut Vec<Output>,
-    ) -> Outcome {
+    ) -> OrderCheck {
         let now = self.now();
-        let policy = Arc::clone(&self.policy);
-        let acc = &self.accounts[cid];
-        if acc.knows_order(order_id) {
-            if let Some(first) = acc
-                .orders
-                .get(order_id)
-                .filter(|o| o.amount != amount || o.currency != currency)
-            {
-                let detail = format!(
-                    "order {order_id} was placed before for {} {}; this one says {} {}; the first is kept",
-                    format_money(first.amount),
-                    first.currency,
-                    format_money(amount),
-                    currency
-                );
-                out.push(Output::Rejection(rejection(
-                    event,
-                    ErrorCode::DuplicateConflict,
-                    detail,
-                )));
-                return Outcome::Rejected;
-            }
-            return Outcome::Duplicate;
-        }
-        if acc.orders.len() >= policy.bounds.items_per_account {
-            out.push(Output::Rejection(rejection(
-                event,
-                ErrorCode::CapacityExceeded,
-                format!(
-                    "account {cid} has {} live orders (limits.items_per_account); order {order_id} is not decided",
-                    acc.orders.len()
-                ),
-            )));
-            return Outcome::Rejected;
-        }
-        let terms = rules::terms(acc, &policy, now);
+        let terms = rules::terms(acc, &self.policy, now);
         let account_currency = terms.as_ref().map(|t| t.currency).or(acc.currency);
         let amount_account = match account_currency {
             Some(c) => self.rates.convert(amount, currency, c),
@@ -68,10 +43,40 @@ impl Engine {
             acc,
             terms.as_ref(),
             group.as_ref(),
-            &policy,
+            &self.policy,
             now,
             &candidate,
         );
+        OrderCheck {
+            terms,
+            account_currency,
+            amount_account,
+            reasons,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_order_placed(
+        &mut self,
+        cid: &str,
+        event: &Event,
+        order_id: &str,
+        amount: Decimal,
+        currency: Currency,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) -> Outcome {
+        let policy = Arc::clone(&self.policy);
+        if let Some(refused) = self.placement_refused(cid, event, order_id, amount, currency, out) {
+            return refused;
+        }
+        let acc = &self.accounts[cid];
+        let OrderCheck {
+            terms,
+            account_currency,
+            amount_account,
+            reasons,
+        } = self.check_new_order(acc, order_id, amount, currency);
         let amount_acc = amount_account.unwrap_or(amount);
         let near_limit = terms.as_ref().is_some_and(|t| {
             warnings::utilization(acc.exposure_total() + amount_acc, t.limit_effective)
@@ -123,49 +128,20 @@ impl Engine {
         };
         // Behaviour the warnings learn from.
         let inactivity_before = warnings::inactivity_due(acc, &policy).map(|(due, _)| due);
-        let b = &mut acc.behaviour;
-        if !anomaly {
-            b.order_amounts.push_back(amount_acc);
-            while b.order_amounts.len() > policy.anomaly_window {
-                b.order_amounts.pop_front();
-            }
-        }
-        let pos = b
-            .order_times
-            .iter()
-            .position(|t| *t > event.occurred_at)
-            .unwrap_or(b.order_times.len());
-        b.order_times.insert(pos, event.occurred_at);
-        while b.order_times.len() > policy.inactivity_window + 1 {
-            b.order_times.pop_front();
-        }
-        b.near_limit.push_back(near_limit);
-        while b.near_limit.len() > policy.limit_suggestions.increase_recent_orders {
-            b.near_limit.pop_front();
-        }
+        learn_from_order(
+            acc,
+            &policy,
+            amount_acc,
+            event.occurred_at,
+            anomaly,
+            near_limit,
+        );
         let inactivity = warnings::inactivity_due(acc, &policy);
 
         let decision = self.decision_for(cid, &order, status, reasons, cause, None, None, None);
         out.push(Output::Decision(decision));
         if anomaly {
-            let typical = typical.unwrap_or_default();
-            let alert = self.alert(
-                AlertKind::AmountAnomaly,
-                Severity::Warning,
-                Some(cid),
-                None,
-                cause.at,
-                order_id,
-                vec![
-                    ("order_id", json!(order_id)),
-                    ("amount", money(amount_acc)),
-                    ("typical_order", money(typical)),
-                    (
-                        "factor",
-                        json!(policy.anomaly_factor.normalize().to_string()),
-                    ),
-                ],
-            );
+            let alert = self.amount_anomaly_alert(cid, order_id, amount_acc, typical, cause);
             out.push(Output::Alert(alert));
         }
         if status == DecisionStatus::Held && policy.hold_expiry_days > 0 {
@@ -205,6 +181,84 @@ impl Engine {
         Outcome::Applied
     }
 
+    /// A repeat of a known order (silent when identical, `DUPLICATE_CONFLICT` when it differs)
+    /// or one over the account's live-order bound: not decided.
+    fn placement_refused(
+        &self,
+        cid: &str,
+        event: &Event,
+        order_id: &str,
+        amount: Decimal,
+        currency: Currency,
+        out: &mut Vec<Output>,
+    ) -> Option<Outcome> {
+        let acc = &self.accounts[cid];
+        if acc.knows_order(order_id) {
+            if let Some(first) = acc
+                .orders
+                .get(order_id)
+                .filter(|o| o.amount != amount || o.currency != currency)
+            {
+                let detail = format!(
+                    "order {order_id} was placed before for {} {}; this one says {} {}; the first is kept",
+                    format_money(first.amount),
+                    first.currency,
+                    format_money(amount),
+                    currency
+                );
+                out.push(Output::Rejection(rejection(
+                    event,
+                    ErrorCode::DuplicateConflict,
+                    detail,
+                )));
+                return Some(Outcome::Rejected);
+            }
+            return Some(Outcome::Duplicate);
+        }
+        if acc.orders.len() >= self.policy.bounds.items_per_account {
+            out.push(Output::Rejection(rejection(
+                event,
+                ErrorCode::CapacityExceeded,
+                format!(
+                    "account {cid} has {} live orders (limits.items_per_account); order {order_id} is not decided",
+                    acc.orders.len()
+                ),
+            )));
+            return Some(Outcome::Rejected);
+        }
+        None
+    }
+
+    /// `AMOUNT_ANOMALY`: an order far above the customer's typical one.
+    fn amount_anomaly_alert(
+        &mut self,
+        cid: &str,
+        order_id: &str,
+        amount_acc: Decimal,
+        typical: Option<Decimal>,
+        cause: &Cause,
+    ) -> Alert {
+        let policy = Arc::clone(&self.policy);
+        let typical = typical.unwrap_or_default();
+        self.alert(
+            AlertKind::AmountAnomaly,
+            Severity::Warning,
+            Some(cid),
+            None,
+            cause.at,
+            order_id,
+            vec![
+                ("order_id", json!(order_id)),
+                ("amount", money(amount_acc)),
+                ("typical_order", money(typical)),
+                (
+                    "factor",
+                    json!(policy.anomaly_factor.normalize().to_string()),
+                ),
+            ],
+        )
+    }
+
     pub(super) fn on_order_cancelled(
         &mut self,
         cid: &str,
@@ -241,5 +295,37 @@ impl Engine {
         self.touch(cid);
         self.recheck_holds(cid, cause, out);
         Outcome::Applied
+    }
+}
+
+/// What the warnings learn from an order: its amount (for the anomaly median, unless it is the
+/// anomaly), its time (for the usual ordering interval) and whether it came near the limit.
+fn learn_from_order(
+    acc: &mut Account,
+    policy: &Policy,
+    amount: Decimal,
+    at: Timestamp,
+    anomaly: bool,
+    near_limit: bool,
+) {
+    let b = &mut acc.behaviour;
+    if !anomaly {
+        b.order_amounts.push_back(amount);
+        while b.order_amounts.len() > policy.anomaly_window {
+            b.order_amounts.pop_front();
+        }
+    }
+    let pos = b
+        .order_times
+        .iter()
+        .position(|t| *t > at)
+        .unwrap_or(b.order_times.len());
+    b.order_times.insert(pos, at);
+    while b.order_times.len() > policy.inactivity_window + 1 {
+        b.order_times.pop_front();
+    }
+    b.near_limit.push_back(near_limit);
+    while b.near_limit.len() > policy.limit_suggestions.increase_recent_orders {
+        b.near_limit.pop_front();
     }
 }

@@ -10,7 +10,6 @@ impl Engine {
         amount: Decimal,
         currency: Currency,
     ) -> (DecisionStatus, Vec<Reason>) {
-        let now = self.now();
         let blank;
         let acc = match self.accounts.get(customer_id) {
             Some(a) => a,
@@ -19,28 +18,7 @@ impl Engine {
                 &blank
             }
         };
-        let terms = rules::terms(acc, &self.policy, now);
-        let account_currency = terms.as_ref().map(|t| t.currency).or(acc.currency);
-        let amount_account = match account_currency {
-            Some(c) => self.rates.convert(amount, currency, c),
-            None => Some(amount),
-        };
-        let group = self.group_view(acc);
-        let candidate = Candidate {
-            amount,
-            currency,
-            amount_account,
-            order_id: "",
-            rates: &self.rates,
-        };
-        let reasons = rules::check_order(
-            acc,
-            terms.as_ref(),
-            group.as_ref(),
-            &self.policy,
-            now,
-            &candidate,
-        );
+        let reasons = self.check_new_order(acc, "", amount, currency).reasons;
         let status = if reasons.is_empty() {
             DecisionStatus::Approved
         } else {

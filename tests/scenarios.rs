@@ -856,7 +856,22 @@ fn a_paid_item_raises_no_overdue_alert() {
     s.order(T0, "ACME", "O-1", "100");
     s.ship(T0, "ACME", "DN-1", "O-1", "100");
     s.pay(T0, "ACME", "P-1", "100", &[]);
-    assert!(s.tick("2027-01-01T00:00:00Z").is_empty());
+    // The positive control: an item left unpaid, shipped the same day, does raise one.
+    s.order(T0, "ACME", "O-2", "50");
+    s.ship(T0, "ACME", "DN-2", "O-2", "50");
+    let out = s.tick("2027-01-01T00:00:00Z");
+    let overdue = alerts_of(&out, AlertKind::ItemOverdue);
+    assert_eq!(overdue.len(), 1, "{out:#?}");
+    assert_eq!(overdue[0].details["shipment_id"], "DN-2");
+    assert!(
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Alert(a) => Some(a),
+                _ => None,
+            })
+            .all(|a| a.details.get("shipment_id") != Some(&json!("DN-1"))),
+        "nothing about the paid item: {out:#?}"
+    );
 }
 
 #[test]

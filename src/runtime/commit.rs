@@ -1,0 +1,217 @@
+//! The commit protocol of a batch (outputs, then snapshots, then checkpoints, each
+//! acknowledged; in exactly_once one transaction with the consumed offsets), the bounded
+//! `send_offsets_to_transaction`, and the rewind that rolls a failed batch back.
+
+use super::*;
+
+/// Writes snapshots of what changed and the checkpoints, then commits; with `points`, also
+/// notes the utilization of every changed account for the console.
+///
+/// In both delivery modes the batch is written in three acknowledged steps: its outputs, then
+/// the snapshots of what it changed, then the checkpoints saying how far the state reaches.
+/// A record that failed for good fails the batch before anything after it is written, so the
+/// changelog never claims more than was produced, whatever the broker shows of an aborted
+/// transaction (ARCHITECTURE.md: correctness does not rest on the broker alone). Without
+/// this, a restore that sees an aborted transaction's checkpoint (librdkafka's mock cluster
+/// shows them to `read_committed` readers) resumed after outputs that were never written.
+pub(super) fn commit_batch(
+    sh: &mut Shared,
+    touched: BTreeSet<i32>,
+    batch: &[BorrowedMessage<'_>],
+    out: &Output_<'_>,
+    consumer: &BaseConsumer<Ctx>,
+    k: &KafkaSettings,
+    points: bool,
+) -> Result<Changes> {
+    let mut changes = Changes::new();
+    // Every record sent so far acknowledged, none failed (a failure is rolled back and the
+    // batch retried from the checkpoint, never skipped).
+    let acknowledged = |what: &str| -> Result<()> {
+        kafka::flush_producer(out.producer, Duration::from_secs(30))
+            .with_context(|| format!("{what} not acknowledged"))?;
+        let failed = out.producer.context().failed_in_batch();
+        if failed > 0 {
+            anyhow::bail!(
+                "{failed} record(s) not delivered before the {what} were acknowledged; last error: {}",
+                out.producer.context().last_error()
+            );
+        }
+        Ok(())
+    };
+    acknowledged("outputs")?;
+    let changelog = &k.topics.changelog;
+    let mut snapshots = 0usize;
+    for (p, part) in sh.parts.iter_mut() {
+        let (accounts, groups) = part.engine.take_changed();
+        if !accounts.is_empty() || !groups.is_empty() {
+            let c = changes.entry(*p).or_default();
+            c.0.extend(accounts.iter().cloned());
+            c.1.extend(groups.iter().cloned());
+        }
+        for g in &groups {
+            if let Some((key, value)) = state::encode_group(&part.engine, g) {
+                out.send(changelog, Some(*p), Some(key.as_bytes()), &value)?;
+                snapshots += 1;
+            }
+        }
+        for a in &accounts {
+            if let Some((key, value)) = state::encode_account(&part.engine, a) {
+                out.send(changelog, Some(*p), Some(key.as_bytes()), &value)?;
+                snapshots += 1;
+            }
+            if points {
+                if let Some(point) = utilization_point(&part.engine, a) {
+                    sh.pending.point(a, point);
+                }
+            }
+        }
+    }
+    if snapshots > 0 {
+        acknowledged("snapshots")?;
+    }
+    for (p, part) in sh.parts.iter() {
+        if touched.contains(p) {
+            let c = Checkpoint {
+                v: state::FORMAT_VERSION,
+                offsets: part.positions.clone(),
+                clock: part.engine.clock(),
+                fx: part.engine.rates().live(),
+            };
+            out.send(
+                changelog,
+                Some(*p),
+                Some(checkpoint_key(*p).as_bytes()),
+                &serde_json::to_vec(&c)?,
+            )?;
+        }
+    }
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let e = next.entry((m.topic(), m.partition())).or_default();
+        *e = (*e).max(m.offset() + 1);
+    }
+    let mut offsets = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        offsets.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    }
+    match k.delivery {
+        Delivery::ExactlyOnce => {
+            if offsets.count() > 0 {
+                let meta = consumer
+                    .group_metadata()
+                    .context("no consumer group metadata")?;
+                send_offsets_bounded(out.producer, offsets, meta)?;
+            }
+            // A failed checkpoint fails the commit itself (librdkafka makes it abortable).
+            // rdkafka's commit flushes first, in its slow way (see `flush_producer`): nothing
+            // is left for it to wait for after this.
+            kafka::flush_producer(out.producer, Duration::from_secs(30))
+                .context("checkpoints not acknowledged")?;
+            out.producer
+                .commit_transaction(Duration::from_secs(60))
+                .context("commit failed")?;
+        }
+        Delivery::AtLeastOnce => {
+            acknowledged("checkpoints")?;
+            if offsets.count() > 0 {
+                // Group offsets are for lag monitoring; restore uses the checkpoints.
+                if let Err(e) = consumer.commit(&offsets, rdkafka::consumer::CommitMode::Async) {
+                    warn!("offset commit failed (restore does not depend on it): {e}");
+                }
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// How long `send_offsets_to_transaction` is given, and how much longer the engine waits for
+/// it before it declares the producer stuck.
+pub(super) const SEND_OFFSETS_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const SEND_OFFSETS_GRACE: Duration = Duration::from_secs(5);
+
+/// The producer did not return from `send_offsets_to_transaction` by its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("send_offsets_to_transaction did not return within {0:?} (librdkafka ignores its timeout when the group coordinator's broker is gone)")]
+pub(super) struct ProducerStuck(Duration);
+
+/// Adds the batch's input offsets to the transaction, with a deadline librdkafka does not
+/// keep by itself: in librdkafka 2.12 the call can wait forever once the consumer group's
+/// coordinator broker has died (its coordinator-request timeout is never checked,
+/// confluentinc/librdkafka#5456 and #5511), and the engine thread with it, deaf to SIGTERM.
+/// The call runs on a thread of its own; past the deadline the error is [`ProducerStuck`],
+/// and the batch loop replaces the producer and rolls back.
+pub(super) fn send_offsets_bounded(
+    producer: &Arc<kafka::EngineProducer>,
+    offsets: TopicPartitionList,
+    meta: rdkafka::consumer::ConsumerGroupMetadata,
+) -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let p = Arc::clone(producer);
+    std::thread::Builder::new()
+        .name("send-offsets".into())
+        .spawn(move || {
+            let r = p.send_offsets_to_transaction(&offsets, &meta, SEND_OFFSETS_TIMEOUT);
+            // The receiver is gone when the engine gave up on this call.
+            let _ = tx.send(r);
+        })
+        .context("cannot start the send-offsets thread")?;
+    let deadline = SEND_OFFSETS_TIMEOUT + SEND_OFFSETS_GRACE;
+    match rx.recv_timeout(deadline) {
+        Ok(r) => r.context("cannot add offsets to the transaction"),
+        Err(_) => Err(ProducerStuck(deadline).into()),
+    }
+}
+
+/// How long a rewind retries a restore that fails before the runtime gives up (and exits
+/// with the error, for its supervisor to restart it).
+pub(super) const REWIND_GIVES_UP_AFTER: Duration = Duration::from_secs(300);
+
+/// Rebuilds the engine from the changelog and seeks every assigned partition back to its
+/// checkpoint: what a failed batch did to the in-memory state is thrown away. A failing
+/// restore is retried every second, until a shutdown is asked for (then nothing is sought:
+/// the loop ends, and the next owner restores from the same checkpoints) or for at most
+/// [`REWIND_GIVES_UP_AFTER`].
+pub(super) fn rewind(
+    sh: &mut Shared,
+    settings: &Settings,
+    consumer: &BaseConsumer<Ctx>,
+    stats: &Stats,
+    metrics: &Metrics,
+    shutdown: &AtomicBool,
+) -> Result<()> {
+    let assigned: BTreeSet<i32> = sh.parts.keys().copied().collect();
+    let started = Instant::now();
+    let checkpoints = loop {
+        match restore_partitions(settings, sh, &assigned, stats, metrics) {
+            Ok(c) => break c,
+            Err(e) if started.elapsed() >= REWIND_GIVES_UP_AFTER => {
+                return Err(e.context(format!(
+                    "restore after a failed batch still failing after {REWIND_GIVES_UP_AFTER:?}"
+                )));
+            }
+            Err(e) => {
+                error!("restore after a failed batch failed, retrying: {e:#}");
+                kafka::sleep_unless_shutdown(Duration::from_secs(1), shutdown);
+                if shutdown.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+            }
+        }
+    };
+    let assignment = consumer.assignment().context("no assignment")?;
+    for elem in assignment.elements() {
+        let offset = checkpoints
+            .get(&elem.partition())
+            .and_then(|c| c.offsets.get(elem.topic()))
+            .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+        if let Err(e) = consumer.seek(
+            elem.topic(),
+            elem.partition(),
+            offset,
+            Duration::from_secs(10),
+        ) {
+            warn!("seek {}/{} failed: {e}", elem.topic(), elem.partition());
+        }
+    }
+    Ok(())
+}

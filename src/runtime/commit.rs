@@ -43,11 +43,6 @@ pub(super) fn commit_batch(
     let mut snapshots = 0usize;
     for (p, part) in sh.parts.iter_mut() {
         let (accounts, groups) = part.engine.take_changed();
-        if !accounts.is_empty() || !groups.is_empty() {
-            let c = changes.entry(*p).or_default();
-            c.0.extend(accounts.iter().cloned());
-            c.1.extend(groups.iter().cloned());
-        }
         for g in &groups {
             if let Some((key, value)) = state::encode_group(&part.engine, g) {
                 out.send(changelog, Some(*p), Some(key.as_bytes()), &value)?;
@@ -64,6 +59,13 @@ pub(super) fn commit_batch(
                     sh.pending.point(a, point);
                 }
             }
+        }
+        if !accounts.is_empty() || !groups.is_empty() {
+            // Moved, not copied: the read model's publish needs them once the batch commits.
+            changes.insert(
+                *p,
+                (accounts.into_iter().collect(), groups.into_iter().collect()),
+            );
         }
     }
     if snapshots > 0 {

@@ -530,7 +530,7 @@ pub fn run(
                 .map_err(|_| anyhow::anyhow!("engine state poisoned"))?;
             let failing = stats.failed_in_a_row.load(Ordering::Relaxed) > 0;
             update_lag(&consumer, &guard, failing, &metrics);
-            if guard.unpublished.due {
+            if guard.unpublished.deferred {
                 publish(&mut guard);
             }
         }
@@ -595,8 +595,6 @@ pub fn run(
                     c.0.extend(accounts);
                     c.1.extend(groups);
                 }
-                // The clock and the rates moved even where no account changed.
-                sh.unpublished.due = true;
                 publish(sh);
                 if let Some(feed) = &options.feed {
                     feed.publish(&mut sh.pending);

@@ -89,8 +89,8 @@ pub(super) type Changes = BTreeMap<i32, (BTreeSet<String>, BTreeSet<String>)>;
 pub(super) struct Unpublished {
     pub(super) changed: Changes,
     pub(super) full: BTreeSet<i32>,
-    /// Something to publish even without changes (a revocation, a clock that moved).
-    pub(super) due: bool,
+    /// The last publish was put off by a reader: the batch loop tries again within a second.
+    pub(super) deferred: bool,
 }
 
 /// Publishes what committed since the last publish to the readers' model. Never waits: while
@@ -103,7 +103,7 @@ pub(super) fn publish(sh: &mut Shared) {
         Ok(m) => m,
         Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
         Err(std::sync::TryLockError::WouldBlock) => {
-            sh.unpublished.due = true;
+            sh.unpublished.deferred = true;
             published.deferred.fetch_add(1, Ordering::Relaxed);
             return;
         }

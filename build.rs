@@ -1,6 +1,6 @@
-//! Build script: tells the test suites which external checkers this machine lacks (promtool,
-//! openapi-spec-validator, schemathesis, and node + Playwright + Chromium for the console), so
-//! that a test needing one is reported *ignored*, with the line that installs it, instead of
+//! Build script: records the git commit for the `build_info` metric, and tells the test suites
+//! which external checkers this machine lacks (promtool, openapi-spec-validator, schemathesis,
+//! and node + Playwright + Chromium for the console), so that a test needing one is reported *ignored*, with the line that installs it, instead of
 //! passing without having run. Under `CI=true` nothing is marked: `.ci/run` installs every
 //! tool, and a test whose tool is missing fails.
 
@@ -16,8 +16,31 @@ fn on_path(tool: &str) -> bool {
     path_dirs().iter().any(|d| d.join(tool).is_file())
 }
 
+/// The commit `git` says HEAD is, for the `build_info` metric; `unknown` outside a checkout.
+fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!(
+        "cargo:rustc-env=CREDIT_SENTINEL_GIT_COMMIT={}",
+        git_commit()
+    );
+    // A new commit moves HEAD (or the branch it names).
+    for f in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
+        if Path::new(f).exists() {
+            println!("cargo:rerun-if-changed={f}");
+        }
+    }
     println!("cargo:rerun-if-env-changed=CI");
     println!("cargo:rerun-if-env-changed=PATH");
     println!("cargo:rerun-if-env-changed=CHROMIUM");

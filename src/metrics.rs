@@ -20,6 +20,9 @@ use std::collections::BTreeMap;
 
 const NS: &str = "credit_sentinel";
 
+/// The git commit the binary was built from (set by build.rs; `unknown` without git).
+pub const GIT_COMMIT: &str = env!("CREDIT_SENTINEL_GIT_COMMIT");
+
 /// The engine's metric families.
 pub struct Metrics {
     registry: Registry,
@@ -52,6 +55,16 @@ pub struct Metrics {
     /// transactional call past its deadline.
     pub producers_replaced: IntCounter,
     pub ready: IntGauge,
+    /// 1 while an admin has paused consumption (`POST /v1/admin/pause`).
+    pub paused: IntGauge,
+    /// How long each acknowledged step of a batch's commit waited for the broker, by step
+    /// (`outputs`, `snapshots`, `checkpoints`).
+    pub flush_duration: HistogramVec,
+    /// From the first flush of a batch to its commit being acknowledged (exactly_once: the
+    /// transaction commit).
+    pub commit_duration: Histogram,
+    /// Always 1; the labels say which build runs in which delivery mode.
+    pub build_info: IntGaugeVec,
     /// Batches rolled back in a row since the last commit (0 while all is well).
     pub failed_batches_in_a_row: IntGauge,
     pub commands_published: IntCounterVec,
@@ -240,6 +253,38 @@ impl Metrics {
                 .namespace(NS),
             )
             .expect("metric definition"),
+            paused: IntGauge::with_opts(
+                Opts::new(
+                    "paused",
+                    "1 while an admin has paused consumption (POST /v1/admin/pause): nothing is decided, lag grows.",
+                )
+                .namespace(NS),
+            )
+            .expect("metric definition"),
+            flush_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "flush_duration_seconds",
+                    "Time a batch waited for the broker to acknowledge a commit step, by step (outputs, snapshots, checkpoints).",
+                )
+                .namespace(NS)
+                .buckets(latency_buckets.clone()),
+                &["step"],
+            )
+            .expect("metric definition"),
+            commit_duration: histogram(
+                "commit_duration_seconds",
+                "From a batch's first flush to its commit being acknowledged (exactly_once: the transaction commit included).",
+                latency_buckets.clone(),
+            ),
+            build_info: IntGaugeVec::new(
+                Opts::new(
+                    "build_info",
+                    "Always 1: the running build's version and git commit, and the delivery mode it runs in.",
+                )
+                .namespace(NS),
+                &["version", "git_commit", "delivery"],
+            )
+            .expect("metric definition"),
             ready: IntGauge::with_opts(
                 Opts::new(
                     "ready",
@@ -301,23 +346,23 @@ impl Metrics {
             )
             .expect("metric definition"),
             held_amount: gauge_vec(
-                "held_amount",
-                "Amount of orders on hold, by account currency.",
+                "held_orders_currency_units",
+                "Amount of orders on hold, in major units (e.g. euros) of the account currency label.",
                 &["currency"],
             ),
             exposure: gauge_vec(
-                "exposure",
-                "Exposure (open orders + receivables - unapplied credit), by currency.",
+                "exposure_currency_units",
+                "Exposure (open orders + receivables - unapplied credit), in major units (e.g. euros) of the account currency label.",
                 &["currency"],
             ),
             credit_limit: gauge_vec(
-                "credit_limit",
-                "Credit limits granted (profiles' credit_limit), by currency.",
+                "credit_limit_currency_units",
+                "Credit limits granted (profiles' credit_limit), in major units (e.g. euros) of the account currency label.",
                 &["currency"],
             ),
             open_receivables_overdue: gauge_vec(
-                "overdue_receivables",
-                "Open receivables past their due date, by currency.",
+                "overdue_receivables_currency_units",
+                "Open receivables past their due date, in major units (e.g. euros) of the account currency label.",
                 &["currency"],
             ),
         };
@@ -342,6 +387,10 @@ impl Metrics {
             Box::new(m.route_moves.clone()),
             Box::new(m.producers_replaced.clone()),
             Box::new(m.ready.clone()),
+            Box::new(m.paused.clone()),
+            Box::new(m.flush_duration.clone()),
+            Box::new(m.commit_duration.clone()),
+            Box::new(m.build_info.clone()),
             Box::new(m.failed_batches_in_a_row.clone()),
             Box::new(m.commands_published.clone()),
             Box::new(m.http_requests.clone()),
@@ -358,6 +407,12 @@ impl Metrics {
         for c in collectors {
             r.register(c).expect("unique metric names");
         }
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+        // (Linux; elsewhere the collector reports nothing).
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("unique metric names");
         // Closed label sets start at zero so rate() and absent() behave from the first scrape.
         m.decision_children = DecisionStatus::ALL
             .iter()
@@ -387,6 +442,9 @@ impl Metrics {
         for o in ["committed", "aborted"] {
             m.transactions.with_label_values(&[o]);
         }
+        for step in ["outputs", "snapshots", "checkpoints"] {
+            m.flush_duration.with_label_values(&[step]);
+        }
         for k in ["assign", "revoke"] {
             m.rebalances.with_label_values(&[k]);
         }
@@ -396,7 +454,17 @@ impl Metrics {
         for b in BANDS {
             m.accounts_by_band.with_label_values(&[b]);
         }
+        m.set_build_info("none");
         m
+    }
+
+    /// Sets `build_info` for this process: the crate version, the git commit it was built
+    /// from (`unknown` outside a git checkout), and the delivery mode (`none` outside `run`).
+    pub fn set_build_info(&self, delivery: &str) {
+        self.build_info.reset();
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), GIT_COMMIT, delivery])
+            .set(1);
     }
 
     /// Counts one input event by contract type (`invalid` for what did not decode) and outcome.

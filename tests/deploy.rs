@@ -74,18 +74,26 @@ fn exported() -> BTreeSet<String> {
     names
 }
 
+/// The engine's metric names an expression uses (`credit_sentinel_*` and the `process_*`
+/// metrics it exports).
 fn metric_names_in(expr: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let bytes = expr.as_bytes();
-    let mut i = 0;
-    while let Some(pos) = expr[i..].find("credit_sentinel_") {
-        let start = i + pos;
-        let mut end = start;
-        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
-            end += 1;
+    for prefix in ["credit_sentinel_", "process_"] {
+        let mut i = 0;
+        while let Some(pos) = expr[i..].find(prefix) {
+            let start = i + pos;
+            let mut end = start;
+            while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+                end += 1;
+            }
+            let word_start = start == 0
+                || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+            if word_start {
+                out.insert(expr[start..end].to_string());
+            }
+            i = end;
         }
-        out.insert(expr[start..end].to_string());
-        i = end;
     }
     out
 }
@@ -122,12 +130,8 @@ fn alert_rules_name_only_exported_metrics() {
     );
 }
 
-#[test]
-#[cfg_attr(
-    no_promtool,
-    ignore = "promtool not installed: sudo apt-get install prometheus (.ci/run does)"
-)]
-fn promtool_accepts_the_alert_rules() {
+/// Runs promtool with `args` in deploy/prometheus and asserts it succeeded.
+fn promtool(args: &[&str]) {
     // Ignored where build.rs found no promtool (never under CI): here it must be there.
     let promtool = std::env::var_os("PATH")
         .and_then(|p| {
@@ -137,16 +141,79 @@ fn promtool_accepts_the_alert_rules() {
         })
         .expect("promtool is not installed (.ci/run installs it)");
     let out = std::process::Command::new(promtool)
-        .args(["check", "rules"])
-        .arg(deploy("prometheus/alerts.yml"))
+        .args(args)
+        .current_dir(deploy("prometheus"))
         .output()
         .expect("promtool ran");
     assert!(
         out.status.success(),
-        "{}{}",
+        "promtool {args:?}:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+#[cfg_attr(
+    no_promtool,
+    ignore = "promtool not installed: sudo apt-get install prometheus (.ci/run does)"
+)]
+fn promtool_accepts_the_alert_rules() {
+    promtool(&["check", "rules", "alerts.yml"]);
+}
+
+/// Every rule fires on the input series where it should and stays quiet where it should not
+/// (`promtool test rules`, deploy/prometheus/alerts.test.yml).
+#[test]
+#[cfg_attr(
+    no_promtool,
+    ignore = "promtool not installed: sudo apt-get install prometheus (.ci/run does)"
+)]
+fn promtool_unit_tests_of_the_alert_rules_pass() {
+    promtool(&["test", "rules", "alerts.test.yml"]);
+}
+
+/// Each alert rule has a unit test that sees it fire, and a runbook line in
+/// docs/operations.md under the anchor its `runbook` annotation names.
+#[test]
+fn every_alert_rule_is_unit_tested_and_has_a_runbook() {
+    let rules = yaml("prometheus/alerts.yml");
+    let tests = yaml("prometheus/alerts.test.yml");
+    let mut firing = BTreeSet::new();
+    for t in tests[0]["tests"].as_sequence().expect("tests") {
+        for case in t["alert_rule_test"].as_sequence().expect("alert_rule_test") {
+            let fires = case["exp_alerts"]
+                .as_sequence()
+                .is_some_and(|a| !a.is_empty());
+            if fires {
+                firing.insert(case["alertname"].as_str().expect("alertname").to_string());
+            }
+        }
+    }
+    let ops =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"))
+            .expect("docs/operations.md");
+    for group in rules[0]["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let name = rule["alert"].as_str().expect("alert name");
+            assert!(
+                firing.contains(name),
+                "{name} has no unit test that sees it fire"
+            );
+            let runbook = rule["annotations"]["runbook"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} has no runbook annotation"));
+            assert_eq!(
+                runbook,
+                format!("docs/operations.md#{}", name.to_lowercase()),
+                "{name}'s runbook anchor"
+            );
+            assert!(
+                ops.contains(&format!("#### {name}")),
+                "docs/operations.md has no runbook heading for {name}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -159,16 +226,49 @@ fn dashboard_panels_query_exported_metrics() {
     let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
     for want in [
         "Decision rate",
-        "latency",
-        "Held",
+        "Decision latency",
+        "Commit and flush latency",
+        "Consumer lag per partition",
+        "Held orders",
+        "Releases",
         "utilization",
-        "Alerts",
-        "lag",
+        "Alerts by kind",
+        "Rebalances",
+        "Restore duration",
+        "Requests by status",
+        "Resident memory",
+        "Builds running",
     ] {
         assert!(
             titles.iter().any(|t| t.contains(want)),
             "a panel about {want}: {titles:?}"
         );
+    }
+    let rows: Vec<&str> = panels
+        .iter()
+        .filter(|p| p["type"] == "row")
+        .filter_map(|p| p["title"].as_str())
+        .collect();
+    for want in [
+        "Health",
+        "Throughput and latency",
+        "Consumer lag",
+        "Holds and releases",
+        "Alerts and dead-letters",
+        "Restore and rebalance",
+        "HTTP",
+    ] {
+        assert!(rows.contains(&want), "a row {want}: {rows:?}");
+    }
+    // Variables: the data source (no hard-coded uid) and the instance every query filters by.
+    let vars: Vec<&str> = d["templating"]["list"]
+        .as_array()
+        .expect("templating")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for want in ["datasource", "instance", "partition"] {
+        assert!(vars.contains(&want), "a variable {want}: {vars:?}");
     }
     let mut ids = BTreeSet::new();
     for p in panels {
@@ -176,8 +276,21 @@ fn dashboard_panels_query_exported_metrics() {
             ids.insert(p["id"].as_i64().expect("panel id")),
             "unique panel ids"
         );
+        if p["type"] == "row" {
+            continue;
+        }
+        assert_eq!(
+            p["datasource"]["uid"], "${datasource}",
+            "panel {:?} uses the datasource variable",
+            p["title"]
+        );
         for t in p["targets"].as_array().expect("targets") {
             let expr = t["expr"].as_str().expect("expr");
+            assert!(
+                expr.contains("instance=~\"$instance\""),
+                "panel {:?} filters by the instance variable: {expr}",
+                p["title"]
+            );
             let names = metric_names_in(expr);
             assert!(!names.is_empty(), "{expr}");
             for m in names {

@@ -623,7 +623,9 @@ fn a_release_through_http_reaches_the_engine_and_is_decided() {
         "credit_sentinel_decisions_total{status=\"held\"} 1",
         "credit_sentinel_commands_published_total{type=\"command.release_hold\"} 1",
         "credit_sentinel_held_orders 0",
-        "credit_sentinel_exposure{currency=\"EUR\"} 1300",
+        "credit_sentinel_exposure_currency_units{currency=\"EUR\"} 1300",
+        "credit_sentinel_build_info{delivery=\"at_least_once\"",
+        "process_resident_memory_bytes ",
         "credit_sentinel_ready 1",
     ] {
         assert!(m.body.contains(want), "{want} in\n{}", m.body);

@@ -1038,6 +1038,35 @@ pub async fn deliveries(
 }
 
 /// `POST /v1/customers/{id}/block` (`BLOCK_CUSTOMER`) or `/unblock`.
+/// `POST /v1/admin/pause` and `/v1/admin/resume` (admin, with a note): this instance stops
+/// (or resumes) consuming its partitions. Nothing is decided while paused; the partitions stay
+/// assigned and lag goes on being reported. Instance-local: pausing a whole deployment means
+/// pausing each instance. Takes effect within one batch window; `/readyz` says when it has.
+pub async fn consumption<const PAUSE: bool>(
+    State(app): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let v = json_body(&headers, body)?;
+    let note = note(&v)?;
+    let was = app.stats.pause_requested.swap(PAUSE, Ordering::Relaxed);
+    tracing::warn!(
+        by = %principal.name,
+        %note,
+        changed = was != PAUSE,
+        "consumption {} by an admin",
+        if PAUSE { "pause requested" } else { "resume requested" }
+    );
+    let body = json!({
+        "pause_requested": PAUSE,
+        "paused": app.stats.paused.load(Ordering::Relaxed),
+        "by": principal.name,
+        "note": note,
+    });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
 pub async fn customer_command<const BLOCK_CUSTOMER: bool>(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,

@@ -190,6 +190,8 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
         "stuck": stuck,
         "failed_batches_in_a_row": failed_in_a_row,
         "replacing_producer": replacing,
+        "paused": app.stats.paused.load(Ordering::Relaxed),
+        "pause_requested": app.stats.pause_requested.load(Ordering::Relaxed),
     }));
     if ready {
         (StatusCode::OK, body).into_response()
@@ -284,7 +286,9 @@ pub fn router(app: Arc<AppState>) -> Router {
             .route(
                 "/v1/customers/{id}/unblock",
                 post(api::customer_command::<{ api::UNBLOCK }>),
-            ),
+            )
+            .route("/v1/admin/pause", post(api::consumption::<true>))
+            .route("/v1/admin/resume", post(api::consumption::<false>)),
         Role::Admin,
     );
     let mut scrape = Router::new().route("/metrics", get(metrics));

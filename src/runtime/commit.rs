@@ -24,11 +24,20 @@ pub(super) fn commit_batch(
     points: bool,
 ) -> Result<Changes> {
     let mut changes = Changes::new();
+    let started = Instant::now();
+    let timed = |step: &str, since: Instant| {
+        out.metrics
+            .flush_duration
+            .with_label_values(&[step])
+            .observe(since.elapsed().as_secs_f64());
+    };
     // Every record sent so far acknowledged, none failed (a failure is rolled back and the
     // batch retried from the checkpoint, never skipped).
     let acknowledged = |what: &str| -> Result<()> {
+        let flushing = Instant::now();
         kafka::flush_producer(out.producer, Duration::from_secs(30))
             .with_context(|| format!("{what} not acknowledged"))?;
+        timed(what, flushing);
         let failed = out.producer.context().failed_in_batch();
         if failed > 0 {
             anyhow::bail!(
@@ -107,8 +116,10 @@ pub(super) fn commit_batch(
             // A failed checkpoint fails the commit itself (librdkafka makes it abortable).
             // rdkafka's commit flushes first, in its slow way (see `flush_producer`): nothing
             // is left for it to wait for after this.
+            let flushing = Instant::now();
             kafka::flush_producer(out.producer, Duration::from_secs(30))
                 .context("checkpoints not acknowledged")?;
+            timed("checkpoints", flushing);
             out.producer
                 .commit_transaction(Duration::from_secs(60))
                 .context("commit failed")?;
@@ -123,6 +134,9 @@ pub(super) fn commit_batch(
             }
         }
     }
+    out.metrics
+        .commit_duration
+        .observe(started.elapsed().as_secs_f64());
     Ok(changes)
 }
 

@@ -91,6 +91,12 @@ pub struct Stats {
     pub replacing_producer: AtomicBool,
     /// True once the first assignment is restored and consumption has started.
     pub ready: AtomicBool,
+    /// Set by an admin (`POST /v1/admin/pause`, cleared by `/resume`): this instance stops
+    /// consuming, deciding and ticking its clock, keeps its partitions and its group membership,
+    /// and goes on reporting lag.
+    pub pause_requested: AtomicBool,
+    /// True once the loop has paused its partitions (what `/readyz` and the metric report).
+    pub paused: AtomicBool,
     /// The most recent alerts, newest last (bounded).
     pub recent_alerts: Mutex<std::collections::VecDeque<String>>,
 }
@@ -376,6 +382,7 @@ fn cooperative(consumer: &BaseConsumer<Ctx>) -> bool {
 struct Output_<'a> {
     producer: &'a Arc<kafka::EngineProducer>,
     k: &'a KafkaSettings,
+    metrics: &'a Metrics,
     /// This batch's sequence number: every record it produces carries it, so that its
     /// delivery failures are told apart from late reports of earlier batches.
     seq: usize,
@@ -472,6 +479,7 @@ pub fn run(
         sh.parts.clear();
     }
     let metrics = options.metrics.clone().unwrap_or_default();
+    metrics.set_build_info(k.delivery.as_str());
     let producer = kafka::create_producer(&k, &shutdown)?;
     let Some(producer) = producer else {
         // The same outcome as at_least_once, which waits for the broker in `wait_for_topics`.
@@ -518,18 +526,35 @@ pub fn run(
     let mut decided: Vec<Instant> = Vec::new();
     let mut outputs = Vec::new();
     let mut seq = 0usize;
+    let mut paused = false;
     while !shutdown.load(Ordering::Relaxed) {
         batch.clear();
         polled.clear();
         polled_in.clear();
         decided.clear();
+        let pause = stats.pause_requested.load(Ordering::Relaxed);
+        if pause != paused {
+            paused = pause;
+            set_paused(&consumer, paused);
+            stats.paused.store(paused, Ordering::Relaxed);
+            metrics.paused.set(i64::from(paused));
+            info!(
+                paused,
+                "consumption {}",
+                if paused { "paused" } else { "resumed" }
+            );
+        }
         if last_lag.elapsed() >= Duration::from_secs(1) {
             last_lag = Instant::now();
+            if paused {
+                // Partitions assigned since (a rebalance) start unpaused.
+                set_paused(&consumer, true);
+            }
             let mut guard = shared
                 .lock()
                 .map_err(|_| anyhow::anyhow!("engine state poisoned"))?;
             let failing = stats.failed_in_a_row.load(Ordering::Relaxed) > 0;
-            update_lag(&consumer, &guard, failing, &metrics);
+            update_lag(&consumer, &guard, failing, paused, &metrics);
             if guard.unpublished.deferred {
                 publish(&mut guard);
             }
@@ -543,6 +568,15 @@ pub fn run(
         if let Some(e) = failed {
             warn!("consumer: {e}");
         }
+        if paused {
+            // Read from a partition assigned after the pause took effect: it is paused now and
+            // put back where these were read, so nothing is skipped when consumption resumes.
+            if !batch.is_empty() {
+                set_paused(&consumer, true);
+                hold_back(&consumer, &batch);
+            }
+            continue;
+        }
         let tick_due = k.tick_ms > 0 && last_tick.elapsed() >= Duration::from_millis(k.tick_ms);
         if batch.is_empty() && !tick_due {
             continue;
@@ -555,6 +589,7 @@ pub fn run(
         let out = Output_ {
             producer: &producer,
             k: &k,
+            metrics: &metrics,
             seq,
         };
         let mut guard = shared
@@ -716,19 +751,73 @@ fn drop_stale(
     );
 }
 
-/// Sets the consumer lag gauge of every assigned partition from the client's cached
-/// watermarks (no broker round trip). While batches commit, the high watermark less the
-/// consumer's position (which steps over transaction markers); while they keep failing, less
-/// the next offset the partition's committed state has applied, so a partition that is read
-/// again and again from its checkpoint shows its lag growing instead of a position running
-/// ahead of what was committed.
-fn update_lag(consumer: &BaseConsumer<Ctx>, sh: &Shared, failing: bool, metrics: &Metrics) {
+/// Pauses (or resumes) fetching of every partition assigned now.
+fn set_paused(consumer: &BaseConsumer<Ctx>, pause: bool) {
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
+    let done = if pause {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    };
+    if let Err(e) = done {
+        warn!(pause, "cannot pause or resume the assigned partitions: {e}");
+    }
+}
+
+/// Seeks each partition of `batch` back to the first message read from it, so the batch is
+/// read again once consumption resumes.
+fn hold_back(consumer: &BaseConsumer<Ctx>, batch: &[BorrowedMessage<'_>]) {
+    let mut first: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in batch {
+        first
+            .entry((m.topic(), m.partition()))
+            .or_insert(m.offset());
+    }
+    for ((topic, partition), offset) in first {
+        if let Err(e) = consumer.seek(
+            topic,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(5),
+        ) {
+            warn!(
+                topic,
+                partition, offset, "cannot seek back while paused: {e}"
+            );
+        }
+    }
+}
+
+/// Sets the consumer lag gauge of every assigned partition. The high watermark comes from the
+/// client's cache (no broker round trip) while the partitions are fetched, and from the broker
+/// while they are paused (a paused partition is not fetched, so its cache goes stale). While
+/// batches commit (or consumption is paused), lag is the high watermark less the consumer's
+/// position (which steps over transaction markers); while they keep failing, less the next
+/// offset the partition's committed state has applied, so a partition that is read again and
+/// again from its checkpoint shows its lag growing instead of a position running ahead of what
+/// was committed.
+fn update_lag(
+    consumer: &BaseConsumer<Ctx>,
+    sh: &Shared,
+    failing: bool,
+    paused: bool,
+    metrics: &Metrics,
+) {
     let Ok(position) = consumer.position() else {
         return;
     };
     for e in position.elements() {
         let (topic, partition) = (e.topic(), e.partition());
-        let Some((low, high)) = cached_watermarks(consumer, topic, partition) else {
+        let watermarks = if paused {
+            consumer
+                .fetch_watermarks(topic, partition, Duration::from_millis(500))
+                .ok()
+        } else {
+            cached_watermarks(consumer, topic, partition)
+        };
+        let Some((low, high)) = watermarks else {
             continue;
         };
         if high < 0 {

@@ -1,6 +1,7 @@
 //! Build script: records the git commit for the `build_info` metric, and tells the test suites
 //! which external checkers this machine lacks (promtool, openapi-spec-validator, schemathesis,
-//! and node + Playwright + Chromium for the console), so that a test needing one is reported *ignored*, with the line that installs it, instead of
+//! Python's confluent-kafka for the client examples, and node + Playwright + Chromium for the
+//! console), so that a test needing one is reported *ignored*, with the line that installs it, instead of
 //! passing without having run. Under `CI=true` nothing is marked: `.ci/run` installs every
 //! tool, and a test whose tool is missing fails.
 
@@ -29,6 +30,14 @@ fn git_commit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Whether `python3` can import `module`.
+fn python_has(module: &str) -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!(
@@ -54,6 +63,7 @@ fn main() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let missing = [
         ("no_promtool", !on_path("promtool")),
+        ("no_confluent_kafka", !python_has("confluent_kafka")),
         ("no_openapi_validator", !on_path("openapi-spec-validator")),
         ("no_schemathesis", !on_path("schemathesis")),
         (

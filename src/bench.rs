@@ -594,7 +594,7 @@ pub fn latency(cfg: &BenchConfig, delivery: Delivery, batch_max_ms: u64) -> Resu
         })
     };
     // The orders, paced; every event is sent, the send time kept per event id.
-    let mut pc = runtime::client_config(&s.kafka);
+    let mut pc = runtime::producer_config(&s.kafka);
     pc.set("linger.ms", "0").set("enable.idempotence", "true");
     let producer: runtime::EngineProducer =
         pc.create_with_context(runtime::Deliveries::default())?;

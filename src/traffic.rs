@@ -130,7 +130,7 @@ fn send_each(
     sent: &AtomicU64,
     mut wait: impl FnMut(usize, &str),
 ) -> Result<u64> {
-    let mut cfg = crate::runtime::client_config(k);
+    let mut cfg = crate::runtime::producer_config(k);
     cfg.set("linger.ms", "5").set("enable.idempotence", "true");
     let producer: ThreadedProducer<crate::runtime::Deliveries> = cfg
         .create_with_context(crate::runtime::Deliveries::default())

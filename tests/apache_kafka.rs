@@ -472,7 +472,7 @@ fn a_record_keyed_by_something_else_than_its_customer_is_dead_lettered_key_misma
         .to_string()
     };
     let (wrong, unkeyed, right) = (order("O-WRONG"), order("O-UNKEYED"), order("O-RIGHT"));
-    let mut cfg = credit_sentinel::runtime::client_config(&settings.kafka);
+    let mut cfg = credit_sentinel::runtime::producer_config(&settings.kafka);
     cfg.set("linger.ms", "0");
     let producer: rdkafka::producer::BaseProducer = cfg.create().expect("producer");
     use rdkafka::producer::{BaseRecord, Producer};
@@ -558,7 +558,7 @@ fn an_input_as_large_as_the_topic_accepts_is_dead_lettered_and_processing_goes_o
     // Quotes and backslashes: each doubles when the dead-letter escapes it as JSON.
     let pill = |n: usize| format!("{{\"event_id\":\"{}", "\"\\".repeat(n / 2));
     let (issue_size, topic_max) = (pill(1_000_371), pill(1_048_000));
-    let mut cfg = credit_sentinel::runtime::client_config(&settings.kafka);
+    let mut cfg = credit_sentinel::runtime::producer_config(&settings.kafka);
     cfg.set("linger.ms", "0")
         .set("message.max.bytes", "2000000");
     let producer: rdkafka::producer::BaseProducer = cfg.create().expect("producer");
@@ -722,7 +722,7 @@ fn an_output_the_broker_refuses_stalls_visibly_and_carries_on_once_it_is_writabl
         )
     };
     let producer: rdkafka::producer::BaseProducer =
-        credit_sentinel::runtime::client_config(&settings.kafka)
+        credit_sentinel::runtime::producer_config(&settings.kafka)
             .set("linger.ms", "0")
             .create()
             .expect("producer");
@@ -813,4 +813,185 @@ fn an_output_the_broker_refuses_stalls_visibly_and_carries_on_once_it_is_writabl
         15,
         "every order decided"
     );
+}
+
+/// Starts `cmd` with its output captured.
+fn start_client(cmd: &mut std::process::Command) -> std::process::Child {
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+/// Runs `cmd` to its end with a deadline: (exit code, stdout, stderr).
+fn run_client(cmd: &mut std::process::Command, within: Duration) -> (i32, String, String) {
+    finish_client(start_client(cmd), within)
+}
+
+/// Waits for a started client with a deadline (killed after it): (exit code, stdout, stderr).
+fn finish_client(mut child: std::process::Child, within: Duration) -> (i32, String, String) {
+    use std::io::Read;
+    let started = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > within {
+            let _ = child.kill();
+            panic!("a client example did not finish within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("stdout");
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr");
+    let code = child.wait().expect("exit").code().unwrap_or(-1);
+    (code, out, err)
+}
+
+/// The client examples an order pipeline and a risk team start from (examples/, issue 25), run
+/// as their README says against Apache Kafka with the engine running: the Python program
+/// (confluent-kafka) places an order within the limit and gets `approved`, the Java program
+/// (the Apache Kafka client, built with Maven) places one beyond it and gets `held` with
+/// CREDIT_LIMIT_EXCEEDED, each waiting by `order_id` on a read_committed reader; the alert
+/// consumer (a consumer group, read_committed) sees the utilization alert the first order
+/// raised.
+#[test]
+#[cfg_attr(
+    no_confluent_kafka,
+    ignore = "Python's confluent-kafka not installed: python3 -m pip install confluent-kafka (.ci/run does)"
+)]
+fn the_python_and_java_client_examples_place_orders_and_follow_alerts() {
+    let _alone = alone();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let java = root.join("examples/java");
+    let (code, out, err) = run_client(
+        std::process::Command::new("mvn")
+            .args(["-B", "-q", "package", "-f"])
+            .arg(java.join("pom.xml")),
+        Duration::from_secs(600),
+    );
+    assert_eq!(code, 0, "the Java example builds with Maven:\n{out}{err}");
+
+    let cluster = ApacheKafka::single();
+    let settings = settings_on(&cluster, Delivery::ExactlyOnce, "clients", &[]);
+    let t = settings.kafka.topics.clone();
+    let yesterday = credit_sentinel::model::Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_micros() as i64,
+    )
+    .plus_days(-1)
+    .to_rfc3339();
+    let profile = serde_json::json!({"event_id": "p-ACME", "type": "profile.customer",
+        "occurred_at": yesterday, "customer_id": "ACME", "credit_limit": "1000.00",
+        "currency": "EUR"})
+    .to_string();
+    let mut cfg = credit_sentinel::runtime::producer_config(&settings.kafka);
+    cfg.set("linger.ms", "0");
+    let producer: rdkafka::producer::BaseProducer = cfg.create().expect("producer");
+    use rdkafka::producer::{BaseRecord, Producer};
+    producer
+        .send(BaseRecord::to(&t.profiles).key("ACME").payload(&profile))
+        .map_err(|(e, _)| e)
+        .expect("send");
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let engine = child(&settings, "exactly_once");
+    wait_for("the profile applied", Duration::from_secs(120), || {
+        read_topic(&settings, &t.changelog)
+            .iter()
+            .any(|r| r.contains("ACME"))
+    });
+    let bootstrap = cluster.bootstrap();
+    // The arguments both place_order programs take, the same way.
+    let order_args = |order_id: &str, amount: &str| -> Vec<String> {
+        [
+            ("--bootstrap", bootstrap.as_str()),
+            ("--customer", "ACME"),
+            ("--order-id", order_id),
+            ("--amount", amount),
+            ("--currency", "EUR"),
+            ("--timeout", "60"),
+            ("--orders-topic", t.orders.as_str()),
+            ("--decisions-topic", t.decisions.as_str()),
+        ]
+        .iter()
+        .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+        .collect()
+    };
+    // The exit code and the decision printed, as the program's doc says.
+    let decided =
+        |(code, out, err): (i32, String, String), want_code: i32, order_id: &str, status: &str| {
+            assert_eq!(code, want_code, "{status} (exit {want_code}):\n{out}{err}");
+            let d: serde_json::Value =
+                serde_json::from_str(out.trim()).expect("the decision as JSON");
+            assert_eq!(
+                (d["order_id"].as_str(), d["status"].as_str()),
+                (Some(order_id), Some(status)),
+                "{d}"
+            );
+            d
+        };
+    let alerts = start_client(
+        std::process::Command::new("python3")
+            .arg(root.join("examples/python/alerts_consumer.py"))
+            .args(["--bootstrap", &bootstrap, "--group", "risk-team-test"])
+            .args([
+                "--topic",
+                &t.alerts,
+                "--from-beginning",
+                "--max",
+                "1",
+                "--timeout",
+                "90",
+            ]),
+    );
+
+    let python = run_client(
+        std::process::Command::new("python3")
+            .arg(root.join("examples/python/place_order.py"))
+            .args(order_args("SO-PY-1", "800.00")),
+        Duration::from_secs(90),
+    );
+    decided(python, 0, "SO-PY-1", "approved");
+
+    let classpath = format!(
+        "{}:{}/*",
+        java.join("target/classes").display(),
+        java.join("target/dependency").display()
+    );
+    let java = run_client(
+        std::process::Command::new("java")
+            .args([
+                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                "-cp",
+                &classpath,
+            ])
+            .arg("example.PlaceOrder")
+            .args(order_args("SO-JAVA-1", "5000.00")),
+        Duration::from_secs(120),
+    );
+    let d = decided(java, 1, "SO-JAVA-1", "held");
+    assert!(
+        d["reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["code"] == "CREDIT_LIMIT_EXCEEDED")),
+        "{d}"
+    );
+
+    let (code, out, err) = finish_client(alerts, Duration::from_secs(120));
+    assert_eq!(code, 0, "the alert consumer saw an alert:\n{out}{err}");
+    assert!(
+        out.contains("UTILIZATION_THRESHOLD") && out.contains("ACME"),
+        "{out}{err}"
+    );
+    sigterm(engine);
 }

@@ -494,7 +494,7 @@ fn hostile_inputs_through_the_broker_are_dead_lettered_and_the_orders_between_de
         );
     }
     let topic = settings.kafka.topics.orders.clone();
-    let producer: BaseProducer = runtime::client_config(&settings.kafka)
+    let producer: BaseProducer = runtime::producer_config(&settings.kafka)
         .create()
         .expect("producer");
     for bytes in &sent {

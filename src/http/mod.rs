@@ -341,7 +341,7 @@ pub fn app_state(
     stats: Arc<Stats>,
     feed: Option<Arc<crate::feed::Feed>>,
 ) -> Result<Arc<AppState>> {
-    let mut cfg = crate::runtime::client_config(&settings.kafka);
+    let mut cfg = crate::runtime::producer_config(&settings.kafka);
     cfg.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.timeout.ms", "10000");

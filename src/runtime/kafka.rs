@@ -274,6 +274,23 @@ pub fn client_config(k: &KafkaSettings) -> ClientConfig {
     cfg
 }
 
+/// librdkafka's name of the Java client's partitioner (murmur2 of the key, random for records
+/// without one): Kafka's default partitioner.
+pub const JAVA_COMPATIBLE_PARTITIONER: &str = "murmur2_random";
+
+/// The base configuration of a producer: [`client_config`] with Kafka's default (Java client)
+/// partitioner unless `kafka.properties.partitioner` names another. A customer's records must
+/// reach the same partition number on every input topic whoever writes them (the order
+/// pipeline, the warehouse, this engine's HTTP API writing commands); librdkafka's own default
+/// (`consistent_random`, CRC32) puts a key elsewhere than Java producers do.
+pub fn producer_config(k: &KafkaSettings) -> ClientConfig {
+    let mut cfg = client_config(k);
+    if !k.properties.contains_key("partitioner") {
+        cfg.set("partitioner", JAVA_COMPATIBLE_PARTITIONER);
+    }
+    cfg
+}
+
 pub fn consumer_config(k: &KafkaSettings) -> ClientConfig {
     let mut cfg = client_config(k);
     cfg.set("group.id", &k.group_id)
@@ -321,7 +338,7 @@ pub(super) fn sleep_unless_shutdown(d: Duration, shutdown: &AtomicBool) {
 /// Creates the producer; for exactly_once, waits for the broker (see [`wait_for_broker`]) and
 /// initialises transactions. `None` if shut down while waiting.
 pub fn create_producer(k: &KafkaSettings, shutdown: &AtomicBool) -> Result<Option<EngineProducer>> {
-    let mut cfg = client_config(k);
+    let mut cfg = producer_config(k);
     cfg.set("enable.idempotence", "true")
         .set("linger.ms", k.linger_ms.to_string())
         .set("message.timeout.ms", "60000");

@@ -53,7 +53,7 @@ use anyhow::{Context as _, Result};
 use commit::{commit_batch, rewind, ProducerStuck};
 pub use kafka::{
     client_config, consumer_config, create_producer, flush_producer, is_secret, poll_batch,
-    send_record, Deliveries, EngineProducer,
+    producer_config, send_record, Deliveries, EngineProducer,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message};

@@ -336,7 +336,7 @@ pub struct OneTopic {
 /// with, however often it crashed, rolled back or lost its partitions.
 pub fn produce_on_orders(settings: &Settings, lines: &[String]) {
     let t = &settings.kafka.topics;
-    let mut cfg = runtime::client_config(&settings.kafka);
+    let mut cfg = runtime::producer_config(&settings.kafka);
     cfg.set("linger.ms", "5");
     let producer: rdkafka::producer::BaseProducer = cfg.create().expect("producer");
     for l in lines {

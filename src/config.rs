@@ -315,6 +315,35 @@ pub struct RawLog {
     pub level: String,
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    pub otlp_endpoint: String,
+    pub otlp_protocol: String,
+    pub sample_ratio: f64,
+    pub service_name: String,
+}
+
+/// How spans travel to the OTLP collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceProtocol {
+    /// `http/protobuf`, the OTLP default.
+    Protobuf,
+    /// `http/json`.
+    Json,
+}
+
+/// Validated `[tracing]`: decision-path spans over OTLP/HTTP (`traces` module).
+#[derive(Debug, Clone)]
+pub struct TracingSettings {
+    /// The collector's base URL (`/v1/traces` is appended); `None`: traces off.
+    pub otlp_endpoint: Option<String>,
+    pub protocol: TraceProtocol,
+    /// Share of batches traced, 0 to 1.
+    pub sample_ratio: f64,
+    pub service_name: String,
+}
+
 /// What a bearer token may do. Each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -409,6 +438,7 @@ pub struct RawSettings {
     pub kafka: RawKafka,
     pub http: RawHttp,
     pub log: RawLog,
+    pub tracing: RawTracing,
 }
 
 /// When the replay progress bar shows.
@@ -433,6 +463,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Default log filter (`CREDIT_SENTINEL_LOG` overrides it).
     pub log_level: String,
+    pub tracing: TracingSettings,
     /// The merged tree, for `check-config`.
     pub raw: RawSettings,
 }
@@ -726,6 +757,7 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             "is not a log filter (e.g. \"info\" or \"credit_sentinel=debug,warn\")",
         ));
     }
+    let tracing = validate_tracing(&raw.tracing)?;
     Ok(Settings {
         policy,
         max_message_bytes: l.max_message_bytes,
@@ -735,7 +767,45 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         http,
         log_format,
         log_level: raw.log.level.clone(),
+        tracing,
         raw,
+    })
+}
+
+fn validate_tracing(t: &RawTracing) -> Result<TracingSettings, ConfigError> {
+    let endpoint = t.otlp_endpoint.trim();
+    if !endpoint.is_empty() && !endpoint.starts_with("http://") {
+        return Err(invalid(
+            "tracing.otlp_endpoint",
+            format!(
+                "{endpoint:?} must be an http:// URL (e.g. \"http://127.0.0.1:4318\"; the exporter has no TLS: send to a local collector), or empty for no traces"
+            ),
+        ));
+    }
+    let protocol = match t.otlp_protocol.as_str() {
+        "http/protobuf" => TraceProtocol::Protobuf,
+        "http/json" => TraceProtocol::Json,
+        _ => {
+            return Err(invalid(
+                "tracing.otlp_protocol",
+                "must be \"http/protobuf\" or \"http/json\"",
+            ))
+        }
+    };
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        return Err(invalid(
+            "tracing.sample_ratio",
+            format!("{} must be between 0 and 1", t.sample_ratio),
+        ));
+    }
+    if t.service_name.trim().is_empty() {
+        return Err(invalid("tracing.service_name", "must not be empty"));
+    }
+    Ok(TracingSettings {
+        otlp_endpoint: (!endpoint.is_empty()).then(|| endpoint.to_string()),
+        protocol,
+        sample_ratio: t.sample_ratio,
+        service_name: t.service_name.clone(),
     })
 }
 

@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod signing;
 pub mod soak;
 pub mod state;
+pub mod traces;
 pub mod traffic;
 
 pub use engine::{Engine, FutureGuard, Outcome};

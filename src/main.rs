@@ -224,9 +224,13 @@ enum Command {
 }
 
 /// Logs to stderr in the configured format (`log.format`), filtered by `CREDIT_SENTINEL_LOG`
-/// or else `log.level`. A settings error is reported by the command itself; logging then
-/// falls back to human-readable `info`.
-fn init_logging(cli: &Cli) {
+/// or else `log.level`, and exports decision-path spans over OTLP when `tracing.otlp_endpoint`
+/// is set (the guard flushes them at exit). A settings error is reported by the command
+/// itself; logging then falls back to human-readable `info`, without traces.
+fn init_logging(cli: &Cli) -> Option<credit_sentinel::traces::Guard> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let file = match &cli.command {
         Command::Run { config }
         | Command::Loadgen { config, .. }
@@ -237,31 +241,51 @@ fn init_logging(cli: &Cli) {
         | Command::Bench { .. }
         | Command::Generate { .. } => None,
     };
-    let (format, level) = match config::load(file.as_deref()) {
-        Ok(s) => (s.log_format, s.log_level),
-        Err(_) => (config::LogFormat::Human, "info".to_string()),
+    let settings = config::load(file.as_deref()).ok();
+    let (format, level) = match &settings {
+        Some(s) => (s.log_format, s.log_level.clone()),
+        None => (config::LogFormat::Human, "info".to_string()),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CREDIT_SENTINEL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(io::stderr)
         // Colour codes only on a terminal: a log file or a pipe gets plain text.
         .with_ansi(io::IsTerminal::is_terminal(&io::stderr()));
-    match format {
-        config::LogFormat::Json => builder
+    let fmt = match format {
+        config::LogFormat::Json => fmt
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .init(),
-        config::LogFormat::Human => builder.init(),
+            .with_filter(filter)
+            .boxed(),
+        config::LogFormat::Human => fmt.with_filter(filter).boxed(),
+    };
+    let traces = settings.as_ref().and_then(|s| {
+        credit_sentinel::traces::layer(&s.tracing, s.kafka.delivery.as_str())
+            .map_err(|e| eprintln!("error: traces off: {e:#}"))
+            .ok()
+            .flatten()
+    });
+    match traces {
+        Some((layer, guard)) => {
+            tracing_subscriber::registry().with(fmt).with(layer).init();
+            Some(guard)
+        }
+        None => {
+            tracing_subscriber::registry().with(fmt).init();
+            None
+        }
     }
 }
 
 fn main() {
     let cli = Cli::parse();
-    init_logging(&cli);
-    if let Err(e) = run(cli) {
+    let traces = init_logging(&cli);
+    let result = run(cli);
+    // The last spans are exported before the process ends (also on an error).
+    drop(traces);
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(2);
     }

@@ -25,6 +25,7 @@ pub(super) fn commit_batch(
 ) -> Result<Changes> {
     let mut changes = Changes::new();
     let started = Instant::now();
+    let span = tracing::debug_span!("commit", snapshots = tracing::field::Empty).entered();
     let timed = |step: &str, since: Instant| {
         out.metrics
             .flush_duration
@@ -34,6 +35,7 @@ pub(super) fn commit_batch(
     // Every record sent so far acknowledged, none failed (a failure is rolled back and the
     // batch retried from the checkpoint, never skipped).
     let acknowledged = |what: &str| -> Result<()> {
+        let _flush = tracing::debug_span!("flush", step = what).entered();
         let flushing = Instant::now();
         kafka::flush_producer(out.producer, Duration::from_secs(30))
             .with_context(|| format!("{what} not acknowledged"))?;
@@ -77,6 +79,7 @@ pub(super) fn commit_batch(
             );
         }
     }
+    span.record("snapshots", snapshots);
     if snapshots > 0 {
         acknowledged("snapshots")?;
     }
@@ -111,15 +114,19 @@ pub(super) fn commit_batch(
                 let meta = consumer
                     .group_metadata()
                     .context("no consumer group metadata")?;
+                let _send = tracing::debug_span!("send_offsets").entered();
                 send_offsets_bounded(out.producer, offsets, meta)?;
             }
             // A failed checkpoint fails the commit itself (librdkafka makes it abortable).
             // rdkafka's commit flushes first, in its slow way (see `flush_producer`): nothing
             // is left for it to wait for after this.
+            let flush = tracing::debug_span!("flush", step = "checkpoints").entered();
             let flushing = Instant::now();
             kafka::flush_producer(out.producer, Duration::from_secs(30))
                 .context("checkpoints not acknowledged")?;
             timed("checkpoints", flushing);
+            drop(flush);
+            let _commit = tracing::debug_span!("commit_transaction").entered();
             out.producer
                 .commit_transaction(Duration::from_secs(60))
                 .context("commit failed")?;
@@ -195,6 +202,7 @@ pub(super) fn rewind(
     metrics: &Metrics,
     shutdown: &AtomicBool,
 ) -> Result<()> {
+    let _span = tracing::debug_span!("rewind").entered();
     let assigned: BTreeSet<i32> = sh.parts.keys().copied().collect();
     let started = Instant::now();
     let checkpoints = loop {

@@ -396,6 +396,18 @@ impl Output_<'_> {
         key: Option<&[u8]>,
         value: &[u8],
     ) -> Result<()> {
+        self.send_traced(topic, partition, key, value, None)
+    }
+
+    /// [`Output_::send`], with the trace-context headers of the span that made the record.
+    fn send_traced(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: &[u8],
+        trace: Option<&rdkafka::message::OwnedHeaders>,
+    ) -> Result<()> {
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(topic, self.seq).payload(value);
         if let Some(k) = key {
@@ -403,6 +415,14 @@ impl Output_<'_> {
         }
         if let Some(p) = partition {
             record = record.partition(p);
+        }
+        if let Some(h) = trace {
+            record = record.headers(h.clone());
+            tracing::debug!(
+                messaging.destination.name = topic,
+                messaging.kafka.message.key = %String::from_utf8_lossy(key.unwrap_or_default()),
+                "produced"
+            );
         }
         kafka::send_record(self.producer, record)
             .with_context(|| format!("cannot produce to {topic}"))
@@ -417,16 +437,18 @@ impl Output_<'_> {
         original_key: Option<&[u8]>,
         source: &SourcePosition,
         feed: Option<&mut crate::feed::Pending>,
+        trace: Option<&rdkafka::message::OwnedHeaders>,
     ) -> Result<()> {
         let t = &self.k.topics;
         match output {
             Output::Decision(d) => {
                 let value = serde_json::to_string(&d)?;
-                self.send(
+                self.send_traced(
                     &t.decisions,
                     None,
                     Some(d.customer_id.as_bytes()),
                     value.as_bytes(),
+                    trace,
                 )?;
                 if let Some(f) = feed {
                     f.record("decision", Some(d.customer_id), value);
@@ -435,11 +457,12 @@ impl Output_<'_> {
             }
             Output::DeliveryDecision(d) => {
                 let value = serde_json::to_string(&d)?;
-                self.send(
+                self.send_traced(
                     &t.delivery_decisions,
                     None,
                     Some(d.customer_id.as_bytes()),
                     value.as_bytes(),
+                    trace,
                 )?;
                 if let Some(f) = feed {
                     f.record("delivery_decision", Some(d.customer_id), value);
@@ -448,7 +471,13 @@ impl Output_<'_> {
             }
             Output::Alert(a) => {
                 let value = serde_json::to_string(&a)?;
-                self.send(&t.alerts, None, Some(a.key().as_bytes()), value.as_bytes())?;
+                self.send_traced(
+                    &t.alerts,
+                    None,
+                    Some(a.key().as_bytes()),
+                    value.as_bytes(),
+                    trace,
+                )?;
                 if let Some(f) = feed {
                     f.record("alert", a.customer_id, value);
                 }
@@ -458,7 +487,7 @@ impl Output_<'_> {
                 let dl = DeadLetter::new(r, original, source);
                 let value = serde_json::to_vec(&dl)?;
                 let key = original_key.or(dl.key().map(str::as_bytes));
-                self.send(&t.dead_letter, None, key, &value)
+                self.send_traced(&t.dead_letter, None, key, &value, trace)
             }
         }
     }
@@ -597,6 +626,16 @@ pub fn run(
             .map_err(|_| anyhow::anyhow!("engine state poisoned"))?;
         let sh = &mut *guard;
         drop_stale(sh, &mut batch, &mut polled, &polled_in);
+        // The batch's span: processing, then the commit steps (and a rollback when it fails).
+        let batch_span = tracing::debug_span!(
+            "batch",
+            seq,
+            records = batch.len(),
+            delivery = k.delivery.as_str(),
+            otel.status_code = tracing::field::Empty,
+        );
+        let _batch_entered = batch_span.enter();
+        let processing = tracing::debug_span!("process", records = batch.len()).entered();
         let result = process_batch(
             sh,
             Batch {
@@ -613,6 +652,7 @@ pub fn run(
             &mut outputs,
         )
         .and_then(|touched| {
+            drop(processing);
             commit_batch(
                 sh,
                 touched,
@@ -647,6 +687,7 @@ pub fn run(
                 }
             }
             Err(e) => {
+                batch_span.record("otel.status_code", "ERROR");
                 sh.pending.clear();
                 stats.aborted.fetch_add(1, Ordering::Relaxed);
                 let in_a_row = stats.failed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
@@ -900,9 +941,30 @@ fn process_batch(
             .context("cannot begin a transaction")?;
     }
     let mut touched = BTreeSet::new();
+    let traced = crate::traces::enabled();
     for (i, m) in batch.messages.iter().enumerate() {
         let p = m.partition();
         touched.insert(p);
+        // The record's span covers applying it and producing what it made (its outputs carry
+        // the span's trace context while traces are exported).
+        let span = tracing::debug_span!(
+            "record",
+            messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.destination.name = m.topic(),
+            messaging.destination.partition.id = p,
+            messaging.kafka.offset = m.offset(),
+            event_type = tracing::field::Empty,
+            event_id = tracing::field::Empty,
+            customer_id = tracing::field::Empty,
+            order_id = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            outputs = tracing::field::Empty,
+        );
+        if traced {
+            crate::traces::continue_from(&span, m.headers());
+        }
+        let _entered = span.enter();
         sh.part(p)
             .positions
             .insert(m.topic().to_string(), m.offset() + 1);
@@ -975,15 +1037,12 @@ fn process_batch(
                         EventBody::Command { order_id, .. } => order_id.as_deref(),
                         _ => None,
                     };
-                    let span = tracing::debug_span!(
-                        "apply",
-                        event_id = %event.event_id,
-                        customer_id = event.customer_id.as_deref().unwrap_or(""),
-                        order_id = order_id.unwrap_or(""),
-                        partition = p
-                    );
-                    let _entered = span.enter();
+                    span.record("event_type", event_type);
+                    span.record("event_id", event.event_id.as_str());
+                    span.record("customer_id", event.customer_id.as_deref().unwrap_or(""));
+                    span.record("order_id", order_id.unwrap_or(""));
                     let outcome = sh.part(p).engine.apply_guarded(&event, outputs, guard);
+                    span.record("outcome", outcome.as_str());
                     metrics.count_event(event_type, outcome);
                     if let EventBody::Command { kind, .. } = &event.body {
                         command = Some(AppliedCommand {
@@ -1044,9 +1103,15 @@ fn process_batch(
                 sh.pending.command(c);
             }
         }
+        span.record("outputs", outputs.len());
+        let trace = if traced {
+            crate::traces::headers_of(&span)
+        } else {
+            None
+        };
         for o in outputs.drain(..) {
             let feed = options.feed.is_some().then_some(&mut sh.pending);
-            out.emit(o, original, input_key, &source, feed)?;
+            out.emit(o, original, input_key, &source, feed, trace.as_ref())?;
         }
     }
     if tick {
@@ -1058,7 +1123,7 @@ fn process_batch(
             metrics.count_outputs(outputs);
             for o in outputs.drain(..) {
                 let feed = options.feed.is_some().then_some(&mut sh.pending);
-                out.emit(o, &[], None, &SourcePosition::default(), feed)?;
+                out.emit(o, &[], None, &SourcePosition::default(), feed, None)?;
             }
             // The clock moved: every partition gets a fresh checkpoint.
             touched.insert(*p);

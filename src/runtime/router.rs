@@ -338,6 +338,8 @@ fn run(k: &KafkaSettings, shutdown: &AtomicBool, metrics: &Metrics) -> Result<()
                     value: Some(original),
                 });
             }
+            // The producer's trace context travels on with the record.
+            let headers = crate::traces::copy_context(m.headers(), headers);
             let broadcast = event
                 .as_ref()
                 .is_some_and(|e| matches!(e.body, EventBody::FxRate(_)));

@@ -1,5 +1,6 @@
-// credit-sentinel console: the hold queue, customer positions, top accounts and a live feed of
-// committed decisions and alerts, over the engine's own /v1 API. No framework, no build step.
+// credit-sentinel console: the hold queues (orders and deliveries), customer positions, top
+// accounts and a live feed of committed decisions and alerts, over the engine's own /v1 API.
+// No framework, no build step.
 // Every value from the server is put in the page as text (textContent), never as markup.
 "use strict";
 
@@ -74,7 +75,6 @@
     return body;
   }
 
-  const money = (amount, currency) => amount === null || amount === undefined ? "–" : amount + (currency ? " " + currency : "");
   const pct = (u) => u === null || u === undefined ? "–" : (Number(u) * 100).toFixed(1) + " %";
   const when = (t) => t ? t.replace("T", " ").replace(/(\.\d+)?Z$/, " UTC") : "–";
 
@@ -117,6 +117,7 @@
     $("sign-in").hidden = false;
     $("feed").replaceChildren();
     $("holds-body").replaceChildren();
+    $("deliveries-body").replaceChildren();
     status(message || "", message ? "bad" : "");
     $("token").focus();
   }
@@ -125,14 +126,16 @@
 
   function show(name) {
     view = name;
-    for (const v of ["holds", "top", "customer"]) $("view-" + v).hidden = v !== name;
+    for (const v of ["holds", "deliveries", "top", "audit", "customer"]) $("view-" + v).hidden = v !== name;
     for (const b of document.querySelectorAll(".tab")) {
       if (b.dataset.view === name) b.setAttribute("aria-current", "page");
       else b.removeAttribute("aria-current");
     }
     clearInterval(topTimer);
-    if (name === "holds") loadHolds();
+    focused = null;
+    if (name === "holds" || name === "deliveries") loadQueue(name);
     if (name === "top") { loadTop(); topTimer = setInterval(loadTop, 5000); }
+    if (name === "audit") loadAudit();
     if (name === "customer" && customer) loadCustomer(customer);
   }
 
@@ -148,72 +151,398 @@
     return el("button", { type: "button", class: "link", onclick: () => openCustomer(id), "aria-label": "Open customer " + id }, id);
   }
 
-  // ---- hold queue ----------------------------------------------------------------------------
+  // ---- money and amounts ---------------------------------------------------------------------
 
-  function holdQuery() {
-    const q = new URLSearchParams({ limit: "200" });
-    for (const [k, v] of new FormData($("hold-filter"))) if (v.trim()) q.set(k, v.trim());
+  const LOCALE = navigator.language || "en";
+  const SEPARATORS = (() => {
+    const parts = new Intl.NumberFormat(LOCALE).formatToParts(11111.5);
+    return {
+      group: (parts.find((p) => p.type === "group") || { value: "," }).value,
+      decimal: (parts.find((p) => p.type === "decimal") || { value: "." }).value,
+    };
+  })();
+
+  // An exact decimal string ("12345.6700") in the reader's locale ("12,345.67", "12.345,67"),
+  // digit by digit: never through a float.
+  function formatAmount(text) {
+    const m = /^(-?)(\d+)(?:\.(\d+))?$/.exec(String(text));
+    if (!m) return String(text);
+    const [, sign, int, frac = ""] = m;
+    const grouped = int.replace(/\B(?=(\d{3})+(?!\d))/g, SEPARATORS.group);
+    const cents = (frac.replace(/0+$/, "") + "00").slice(0, Math.max(2, frac.replace(/0+$/, "").length));
+    return sign + grouped + SEPARATORS.decimal + cents;
+  }
+
+  // What a person types ("10.000,00", "10,000.00", "10 000", "1'000.5") as the API's decimal
+  // ("10000.00"), or an Error saying what is accepted.
+  function parseAmountInput(raw) {
+    const text = raw.trim().replace(/[\s\u00a0\u202f']/g, "");
+    const bad = new Error(`"${raw.trim()}" is not an amount: write it as 10000.00, 10,000.00 or 10.000,00`);
+    if (!/^\d[\d.,]*$/.test(text)) throw bad;
+    const lastDot = text.lastIndexOf("."), lastComma = text.lastIndexOf(",");
+    let decimal = null;
+    if (lastDot >= 0 && lastComma >= 0) decimal = lastDot > lastComma ? "." : ",";
+    else if (lastDot >= 0 || lastComma >= 0) {
+      const sep = lastDot >= 0 ? "." : ",";
+      const groups = text.split(sep);
+      // "1.000.000" or "10,000": grouping; one separator with other than three digits after it:
+      // the decimal point; "1,000" alone: the reader's locale decides.
+      if (groups.length > 2) decimal = null;
+      else if (groups[1].length !== 3) decimal = sep;
+      else decimal = sep === SEPARATORS.decimal ? sep : null;
+      if (groups.length > 2 && groups.slice(1).some((g) => g.length !== 3)) throw bad;
+    }
+    const [int, frac = ""] = decimal ? text.split(decimal) : [text];
+    const group = decimal === "." ? "," : decimal === "," ? "." : /[.,]/;
+    const parts = int.split(group);
+    if (parts.length > 1 && (parts[0].length > 3 || parts.slice(1).some((g) => g.length !== 3))) throw bad;
+    const digits = parts.join("");
+    if (!/^\d+$/.test(digits) || /[.,]/.test(frac) || frac.length > 4) throw bad;
+    return digits + (frac ? "." + frac : "");
+  }
+
+  const money = (amount, currency) => amount === null || amount === undefined ? "–" : formatAmount(amount) + (currency ? " " + currency : "");
+
+  // Plain-language labels beside the contract's reason codes.
+  const REASON_LABELS = {
+    CUSTOMER_UNKNOWN: "No credit profile for this customer",
+    ACCOUNT_BLOCKED: "Account blocked",
+    PREPAYMENT_REQUIRED: "Prepayment required (grade D)",
+    ORDER_LIMIT_EXCEEDED: "Order above the single-order maximum",
+    LIMIT_EXPIRED: "Credit limit expired",
+    OVERDUE_DAYS: "Invoices overdue too long",
+    OVERDUE_AMOUNT: "Too much overdue",
+    CREDIT_LIMIT_EXCEEDED: "Over the credit limit",
+    GROUP_LIMIT_EXCEEDED: "Over the group's credit limit",
+    AMOUNT_ANOMALY: "Unusually large order for this customer",
+    CURRENCY_MISMATCH: "Currency without an exchange rate",
+    HOLD_EXPIRED: "Held too long: expired",
+    MANUAL: "Held by a credit manager",
+    ORDER_NOT_APPROVED: "Its order is not approved",
+  };
+
+  // ---- hold queues (orders and deliveries) ---------------------------------------------------
+
+  // The queue never redraws itself while orders flow: decisions from the live feed update the
+  // rows they name in place (a row whose note is being written keeps it), and new holds are
+  // counted in a banner the reader opens when ready. Only the reader's own actions (filter,
+  // sort, page, "show") reload the page.
+  const QUEUES = {
+    holds: { path: "/v1/holds", id: "order_id", noun: "order", feed: "decision", prefix: "h" },
+    deliveries: { path: "/v1/deliveries", id: "delivery_id", noun: "delivery", feed: "delivery_decision", prefix: "d" },
+  };
+  const PAGE = 50;
+  const queueState = {
+    holds: { offset: 0, sort: "held_at", order: "asc", total: 0, fresh: 0, selected: new Set(), asked: 0 },
+    deliveries: { offset: 0, sort: "held_at", order: "asc", total: 0, fresh: 0, selected: new Set(), asked: 0 },
+  };
+
+  function queueQuery(kind, extra) {
+    const st = queueState[kind];
+    const q = new URLSearchParams({ limit: String(PAGE), offset: String(st.offset), sort: st.sort, order: st.order });
+    for (const [k, v] of new FormData($(kind === "holds" ? "hold-filter" : "delivery-filter"))) {
+      const t = String(v).trim();
+      if (!t) continue;
+      if (k === "min_amount" || k === "max_amount") q.set(k, parseAmountInput(t));
+      else q.set(k, t);
+    }
+    for (const [k, v] of Object.entries(extra || {})) q.set(k, v);
     return q;
   }
 
-  async function loadHolds() {
-    let page;
+  // The query, or null after telling the reader what in the filters is not understood.
+  function queryOrSay(kind) {
     try {
-      page = await api("/v1/holds?" + holdQuery());
+      return queueQuery(kind);
     } catch (e) {
-      if (e.status !== 401) status("Cannot load the hold queue: " + e.message, "bad");
-      return;
+      status(e.message, "bad");
+      return null;
     }
-    $("holds-count").textContent = String(page.total);
-    $("holds-empty").hidden = page.items.length > 0;
-    $("holds-body").replaceChildren(...page.items.map(holdRow));
   }
 
-  function holdRow(h) {
+  async function loadQueue(kind) {
+    let page;
+    const q = queryOrSay(kind);
+    if (!q) return;
+    // Only the latest request draws: a slow answer to an earlier one (a click on Next while
+    // the list was loading) is dropped.
+    const st = queueState[kind];
+    const ticket = ++st.asked;
+    // aria-busy while a reload is on its way (screen readers wait; so do the browser tests).
+    const table = $(kind + "-body").closest("table");
+    table.setAttribute("aria-busy", "true");
+    try {
+      page = await api(QUEUES[kind].path + "?" + q);
+    } catch (e) {
+      if (ticket === st.asked) table.setAttribute("aria-busy", "false");
+      if (e.status !== 401) status("Cannot load the queue: " + e.message, "bad");
+      return;
+    }
+    if (ticket !== st.asked) return;
+    if (page.items.length === 0 && st.offset > 0 && page.total > 0) {
+      st.offset = Math.max(0, Math.floor((page.total - 1) / PAGE) * PAGE);
+      return loadQueue(kind);
+    }
+    st.total = page.total;
+    st.fresh = 0;
+    st.selected.clear();
+    $(kind + "-count").textContent = page.total.toLocaleString(LOCALE);
+    $(kind + "-empty").hidden = page.items.length > 0;
+    $(kind + "-body").replaceChildren(...page.items.map((h) => queueRow(kind, h)));
+    const first = page.total === 0 ? 0 : st.offset + 1;
+    const last = st.offset + page.items.length;
+    $(kind + "-page").textContent = `${first.toLocaleString(LOCALE)}–${last.toLocaleString(LOCALE)} of ${page.total.toLocaleString(LOCALE)}`;
+    $(kind + "-prev").disabled = st.offset === 0;
+    $(kind + "-next").disabled = last >= page.total;
+    $(kind + "-fresh").hidden = true;
+    table.setAttribute("aria-busy", "false");
+    for (const th of document.querySelectorAll(`#view-${kind} th[data-sort]`)) {
+      th.setAttribute("aria-sort", th.dataset.sort === st.sort ? (st.order === "asc" ? "ascending" : "descending") : "none");
+    }
+    bulkState(kind);
+  }
+
+  // A row is busy while its note holds text, it has focus inside, or it is selected: the live
+  // feed then changes only its status line, never the row.
+  function busy(row) {
+    const note = row.querySelector("input[name=note]");
+    return (note && note.value.trim() !== "") || row.contains(document.activeElement) || row.querySelector("input[type=checkbox]:checked");
+  }
+
+  function reasonList(reasons) {
+    return el("ul", { class: "reasons" }, ...reasons.map((r) =>
+      el("li", {}, el("span", { class: "code" }, r.code), " ", el("span", { class: "label" }, REASON_LABELS[r.code] || ""),
+        el("span", { class: "detail" }, r.detail))));
+  }
+
+  function queueRow(kind, h) {
+    const cfg = QUEUES[kind];
+    const id = h[cfg.id];
     const canAct = me && (me.role === "approver" || me.role === "admin");
-    const reasons = el("ul", { class: "reasons" }, ...h.reasons.map((r) =>
-      el("li", {}, el("span", { class: "code" }, r.code), el("span", { class: "detail" }, r.detail))));
-    const noteId = "note-" + h.order_id;
+    const noteId = `note-${cfg.prefix}-${id}`;
     const note = el("input", { id: noteId, name: "note", placeholder: "Note (required)", disabled: !canAct, maxlength: "500" });
     const mine = h.first_approver && me && h.first_approver === me.name;
     const release = el("button", {
-      type: "button", disabled: !canAct || mine, "aria-label": "Release " + h.order_id,
+      type: "button", disabled: !canAct || mine, "aria-label": "Release " + id,
       title: mine ? "You asked first: a second approver must confirm" : null,
-      onclick: () => act(h, "release", note),
+      onclick: () => act(kind, h, "release", note),
     }, "Release");
     const reject = el("button", {
-      type: "button", class: "danger", disabled: !canAct, "aria-label": "Reject " + h.order_id,
-      onclick: () => act(h, "reject", note),
+      type: "button", class: "danger", disabled: !canAct, "aria-label": "Reject " + id,
+      onclick: () => act(kind, h, "reject", note),
     }, "Reject");
-    const asked = h.first_approver
-      ? el("span", { class: "asked" }, "Release asked by " + h.first_approver + "; a second approver must confirm.")
-      : null;
-    return el("tr", { "data-order-id": h.order_id },
-      el("td", {}, when(h.held_at)),
-      el("td", {}, h.order_id),
-      el("td", {}, customerLink(h.customer_id)),
+    const asked = el("span", { class: "asked", "data-role": "asked" },
+      h.first_approver ? "Release asked by " + h.first_approver + "; a second approver must confirm." : "");
+    const box = el("input", { type: "checkbox", id: `pick-${cfg.prefix}-${id}`, disabled: !canAct, onchange: (e) => {
+      if (e.target.checked) queueState[kind].selected.add(id); else queueState[kind].selected.delete(id);
+      bulkState(kind);
+    } });
+    const pick = el("label", { class: "pick" }, box, el("span", { class: "sr" }, "Select " + id));
+    const who = el("td", {}, customerLink(h.customer_id), h.customer_name ? el("span", { class: "detail" }, h.customer_name) : null);
+    const days = h.days_on_hold === undefined ? "–" : String(h.days_on_hold);
+    const cells = kind === "holds"
+      ? [el("td", {}, when(h.held_at)), el("td", { class: "num" }, days), el("td", {}, id)]
+      : [el("td", {}, when(h.held_at)), el("td", { class: "num" }, days), el("td", {}, id, el("span", { class: "detail" }, "order " + h.order_id + " · " + (h.order_status || "")))];
+    const row = el("tr", { [`data-${cfg.noun === "order" ? "order" : "delivery"}-id`]: id, tabindex: "-1" },
+      el("td", {}, pick),
+      ...cells,
+      who,
       el("td", { class: "num" }, money(h.amount, h.currency)),
-      el("td", {}, reasons),
+      el("td", {}, reasonList(h.reasons)),
       el("td", {}, el("div", { class: "act" },
-        el("label", { for: noteId, class: "detail" }, "Note for " + h.order_id),
+        el("label", { for: noteId, class: "detail" }, "Note for " + id),
         note, el("div", { class: "buttons" }, release, reject), asked)));
+    row.hold = h;
+    row.addEventListener("focusin", () => { focused = row; });
+    return row;
   }
 
-  async function act(hold, what, noteInput) {
+  function rowOf(kind, id) {
+    const attr = kind === "holds" ? "data-order-id" : "data-delivery-id";
+    return document.querySelector(`#${kind}-body tr[${attr}="${CSS.escape(id)}"]`);
+  }
+
+  // A decided row stays where it is (the reader may be looking at it), says what happened and
+  // can no longer be acted on; it leaves the list on the next reload.
+  function markDecided(kind, id, text, cls) {
+    const row = rowOf(kind, id);
+    if (!row) return false;
+    row.classList.add("decided", cls);
+    for (const b of row.querySelectorAll("button, input[type=checkbox]")) b.disabled = true;
+    const box = row.querySelector("input[type=checkbox]");
+    if (box) { box.checked = false; queueState[kind].selected.delete(id); }
+    row.querySelector("[data-role=asked]").textContent = text;
+    bulkState(kind);
+    return true;
+  }
+
+  // After this tab's first approval of a four-eyes release: that one row learns it, in place.
+  async function refreshRow(kind, id) {
+    let page;
+    try {
+      page = await api(QUEUES[kind].path + "?" + new URLSearchParams({ q: id, limit: "20" }));
+    } catch (_) { return; }
+    const h = page.items.find((x) => x[QUEUES[kind].id] === id);
+    const row = rowOf(kind, id);
+    if (!h || !row || row.classList.contains("decided")) return;
+    row.hold = h;
+    if (h.first_approver) {
+      row.querySelector("[data-role=asked]").textContent = "Release asked by " + h.first_approver + "; a second approver must confirm.";
+      if (me && h.first_approver === me.name) row.querySelector(`button[aria-label="Release ${CSS.escape(id)}"]`)?.setAttribute("disabled", "");
+    }
+  }
+
+  async function send(kind, h, what, note) {
+    const cfg = QUEUES[kind];
+    const id = h[cfg.id];
+    const path = cfg.path + "/" + encodeURIComponent(id) + "/" + what;
+    const r = await api(path, { method: "POST", body: { note } });
+    sent.add(id);
+    const firstOfTwo = r.four_eyes && r.four_eyes.first_approver === null;
+    if (firstOfTwo) setTimeout(() => refreshRow(kind, id), 1500);
+    return { id, command: r.command_id, firstOfTwo };
+  }
+
+  async function act(kind, h, what, noteInput) {
+    const id = h[QUEUES[kind].id];
     const note = noteInput.value.trim();
     if (!note) {
       status("Write a note first: every release and rejection is explained.", "bad");
       noteInput.focus();
       return;
     }
+    const row = rowOf(kind, id);
     try {
-      const r = await api("/v1/holds/" + encodeURIComponent(hold.order_id) + "/" + what, { method: "POST", body: { note } });
-      sent.add(hold.order_id);
-      status((what === "release" ? "Release" : "Rejection") + " of " + hold.order_id + " sent (" + r.command_id + "); waiting for the engine's decision.", "ok");
-      const row = document.querySelector('tr[data-order-id="' + CSS.escape(hold.order_id) + '"]');
+      const r = await send(kind, h, what, note);
+      status((what === "release" ? "Release" : "Rejection") + " of " + id + " sent (" + r.command + ")" +
+        (r.firstOfTwo ? "; it waits for a second approver." : "; waiting for the engine's decision."), "ok");
       if (row) for (const b of row.querySelectorAll("button")) b.disabled = true;
     } catch (e) {
       if (e.status !== 401) status("Not sent: " + e.message, "bad");
+    }
+  }
+
+  function bulkState(kind) {
+    const n = queueState[kind].selected.size;
+    const bar = $(kind + "-bulk");
+    if (!bar) return;
+    $(kind + "-selected").textContent = n === 0 ? "Select holds to release or reject them together." : `${n} selected`;
+    for (const b of bar.querySelectorAll("button")) b.disabled = n === 0;
+  }
+
+  // One note for every selected hold; four-eyes is kept per hold (the page says which wait for
+  // a second approver and which were refused, with the engine's reason).
+  async function bulk(kind, what) {
+    const note = $(kind + "-bulk-note").value.trim();
+    if (!note) {
+      status("Write a note first: every release and rejection is explained.", "bad");
+      $(kind + "-bulk-note").focus();
+      return;
+    }
+    const ids = [...queueState[kind].selected];
+    const sentIds = [], waiting = [], refused = [];
+    for (const id of ids) {
+      const row = rowOf(kind, id);
+      if (!row) continue;
+      try {
+        const r = await send(kind, row.hold, what, note);
+        (r.firstOfTwo ? waiting : sentIds).push(id);
+        for (const b of row.querySelectorAll("button")) b.disabled = true;
+        row.querySelector("[data-role=asked]").textContent = r.firstOfTwo
+          ? "Release asked by you; a second approver must confirm." : (what === "release" ? "Release" : "Rejection") + " sent.";
+      } catch (e) {
+        if (e.status === 401) return;
+        refused.push(id + " (" + e.message + ")");
+      }
+      const box = row.querySelector("input[type=checkbox]");
+      if (box) box.checked = false;
+      queueState[kind].selected.delete(id);
+    }
+    bulkState(kind);
+    const verb = what === "release" ? "released" : "rejected";
+    const parts = sentIds.length || (!waiting.length && !refused.length) ? [`${sentIds.length} to be ${verb}`] : [];
+    if (waiting.length) parts.push(`${waiting.length} wait for a second approver: ${waiting.join(", ")}`);
+    if (refused.length) parts.push(`${refused.length} refused: ${refused.join("; ")}`);
+    status(parts.join(". ") + ".", refused.length ? "bad" : "ok");
+    $(kind + "-bulk-note").value = "";
+  }
+
+  // The filtered queue as CSV (all pages), fetched with the token and saved as a file.
+  async function exportQueue(kind) {
+    const q = queryOrSay(kind);
+    if (!q) return;
+    q.delete("limit");
+    q.delete("offset");
+    const r = await fetch(QUEUES[kind].path + "/export?" + q, { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
+    if (!r.ok) {
+      status("Cannot export: HTTP " + r.status, "bad");
+      return;
+    }
+    const blob = await r.blob();
+    const a = el("a", { href: URL.createObjectURL(blob), download: kind === "holds" ? "held-orders.csv" : "held-deliveries.csv" });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  }
+
+  // A decision from the live feed, applied to the queue it concerns without moving the list.
+  function queueSees(kind, r) {
+    const id = kind === "holds" ? r.order_id : r.delivery_id;
+    if (r.status === "held") {
+      if (rowOf(kind, id)) return;
+      const st = queueState[kind];
+      st.fresh += 1;
+      const b = $(kind + "-fresh");
+      b.hidden = false;
+      b.textContent = `${st.fresh.toLocaleString(LOCALE)} new ${st.fresh === 1 ? "hold" : "holds"}: show`;
+      return;
+    }
+    const by = r.actor ? " by " + r.actor + (r.note ? ": " + r.note : "") : " by the engine's re-check";
+    markDecided(kind, id, (r.status === "rejected" ? "Rejected" : r.status === "approved" ? "Approved" : "Released") + by + ".", r.status);
+  }
+
+  // ---- keyboard ------------------------------------------------------------------------------
+
+  let focused = null;
+
+  function moveFocus(step) {
+    const body = $(view + "-body");
+    if (!body) return;
+    const rows = [...body.querySelectorAll("tr")];
+    if (rows.length === 0) return;
+    let i = rows.indexOf(focused);
+    i = i < 0 ? 0 : Math.max(0, Math.min(rows.length - 1, i + step));
+    focused = rows[i];
+    focused.focus();
+  }
+
+  function onKey(e) {
+    if (!me || e.ctrlKey || e.metaKey || e.altKey) return;
+    const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement || e.target instanceof HTMLTextAreaElement;
+    if (e.key === "Escape" && typing) {
+      e.target.blur();
+      if (focused && focused.contains(e.target)) focused.focus();
+      return;
+    }
+    if (typing) return;
+    if (e.key === "/") {
+      const search = $(view === "deliveries" ? "fd-q" : "f-q");
+      if (search) { e.preventDefault(); search.focus(); }
+      return;
+    }
+    if (view !== "holds" && view !== "deliveries") return;
+    if (e.key === "j") { e.preventDefault(); moveFocus(1); }
+    if (e.key === "k") { e.preventDefault(); moveFocus(-1); }
+    if ((e.key === "r" || e.key === "x") && focused && focused.hold) {
+      e.preventDefault();
+      const note = focused.querySelector("input[name=note]");
+      if (!note.value.trim()) {
+        status("Write a note first: every release and rejection is explained (then Escape, and r or x).", "bad");
+        note.focus();
+        return;
+      }
+      act(view, focused.hold, e.key === "r" ? "release" : "reject", note);
     }
   }
 
@@ -232,11 +561,53 @@
       const bar = el("span", { class: "bar" + (u >= 1 ? " hot" : ""), "aria-hidden": "true" }, el("span", {}));
       bar.firstChild.style.width = Math.min(100, u * 100).toFixed(1) + "%";
       return el("tr", {},
-        el("td", {}, customerLink(a.customer_id)),
+        el("td", {}, customerLink(a.customer_id), a.customer_name ? el("span", { class: "detail" }, a.customer_name) : null),
         el("td", {}, bar, pct(a.utilization)),
         el("td", { class: "num" }, money(a.exposure, a.currency)),
         el("td", { class: "num" }, money(a.limit_effective, a.currency)),
         el("td", { class: "num" }, String(a.held_orders)));
+    }));
+  }
+
+  // ---- audit ---------------------------------------------------------------------------------
+
+  const COMMAND_LABELS = {
+    "command.release_hold": "Release order", "command.reject_hold": "Reject order",
+    "command.release_delivery": "Release delivery", "command.reject_delivery": "Reject delivery",
+    "command.block": "Block customer", "command.unblock": "Unblock customer",
+  };
+
+  let auditAsked = 0;
+
+  async function loadAudit() {
+    const q = new URLSearchParams({ limit: "200" });
+    for (const [k, v] of new FormData($("audit-filter"))) if (String(v).trim()) q.set(k, String(v).trim());
+    let page;
+    const table = $("audit-body").closest("table");
+    const ticket = ++auditAsked;
+    table.setAttribute("aria-busy", "true");
+    try {
+      page = await api("/v1/audit?" + q);
+    } catch (e) {
+      if (ticket === auditAsked) table.setAttribute("aria-busy", "false");
+      if (e.status !== 401) status("Cannot load the audit: " + e.message, "bad");
+      return;
+    }
+    if (ticket !== auditAsked) return;
+    table.setAttribute("aria-busy", "false");
+    $("audit-empty").hidden = page.items.length > 0;
+    $("audit-body").replaceChildren(...page.items.map((c) => {
+      const outcome = c.status === "awaiting_second_approver" ? "First approval: waits for a second approver"
+        : c.status === "refused" ? "Refused: " + (c.detail || c.error || "")
+        : c.status === "applied" && c.first_approver ? "Applied: second approval (first by " + c.first_approver + ")"
+        : c.status === "applied" ? "Applied" : c.status;
+      return el("tr", { "data-command-id": c.command_id },
+        el("td", {}, when(c.at)),
+        el("td", {}, c.actor || "–"),
+        el("td", {}, COMMAND_LABELS[c.type] || c.type),
+        el("td", {}, c.delivery_id || c.order_id || "", c.customer_id ? el("span", { class: "detail" }, c.customer_id) : null),
+        el("td", {}, c.note || ""),
+        el("td", {}, outcome));
     }));
   }
 
@@ -258,7 +629,14 @@
       return;
     }
     const cur = c.currency;
-    $("customer-title").textContent = "Customer " + c.customer_id + (c.group_id ? " · group " + c.group_id : "");
+    $("customer-title").textContent = "Customer " + c.customer_id + (c.name ? " · " + c.name : "") + (c.group_id ? " · group " + c.group_id : "");
+    const admin = me && me.role === "admin";
+    $("c-block").hidden = !admin;
+    if (admin) {
+      $("c-block-state").textContent = c.manual_block ? "Blocked by " + c.manual_block.actor + ": every new order is held." : "Not blocked.";
+      $("c-block-on").disabled = !!c.manual_block;
+      $("c-block-off").disabled = !c.manual_block;
+    }
     facts("c-position", [
       ["Exposure", money(c.exposure.total, cur)],
       ["· open orders", money(c.exposure.open_orders, cur)],
@@ -330,6 +708,13 @@
 
   function eventItem(item) {
     const r = item.record;
+    if (item.kind === "delivery_decision") {
+      return el("li", { "data-delivery-decision-id": r.delivery_decision_id, "data-delivery-id": r.delivery_id, "data-status": r.status },
+        el("span", { class: "when" }, when(r.decided_at)),
+        el("span", { class: "st " + r.status }, r.status), " delivery ", r.delivery_id, " · ", r.customer_id, " · ", money(r.amount, r.currency),
+        r.reasons.length ? el("span", { class: "detail" }, r.reasons.map((x) => x.code).join(", ")) : null,
+        r.actor ? el("span", { class: "detail" }, "by " + r.actor + (r.note ? ": " + r.note : "")) : null);
+    }
     if (item.kind === "decision") {
       return el("li", { "data-decision-id": r.decision_id, "data-order-id": r.order_id, "data-status": r.status },
         el("span", { class: "when" }, when(r.decided_at)),
@@ -342,23 +727,33 @@
       el("span", { class: "st " + r.severity }, r.severity), " ", r.kind, " · ", r.customer_id || r.group_id || "");
   }
 
+  // The feed in time order (newest first) by when each was decided, whatever order batches
+  // committed them in.
+  const itemTime = (item) => item.record.decided_at || item.record.at || "";
+
   function onItem(item) {
     const list = $("feed");
-    list.prepend(eventItem(item));
+    const li = eventItem(item);
+    li.dataset.at = itemTime(item);
+    let before = list.firstElementChild;
+    while (before && (before.dataset.at || "") > li.dataset.at) before = before.nextElementSibling;
+    list.insertBefore(li, before);
     while (list.children.length > FEED_MAX) list.lastChild.remove();
     const r = item.record;
     if (item.kind === "decision" && sent.has(r.order_id) && (r.status === "released" || r.status === "rejected")) {
       sent.delete(r.order_id);
       status("The engine " + r.status + " " + r.order_id + (r.actor ? " (by " + r.actor + ")" : "") + ".", "ok");
     }
-    if (item.kind === "decision" && r.status !== "approved" && view === "holds") later("holds", 300, loadHolds);
+    if (item.kind === "decision") queueSees("holds", r);
+    if (item.kind === "delivery_decision") queueSees("deliveries", r);
     if (view === "customer" && customer && r.customer_id === customer) later("customer", 500, () => loadCustomer(customer));
   }
 
   async function loadFeed() {
     try {
       const page = await api("/v1/feed?limit=50");
-      $("feed").replaceChildren(...page.items.slice().reverse().map(eventItem));
+      const items = page.items.slice().sort((a, b) => (itemTime(b) > itemTime(a) ? 1 : itemTime(b) < itemTime(a) ? -1 : 0));
+      $("feed").replaceChildren(...items.map((it) => { const li = eventItem(it); li.dataset.at = itemTime(it); return li; }));
     } catch (e) {
       if (e.status !== 401) status("Cannot load the feed: " + e.message, "bad");
     }
@@ -393,7 +788,7 @@
             if (line.startsWith("event:")) event = line.slice(6).trim();
             else if (line.startsWith("data:")) data += line.slice(5).trimStart();
           }
-          if (event === "decision" || event === "alert") onItem({ kind: event, record: JSON.parse(data) });
+          if (event === "decision" || event === "alert" || event === "delivery_decision") onItem({ kind: event, record: JSON.parse(data) });
           if (event === "lagged") loadFeed();
         }
       }
@@ -409,15 +804,55 @@
   // ---- wiring --------------------------------------------------------------------------------
 
   document.addEventListener("DOMContentLoaded", () => {
-    const select = $("f-reason");
-    for (const code of REASONS) select.append(el("option", { value: code }, code));
+    for (const code of REASONS) $("f-reason").append(el("option", { value: code }, code + " · " + REASON_LABELS[code]));
+    for (const code of [...REASONS, "ORDER_NOT_APPROVED"]) $("fd-reason").append(el("option", { value: code }, code + " · " + REASON_LABELS[code]));
     $("sign-in-form").addEventListener("submit", (e) => {
       e.preventDefault();
       signIn($("token").value.trim());
     });
     $("sign-out").addEventListener("click", () => signOut("Signed out."));
-    $("hold-filter").addEventListener("submit", (e) => { e.preventDefault(); loadHolds(); });
-    $("hold-filter").addEventListener("reset", () => setTimeout(loadHolds, 0));
+    for (const [kind, form] of [["holds", "hold-filter"], ["deliveries", "delivery-filter"]]) {
+      const reload = () => { queueState[kind].offset = 0; loadQueue(kind); };
+      $(form).addEventListener("submit", (e) => { e.preventDefault(); reload(); });
+      $(form).addEventListener("reset", () => setTimeout(reload, 0));
+      $(kind + "-prev").addEventListener("click", () => { queueState[kind].offset = Math.max(0, queueState[kind].offset - PAGE); loadQueue(kind); });
+      $(kind + "-next").addEventListener("click", () => { queueState[kind].offset += PAGE; loadQueue(kind); });
+      $(kind + "-fresh").addEventListener("click", () => loadQueue(kind));
+      $(kind + "-bulk-release").addEventListener("click", () => bulk(kind, "release"));
+      $(kind + "-bulk-reject").addEventListener("click", () => bulk(kind, "reject"));
+      for (const th of document.querySelectorAll(`#view-${kind} th[data-sort]`)) {
+        th.querySelector("button").addEventListener("click", () => {
+          const st = queueState[kind];
+          st.order = st.sort === th.dataset.sort && st.order === "asc" ? "desc" : "asc";
+          st.sort = th.dataset.sort;
+          st.offset = 0;
+          loadQueue(kind);
+        });
+      }
+    }
+    $("holds-export").addEventListener("click", () => exportQueue("holds"));
+    $("deliveries-export").addEventListener("click", () => exportQueue("deliveries"));
+    $("audit-filter").addEventListener("submit", (e) => { e.preventDefault(); loadAudit(); });
+    $("audit-filter").addEventListener("reset", () => setTimeout(loadAudit, 0));
+    for (const [id, what] of [["c-block-on", "block"], ["c-block-off", "unblock"]]) {
+      $(id).addEventListener("click", async () => {
+        const note = $("c-block-note").value.trim();
+        if (!note) {
+          status("Write a note first: every block and unblock is explained.", "bad");
+          $("c-block-note").focus();
+          return;
+        }
+        try {
+          const r = await api("/v1/customers/" + encodeURIComponent(customer) + "/" + what, { method: "POST", body: { note } });
+          status((what === "block" ? "Block" : "Unblock") + " of " + customer + " sent (" + r.command_id + ").", "ok");
+          $("c-block-note").value = "";
+          later("customer", 1500, () => loadCustomer(customer));
+        } catch (e) {
+          if (e.status !== 401) status("Not sent: " + e.message, "bad");
+        }
+      });
+    }
+    document.addEventListener("keydown", onKey);
     for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => show(b.dataset.view));
     if (token) signIn(token);
     else $("token").focus();

@@ -74,6 +74,18 @@ pub struct CommandOutcome {
     pub detail: Option<String>,
     /// The decisions it produced (releases, rejections, and holds it released on the way).
     pub decisions: Vec<CommandDecision>,
+    /// Who asked, with what note, when (the command's `occurred_at`) and about which order or
+    /// delivery: `None` for a command refused before the core read it (a bad signature).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
 }
 
 /// A decision a command produced, by id.
@@ -221,6 +233,28 @@ impl Feed {
             Err(p) => p.into_inner(),
         };
         inner.commands.get(id).cloned()
+    }
+
+    /// The command outcomes this process remembers (at most [`COMMANDS`]), newest first, that
+    /// `keep` accepts, up to `n`: the audit of manual decisions.
+    pub fn commands(
+        &self,
+        n: usize,
+        keep: impl Fn(&CommandOutcome) -> bool,
+    ) -> Vec<Arc<CommandOutcome>> {
+        let inner = match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        inner
+            .command_order
+            .iter()
+            .rev()
+            .filter_map(|id| inner.commands.get(id))
+            .filter(|c| keep(c))
+            .take(n)
+            .cloned()
+            .collect()
     }
 
     /// The latest `n` outputs, oldest first.

@@ -1010,6 +1010,137 @@ fn the_console_in_a_browser() {
     e.stop();
 }
 
+/// The credit desk under traffic (tests/console/desk.mjs): over 1,000 holds from named
+/// customers, three above the four-eyes amount, a held delivery, and a new held order every
+/// 300 ms for as long as the browser works the queue, blocks a customer and reads the audit.
+#[test]
+#[cfg_attr(
+    no_browser,
+    ignore = "needs node, chromium (sudo apt-get install nodejs npm chromium) and npm ci --prefix tests/console (.ci/run does)"
+)]
+fn the_desk_works_its_queue_while_orders_flow() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let e = engine_with_a_hold(Some("5000"));
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as i64;
+    let day = credit_sentinel::model::Timestamp(now_us).plus_days(-1);
+    let at = |s: i64| day.plus_us(3 * 3_600_000_000 + s * 1_000_000).to_rfc3339();
+    let profile = |id: &str, name: &str| {
+        line(
+            json!({"event_id": format!("p-{id}"), "type": "profile.customer", "occurred_at": at(0), "customer_id": id, "name": name, "credit_limit": "100.00", "currency": "EUR", "grade": "B", "payment_terms_days": 30, "status": "active"}),
+        )
+    };
+    let mut profiles: Vec<String> = (100..150)
+        .map(|n| profile(&format!("C-{n}"), &format!("Customer {n} GmbH")))
+        .collect();
+    profiles.push(profile("C-BIG", "Big Spender Ltd"));
+    send(&e.settings, &profiles);
+    wait_for("the named profiles", Duration::from_secs(60), || {
+        get(e.addr, "/v1/customers/C-BIG", Some(VIEWER)).status == 200
+            && get(e.addr, "/v1/customers/C-149", Some(VIEWER)).status == 200
+    });
+    let order = |id: &str, customer: &str, amount: String, s: i64| {
+        line(
+            json!({"event_id": format!("e-{id}"), "type": "order.placed", "occurred_at": at(s), "customer_id": customer, "order_id": id, "amount": amount, "currency": "EUR"}),
+        )
+    };
+    let mut orders: Vec<String> = (0..1000)
+        .map(|n| {
+            order(
+                &format!("O-{:04}", n),
+                &format!("C-{}", 100 + n % 50),
+                format!("{}.{:02}", 500 + n % 400, n % 100),
+                1 + n as i64,
+            )
+        })
+        .collect();
+    let big = ["O-BIG-1", "O-BIG-2", "O-BIG-3"];
+    for (i, id) in big.iter().enumerate() {
+        orders.push(order(
+            id,
+            "C-BIG",
+            format!("{}.00", 6000 + 1000 * i),
+            1001 + i as i64,
+        ));
+    }
+    send(&e.settings, &orders);
+    wait_for("1,004 holds", Duration::from_secs(120), || {
+        get(e.addr, "/v1/holds?limit=1", Some(VIEWER)).json()["total"] == 1004
+    });
+    // A delivery of a held order: held ORDER_NOT_APPROVED.
+    send(
+        &e.settings,
+        &[line(
+            json!({"event_id": "dr-7", "type": "delivery.requested", "occurred_at": at(1100), "customer_id": "C-107", "delivery_id": "DN-7", "order_id": "O-0007", "amount": "507.07", "currency": "EUR"}),
+        )],
+    );
+    wait_for("the held delivery", Duration::from_secs(60), || {
+        get(e.addr, "/v1/deliveries", Some(VIEWER)).json()["total"] == 1
+    });
+    // Orders keep flowing while the desk works: one new hold every 300 ms.
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (settings, stop) = (e.settings.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut n = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("O-LIVE-{n:04}");
+                send(
+                    &settings,
+                    &[line(
+                        json!({"event_id": format!("e-{id}"), "type": "order.placed", "occurred_at": day.plus_us(4 * 3_600_000_000 + n * 1_000_000).to_rfc3339(), "customer_id": "C-100", "order_id": id, "amount": "450.00", "currency": "EUR"}),
+                    )],
+                );
+                n += 1;
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            n
+        })
+    };
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console");
+    std::fs::create_dir_all(&shots).expect("screenshot folder");
+    let out = std::process::Command::new("node")
+        .arg("desk.mjs")
+        .current_dir(&dir)
+        .env("BASE_URL", format!("http://{}", e.addr))
+        .env("APPROVER_TOKEN", APPROVER)
+        .env("APPROVER2_TOKEN", APPROVER2)
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("MIN_HOLDS", "1000")
+        .env("BIG_ORDERS", big.join(","))
+        .env("SHOTS", &shots)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("node runs");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let live = traffic.join().expect("traffic");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the desk walkthrough failed");
+    assert!(stdout.contains("desk passed"));
+    assert!(live >= 10, "orders flowed meanwhile ({live} sent)");
+    // What the page did are real commands: each big order released once, by bob after alice.
+    let released: Vec<Value> = decisions(&e.settings)
+        .into_iter()
+        .filter(|d| d["status"] == "released")
+        .collect();
+    for id in big {
+        let mine: Vec<&Value> = released.iter().filter(|d| d["order_id"] == id).collect();
+        assert_eq!(mine.len(), 1, "{id}: {mine:?}");
+        assert_eq!(mine[0]["actor"], "bob");
+        assert_eq!(mine[0]["note"], "confirmed with the board minutes");
+    }
+    let c = get(e.addr, "/v1/customers/C-149", Some(VIEWER)).json();
+    assert_eq!(
+        c["manual_block"]["actor"], "root",
+        "the page's block is a real command: {c}"
+    );
+    e.stop();
+}
+
 /// The console's API: who am I, the feed of committed outputs, a customer's history, and the
 /// live event stream carrying a release made through the API; the page itself with its
 /// security headers.
@@ -1338,4 +1469,136 @@ fn slow_clients_from_one_address_do_not_lock_out_the_probes() {
     assert_eq!(closed, 60, "every slow connection closed");
     shutdown.store(true, Ordering::Relaxed);
     server.thread.join().expect("server stops");
+}
+
+/// The hold queue as a desk works it (issue 24): search by order, customer id or name; sort
+/// by amount, customer, reason or days on hold, either way, pages that never overlap; the
+/// filtered queue as CSV with the same rows, quoted and safe to open in a spreadsheet.
+#[test]
+fn the_hold_queue_searches_sorts_pages_and_exports() {
+    let e = engine_with_a_hold(None);
+    let a = e.addr;
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as i64;
+    let day = credit_sentinel::model::Timestamp(now_us).plus_days(-1);
+    let at = |h: i64| day.plus_us(h * 3_600_000_000).to_rfc3339();
+    send(
+        &e.settings,
+        &[
+            line(
+                json!({"event_id": "p-3", "type": "profile.customer", "occurred_at": at(0), "customer_id": "C-3", "name": "Müller, Söhne & Co", "credit_limit": "100.00", "currency": "EUR", "grade": "B", "payment_terms_days": 30, "status": "active"}),
+            ),
+            line(
+                json!({"event_id": "p-4", "type": "profile.customer", "occurred_at": at(0), "customer_id": "C-4", "name": "=HYPERLINK(\"x\")", "credit_limit": "100.00", "currency": "EUR", "grade": "B", "payment_terms_days": 30, "status": "active"}),
+            ),
+        ],
+    );
+    wait_for("the named profiles", Duration::from_secs(60), || {
+        get(a, "/v1/customers/C-3", Some(VIEWER)).status == 200
+            && get(a, "/v1/customers/C-4", Some(VIEWER)).status == 200
+    });
+    let order = |id: &str, customer: &str, amount: &str, h: i64| {
+        line(
+            json!({"event_id": format!("e-{id}"), "type": "order.placed", "occurred_at": at(h), "customer_id": customer, "order_id": id, "amount": amount, "currency": "EUR"}),
+        )
+    };
+    send(
+        &e.settings,
+        &[
+            order("O-30", "C-3", "500.00", 3),
+            order("O-31", "C-3", "150.00", 4),
+            order("O-40", "C-4", "9000.00", 5),
+        ],
+    );
+    let page = |q: &str| {
+        let r = get(a, &format!("/v1/holds?{q}"), Some(VIEWER));
+        assert_eq!(r.status, 200, "{q}: {}", r.body);
+        r.json()
+    };
+    let ids = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|h| h["order_id"].as_str().expect("order_id").to_string())
+            .collect()
+    };
+    wait_for("four holds", Duration::from_secs(60), || {
+        page("")["total"] == 4
+    });
+    assert_eq!(
+        ids(&page("")),
+        ["O-2", "O-30", "O-31", "O-40"],
+        "oldest first"
+    );
+    assert_eq!(
+        ids(&page("sort=amount&order=desc")),
+        ["O-40", "O-2", "O-30", "O-31"]
+    );
+    assert_eq!(
+        ids(&page("sort=held_at&order=desc&limit=2")),
+        ["O-40", "O-31"]
+    );
+    assert_eq!(
+        ids(&page("sort=held_at&order=desc&limit=2&offset=2")),
+        ["O-30", "O-2"]
+    );
+    // By name where there is one ("=HYPERLINK", "C-1", "Müller"), any case.
+    assert_eq!(ids(&page("sort=customer")), ["O-40", "O-2", "O-30", "O-31"]);
+    let v = page("q=m%C3%BCLLER");
+    assert_eq!(ids(&v), ["O-30", "O-31"], "search finds the name, any case");
+    assert_eq!(v["total"], 2, "the total counts what the search found");
+    assert_eq!(v["items"][0]["customer_name"], "Müller, Söhne & Co");
+    assert_eq!(
+        ids(&page("q=o-3")),
+        ["O-30", "O-31"],
+        "search finds order ids"
+    );
+    assert_eq!(ids(&page("q=c-1")), ["O-2"], "search finds customer ids");
+    assert!(page("")["items"][0]["days_on_hold"].is_u64());
+    for bad in ["sort=colour", "order=up"] {
+        let r = get(a, &format!("/v1/holds?{bad}"), Some(VIEWER));
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert!(
+            r.json()["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("use")),
+            "{}",
+            r.body
+        );
+    }
+
+    let r = get(
+        a,
+        "/v1/holds/export?q=C-&sort=amount&order=desc",
+        Some(VIEWER),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("text/csv; charset=utf-8"));
+    assert!(r
+        .header("content-disposition")
+        .is_some_and(|d| d.contains("attachment")));
+    let lines: Vec<&str> = r.body.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines[0], "held_at,days_on_hold,order_id,customer_id,customer_name,amount,currency,reasons,details,first_approver");
+    assert_eq!(lines.len(), 5, "a header and the four rows: {}", r.body);
+    assert!(
+        lines[1].contains(",O-40,C-4,\"'=HYPERLINK(\"\"x\"\")\",9000.00,EUR,"),
+        "a formula is defused and quoted: {}",
+        lines[1]
+    );
+    assert!(
+        lines[3].contains(",O-30,C-3,\"Müller, Söhne & Co\",500.00,EUR,CREDIT_LIMIT_EXCEEDED,"),
+        "{}",
+        lines[3]
+    );
+    let r = get(a, "/v1/holds/export?q=o-31", Some(VIEWER));
+    assert_eq!(
+        r.body.split("\r\n").filter(|l| !l.is_empty()).count(),
+        2,
+        "the export follows the search"
+    );
+    assert_eq!(get(a, "/v1/holds/export", None).status, 401);
+    e.stop();
 }

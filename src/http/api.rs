@@ -281,6 +281,12 @@ pub struct HoldsQuery {
     customer_id: Option<String>,
     min_amount: Option<String>,
     max_amount: Option<String>,
+    /// Search: part of the order id (or delivery id), customer id or customer name, any case.
+    q: Option<String>,
+    /// `held_at` (default), `amount`, `customer`, `reason` or `days_on_hold`.
+    sort: Option<String>,
+    /// `asc` (default) or `desc`.
+    order: Option<String>,
     limit: Option<usize>,
     offset: Option<usize>,
 }
@@ -302,33 +308,181 @@ pub async fn holds(
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
     let filter = HoldFilter::from_query(&q)?;
-    let mut items: Vec<(Timestamp, String, Value)> = app.state.read(|engines| {
-        let mut items = Vec::new();
-        for e in engines {
-            for acc in e.accounts() {
-                if q.customer_id
-                    .as_deref()
-                    .is_some_and(|c| c != acc.customer_id)
-                {
+    let mut rows = app.state.read(|engines| held_orders(engines, &filter));
+    in_flight_first_approvals(&app, "order", &mut rows);
+    Ok(Json(filter.page(&mut rows)))
+}
+
+/// `GET /v1/holds/export`: every held order the filters and search select, sorted the same
+/// way, as CSV (no paging).
+pub async fn holds_export(
+    State(app): State<Arc<AppState>>,
+    q: Result<Query<HoldsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let filter = HoldFilter::from_query(&q)?;
+    let mut rows = app.state.read(|engines| held_orders(engines, &filter));
+    filter.sort(&mut rows);
+    Ok(queue_csv(&rows, false))
+}
+
+/// `GET /v1/deliveries/export`: the held deliveries `/v1/deliveries` selects, as CSV.
+pub async fn deliveries_export(
+    State(app): State<Arc<AppState>>,
+    q: Result<Query<HoldsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let filter = HoldFilter::from_query(&q)?;
+    let mut rows = app.state.read(|engines| held_deliveries(engines, &filter));
+    filter.sort(&mut rows);
+    Ok(queue_csv(&rows, true))
+}
+
+/// A hold queue as CSV, one row per hold (deliveries with their order's id).
+fn queue_csv(rows: &[QueueRow], deliveries: bool) -> Response {
+    let mut csv = String::from(if deliveries {
+        "held_at,days_on_hold,delivery_id,order_id,customer_id,customer_name,amount,currency,reasons,details,first_approver\r\n"
+    } else {
+        "held_at,days_on_hold,order_id,customer_id,customer_name,amount,currency,reasons,details,first_approver\r\n"
+    });
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    for r in rows {
+        let v = &r.value;
+        let reasons = v["reasons"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let codes: Vec<&str> = reasons.iter().filter_map(|x| x["code"].as_str()).collect();
+        let details: Vec<&str> = reasons
+            .iter()
+            .filter_map(|x| x["detail"].as_str())
+            .collect();
+        let mut fields = vec![
+            text(&v["held_at"]),
+            r.days_on_hold.to_string(),
+            r.id.clone(),
+        ];
+        if deliveries {
+            fields.push(text(&v["order_id"]));
+        }
+        fields.extend([
+            r.customer_id.clone(),
+            r.customer_name.clone().unwrap_or_default(),
+            text(&v["amount"]),
+            text(&v["currency"]),
+            codes.join(" "),
+            details.join("; "),
+            text(&v["first_approver"]),
+        ]);
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        csv.push_str(&line.join(","));
+        csv.push_str("\r\n");
+    }
+    let file = if deliveries {
+        "attachment; filename=\"held-deliveries.csv\""
+    } else {
+        "attachment; filename=\"held-orders.csv\""
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CONTENT_DISPOSITION, file),
+        ],
+        csv,
+    )
+        .into_response()
+}
+
+/// One CSV field (RFC 4180): quoted when it holds a comma, quote or line break; a field a
+/// spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) is prefixed with `'`.
+fn csv_field(text: &str) -> String {
+    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
+}
+
+/// Every held order the filter selects, each with what it is sorted by.
+fn held_orders(engines: &[&Engine], filter: &HoldFilter) -> Vec<QueueRow> {
+    let mut rows = Vec::new();
+    for e in engines {
+        let now = e.clock();
+        for acc in e.accounts() {
+            if !filter.customer(acc) {
+                continue;
+            }
+            for id in &acc.holds {
+                let Some(o) = acc.orders.get(id) else {
+                    continue;
+                };
+                let Some(h) = o.hold.as_ref() else { continue };
+                if !filter.accepts(&h.reasons, o.amount) || !filter.finds(id, acc) {
                     continue;
                 }
-                for id in &acc.holds {
-                    let Some(o) = acc.orders.get(id) else {
-                        continue;
-                    };
-                    let Some(h) = o.hold.as_ref() else { continue };
-                    if !filter.accepts(&h.reasons, o.amount) {
-                        continue;
-                    }
-                    if let Some(v) = hold_json(acc, id) {
-                        items.push((h.held_at, id.clone(), v));
-                    }
+                if let Some(v) = hold_json(acc, id) {
+                    rows.push(QueueRow::new(
+                        acc, id, h.held_at, o.amount, &h.reasons, now, v,
+                    ));
                 }
             }
         }
-        items
-    });
-    Ok(Json(filter.page(&mut items)))
+    }
+    rows
+}
+
+/// A held order or delivery as a queue lists it.
+struct QueueRow {
+    held_at: Timestamp,
+    id: String,
+    customer_id: String,
+    customer_name: Option<String>,
+    amount: Decimal,
+    /// The first failed rule's code (what the queue sorts by "reason").
+    reason: &'static str,
+    /// Whole days between the hold and the partition's clock.
+    days_on_hold: i64,
+    value: Value,
+}
+
+impl QueueRow {
+    fn new(
+        acc: &crate::engine::account::Account,
+        id: &str,
+        held_at: Timestamp,
+        amount: Decimal,
+        reasons: &[Reason],
+        now: Option<Timestamp>,
+        mut value: Value,
+    ) -> QueueRow {
+        let days_on_hold = now.map_or(0, |n| ((n.0 - held_at.0) / DAY_US).max(0));
+        value["days_on_hold"] = json!(days_on_hold);
+        QueueRow {
+            held_at,
+            id: id.to_string(),
+            customer_id: acc.customer_id.clone(),
+            customer_name: customer_name(acc).map(str::to_string),
+            amount,
+            reason: reasons.first().map_or("", |r| r.code.as_str()),
+            days_on_hold,
+            value,
+        }
+    }
+}
+
+/// What a hold queue is sorted by.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SortBy {
+    HeldAt,
+    Amount,
+    Customer,
+    Reason,
+    DaysOnHold,
 }
 
 /// The filters and page of a hold listing (`/v1/holds`, `/v1/deliveries`).
@@ -336,6 +490,11 @@ struct HoldFilter {
     reason: Option<ReasonCode>,
     min: Option<Decimal>,
     max: Option<Decimal>,
+    customer_id: Option<String>,
+    /// The search, lower-cased.
+    search: Option<String>,
+    sort: SortBy,
+    descending: bool,
     limit: usize,
     offset: usize,
 }
@@ -359,13 +518,57 @@ impl HoldFilter {
                 "limit must be 1..{PAGE_MAX}"
             )));
         }
+        let sort = match q.sort.as_deref().unwrap_or("held_at") {
+            "held_at" => SortBy::HeldAt,
+            "amount" => SortBy::Amount,
+            "customer" => SortBy::Customer,
+            "reason" => SortBy::Reason,
+            "days_on_hold" => SortBy::DaysOnHold,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "sort {other:?}: use held_at, amount, customer, reason or days_on_hold"
+                )))
+            }
+        };
+        let descending = match q.order.as_deref().unwrap_or("asc") {
+            "asc" => false,
+            "desc" => true,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "order {other:?}: use asc or desc"
+                )))
+            }
+        };
+        let search = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        if search.is_some_and(|t| t.chars().count() > 128) {
+            return Err(ApiError::bad_request("q is longer than 128 characters"));
+        }
         Ok(HoldFilter {
             reason,
             min: amount_param("min_amount", &q.min_amount)?,
             max: amount_param("max_amount", &q.max_amount)?,
+            customer_id: q.customer_id.clone(),
+            search: search.map(str::to_lowercase),
+            sort,
+            descending,
             limit,
             offset: q.offset.unwrap_or(0),
         })
+    }
+
+    fn customer(&self, acc: &crate::engine::account::Account) -> bool {
+        self.customer_id
+            .as_deref()
+            .is_none_or(|c| c == acc.customer_id)
+    }
+
+    /// Whether the search finds `id` (an order or delivery id) or the customer (id or name).
+    fn finds(&self, id: &str, acc: &crate::engine::account::Account) -> bool {
+        let Some(t) = &self.search else {
+            return true;
+        };
+        let has = |s: &str| s.to_lowercase().contains(t.as_str());
+        has(id) || has(&acc.customer_id) || customer_name(acc).is_some_and(has)
     }
 
     fn accepts(&self, reasons: &[Reason], amount: Decimal) -> bool {
@@ -376,15 +579,47 @@ impl HoldFilter {
             || self.max.is_some_and(|m| amount > m))
     }
 
-    /// Sorts (held since, id) and answers one page with the total.
-    fn page(&self, items: &mut Vec<(Timestamp, String, Value)>) -> Value {
-        items.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        let total = items.len();
-        let page: Vec<Value> = items
+    /// Sorts by the chosen key, then held since and id (a total order: pages never overlap).
+    fn sort(&self, rows: &mut [QueueRow]) {
+        rows.sort_by(|a, b| {
+            let key = match self.sort {
+                SortBy::HeldAt => std::cmp::Ordering::Equal,
+                SortBy::Amount => a.amount.cmp(&b.amount),
+                SortBy::Customer => a
+                    .customer_name
+                    .as_deref()
+                    .unwrap_or(&a.customer_id)
+                    .to_lowercase()
+                    .cmp(
+                        &b.customer_name
+                            .as_deref()
+                            .unwrap_or(&b.customer_id)
+                            .to_lowercase(),
+                    )
+                    .then_with(|| a.customer_id.cmp(&b.customer_id)),
+                SortBy::Reason => a.reason.cmp(b.reason),
+                SortBy::DaysOnHold => a.days_on_hold.cmp(&b.days_on_hold),
+            };
+            let key = key
+                .then_with(|| a.held_at.cmp(&b.held_at))
+                .then_with(|| a.id.cmp(&b.id));
+            if self.descending {
+                key.reverse()
+            } else {
+                key
+            }
+        });
+    }
+
+    /// Sorts and answers one page with the total.
+    fn page(&self, rows: &mut Vec<QueueRow>) -> Value {
+        self.sort(rows);
+        let total = rows.len();
+        let page: Vec<Value> = rows
             .drain(..)
             .skip(self.offset)
             .take(self.limit)
-            .map(|(_, _, v)| v)
+            .map(|r| r.value)
             .collect();
         json!({
             "total": total,
@@ -437,6 +672,7 @@ pub async fn top(
                     acc.customer_id.clone(),
                     json!({
                         "customer_id": acc.customer_id,
+                        "customer_name": customer_name(acc),
                         "currency": acc.currency.map(|c| c.as_str().to_string()),
                         "exposure": format_money(exposure),
                         "limit_effective": money_opt(limit),
@@ -853,6 +1089,74 @@ pub async fn command(
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only this person's commands (exact name).
+    actor: Option<String>,
+    /// Only commands of this day (`YYYY-MM-DD`, UTC, by the command's `occurred_at`).
+    day: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/audit`: the manual decisions this instance's engines applied or refused, newest
+/// first: who, when, the note, the outcome, and for a four-eyes release which approval it was
+/// (a second approval names the first approver). Bounded like the command outcomes (the last
+/// 10,000 per process, not kept across a restart); the decisions topic is the durable record.
+pub async fn audit(
+    State(app): State<Arc<AppState>>,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > PAGE_MAX {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1..{PAGE_MAX}"
+        )));
+    }
+    let day = match q.day.as_deref().filter(|d| !d.is_empty()) {
+        None => None,
+        Some(d) => {
+            let start = Timestamp::parse_rfc3339(&format!("{d}T00:00:00Z")).ok_or_else(|| {
+                ApiError::bad_request(format!("day {d:?} is not a date (YYYY-MM-DD)"))
+            })?;
+            Some((start, start.plus_days(1)))
+        }
+    };
+    let actor = q.actor.as_deref().map(str::trim).filter(|a| !a.is_empty());
+    let Some(feed) = app.feed.as_deref() else {
+        return Ok(Json(json!({"items": []})));
+    };
+    // Every remembered command, to pair each four-eyes release with its first approval.
+    let all = feed.commands(usize::MAX, |c| c.actor.is_some());
+    let first_of = |c: &crate::feed::CommandOutcome| -> Option<String> {
+        if c.status != "applied" || !c.kind.starts_with("command.release") {
+            return None;
+        }
+        all.iter()
+            .filter(|o| {
+                o.status == "awaiting_second_approver"
+                    && o.kind == c.kind
+                    && o.order_id == c.order_id
+                    && o.delivery_id == c.delivery_id
+                    && o.at <= c.at
+            })
+            .find_map(|o| o.actor.clone())
+    };
+    let items: Vec<Value> = all
+        .iter()
+        .filter(|c| actor.is_none_or(|a| c.actor.as_deref() == Some(a)))
+        .filter(|c| day.is_none_or(|(from, to)| c.at.is_some_and(|t| t >= from && t < to)))
+        .take(limit)
+        .map(|c| {
+            let mut v = json!(&**c);
+            v["first_approver"] = json!(first_of(c));
+            v
+        })
+        .collect();
+    Ok(Json(json!({"items": items})))
+}
+
 /// How long a first approval published here counts as in flight (the engine applies a command
 /// within a batch; its view then shows it).
 const APPROVAL_IN_FLIGHT: Duration = Duration::from_secs(60);
@@ -864,6 +1168,26 @@ fn in_flight_approval(app: &AppState, what: &str, id: &str) -> Option<String> {
     m.retain(|_, (_, at)| at.elapsed() < APPROVAL_IN_FLIGHT);
     m.get(&(what.to_string(), id.to_string()))
         .map(|(actor, _)| actor.clone())
+}
+
+/// Shows a first four-eyes approval published here that the engine has not applied yet (so a
+/// second approver who opens the queue at once sees who asked, as the API's checks do).
+fn in_flight_first_approvals(app: &AppState, what: &str, rows: &mut [QueueRow]) {
+    let Ok(mut m) = app.first_approvals.lock() else {
+        return;
+    };
+    m.retain(|_, (_, at)| at.elapsed() < APPROVAL_IN_FLIGHT);
+    if m.is_empty() {
+        return;
+    }
+    for r in rows
+        .iter_mut()
+        .filter(|r| r.value["first_approver"].is_null())
+    {
+        if let Some((actor, _)) = m.get(&(what.to_string(), r.id.clone())) {
+            r.value["first_approver"] = json!(actor);
+        }
+    }
 }
 
 fn note_first_approval(app: &AppState, what: &str, id: &str, principal: &Principal) {
@@ -1008,33 +1332,39 @@ pub async fn deliveries(
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
     let filter = HoldFilter::from_query(&q)?;
-    let mut items: Vec<(Timestamp, String, Value)> = app.state.read(|engines| {
-        let mut items = Vec::new();
-        for e in engines {
-            for acc in e.accounts() {
-                if q.customer_id
-                    .as_deref()
-                    .is_some_and(|c| c != acc.customer_id)
+    let mut rows = app.state.read(|engines| held_deliveries(engines, &filter));
+    in_flight_first_approvals(&app, "delivery", &mut rows);
+    Ok(Json(filter.page(&mut rows)))
+}
+
+/// Every held delivery the filter selects (the search also finds its order's id).
+fn held_deliveries(engines: &[&Engine], filter: &HoldFilter) -> Vec<QueueRow> {
+    let mut rows = Vec::new();
+    for e in engines {
+        let now = e.clock();
+        for acc in e.accounts() {
+            if !filter.customer(acc) {
+                continue;
+            }
+            for id in &acc.held_deliveries {
+                let Some(d) = acc.deliveries.get(id) else {
+                    continue;
+                };
+                let Some(h) = d.hold.as_ref() else { continue };
+                if !filter.accepts(&h.reasons, d.amount)
+                    || !(filter.finds(id, acc) || filter.finds(&d.order_id, acc))
                 {
                     continue;
                 }
-                for id in &acc.held_deliveries {
-                    let Some(d) = acc.deliveries.get(id) else {
-                        continue;
-                    };
-                    let Some(h) = d.hold.as_ref() else { continue };
-                    if !filter.accepts(&h.reasons, d.amount) {
-                        continue;
-                    }
-                    if let Some(v) = held_delivery_json(acc, id) {
-                        items.push((d.requested_at, id.clone(), v));
-                    }
+                if let Some(v) = held_delivery_json(acc, id) {
+                    rows.push(QueueRow::new(
+                        acc, id, h.held_at, d.amount, &h.reasons, now, v,
+                    ));
                 }
             }
         }
-        items
-    });
-    Ok(Json(filter.page(&mut items)))
+    }
+    rows
 }
 
 /// `POST /v1/customers/{id}/block` (`BLOCK_CUSTOMER`) or `/unblock`.

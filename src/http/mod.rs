@@ -241,10 +241,13 @@ pub fn router(app: Arc<AppState>) -> Router {
             .route("/v1/customers/{id}", get(api::customer))
             .route("/v1/groups/{id}", get(api::group))
             .route("/v1/holds", get(api::holds))
+            .route("/v1/holds/export", get(api::holds_export))
             .route("/v1/deliveries", get(api::deliveries))
+            .route("/v1/deliveries/export", get(api::deliveries_export))
             .route("/v1/accounts/top", get(api::top))
             .route("/v1/check", post(api::check))
             .route("/v1/commands/{id}", get(api::command))
+            .route("/v1/audit", get(api::audit))
             .route("/v1/me", get(console::me))
             .route("/v1/feed", get(console::feed))
             .route("/v1/customers/{id}/history", get(console::history)),

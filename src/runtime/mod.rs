@@ -1044,7 +1044,14 @@ fn process_batch(
                     let outcome = sh.part(p).engine.apply_guarded(&event, outputs, guard);
                     span.record("outcome", outcome.as_str());
                     metrics.count_event(event_type, outcome);
-                    if let EventBody::Command { kind, .. } = &event.body {
+                    if let EventBody::Command {
+                        kind,
+                        order_id,
+                        delivery_id,
+                        actor,
+                        note,
+                    } = &event.body
+                    {
                         command = Some(AppliedCommand {
                             command_id: event.event_id.clone(),
                             kind: event_type,
@@ -1054,6 +1061,13 @@ fn process_batch(
                                 CommandKind::ReleaseHold | CommandKind::ReleaseDelivery
                             ),
                             outcome,
+                            asked: Some(Asked {
+                                actor: actor.clone(),
+                                note: note.clone(),
+                                at: event.occurred_at,
+                                order_id: order_id.clone(),
+                                delivery_id: delivery_id.clone(),
+                            }),
                         });
                     }
                     let lag_us = wall.0 - event.occurred_at.0;
@@ -1139,6 +1153,17 @@ struct AppliedCommand {
     customer_id: Option<String>,
     release: bool,
     outcome: crate::Outcome,
+    /// Who, with what note, when, about which order or delivery (`None`: refused unread).
+    asked: Option<Asked>,
+}
+
+/// What a command the core read says about itself.
+struct Asked {
+    actor: String,
+    note: String,
+    at: Timestamp,
+    order_id: Option<String>,
+    delivery_id: Option<String>,
 }
 
 /// What `GET /v1/commands/{id}` says about a command, from what applying it produced: `None`
@@ -1170,6 +1195,7 @@ fn command_outcome(
                 customer_id: r.customer_id.clone(),
                 release: false,
                 outcome: crate::Outcome::Rejected,
+                asked: None,
             }
         }
     };
@@ -1200,6 +1226,7 @@ fn command_outcome(
         _ => "applied",
     };
     let refused = applied.outcome == crate::Outcome::Rejected;
+    let asked = applied.asked;
     Some(CommandOutcome {
         command_id: applied.command_id,
         kind: applied.kind.to_string(),
@@ -1208,6 +1235,11 @@ fn command_outcome(
         error: refusal.filter(|_| refused).map(|r| r.error.as_str()),
         detail: refusal.filter(|_| refused).map(|r| r.detail.clone()),
         decisions,
+        actor: asked.as_ref().map(|a| a.actor.clone()),
+        note: asked.as_ref().map(|a| a.note.clone()),
+        at: asked.as_ref().map(|a| a.at),
+        order_id: asked.as_ref().and_then(|a| a.order_id.clone()),
+        delivery_id: asked.and_then(|a| a.delivery_id),
     })
 }
 

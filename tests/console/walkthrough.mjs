@@ -69,8 +69,9 @@ try {
   await page.getByLabel("API token").fill(APPROVER);
   await page.getByRole("button", { name: "Sign in" }).click();
   await row.waitFor();
-  await page.getByLabel("Reason").selectOption("CREDIT_LIMIT_EXCEEDED");
+  await page.getByLabel("Reason", { exact: true }).selectOption("CREDIT_LIMIT_EXCEEDED");
   await page.getByRole("button", { name: "Filter" }).click();
+  await page.locator('#view-holds table[aria-busy="false"]').waitFor();
   await row.waitFor();
   check(!(await row.getByRole("button", { name: `Release ${ORDER}` }).isDisabled()), "an approver may release");
   await page.screenshot({ path: `${SHOTS}/holds.png` });
@@ -86,8 +87,9 @@ try {
   await page.getByText(`The engine released ${ORDER}`).waitFor();
   const feedText = await released.innerText();
   check(feedText.includes("customer confirmed payment by Friday"), "the released decision in the live feed carries the note");
-  await row.waitFor({ state: "detached" });
-  passed("the released order leaves the hold queue");
+  // The row stays where it was (the queue does not move under the reader) and says so.
+  await page.locator(`tr.decided[data-order-id="${ORDER}"]`, { hasText: "Released by alice" }).waitFor();
+  passed("the released order's row says it was released, in place");
   await page.screenshot({ path: `${SHOTS}/released.png` });
 
   // Top accounts, then the customer.

@@ -641,16 +641,22 @@ fn join_the_group_for(settings: &Settings, hold: Duration) -> JoinHandle<usize> 
 /// Faults injected while the engine works through a stream (in small batches, so every fault
 /// lands mid-stream): permanent produce errors, transaction and offset commit errors, the
 /// broker going down and up, and a rebalance. After all of them the distinct decisions and
-/// alerts, and every account's final state, equal replay's. Shown to have been hit: the
-/// permanent produce errors (a batch rolled back), the fatal EndTxn error in exactly_once (the
-/// producer replaced) and the rebalance (partitions revoked). Not shown: that librdkafka met
-/// the retriable produce errors, the at_least_once offset commit errors and the outage (they
-/// leave no trace the test can read; the mock cluster does not say which injected errors it
-/// has served).
+/// alerts, and every account's final state, equal replay's. Shown to have been hit: every
+/// injected request error (the mock cluster's request tracking counts that as many requests
+/// of its API arrived after it as errors were injected, so all were served), the permanent
+/// produce errors (a batch rolled back), the fatal EndTxn error in exactly_once (the producer
+/// replaced) and the rebalance (partitions revoked). Not shown: what the engine saw of the
+/// 3 s outage (a down broker serves nothing to count).
 fn faults_injected_and_survived(delivery: Delivery) {
     use rdkafka::types::RDKafkaApiKey as Api;
     use rdkafka::types::RDKafkaRespErr as E;
-    let (cluster, mut settings) = cluster(delivery);
+    let (tracked, mut settings) = tracked_cluster(delivery);
+    let cluster = &tracked.cluster;
+    // Errors injected for an API are served to its next requests: once as many requests of
+    // it as errors were injected have arrived since, every one was served.
+    let served = |api: Api, n: usize, what: &str| {
+        wait_for(what, Duration::from_secs(60), || tracked.served(api) >= n);
+    };
     settings.kafka.batch_max_messages = 8;
     settings.kafka.retry_backoff_min_ms = 50;
     settings.kafka.retry_backoff_max_ms = 500;
@@ -688,6 +694,7 @@ fn faults_injected_and_survived(delivery: Delivery) {
     step("the first slice");
     let before = aborted();
     let errors = [E::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 3];
+    tracked.clear();
     cluster.request_errors(Api::Produce, &errors);
     wait_for(
         "a batch rolled back by produce errors",
@@ -708,7 +715,13 @@ fn faults_injected_and_survived(delivery: Delivery) {
         E::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
     ];
     let before = aborted();
+    tracked.clear();
     cluster.request_errors(Api::Produce, &errors);
+    served(
+        Api::Produce,
+        errors.len(),
+        "the retriable produce errors served",
+    );
     step("the third slice");
     fault("produce (retriable)", errors.len(), aborted() - before);
 
@@ -717,6 +730,7 @@ fn faults_injected_and_survived(delivery: Delivery) {
     let metrics = Arc::clone(&running.metrics);
     let replaced = || metrics.producers_replaced.get();
     let replaced_before = replaced();
+    tracked.clear();
     let n = match delivery {
         Delivery::ExactlyOnce => {
             // INVALID_TXN_STATE puts the producer in librdkafka's fatal state: it is replaced.
@@ -737,6 +751,20 @@ fn faults_injected_and_survived(delivery: Delivery) {
             errors.len()
         }
     };
+    match delivery {
+        Delivery::ExactlyOnce => {
+            served(Api::EndTxn, 2, "the EndTxn errors served");
+            served(Api::TxnOffsetCommit, 2, "the TxnOffsetCommit errors served");
+            served(
+                Api::AddPartitionsToTxn,
+                1,
+                "the AddPartitionsToTxn error served",
+            );
+        }
+        Delivery::AtLeastOnce => {
+            served(Api::OffsetCommit, 3, "the offset commit errors served");
+        }
+    }
     step("the fourth slice");
     if delivery == Delivery::ExactlyOnce {
         // The fatal one was hit: it is what replaces a producer.
@@ -750,7 +778,7 @@ fn faults_injected_and_survived(delivery: Delivery) {
 
     // 4. The broker goes down mid-batch and comes back.
     let before = aborted();
-    outage(&cluster, &running);
+    outage(cluster, &running);
     step("the fifth slice");
     fault("broker outage (3 s)", 1, aborted() - before);
 

@@ -7,7 +7,7 @@ use credit_sentinel::{runtime, traffic};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{DefaultProducerContext, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -24,6 +24,69 @@ pub fn cluster(delivery: Delivery) -> (Cluster, Settings) {
 /// A mock cluster of `brokers` brokers and settings pointing at it, the topics created.
 pub fn cluster_of(brokers: i32, delivery: Delivery) -> (Cluster, Settings) {
     let c = MockCluster::new(brokers).expect("mock cluster");
+    let s = settings_for(&c, delivery);
+    (c, s)
+}
+
+/// A one-broker mock cluster that counts the requests it serves (librdkafka's request
+/// tracking), so a test can show that errors it injected were served: errors injected for an
+/// API go to that API's next requests, so N injected errors were all served once N more
+/// requests of it arrived. The cluster is reached through a client created with
+/// `test.mock.num.brokers` (rdkafka hides the handle of one made by `MockCluster::new`); that
+/// client lives as long as the test process.
+pub struct Tracked {
+    pub cluster: Cluster,
+    handle: *mut rdkafka::bindings::rd_kafka_mock_cluster_t,
+}
+
+pub fn tracked_cluster(delivery: Delivery) -> (Tracked, Settings) {
+    let owner: &'static rdkafka::producer::BaseProducer = Box::leak(Box::new(
+        rdkafka::ClientConfig::new()
+            .set("test.mock.num.brokers", "1")
+            .create()
+            .expect("mock cluster's client"),
+    ));
+    let cluster = owner.client().mock_cluster().expect("mock cluster");
+    // SAFETY: the client is valid for the rest of the process (leaked above).
+    let handle =
+        unsafe { rdkafka::bindings::rd_kafka_handle_mock_cluster(owner.client().native_ptr()) };
+    assert!(!handle.is_null(), "the client has a mock cluster");
+    // SAFETY: `handle` is the live mock cluster of the leaked client.
+    unsafe { rdkafka::bindings::rd_kafka_mock_start_request_tracking(handle) };
+    let s = settings_for(&cluster, delivery);
+    (Tracked { cluster, handle }, s)
+}
+
+impl Tracked {
+    /// Forgets the requests counted so far.
+    pub fn clear(&self) {
+        // SAFETY: `handle` is the live mock cluster of a leaked client.
+        unsafe { rdkafka::bindings::rd_kafka_mock_clear_requests(self.handle) };
+    }
+
+    /// Requests of `api` served since the last [`Tracked::clear`].
+    pub fn served(&self, api: rdkafka::types::RDKafkaApiKey) -> usize {
+        let mut n = 0usize;
+        // SAFETY: `handle` is live; the array and its `n` requests are owned by us until
+        // destroyed below.
+        unsafe {
+            let requests = rdkafka::bindings::rd_kafka_mock_get_requests(self.handle, &mut n);
+            if requests.is_null() {
+                return 0;
+            }
+            let all = std::slice::from_raw_parts(requests, n);
+            let count = all
+                .iter()
+                .filter(|r| rdkafka::bindings::rd_kafka_mock_request_api_key(**r) == api as i16)
+                .count();
+            rdkafka::bindings::rd_kafka_mock_request_destroy_array(requests, n);
+            count
+        }
+    }
+}
+
+/// Settings pointing at the mock cluster `c`, with the contract's topics created on it.
+fn settings_for(c: &Cluster, delivery: Delivery) -> Settings {
     let mut s =
         config::load_with_env(None, Vec::<(String, String)>::new()).expect("default settings");
     s.kafka.brokers = c.bootstrap_servers();
@@ -45,7 +108,7 @@ pub fn cluster_of(brokers: i32, delivery: Delivery) -> (Cluster, Settings) {
     for topic in t.all() {
         c.create_topic(topic, PARTITIONS, 1).expect("topic");
     }
-    (c, s)
+    s
 }
 
 pub fn wait_for(what: &str, timeout: Duration, cond: impl Fn() -> bool) {

@@ -54,6 +54,9 @@ pub struct Metrics {
     /// Producers the engine replaced: one that failed fatally, or one stuck in a
     /// transactional call past its deadline.
     pub producers_replaced: IntCounter,
+    /// Errors librdkafka reported to the engine's consumer and producer (a broker gone, a
+    /// transport failure, an authentication refusal), by client and error code.
+    pub kafka_client_errors: IntCounterVec,
     pub ready: IntGauge,
     /// 1 while an admin has paused consumption (`POST /v1/admin/pause`).
     pub paused: IntGauge,
@@ -253,6 +256,11 @@ impl Metrics {
                 .namespace(NS),
             )
             .expect("metric definition"),
+            kafka_client_errors: counter_vec(
+                "kafka_client_errors_total",
+                "Errors librdkafka reported to the engine's Kafka clients (broker down, transport failure, authentication), by client (consumer, producer) and librdkafka error code.",
+                &["client", "error"],
+            ),
             paused: IntGauge::with_opts(
                 Opts::new(
                     "paused",
@@ -386,6 +394,7 @@ impl Metrics {
             Box::new(m.routed.clone()),
             Box::new(m.route_moves.clone()),
             Box::new(m.producers_replaced.clone()),
+            Box::new(m.kafka_client_errors.clone()),
             Box::new(m.ready.clone()),
             Box::new(m.paused.clone()),
             Box::new(m.flush_duration.clone()),

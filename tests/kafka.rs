@@ -6,6 +6,7 @@
 use credit_sentinel::codec::decode_event;
 use credit_sentinel::config::{self, Delivery, Settings};
 use credit_sentinel::metrics::Metrics;
+use credit_sentinel::model::EventBody;
 use credit_sentinel::runtime::{self, Options, Stats};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::BTreeMap;
@@ -19,41 +20,35 @@ mod common;
 use common::broker::*;
 use common::live::*;
 
-type Record = runtime::Recording;
+use common::applied::{applied_inputs, Applied, Position};
 
 struct Running {
     handle: JoinHandle<anyhow::Result<()>>,
     shutdown: Arc<AtomicBool>,
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
-    record: Record,
+    applied: Applied,
 }
 
 fn start(settings: &Settings) -> Running {
     // For diagnosis: CREDIT_SENTINEL_LOG=info shows the engine's log on stderr.
-    if let Ok(filter) = std::env::var("CREDIT_SENTINEL_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
     let shutdown = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());
-    let record: Record = Arc::default();
+    let applied = Applied::default();
     let metrics = Arc::new(Metrics::default());
     let options = Options {
-        record: Some(Arc::clone(&record)),
         metrics: Some(Arc::clone(&metrics)),
         ..Default::default()
     };
     let (s, sh, st) = (settings.clone(), Arc::clone(&shutdown), Arc::clone(&stats));
-    let handle = std::thread::spawn(move || runtime::run(s, sh, st, options));
+    let recorder = applied.clone();
+    let handle = std::thread::spawn(move || recorder.around(|| runtime::run(s, sh, st, options)));
     Running {
         handle,
         shutdown,
         stats,
         metrics,
-        record,
+        applied,
     }
 }
 
@@ -68,10 +63,31 @@ fn start_on(settings: &Settings, first: &[String]) -> Running {
     running
 }
 
-/// Takes the broker down for 3 s under a running engine, which must survive it.
+/// librdkafka's error reports to the engine's consumer and producer so far.
+fn client_errors(metrics: &Metrics) -> u64 {
+    use prometheus::core::Collector;
+    metrics
+        .kafka_client_errors
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}
+
+/// Takes the broker down for at least 3 s under a running engine, which must survive it, and
+/// shows the engine met the outage: its clients report the broker gone
+/// (`kafka_client_errors_total` rises while it is down).
 fn outage(cluster: &Cluster, running: &Running) {
+    let before = client_errors(&running.metrics);
+    let down = Instant::now();
     cluster.broker_down(1).expect("broker down");
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for(
+        "the engine's clients to report the broker gone",
+        Duration::from_secs(30),
+        || client_errors(&running.metrics) > before,
+    );
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(down.elapsed()));
     assert!(
         !running.handle.is_finished(),
         "the engine survives the outage"
@@ -79,14 +95,14 @@ fn outage(cluster: &Cluster, running: &Running) {
     cluster.broker_up(1).expect("broker up");
 }
 
-fn stop(r: Running) -> BTreeMap<i32, Vec<Vec<u8>>> {
+/// Stops the engine; returns the positions of the inputs it took up, in its order.
+fn stop(r: Running) -> Vec<Position> {
     r.shutdown.store(true, Ordering::Relaxed);
     r.handle
         .join()
         .expect("runtime thread")
         .expect("runtime ends cleanly");
-    let rec = r.record.lock().expect("record").clone();
-    rec
+    r.applied.positions()
 }
 
 fn run_equals_replay(delivery: Delivery) {
@@ -131,8 +147,21 @@ fn run_equals_replay(delivery: Delivery) {
         Duration::from_secs(120),
         || stats.events.load(Ordering::Relaxed) as usize >= lines.len(),
     );
-    let record = stop(running);
-    assert!(record.values().map(Vec::len).sum::<usize>() >= lines.len() - undecodable);
+    let positions = stop(running);
+    assert!(positions.len() >= lines.len());
+    let record = applied_inputs(&settings, &positions);
+    assert_eq!(
+        record.values().map(Vec::len).sum::<usize>(),
+        lines
+            .iter()
+            .filter_map(|l| decode_event(l.as_bytes()).ok())
+            .map(|e| match e.body {
+                EventBody::GroupProfile(_) | EventBody::FxRate(_) => PARTITIONS as usize,
+                _ => 1,
+            })
+            .sum::<usize>(),
+        "every valid input applied once, a group profile or rate by every partition engine"
+    );
 
     let (want_decisions, want_alerts, rejections) = replay_per_partition(&settings, &record);
     let t = &settings.kafka.topics;
@@ -203,7 +232,7 @@ fn a_restarted_engine_restores_its_state_and_resumes_at_its_checkpoints() {
     let lines = traffic_lines(30, 60, 5);
     let (first, second) = lines.split_at(lines.len() / 2);
     let running = start_on(&settings, first);
-    let mut record = stop(running);
+    let mut positions = stop(running);
 
     send(&settings, second);
     let running = start(&settings);
@@ -221,9 +250,8 @@ fn a_restarted_engine_restores_its_state_and_resumes_at_its_checkpoints() {
         stats.restored_accounts.load(Ordering::Relaxed) > 0,
         "state came from the changelog"
     );
-    for (p, lines) in stop(running) {
-        record.entry(p).or_default().extend(lines);
-    }
+    positions.extend(stop(running));
+    let record = applied_inputs(&settings, &positions);
     let (want, _, _) = replay_per_partition(&settings, &record);
     let got = read_topic(&settings, &settings.kafka.topics.decisions);
     assert!(
@@ -464,7 +492,7 @@ fn a_broker_outage_mid_run_is_survived() {
         Duration::from_secs(180),
         || running.stats.events.load(Ordering::Relaxed) as usize >= lines.len(),
     );
-    let record = stop(running);
+    let record = applied_inputs(&settings, &stop(running));
     let (want, _, _) = replay_per_partition(&settings, &record);
     let got = read_topic(&settings, &settings.kafka.topics.decisions);
     assert!(distinct_ids(&got, "decision_id") == distinct_ids(&want, "decision_id"));

@@ -15,7 +15,7 @@ use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
@@ -33,9 +33,16 @@ pub struct Deliveries {
     batch: AtomicUsize,
     batch_failed: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Where librdkafka's error reports are counted (`kafka_client_errors_total`), once set.
+    errors: OnceLock<prometheus::IntCounterVec>,
 }
 
 impl Deliveries {
+    /// Counts this producer's librdkafka error reports in `errors` (client `producer`).
+    pub fn count_errors_in(&self, errors: prometheus::IntCounterVec) {
+        let _ = self.errors.set(errors);
+    }
+
     /// Failed deliveries so far, of any batch (a counter: compare two readings).
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::SeqCst)
@@ -68,6 +75,9 @@ impl ClientContext for Deliveries {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(errors) = self.errors.get() {
+            count_error(errors, "producer", &error);
+        }
         librdkafka_error(&error, reason);
     }
 }
@@ -149,6 +159,15 @@ pub fn librdkafka_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
         RDKafkaLogLevel::Warning => warn!(target: "librdkafka", "{fac} {message}{more}"),
         _ => info!(target: "librdkafka", "{fac} {message}{more}"),
     }
+}
+
+/// Counts one librdkafka error report of `client` in `errors`, by its error code (a bounded
+/// set: librdkafka's codes).
+pub fn count_error(errors: &prometheus::IntCounterVec, client: &str, error: &KafkaError) {
+    let code = error
+        .rdkafka_error_code()
+        .map_or_else(|| "other".to_string(), |c| format!("{c:?}"));
+    errors.with_label_values(&[client, &code]).inc();
 }
 
 /// librdkafka's global errors. A broker that cannot be reached is already reported by its

@@ -138,15 +138,9 @@ impl Stats {
     }
 }
 
-/// Inputs applied per partition engine, in apply order.
-pub type Recording = Arc<Mutex<BTreeMap<i32, Vec<Vec<u8>>>>>;
-
 /// Options for embedding the runtime (the demo, the HTTP layer and tests).
 #[derive(Clone, Default)]
 pub struct Options {
-    /// Every input applied, per partition engine, in apply order (a test hook: replaying each
-    /// partition's list through its own engine must give exactly what the runtime produced).
-    pub record: Option<Recording>,
     /// Where readers (the HTTP API, metrics) see the engines; a private one when `None`.
     pub state: Option<StateHandle>,
     /// The metric families to update; a private set when `None`.
@@ -163,7 +157,6 @@ impl Options {
             state: Some(StateHandle::default()),
             metrics: Some(Arc::new(Metrics::new())),
             feed: Some(Arc::new(crate::feed::Feed::default())),
-            ..Options::default()
         }
     }
 }
@@ -232,6 +225,7 @@ impl ClientContext for Ctx {
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        kafka::count_error(&self.metrics.kafka_client_errors, "consumer", &error);
         kafka::librdkafka_error(&error, reason);
     }
 }
@@ -514,6 +508,9 @@ pub fn run(
         // The same outcome as at_least_once, which waits for the broker in `wait_for_topics`.
         anyhow::bail!("shut down while waiting for the broker");
     };
+    producer
+        .context()
+        .count_errors_in(metrics.kafka_client_errors.clone());
     let mut producer = Arc::new(producer);
     let generation = Arc::new(AtomicU64::new(0));
     let ctx = Ctx {
@@ -729,7 +726,11 @@ pub fn run(
                     let replaced = kafka::create_producer(&k, &shutdown);
                     stats.replacing_producer.store(false, Ordering::Relaxed);
                     match replaced? {
-                        Some(p) => producer = Arc::new(p),
+                        Some(p) => {
+                            p.context()
+                                .count_errors_in(metrics.kafka_client_errors.clone());
+                            producer = Arc::new(p);
+                        }
                         None => break,
                     }
                     guard = shared
@@ -1018,16 +1019,6 @@ fn process_batch(
                             event.body,
                             EventBody::GroupProfile(_) | EventBody::FxRate(_)
                         );
-                    if let Some(rec) = &options.record {
-                        if let Ok(mut r) = rec.lock() {
-                            r.entry(p).or_default().push(payload.to_vec());
-                            if is_group {
-                                for q in sh.parts.keys().filter(|q| **q != p) {
-                                    r.entry(*q).or_default().push(payload.to_vec());
-                                }
-                            }
-                        }
-                    }
                     event_type = event.type_str();
                     let order_id = match &event.body {
                         EventBody::OrderPlaced { order_id, .. }

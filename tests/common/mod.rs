@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod apache_kafka;
+pub mod applied;
 pub mod broker;
 pub mod hostile;
 pub mod http_get;

@@ -1,0 +1,397 @@
+//! The hold queue: held orders and held deliveries across every partition, searched, sorted and
+//! paged (`/v1/holds`, `/v1/deliveries`), and exported as CSV (`.../export`).
+
+use super::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldsQuery {
+    reason: Option<String>,
+    customer_id: Option<String>,
+    min_amount: Option<String>,
+    max_amount: Option<String>,
+    /// Search: part of the order id (or delivery id), customer id or customer name, any case.
+    q: Option<String>,
+    /// `held_at` (default), `amount`, `customer`, `reason` or `days_on_hold`.
+    sort: Option<String>,
+    /// `asc` (default) or `desc`.
+    order: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+pub(super) fn amount_param(name: &str, v: &Option<String>) -> Result<Option<Decimal>, ApiError> {
+    v.as_deref()
+        .map(|s| parse_amount(s).map_err(|e| ApiError::bad_request(format!("{name} {s:?}: {e}"))))
+        .transpose()
+}
+
+pub async fn holds(
+    State(app): State<Arc<AppState>>,
+    q: Result<Query<HoldsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let filter = HoldFilter::from_query(&q)?;
+    let mut rows = app.state.read(|engines| held_orders(engines, &filter));
+    in_flight_first_approvals(&app, "order", &mut rows);
+    Ok(Json(filter.page(&mut rows)))
+}
+
+/// `GET /v1/holds/export`: every held order the filters and search select, sorted the same
+/// way, as CSV (no paging).
+pub async fn holds_export(
+    State(app): State<Arc<AppState>>,
+    q: Result<Query<HoldsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let filter = HoldFilter::from_query(&q)?;
+    let mut rows = app.state.read(|engines| held_orders(engines, &filter));
+    filter.sort(&mut rows);
+    Ok(queue_csv(&rows, false))
+}
+
+/// `GET /v1/deliveries/export`: the held deliveries `/v1/deliveries` selects, as CSV.
+pub async fn deliveries_export(
+    State(app): State<Arc<AppState>>,
+    q: Result<Query<HoldsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let filter = HoldFilter::from_query(&q)?;
+    let mut rows = app.state.read(|engines| held_deliveries(engines, &filter));
+    filter.sort(&mut rows);
+    Ok(queue_csv(&rows, true))
+}
+
+/// A hold queue as CSV, one row per hold (deliveries with their order's id).
+pub(super) fn queue_csv(rows: &[QueueRow], deliveries: bool) -> Response {
+    let mut csv = String::from(if deliveries {
+        "held_at,days_on_hold,delivery_id,order_id,customer_id,customer_name,amount,currency,reasons,details,first_approver\r\n"
+    } else {
+        "held_at,days_on_hold,order_id,customer_id,customer_name,amount,currency,reasons,details,first_approver\r\n"
+    });
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    for r in rows {
+        let v = &r.value;
+        let reasons = v["reasons"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let codes: Vec<&str> = reasons.iter().filter_map(|x| x["code"].as_str()).collect();
+        let details: Vec<&str> = reasons
+            .iter()
+            .filter_map(|x| x["detail"].as_str())
+            .collect();
+        let mut fields = vec![
+            text(&v["held_at"]),
+            r.days_on_hold.to_string(),
+            r.id.clone(),
+        ];
+        if deliveries {
+            fields.push(text(&v["order_id"]));
+        }
+        fields.extend([
+            r.customer_id.clone(),
+            r.customer_name.clone().unwrap_or_default(),
+            text(&v["amount"]),
+            text(&v["currency"]),
+            codes.join(" "),
+            details.join("; "),
+            text(&v["first_approver"]),
+        ]);
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        csv.push_str(&line.join(","));
+        csv.push_str("\r\n");
+    }
+    let file = if deliveries {
+        "attachment; filename=\"held-deliveries.csv\""
+    } else {
+        "attachment; filename=\"held-orders.csv\""
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CONTENT_DISPOSITION, file),
+        ],
+        csv,
+    )
+        .into_response()
+}
+
+/// One CSV field (RFC 4180): quoted when it holds a comma, quote or line break; a field a
+/// spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) is prefixed with `'`.
+pub(super) fn csv_field(text: &str) -> String {
+    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
+}
+
+/// Every held order the filter selects, each with what it is sorted by.
+pub(super) fn held_orders(engines: &[&Engine], filter: &HoldFilter) -> Vec<QueueRow> {
+    let mut rows = Vec::new();
+    for e in engines {
+        let now = e.clock();
+        for acc in e.accounts() {
+            if !filter.customer(acc) {
+                continue;
+            }
+            for id in &acc.holds {
+                let Some(o) = acc.orders.get(id) else {
+                    continue;
+                };
+                let Some(h) = o.hold.as_ref() else { continue };
+                if !filter.accepts(&h.reasons, o.amount) || !filter.finds(id, acc) {
+                    continue;
+                }
+                if let Some(v) = hold_json(acc, id) {
+                    rows.push(QueueRow::new(
+                        acc, id, h.held_at, o.amount, &h.reasons, now, v,
+                    ));
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// A held order or delivery as a queue lists it.
+pub(super) struct QueueRow {
+    held_at: Timestamp,
+    pub(super) id: String,
+    customer_id: String,
+    customer_name: Option<String>,
+    amount: Decimal,
+    /// The first failed rule's code (what the queue sorts by "reason").
+    reason: &'static str,
+    /// Whole days between the hold and the partition's clock.
+    days_on_hold: i64,
+    pub(super) value: Value,
+}
+
+impl QueueRow {
+    fn new(
+        acc: &crate::engine::account::Account,
+        id: &str,
+        held_at: Timestamp,
+        amount: Decimal,
+        reasons: &[Reason],
+        now: Option<Timestamp>,
+        mut value: Value,
+    ) -> QueueRow {
+        let days_on_hold = now.map_or(0, |n| ((n.0 - held_at.0) / DAY_US).max(0));
+        value["days_on_hold"] = json!(days_on_hold);
+        QueueRow {
+            held_at,
+            id: id.to_string(),
+            customer_id: acc.customer_id.clone(),
+            customer_name: customer_name(acc).map(str::to_string),
+            amount,
+            reason: reasons.first().map_or("", |r| r.code.as_str()),
+            days_on_hold,
+            value,
+        }
+    }
+}
+
+/// What a hold queue is sorted by.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum SortBy {
+    HeldAt,
+    Amount,
+    Customer,
+    Reason,
+    DaysOnHold,
+}
+
+/// The filters and page of a hold listing (`/v1/holds`, `/v1/deliveries`).
+pub(super) struct HoldFilter {
+    reason: Option<ReasonCode>,
+    min: Option<Decimal>,
+    max: Option<Decimal>,
+    customer_id: Option<String>,
+    /// The search, lower-cased.
+    search: Option<String>,
+    sort: SortBy,
+    descending: bool,
+    limit: usize,
+    offset: usize,
+}
+
+impl HoldFilter {
+    fn from_query(q: &HoldsQuery) -> Result<HoldFilter, ApiError> {
+        let reason = match q.reason.as_deref() {
+            None => None,
+            Some(r) => Some(
+                ReasonCode::ALL
+                    .into_iter()
+                    .find(|c| c.as_str() == r)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("reason {r:?} is not a reason code"))
+                    })?,
+            ),
+        };
+        let limit = q.limit.unwrap_or(50);
+        if limit == 0 || limit > PAGE_MAX {
+            return Err(ApiError::bad_request(format!(
+                "limit must be 1..{PAGE_MAX}"
+            )));
+        }
+        let sort = match q.sort.as_deref().unwrap_or("held_at") {
+            "held_at" => SortBy::HeldAt,
+            "amount" => SortBy::Amount,
+            "customer" => SortBy::Customer,
+            "reason" => SortBy::Reason,
+            "days_on_hold" => SortBy::DaysOnHold,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "sort {other:?}: use held_at, amount, customer, reason or days_on_hold"
+                )))
+            }
+        };
+        let descending = match q.order.as_deref().unwrap_or("asc") {
+            "asc" => false,
+            "desc" => true,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "order {other:?}: use asc or desc"
+                )))
+            }
+        };
+        let search = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        if search.is_some_and(|t| t.chars().count() > 128) {
+            return Err(ApiError::bad_request("q is longer than 128 characters"));
+        }
+        Ok(HoldFilter {
+            reason,
+            min: amount_param("min_amount", &q.min_amount)?,
+            max: amount_param("max_amount", &q.max_amount)?,
+            customer_id: q.customer_id.clone(),
+            search: search.map(str::to_lowercase),
+            sort,
+            descending,
+            limit,
+            offset: q.offset.unwrap_or(0),
+        })
+    }
+
+    fn customer(&self, acc: &crate::engine::account::Account) -> bool {
+        self.customer_id
+            .as_deref()
+            .is_none_or(|c| c == acc.customer_id)
+    }
+
+    /// Whether the search finds `id` (an order or delivery id) or the customer (id or name).
+    fn finds(&self, id: &str, acc: &crate::engine::account::Account) -> bool {
+        let Some(t) = &self.search else {
+            return true;
+        };
+        let has = |s: &str| s.to_lowercase().contains(t.as_str());
+        has(id) || has(&acc.customer_id) || customer_name(acc).is_some_and(has)
+    }
+
+    fn accepts(&self, reasons: &[Reason], amount: Decimal) -> bool {
+        !(self
+            .reason
+            .is_some_and(|r| !reasons.iter().any(|x| x.code == r))
+            || self.min.is_some_and(|m| amount < m)
+            || self.max.is_some_and(|m| amount > m))
+    }
+
+    /// Sorts by the chosen key, then held since and id (a total order: pages never overlap).
+    fn sort(&self, rows: &mut [QueueRow]) {
+        rows.sort_by(|a, b| {
+            let key = match self.sort {
+                SortBy::HeldAt => std::cmp::Ordering::Equal,
+                SortBy::Amount => a.amount.cmp(&b.amount),
+                SortBy::Customer => a
+                    .customer_name
+                    .as_deref()
+                    .unwrap_or(&a.customer_id)
+                    .to_lowercase()
+                    .cmp(
+                        &b.customer_name
+                            .as_deref()
+                            .unwrap_or(&b.customer_id)
+                            .to_lowercase(),
+                    )
+                    .then_with(|| a.customer_id.cmp(&b.customer_id)),
+                SortBy::Reason => a.reason.cmp(b.reason),
+                SortBy::DaysOnHold => a.days_on_hold.cmp(&b.days_on_hold),
+            };
+            let key = key
+                .then_with(|| a.held_at.cmp(&b.held_at))
+                .then_with(|| a.id.cmp(&b.id));
+            if self.descending {
+                key.reverse()
+            } else {
+                key
+            }
+        });
+    }
+
+    /// Sorts and answers one page with the total.
+    fn page(&self, rows: &mut Vec<QueueRow>) -> Value {
+        self.sort(rows);
+        let total = rows.len();
+        let page: Vec<Value> = rows
+            .drain(..)
+            .skip(self.offset)
+            .take(self.limit)
+            .map(|r| r.value)
+            .collect();
+        json!({
+            "total": total,
+            "offset": self.offset,
+            "limit": self.limit,
+            "items": page,
+        })
+    }
+}
+
+/// `GET /v1/deliveries`: held deliveries, oldest first, filtered and paged like `/v1/holds`.
+pub async fn deliveries(
+    State(app): State<Arc<AppState>>,
+    q: Result<Query<HoldsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let filter = HoldFilter::from_query(&q)?;
+    let mut rows = app.state.read(|engines| held_deliveries(engines, &filter));
+    in_flight_first_approvals(&app, "delivery", &mut rows);
+    Ok(Json(filter.page(&mut rows)))
+}
+
+/// Every held delivery the filter selects (the search also finds its order's id).
+pub(super) fn held_deliveries(engines: &[&Engine], filter: &HoldFilter) -> Vec<QueueRow> {
+    let mut rows = Vec::new();
+    for e in engines {
+        let now = e.clock();
+        for acc in e.accounts() {
+            if !filter.customer(acc) {
+                continue;
+            }
+            for id in &acc.held_deliveries {
+                let Some(d) = acc.deliveries.get(id) else {
+                    continue;
+                };
+                let Some(h) = d.hold.as_ref() else { continue };
+                if !filter.accepts(&h.reasons, d.amount)
+                    || !(filter.finds(id, acc) || filter.finds(&d.order_id, acc))
+                {
+                    continue;
+                }
+                if let Some(v) = held_delivery_json(acc, id) {
+                    rows.push(QueueRow::new(
+                        acc, id, h.held_at, d.amount, &h.reasons, now, v,
+                    ));
+                }
+            }
+        }
+    }
+    rows
+}

@@ -31,7 +31,14 @@ struct Running {
 }
 
 fn start(settings: &Settings) -> Running {
-    // For diagnosis: CREDIT_SENTINEL_LOG=info shows the engine's log on stderr.
+    // For diagnosis: CREDIT_SENTINEL_LOG=info shows the engine's log on stderr (the engine's
+    // own thread logs through `Applied::around`, the runtime's other threads through this).
+    if let Ok(filter) = std::env::var("CREDIT_SENTINEL_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let shutdown = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());
     let applied = Applied::default();

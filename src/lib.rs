@@ -5,6 +5,7 @@
 //! that feed it: `replay` over a JSON Lines file, the Kafka `runtime`, and the `http` API.
 //! See ARCHITECTURE.md for the map and the invariants.
 
+pub mod backtest;
 pub mod bench;
 pub mod codec;
 pub mod config;

@@ -3,13 +3,16 @@
 //! Lines file), `loadgen` (generated traffic to any broker), `soak` (bounded load on the
 //! embedded broker with a throughput, latency and memory report), `bench` (engine against a
 //! null pipeline, decision latency, memory and restore at scale, on the embedded broker),
-//! `generate` (sample traffic to a file) and `check-config` (the effective settings, or the
+//! `backtest` (a candidate policy against a baseline on a history), `generate` (sample traffic
+//! to a file) and `check-config` (the effective settings, or the
 //! error naming the bad key).
 
 /// mimalloc instead of the system allocator: the engine and its restore allocate many small
 /// strings and collections (docs/performance.md has the before and after).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod commands;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -193,6 +196,9 @@ enum Command {
         #[arg(long)]
         max_future_skew_hours: Option<u32>,
     },
+    /// Backtest a candidate policy on a history: which orders change, and what that would have
+    /// saved or cost, judged by how each order was paid in the history.
+    Backtest(commands::backtest::Args),
     /// Generate realistic sample traffic as JSON Lines.
     Generate {
         /// Customers in the generated traffic.
@@ -236,6 +242,7 @@ fn init_logging(cli: &Cli) -> Option<credit_sentinel::traces::Guard> {
         | Command::Loadgen { config, .. }
         | Command::Replay { config, .. }
         | Command::CheckConfig { config } => config.clone(),
+        Command::Backtest(args) => args.baseline.clone(),
         Command::Demo { .. }
         | Command::Soak { .. }
         | Command::Bench { .. }
@@ -941,6 +948,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Backtest(args) => commands::backtest::run(args),
         Command::Generate {
             customers,
             days,

@@ -117,7 +117,7 @@ impl Summary {
 
 /// Reads one line into `buf` (without the newline), keeping at most `max + 1` bytes so a
 /// huge line cannot exhaust memory. Returns `None` at end of input, else the full length.
-fn read_line_bounded<R: BufRead>(
+pub(crate) fn read_line_bounded<R: BufRead>(
     input: &mut R,
     buf: &mut Vec<u8>,
     max: usize,

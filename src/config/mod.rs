@@ -133,13 +133,23 @@ pub fn load_with_env(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Settings, ConfigError> {
+    load_layers(file.as_slice(), env)
+}
+
+/// The embedded defaults, then each of `files` in turn (a later file's keys win), then `env`
+/// (what `backtest` uses to put a candidate policy file over the baseline's, and a swept
+/// setting over both).
+pub fn load_layers(
+    files: &[&Path],
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigError> {
     let mut builder = config::Config::builder().add_source(config::File::from_str(
         DEFAULT_TOML,
         config::FileFormat::Toml,
     ));
-    if let Some(path) = file {
+    for path in files {
         builder = builder.add_source(
-            config::File::from(path)
+            config::File::from(*path)
                 .format(config::FileFormat::Toml)
                 .required(true),
         );

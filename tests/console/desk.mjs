@@ -6,14 +6,9 @@
 // keyboard. Run by tests/http.rs against an engine it started and keeps feeding; exits
 // non-zero on any failure. Screenshots go to $SHOTS. Then held deliveries, the audit of
 // manual decisions by person and day, and an admin's block from the customer view.
-import { chromium } from "playwright-core";
+import { env, check, passed, launch } from "./common.mjs";
 import { readFile } from "node:fs/promises";
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set`);
-  return v;
-};
 const BASE = env("BASE_URL");
 const ALICE = env("APPROVER_TOKEN");
 const BOB = env("APPROVER2_TOKEN");
@@ -23,18 +18,9 @@ const MIN_HOLDS = Number(env("MIN_HOLDS"));
 const BIG = env("BIG_ORDERS").split(",");
 const TIMEOUT = 30000;
 
-function check(cond, what) {
-  if (!cond) throw new Error("check failed: " + what);
-  console.log("ok: " + what);
-}
-const passed = (what) => console.log("ok: " + what);
 const count = (text) => Number(text.replace(/[^\d]/g, ""));
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 const problems = [];
 try {
   const context = await browser.newContext({ viewport: { width: 1440, height: 1000 }, locale: "en-US", acceptDownloads: true });

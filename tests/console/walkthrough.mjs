@@ -2,13 +2,8 @@
 // as a viewer (cannot release) and as an approver (releases), the released decision arriving
 // in the live feed, top accounts and the customer view. Screenshots of each screen go to
 // $SHOTS. Run by tests/http.rs against an engine it started; exits non-zero on any failure.
-import { chromium } from "playwright-core";
+import { env, check, passed, launch } from "./common.mjs";
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set`);
-  return v;
-};
 const BASE = env("BASE_URL");
 const VIEWER = env("VIEWER_TOKEN");
 const APPROVER = env("APPROVER_TOKEN");
@@ -17,19 +12,7 @@ const CUSTOMER = env("CUSTOMER_ID");
 const SHOTS = env("SHOTS");
 const TIMEOUT = 30000;
 
-function check(cond, what) {
-  if (!cond) throw new Error("check failed: " + what);
-  console.log("ok: " + what);
-}
-
-// For steps whose check is the wait before it (a wait that times out throws).
-const passed = (what) => console.log("ok: " + what);
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 const problems = [];
 try {
   const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });

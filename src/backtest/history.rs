@@ -1,0 +1,409 @@
+//! What actually happened to each order in the history: its events, its amount, and how its
+//! receivables ended (paid on time, paid late, still open, a write-off candidate).
+//!
+//! The outcome is read off the **baseline** engine as it books the history (due dates from its
+//! terms, payments applied by its settlement rules), because shipments and payments are in the
+//! file whatever a policy decided: the goods left and the money came (or did not) in history.
+
+use crate::engine::Engine;
+use crate::model::*;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// One input event that touched an order, for the report's links.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EventRef {
+    /// Line number in the input file (1-based).
+    pub line: u64,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub event_id: String,
+    pub at: Timestamp,
+}
+
+/// An order of the history (first `order.placed` seen for its customer and id).
+#[derive(Clone, Debug)]
+pub struct OrderInfo {
+    pub customer_id: String,
+    pub order_id: String,
+    pub placed_at: Timestamp,
+    pub amount: Decimal,
+    pub currency: Currency,
+    /// Amount and currency of the account (from the baseline's first decision).
+    pub amount_account: Decimal,
+    pub account_currency: Currency,
+    /// The customer's grade when the baseline first decided the order.
+    pub grade: Option<Grade>,
+    pub events: Vec<EventRef>,
+    pub shipments: Vec<u32>,
+}
+
+/// A receivable as the baseline booked it.
+#[derive(Clone, Debug)]
+pub struct Shipment {
+    /// The history's order it shipped, if known.
+    pub order: Option<u32>,
+    pub amount: Decimal,
+    pub due_at: Timestamp,
+    /// When it was fully settled, and whether any of it was paid (rather than credited).
+    pub settled: Option<(Timestamp, bool)>,
+}
+
+/// How an order ended in the history, worst receivable first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Never shipped (cancelled, rejected, or still open at the end).
+    NotShipped,
+    /// Settled wholly by credit notes (returned, reduced).
+    Credited,
+    PaidOnTime,
+    /// Shipped, open at the end, not yet due.
+    OpenNotDue,
+    /// Paid in full, this many whole days after the due date.
+    PaidLate(u32),
+    /// Still open at the end, this many whole days past due.
+    Overdue(u32),
+    /// Still open at the end, at least `aging.write_off_days` past due.
+    WriteOffCandidate(u32),
+}
+
+/// Whether an outcome is a credit loss (or near one), good business, or neither.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Risk {
+    Bad,
+    Good,
+    Neutral,
+}
+
+impl Outcome {
+    pub fn kind(self) -> &'static str {
+        match self {
+            Outcome::NotShipped => "not_shipped",
+            Outcome::Credited => "credited",
+            Outcome::PaidOnTime => "paid_on_time",
+            Outcome::OpenNotDue => "open_not_due",
+            Outcome::PaidLate(_) => "paid_late",
+            Outcome::Overdue(_) => "still_overdue",
+            Outcome::WriteOffCandidate(_) => "write_off_candidate",
+        }
+    }
+
+    /// Days late or past due, where the outcome has them.
+    pub fn days(self) -> Option<u32> {
+        match self {
+            Outcome::PaidLate(d) | Outcome::Overdue(d) | Outcome::WriteOffCandidate(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Bad: paid `late_days` or more late, still overdue, or a write-off candidate. Good: paid
+    /// (on time or less late than that). Neutral: nothing shipped, credited, or not yet due.
+    pub fn risk(self, late_days: u32) -> Risk {
+        match self {
+            Outcome::WriteOffCandidate(_) | Outcome::Overdue(_) => Risk::Bad,
+            Outcome::PaidLate(d) if d >= late_days => Risk::Bad,
+            Outcome::PaidLate(_) | Outcome::PaidOnTime => Risk::Good,
+            Outcome::NotShipped | Outcome::Credited | Outcome::OpenNotDue => Risk::Neutral,
+        }
+    }
+
+    /// The outcome kinds in report order.
+    pub const KINDS: [&'static str; 7] = [
+        "paid_on_time",
+        "paid_late",
+        "still_overdue",
+        "write_off_candidate",
+        "open_not_due",
+        "credited",
+        "not_shipped",
+    ];
+}
+
+/// Whole days from `from` to `to` (0 when `to` is not later).
+pub fn whole_days(from: Timestamp, to: Timestamp) -> u32 {
+    u32::try_from(to.0.saturating_sub(from.0).max(0) / DAY_US).unwrap_or(u32::MAX)
+}
+
+#[derive(Default)]
+struct CustomerTrack {
+    orders: HashMap<String, u32>,
+    shipments: HashMap<String, u32>,
+    /// Shipments booked and not yet seen settled.
+    open: Vec<u32>,
+}
+
+/// The history's orders and receivables, built while the baseline engine applies the file.
+#[derive(Default)]
+pub struct History {
+    pub orders: Vec<OrderInfo>,
+    pub shipments: Vec<Shipment>,
+    customers: HashMap<String, CustomerTrack>,
+    /// Latest event time seen (the end of the history).
+    pub end: Option<Timestamp>,
+    pub first: Option<Timestamp>,
+}
+
+impl History {
+    /// The order index of `(customer_id, order_id)`, if the history placed it.
+    pub fn order_index(&self, customer_id: &str, order_id: &str) -> Option<u32> {
+        self.customers
+            .get(customer_id)?
+            .orders
+            .get(order_id)
+            .copied()
+    }
+
+    /// Notes an event before the engines apply it: a new order, or an event of a known order.
+    pub fn note_event(&mut self, line: u64, event: &Event) {
+        self.first = Some(
+            self.first
+                .map_or(event.occurred_at, |f| f.min(event.occurred_at)),
+        );
+        self.end = Some(
+            self.end
+                .map_or(event.occurred_at, |e| e.max(event.occurred_at)),
+        );
+        let Some(cid) = event.customer_id.as_deref() else {
+            return;
+        };
+        let order_id = match &event.body {
+            EventBody::OrderPlaced {
+                order_id,
+                amount,
+                currency,
+            } => {
+                let track = self.customers.entry(cid.to_string()).or_default();
+                if !track.orders.contains_key(order_id.as_str()) {
+                    let idx = self.orders.len() as u32;
+                    track.orders.insert(order_id.clone(), idx);
+                    self.orders.push(OrderInfo {
+                        customer_id: cid.to_string(),
+                        order_id: order_id.clone(),
+                        placed_at: event.occurred_at,
+                        amount: *amount,
+                        currency: *currency,
+                        amount_account: *amount,
+                        account_currency: *currency,
+                        grade: None,
+                        events: Vec::new(),
+                        shipments: Vec::new(),
+                    });
+                }
+                order_id
+            }
+            EventBody::OrderCancelled { order_id } => order_id,
+            EventBody::ShipmentShipped { order_id, .. } => order_id,
+            EventBody::DeliveryRequested(d) => &d.order_id,
+            EventBody::Command {
+                order_id: Some(order_id),
+                ..
+            } => order_id,
+            _ => return,
+        };
+        if let Some(idx) = self.order_index(cid, order_id) {
+            self.orders[idx as usize]
+                .events
+                .push(event_ref(line, event));
+        }
+    }
+
+    /// Reads what the baseline engine did with `event`: the first decision of a new order
+    /// (account amount and grade), receivables it booked, and receivables it settled.
+    pub fn after_baseline(
+        &mut self,
+        line: u64,
+        event: &Event,
+        engine: &Engine,
+        outputs: &[Output],
+    ) {
+        for o in outputs {
+            if let Output::Decision(d) = o {
+                self.note_first_decision(d, engine);
+            }
+        }
+        let Some(cid) = event.customer_id.as_deref() else {
+            return;
+        };
+        let books_or_settles = matches!(
+            event.body,
+            EventBody::OrderPlaced { .. }
+                | EventBody::ShipmentShipped { .. }
+                | EventBody::Settlement { .. }
+        );
+        if !books_or_settles {
+            return;
+        }
+        let Some(acc) = engine.account(cid) else {
+            return;
+        };
+        let event_order = match &event.body {
+            EventBody::OrderPlaced { order_id, .. }
+            | EventBody::ShipmentShipped { order_id, .. } => Some(order_id.as_str()),
+            _ => None,
+        };
+        let track = self.customers.entry(cid.to_string()).or_default();
+        // Booked and still open.
+        for r in &acc.receivables {
+            if track.shipments.contains_key(r.shipment_id.as_str()) {
+                continue;
+            }
+            let idx = self.shipments.len() as u32;
+            let order = track.orders.get(r.order_id.as_str()).copied();
+            self.shipments.push(Shipment {
+                order,
+                amount: r.amount,
+                due_at: r.due_at,
+                settled: None,
+            });
+            track.shipments.insert(r.shipment_id.clone(), idx);
+            track.open.push(idx);
+            if let Some(o) = order {
+                self.orders[o as usize].shipments.push(idx);
+            }
+        }
+        // Settled (newest last; stop at the first one already known settled).
+        let mut touched = Vec::new();
+        for item in acc.behaviour.settled.iter().rev() {
+            match track.shipments.get(item.shipment_id.as_str()) {
+                Some(&idx) if self.shipments[idx as usize].settled.is_some() => break,
+                Some(&idx) => {
+                    self.shipments[idx as usize].settled =
+                        Some((item.settled_at, !item.paid.is_zero()));
+                    touched.push(idx);
+                }
+                None => {
+                    // Booked and settled at once by unapplied credit.
+                    let idx = self.shipments.len() as u32;
+                    let order = event_order.and_then(|o| track.orders.get(o)).copied();
+                    self.shipments.push(Shipment {
+                        order,
+                        amount: item.amount,
+                        due_at: item.due_at,
+                        settled: Some((item.settled_at, !item.paid.is_zero())),
+                    });
+                    track.shipments.insert(item.shipment_id.clone(), idx);
+                    touched.push(idx);
+                    if let Some(o) = order {
+                        self.orders[o as usize].shipments.push(idx);
+                    }
+                }
+            }
+        }
+        // Settled but already out of the bounded settled history: gone from the receivables.
+        let shipments = &mut self.shipments;
+        track.open.retain(|&idx| {
+            let s = &mut shipments[idx as usize];
+            if s.settled.is_some() {
+                return false;
+            }
+            let still_open = acc.receivables.iter().any(|r| {
+                track
+                    .shipments
+                    .get(r.shipment_id.as_str())
+                    .is_some_and(|i| *i == idx)
+            });
+            if !still_open {
+                s.settled = Some((event.occurred_at, true));
+                touched.push(idx);
+            }
+            still_open
+        });
+        if touched.is_empty() {
+            return;
+        }
+        // The settling event belongs to the orders it settled.
+        let r = event_ref(line, event);
+        for idx in touched {
+            if let Some(o) = self.shipments[idx as usize].order {
+                let order = &mut self.orders[o as usize];
+                if order.events.last().map(|e| e.line) != Some(line) {
+                    order.events.push(r.clone());
+                }
+            }
+        }
+    }
+
+    fn note_first_decision(&mut self, d: &Decision, engine: &Engine) {
+        if d.status != DecisionStatus::Approved && d.status != DecisionStatus::Held {
+            return;
+        }
+        let Some(idx) = self.order_index(&d.customer_id, &d.order_id) else {
+            return;
+        };
+        let o = &mut self.orders[idx as usize];
+        if o.grade.is_some() {
+            return;
+        }
+        let terms = engine.terms(&d.customer_id);
+        o.grade = terms.as_ref().map(|t| t.grade);
+        match d.amount_account_currency {
+            Some(a) => {
+                o.amount_account = a;
+                o.account_currency = terms.map(|t| t.currency).unwrap_or(d.currency);
+            }
+            None => {
+                o.amount_account = d.amount;
+                o.account_currency = d.currency;
+            }
+        }
+    }
+
+    /// How `order` ended by the end of the history.
+    pub fn outcome(&self, order: &OrderInfo, write_off_days: u32) -> Outcome {
+        let end = self.end.unwrap_or_default();
+        let mut worst = Outcome::NotShipped;
+        for &idx in &order.shipments {
+            let s = &self.shipments[idx as usize];
+            let o = match s.settled {
+                Some((_, false)) => Outcome::Credited,
+                Some((at, true)) => match whole_days(s.due_at, at) {
+                    0 => Outcome::PaidOnTime,
+                    d => Outcome::PaidLate(d),
+                },
+                None if end <= s.due_at => Outcome::OpenNotDue,
+                None => match whole_days(s.due_at, end) {
+                    d if d >= write_off_days => Outcome::WriteOffCandidate(d),
+                    d => Outcome::Overdue(d),
+                },
+            };
+            worst = worst.max(o);
+        }
+        worst
+    }
+}
+
+fn event_ref(line: u64, event: &Event) -> EventRef {
+    EventRef {
+        line,
+        kind: event.type_str(),
+        event_id: event.event_id.clone(),
+        at: event.occurred_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_rank_and_classify() {
+        assert!(Outcome::WriteOffCandidate(180) > Outcome::Overdue(400));
+        assert!(Outcome::Overdue(1) > Outcome::PaidLate(90));
+        assert!(Outcome::PaidLate(1) > Outcome::PaidOnTime);
+        assert_eq!(Outcome::PaidLate(30).risk(30), Risk::Bad);
+        assert_eq!(Outcome::PaidLate(29).risk(30), Risk::Good);
+        assert_eq!(Outcome::Overdue(1).risk(30), Risk::Bad);
+        assert_eq!(Outcome::OpenNotDue.risk(30), Risk::Neutral);
+        assert_eq!(Outcome::Credited.risk(30), Risk::Neutral);
+    }
+
+    #[test]
+    fn whole_days_floor_and_never_negative() {
+        let t = Timestamp::parse_rfc3339("2026-03-01T10:00:00Z").unwrap();
+        assert_eq!(whole_days(t, t.plus_us(DAY_US - 1)), 0);
+        assert_eq!(whole_days(t, t.plus_days(2)), 2);
+        assert_eq!(whole_days(t.plus_days(2), t), 0);
+    }
+}

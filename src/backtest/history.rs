@@ -126,12 +126,64 @@ pub fn whole_days(from: Timestamp, to: Timestamp) -> u32 {
     u32::try_from(to.0.saturating_sub(from.0).max(0) / DAY_US).unwrap_or(u32::MAX)
 }
 
+type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
+/// Orders numbered in the order the history first places them, per customer: every policy's
+/// trail builds its own from the same events, so the numbers agree without sharing state.
+#[derive(Default)]
+pub struct OrderIndex {
+    customers: Map<Map<u32>>,
+    len: u32,
+}
+
+impl OrderIndex {
+    /// The number of the order `event` places, when it is the first `order.placed` of it.
+    pub fn note(&mut self, event: &Event) -> Option<u32> {
+        let (EventBody::OrderPlaced { order_id, .. }, Some(cid)) =
+            (&event.body, event.customer_id.as_deref())
+        else {
+            return None;
+        };
+        let orders = match self.customers.get_mut(cid) {
+            Some(o) => o,
+            None => self.customers.entry(cid.to_string()).or_default(),
+        };
+        if orders.contains_key(order_id.as_str()) {
+            return None;
+        }
+        orders.insert(order_id.clone(), self.len);
+        self.len += 1;
+        Some(self.len - 1)
+    }
+
+    pub fn get(&self, customer_id: &str, order_id: &str) -> Option<u32> {
+        self.customers.get(customer_id)?.get(order_id).copied()
+    }
+}
+
 #[derive(Default)]
 struct CustomerTrack {
-    orders: HashMap<String, u32>,
-    shipments: HashMap<String, u32>,
+    shipments: Map<u32>,
     /// Shipments booked and not yet seen settled.
     open: Vec<u32>,
+}
+
+/// Records a shipment first seen in the baseline's receivables or settled items: its index,
+/// filed under its shipment id and under its order.
+fn book(
+    shipments: &mut Vec<Shipment>,
+    orders: &mut [OrderInfo],
+    track: &mut CustomerTrack,
+    shipment_id: &str,
+    shipment: Shipment,
+) -> u32 {
+    let idx = shipments.len() as u32;
+    if let Some(o) = shipment.order {
+        orders[o as usize].shipments.push(idx);
+    }
+    shipments.push(shipment);
+    track.shipments.insert(shipment_id.to_string(), idx);
+    idx
 }
 
 /// The history's orders and receivables, built while the baseline engine applies the file.
@@ -139,7 +191,8 @@ struct CustomerTrack {
 pub struct History {
     pub orders: Vec<OrderInfo>,
     pub shipments: Vec<Shipment>,
-    customers: HashMap<String, CustomerTrack>,
+    index: OrderIndex,
+    customers: Map<CustomerTrack>,
     /// Latest event time seen (the end of the history).
     pub end: Option<Timestamp>,
     pub first: Option<Timestamp>,
@@ -148,53 +201,43 @@ pub struct History {
 impl History {
     /// The order index of `(customer_id, order_id)`, if the history placed it.
     pub fn order_index(&self, customer_id: &str, order_id: &str) -> Option<u32> {
-        self.customers
-            .get(customer_id)?
-            .orders
-            .get(order_id)
-            .copied()
+        self.index.get(customer_id, order_id)
     }
 
     /// Notes an event before the engines apply it: a new order, or an event of a known order.
     pub fn note_event(&mut self, line: u64, event: &Event) {
-        self.first = Some(
-            self.first
-                .map_or(event.occurred_at, |f| f.min(event.occurred_at)),
-        );
-        self.end = Some(
-            self.end
-                .map_or(event.occurred_at, |e| e.max(event.occurred_at)),
-        );
+        let at = event.occurred_at;
+        self.first = Some(self.first.map_or(at, |f| f.min(at)));
+        self.end = Some(self.end.map_or(at, |e| e.max(at)));
         let Some(cid) = event.customer_id.as_deref() else {
             return;
         };
-        let order_id = match &event.body {
+        if let (
+            Some(_),
             EventBody::OrderPlaced {
                 order_id,
                 amount,
                 currency,
-            } => {
-                let track = self.customers.entry(cid.to_string()).or_default();
-                if !track.orders.contains_key(order_id.as_str()) {
-                    let idx = self.orders.len() as u32;
-                    track.orders.insert(order_id.clone(), idx);
-                    self.orders.push(OrderInfo {
-                        customer_id: cid.to_string(),
-                        order_id: order_id.clone(),
-                        placed_at: event.occurred_at,
-                        amount: *amount,
-                        currency: *currency,
-                        amount_account: *amount,
-                        account_currency: *currency,
-                        grade: None,
-                        events: Vec::new(),
-                        shipments: Vec::new(),
-                    });
-                }
-                order_id
-            }
-            EventBody::OrderCancelled { order_id } => order_id,
-            EventBody::ShipmentShipped { order_id, .. } => order_id,
+            },
+        ) = (self.index.note(event), &event.body)
+        {
+            self.orders.push(OrderInfo {
+                customer_id: cid.to_string(),
+                order_id: order_id.clone(),
+                placed_at: at,
+                amount: *amount,
+                currency: *currency,
+                amount_account: *amount,
+                account_currency: *currency,
+                grade: None,
+                events: Vec::new(),
+                shipments: Vec::new(),
+            });
+        }
+        let order_id = match &event.body {
+            EventBody::OrderPlaced { order_id, .. }
+            | EventBody::OrderCancelled { order_id }
+            | EventBody::ShipmentShipped { order_id, .. } => order_id,
             EventBody::DeliveryRequested(d) => &d.order_id,
             EventBody::Command {
                 order_id: Some(order_id),
@@ -223,97 +266,104 @@ impl History {
                 self.note_first_decision(d, engine);
             }
         }
-        let Some(cid) = event.customer_id.as_deref() else {
-            return;
-        };
-        let books_or_settles = matches!(
-            event.body,
-            EventBody::OrderPlaced { .. }
-                | EventBody::ShipmentShipped { .. }
-                | EventBody::Settlement { .. }
-        );
-        if !books_or_settles {
-            return;
-        }
-        let Some(acc) = engine.account(cid) else {
-            return;
-        };
+        // Only these book (a shipment, or one that waited for its order) or settle.
         let event_order = match &event.body {
             EventBody::OrderPlaced { order_id, .. }
             | EventBody::ShipmentShipped { order_id, .. } => Some(order_id.as_str()),
-            _ => None,
+            EventBody::Settlement { .. } => None,
+            _ => return,
         };
-        let track = self.customers.entry(cid.to_string()).or_default();
-        // Booked and still open.
-        for r in &acc.receivables {
-            if track.shipments.contains_key(r.shipment_id.as_str()) {
-                continue;
-            }
-            let idx = self.shipments.len() as u32;
-            let order = track.orders.get(r.order_id.as_str()).copied();
-            self.shipments.push(Shipment {
-                order,
-                amount: r.amount,
-                due_at: r.due_at,
-                settled: None,
-            });
-            track.shipments.insert(r.shipment_id.clone(), idx);
-            track.open.push(idx);
-            if let Some(o) = order {
-                self.orders[o as usize].shipments.push(idx);
-            }
+        let Some(cid) = event.customer_id.as_deref() else {
+            return;
+        };
+        let Some(acc) = engine.account(cid) else {
+            return;
+        };
+        if !self.customers.contains_key(cid) {
+            self.customers
+                .insert(cid.to_string(), CustomerTrack::default());
         }
-        // Settled (newest last; stop at the first one already known settled).
+        let Some(track) = self.customers.get_mut(cid) else {
+            return;
+        };
         let mut touched = Vec::new();
+        // Settled (newest last; stop at the first one already known settled), including one
+        // booked and settled at once by unapplied credit.
         for item in acc.behaviour.settled.iter().rev() {
-            match track.shipments.get(item.shipment_id.as_str()) {
+            let idx = match track.shipments.get(item.shipment_id.as_str()) {
                 Some(&idx) if self.shipments[idx as usize].settled.is_some() => break,
-                Some(&idx) => {
-                    self.shipments[idx as usize].settled =
-                        Some((item.settled_at, !item.paid.is_zero()));
-                    touched.push(idx);
-                }
+                Some(&idx) => idx,
                 None => {
-                    // Booked and settled at once by unapplied credit.
-                    let idx = self.shipments.len() as u32;
-                    let order = event_order.and_then(|o| track.orders.get(o)).copied();
-                    self.shipments.push(Shipment {
+                    let order = event_order.and_then(|o| self.index.get(cid, o));
+                    let shipment = Shipment {
                         order,
                         amount: item.amount,
                         due_at: item.due_at,
-                        settled: Some((item.settled_at, !item.paid.is_zero())),
-                    });
-                    track.shipments.insert(item.shipment_id.clone(), idx);
-                    touched.push(idx);
-                    if let Some(o) = order {
-                        self.orders[o as usize].shipments.push(idx);
+                        settled: None,
+                    };
+                    book(
+                        &mut self.shipments,
+                        &mut self.orders,
+                        track,
+                        &item.shipment_id,
+                        shipment,
+                    )
+                }
+            };
+            self.shipments[idx as usize].settled = Some((item.settled_at, !item.paid.is_zero()));
+            touched.push(idx);
+        }
+        let shipments = &self.shipments;
+        track
+            .open
+            .retain(|&idx| shipments[idx as usize].settled.is_none());
+        // Every tracked open item is still among the receivables unless settled beyond the
+        // bounded settled history; an event books or settles, never both, so equal counts
+        // mean nothing else changed.
+        match acc.receivables.len().cmp(&track.open.len()) {
+            std::cmp::Ordering::Equal => {}
+            std::cmp::Ordering::Greater => {
+                for r in &acc.receivables {
+                    if track.shipments.contains_key(r.shipment_id.as_str()) {
+                        continue;
                     }
+                    let shipment = Shipment {
+                        order: self.index.get(cid, &r.order_id),
+                        amount: r.amount,
+                        due_at: r.due_at,
+                        settled: None,
+                    };
+                    let idx = book(
+                        &mut self.shipments,
+                        &mut self.orders,
+                        track,
+                        &r.shipment_id,
+                        shipment,
+                    );
+                    track.open.push(idx);
                 }
             }
+            std::cmp::Ordering::Less => {
+                let present: Vec<u32> = acc
+                    .receivables
+                    .iter()
+                    .filter_map(|r| track.shipments.get(r.shipment_id.as_str()).copied())
+                    .collect();
+                let shipments = &mut self.shipments;
+                track.open.retain(|&idx| {
+                    if present.contains(&idx) {
+                        return true;
+                    }
+                    shipments[idx as usize].settled = Some((event.occurred_at, true));
+                    touched.push(idx);
+                    false
+                });
+            }
         }
-        // Settled but already out of the bounded settled history: gone from the receivables.
-        let shipments = &mut self.shipments;
-        track.open.retain(|&idx| {
-            let s = &mut shipments[idx as usize];
-            if s.settled.is_some() {
-                return false;
-            }
-            let still_open = acc.receivables.iter().any(|r| {
-                track
-                    .shipments
-                    .get(r.shipment_id.as_str())
-                    .is_some_and(|i| *i == idx)
-            });
-            if !still_open {
-                s.settled = Some((event.occurred_at, true));
-                touched.push(idx);
-            }
-            still_open
-        });
+        // The settling event belongs to the orders it settled.
         if touched.is_empty() {
             return;
         }
-        // The settling event belongs to the orders it settled.
         let r = event_ref(line, event);
         for idx in touched {
             if let Some(o) = self.shipments[idx as usize].order {

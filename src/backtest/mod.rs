@@ -15,6 +15,7 @@ pub mod trail;
 
 use crate::codec;
 use crate::engine::Engine;
+use crate::model::Event;
 use crate::policy::Policy;
 use history::History;
 use report::{Assumptions, InputSummary, Report, Sweep, SweepRow};
@@ -43,20 +44,20 @@ pub struct Options {
     pub sweep: Option<(String, Vec<String>)>,
 }
 
-/// Replays `input` under `baseline` and each of `candidates` and compares them.
+/// Events decoded per batch handed to the candidates' threads.
+const BATCH: usize = 2048;
+
+/// Replays `input` under `baseline` and each of `candidates` and compares them. The baseline
+/// runs on this thread (with the history read off it), each candidate on a thread of its own,
+/// all fed the same decoded events in order.
 pub fn backtest<R: BufRead>(
-    mut input: R,
+    input: R,
     baseline: PolicyRun,
     candidates: Vec<PolicyRun>,
     opts: &Options,
 ) -> io::Result<Report> {
     let write_off_days = baseline.policy.write_off_days;
     let runs: Vec<PolicyRun> = std::iter::once(baseline).chain(candidates).collect();
-    let mut engines: Vec<Engine> = runs
-        .iter()
-        .map(|r| Engine::with_policy(Arc::new(r.policy.clone())))
-        .collect();
-    let mut trails: Vec<Trail> = runs.iter().map(|r| Trail::new(&r.label)).collect();
     let mut history = History::default();
     let mut input_summary = InputSummary {
         file: opts.file.clone(),
@@ -67,37 +68,50 @@ pub fn backtest<R: BufRead>(
         first_event: None,
         last_event: None,
     };
-    let mut buf = Vec::with_capacity(4096);
-    let mut outputs = Vec::new();
-    while let Some(len) =
-        crate::replay::read_line_bounded(&mut input, &mut buf, opts.max_message_bytes)?
-    {
-        input_summary.lines += 1;
-        if buf.iter().all(u8::is_ascii_whitespace) {
-            continue;
+    let trails = std::thread::scope(|scope| -> io::Result<Vec<Trail>> {
+        let mut senders = Vec::new();
+        let mut workers = Vec::new();
+        for run in &runs[1..] {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<Event>>>(4);
+            senders.push(tx);
+            workers.push(scope.spawn(move || replay_policy(run, rx)));
         }
-        let event = match (len <= opts.max_message_bytes)
-            .then(|| codec::decode_event(&buf).ok())
-            .flatten()
-        {
-            Some(e) => e,
-            None => {
-                input_summary.undecodable += 1;
-                continue;
-            }
+        let mut engine = Engine::with_policy(Arc::new(runs[0].policy.clone()));
+        let mut trail = Trail::new(&runs[0].label);
+        let mut reader = Reader {
+            input,
+            buf: Vec::with_capacity(4096),
+            max: opts.max_message_bytes,
         };
-        input_summary.events += 1;
-        let line = input_summary.lines;
-        history.note_event(line, &event);
-        for (i, (engine, trail)) in engines.iter_mut().zip(trails.iter_mut()).enumerate() {
-            outputs.clear();
-            engine.apply(&event, &mut outputs);
-            if i == 0 {
-                history.after_baseline(line, &event, engine, &outputs);
+        let mut outputs = Vec::new();
+        loop {
+            let (batch, lines) = reader.batch(&mut input_summary)?;
+            if batch.is_empty() {
+                break;
             }
-            trail.observe(&outputs, &history);
+            let batch = Arc::new(batch);
+            for tx in &senders {
+                // A worker gone early has panicked; its join below reports it.
+                let _ = tx.send(Arc::clone(&batch));
+            }
+            for (event, line) in batch.iter().zip(lines) {
+                history.note_event(line, event);
+                outputs.clear();
+                engine.apply(event, &mut outputs);
+                history.after_baseline(line, event, &engine, &outputs);
+                trail.observe(event, &outputs);
+            }
         }
-    }
+        drop(senders);
+        let mut trails = vec![trail];
+        for w in workers {
+            trails.push(
+                w.join()
+                    .map_err(|_| io::Error::other("a candidate's replay panicked"))?,
+            );
+        }
+        Ok(trails)
+    })?;
     input_summary.orders = history.orders.len() as u64;
     input_summary.first_event = history.first;
     input_summary.last_event = history.end;
@@ -148,6 +162,59 @@ pub fn backtest<R: BufRead>(
         comparisons,
         sweep,
     })
+}
+
+/// One candidate's engine over the batches it is sent.
+fn replay_policy(run: &PolicyRun, rx: std::sync::mpsc::Receiver<Arc<Vec<Event>>>) -> Trail {
+    let mut engine = Engine::with_policy(Arc::new(run.policy.clone()));
+    let mut trail = Trail::new(&run.label);
+    let mut outputs = Vec::new();
+    for batch in rx {
+        for event in batch.iter() {
+            outputs.clear();
+            engine.apply(event, &mut outputs);
+            trail.observe(event, &outputs);
+        }
+    }
+    trail
+}
+
+/// Reads and decodes the input in batches.
+struct Reader<R> {
+    input: R,
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl<R: BufRead> Reader<R> {
+    /// Up to `BATCH` events and their line numbers; empty at the end of the input.
+    fn batch(&mut self, summary: &mut InputSummary) -> io::Result<(Vec<Event>, Vec<u64>)> {
+        let mut events = Vec::with_capacity(BATCH);
+        let mut lines = Vec::with_capacity(BATCH);
+        while events.len() < BATCH {
+            let Some(len) =
+                crate::replay::read_line_bounded(&mut self.input, &mut self.buf, self.max)?
+            else {
+                break;
+            };
+            summary.lines += 1;
+            if self.buf.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match (len <= self.max)
+                .then(|| codec::decode_event(&self.buf).ok())
+                .flatten()
+            {
+                Some(e) => {
+                    summary.events += 1;
+                    events.push(e);
+                    lines.push(summary.lines);
+                }
+                None => summary.undecodable += 1,
+            }
+        }
+        Ok((events, lines))
+    }
 }
 
 /// The environment variable that sets a settings key (`policy.grades.C.tolerance_pct` is

@@ -5,7 +5,7 @@ use super::compare::{Comparison, Effect, Tally, TradeOff};
 use super::history::{History, Outcome};
 use super::trail::{Fate, Trail};
 use crate::model::*;
-use rust_decimal::Decimal;
+use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -157,7 +157,7 @@ pub fn summarise(trail: &Trail, source: &str, end: Timestamp) -> PolicySummary {
         }
     }
     days.sort();
-    let at = |q: usize| days.get((days.len() - 1) * q / 100).map(|d| d.to_string());
+    let at = |q: usize| days.get((days.len() - 1) * q / 100).map(|d| two_places(*d));
     let hold_days = if days.is_empty() {
         HoldStats::default()
     } else {
@@ -165,7 +165,7 @@ pub fn summarise(trail: &Trail, source: &str, end: Timestamp) -> PolicySummary {
         HoldStats {
             holds: days.len() as u64,
             still_held_at_end: still,
-            mean_days: Some((sum / Decimal::from(days.len())).round_dp(2).to_string()),
+            mean_days: Some(two_places(sum / Decimal::from(days.len()))),
             median_days: at(50),
             p90_days: at(90),
         }
@@ -206,9 +206,20 @@ fn weeks(trail: &Trail) -> Vec<WeekCount> {
         .collect()
 }
 
-/// Money with thousands separators: `1,234,567.89`.
+/// Days (or any figure) rounded half away from zero to exactly two places: `30.00`.
+fn two_places(value: Decimal) -> String {
+    format!(
+        "{:.2}",
+        value.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+    )
+}
+
+/// Money with thousands separators, rounded half away from zero to cents for display
+/// (amounts converted from another currency carry more places; the JSON keeps them exact):
+/// `1,234,567.89`.
 pub fn grouped(value: Decimal) -> String {
-    let text = format_money(value);
+    let text =
+        format_money(value.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero));
     let (sign, digits) = match text.strip_prefix('-') {
         Some(rest) => ("-", rest),
         None => ("", text.as_str()),
@@ -381,5 +392,9 @@ mod tests {
         assert_eq!(grouped(Decimal::new(999, 0)), "999.00");
         assert_eq!(count(1234567), "1,234,567");
         assert_eq!(count(0), "0");
+        assert_eq!(grouped(Decimal::new(128_132_386_572, 4)), "12,813,238.66");
+        assert_eq!(grouped(Decimal::new(-5, 3)), "-0.01");
+        assert_eq!(two_places(Decimal::new(30, 0)), "30.00");
+        assert_eq!(two_places(Decimal::new(2125, 3)), "2.13");
     }
 }

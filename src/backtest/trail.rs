@@ -1,7 +1,7 @@
 //! What one policy did over the history: each order's decision sequence and fate, holds per
 //! week and how long they lasted, alerts per kind, and utilization at each order's decision.
 
-use super::history::History;
+use super::history::OrderIndex;
 use crate::model::*;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -72,9 +72,10 @@ const UTILIZATION_BOUNDS: [(i64, &str); 6] = [
 ];
 
 /// Everything one policy did.
-#[derive(Clone, Debug)]
 pub struct Trail {
     pub label: String,
+    /// Orders numbered as `History` numbers them (built from the same events).
+    index: OrderIndex,
     pub orders: Vec<OrderTrail>,
     pub decisions: BTreeMap<&'static str, u64>,
     pub delivery_decisions: BTreeMap<&'static str, u64>,
@@ -96,6 +97,7 @@ impl Trail {
     pub fn new(label: &str) -> Trail {
         Trail {
             label: label.to_string(),
+            index: OrderIndex::default(),
             orders: Vec::new(),
             decisions: BTreeMap::new(),
             delivery_decisions: BTreeMap::new(),
@@ -107,11 +109,12 @@ impl Trail {
         }
     }
 
-    /// Counts one event's outputs under this policy.
-    pub fn observe(&mut self, outputs: &[Output], history: &History) {
+    /// Counts what this policy's engine produced for `event`.
+    pub fn observe(&mut self, event: &Event, outputs: &[Output]) {
+        self.index.note(event);
         for o in outputs {
             match o {
-                Output::Decision(d) => self.decision(d, history),
+                Output::Decision(d) => self.decision(d),
                 Output::DeliveryDecision(d) => {
                     *self
                         .delivery_decisions
@@ -124,9 +127,9 @@ impl Trail {
         }
     }
 
-    fn decision(&mut self, d: &Decision, history: &History) {
+    fn decision(&mut self, d: &Decision) {
         *self.decisions.entry(d.status.as_str()).or_default() += 1;
-        let Some(idx) = history.order_index(&d.customer_id, &d.order_id) else {
+        let Some(idx) = self.index.get(&d.customer_id, &d.order_id) else {
             return;
         };
         let idx = idx as usize;

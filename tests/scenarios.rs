@@ -1288,6 +1288,30 @@ fn a_profile_cannot_change_the_currency_of_an_account_holding_money() {
     assert_eq!(rejections(&out)[0].error, ErrorCode::CurrencyMismatch);
 }
 
+#[test]
+fn a_manually_released_order_fixes_the_currency_of_an_account_without_a_profile() {
+    // Found by the engine fuzz target: an order of an unknown customer released by hand
+    // reserved money while the account had no currency, so a later profile in another
+    // currency was taken and left the EUR order valued 1:1 in a USD account.
+    let mut s = Scenario::default();
+    let rate = json!({"event_id": "fx-1", "type": "fx.rate", "occurred_at": T0, "base": "EUR", "quote": "USD", "rate": "0.9"});
+    s.raw(rate.to_string().as_bytes());
+    s.order(T0, "NEW", "O-1", "500");
+    let out = s.command(T0, "command.release_hold", "NEW", Some("O-1"), "bob");
+    assert_eq!(only_decision(&out).status, DecisionStatus::Released);
+    let out = s.send(
+        "2026-03-02T09:00:00Z",
+        "profile.customer",
+        "NEW",
+        json!({"credit_limit": "1000", "currency": "USD"}),
+    );
+    assert_eq!(rejections(&out)[0].error, ErrorCode::CurrencyMismatch);
+    assert_eq!(s.exposure("NEW").open_orders, dec("500"));
+    // In its own currency the profile is taken.
+    let out = s.profile("2026-03-02T10:00:00Z", "NEW", "1000", json!({}));
+    assert!(rejections(&out).is_empty());
+}
+
 /// The guard `run` applies: 24 hours ahead of a wall clock fixed at `now`.
 fn wall_guard(now: &str) -> credit_sentinel::FutureGuard {
     credit_sentinel::FutureGuard {

@@ -543,6 +543,9 @@ impl Account {
         let Some(order) = self.orders.get_mut(order_id) else {
             return;
         };
+        // The first money an account without a profile reserves fixes its currency (as the
+        // first receivable does), so a profile in another currency is refused while it is held.
+        self.currency.get_or_insert(conv.account);
         let remaining = order_remainder_value(order, conv);
         order.state = OrderState::Open;
         order.hold = None;

@@ -5,7 +5,7 @@
 //! terms, payments applied by its settlement rules), because shipments and payments are in the
 //! file whatever a policy decided: the goods left and the money came (or did not) in history.
 
-use crate::engine::Engine;
+use crate::engine::{Account, Engine};
 use crate::model::*;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -168,24 +168,6 @@ struct CustomerTrack {
     open: Vec<u32>,
 }
 
-/// Records a shipment first seen in the baseline's receivables or settled items: its index,
-/// filed under its shipment id and under its order.
-fn book(
-    shipments: &mut Vec<Shipment>,
-    orders: &mut [OrderInfo],
-    track: &mut CustomerTrack,
-    shipment_id: &str,
-    shipment: Shipment,
-) -> u32 {
-    let idx = shipments.len() as u32;
-    if let Some(o) = shipment.order {
-        orders[o as usize].shipments.push(idx);
-    }
-    shipments.push(shipment);
-    track.shipments.insert(shipment_id.to_string(), idx);
-    idx
-}
-
 /// The history's orders and receivables, built while the baseline engine applies the file.
 #[derive(Default)]
 pub struct History {
@@ -279,16 +261,40 @@ impl History {
         let Some(acc) = engine.account(cid) else {
             return;
         };
-        if !self.customers.contains_key(cid) {
-            self.customers
-                .insert(cid.to_string(), CustomerTrack::default());
-        }
-        let Some(track) = self.customers.get_mut(cid) else {
-            return;
-        };
+        // Taken out of the map while it is worked on, so the steps below can borrow `self`.
+        let (key, mut track) = self
+            .customers
+            .remove_entry(cid)
+            .unwrap_or_else(|| (cid.to_string(), CustomerTrack::default()));
         let mut touched = Vec::new();
-        // Settled (newest last; stop at the first one already known settled), including one
-        // booked and settled at once by unapplied credit.
+        self.note_settled(cid, event_order, acc, &mut track, &mut touched);
+        self.reconcile_open(cid, event.occurred_at, acc, &mut track, &mut touched);
+        self.customers.insert(key, track);
+        // The settling event belongs to the orders it settled.
+        if touched.is_empty() {
+            return;
+        }
+        let r = event_ref(line, event);
+        for idx in touched {
+            if let Some(o) = self.shipments[idx as usize].order {
+                let order = &mut self.orders[o as usize];
+                if order.events.last().map(|e| e.line) != Some(line) {
+                    order.events.push(r.clone());
+                }
+            }
+        }
+    }
+
+    /// The baseline's newly settled items (newest last; stop at the first one already known
+    /// settled), including one booked and settled at once by unapplied credit.
+    fn note_settled(
+        &mut self,
+        cid: &str,
+        event_order: Option<&str>,
+        acc: &Account,
+        track: &mut CustomerTrack,
+        touched: &mut Vec<u32>,
+    ) {
         for item in acc.behaviour.settled.iter().rev() {
             let idx = match track.shipments.get(item.shipment_id.as_str()) {
                 Some(&idx) if self.shipments[idx as usize].settled.is_some() => break,
@@ -301,13 +307,7 @@ impl History {
                         due_at: item.due_at,
                         settled: None,
                     };
-                    book(
-                        &mut self.shipments,
-                        &mut self.orders,
-                        track,
-                        &item.shipment_id,
-                        shipment,
-                    )
+                    self.book(track, &item.shipment_id, shipment)
                 }
             };
             self.shipments[idx as usize].settled = Some((item.settled_at, !item.paid.is_zero()));
@@ -317,9 +317,19 @@ impl History {
         track
             .open
             .retain(|&idx| shipments[idx as usize].settled.is_none());
-        // Every tracked open item is still among the receivables unless settled beyond the
-        // bounded settled history; an event books or settles, never both, so equal counts
-        // mean nothing else changed.
+    }
+
+    /// The tracked open items against the baseline's receivables: new ones booked; ones gone
+    /// without a settled item (settled beyond the bounded settled history) settled at `at`.
+    fn reconcile_open(
+        &mut self,
+        cid: &str,
+        at: Timestamp,
+        acc: &Account,
+        track: &mut CustomerTrack,
+        touched: &mut Vec<u32>,
+    ) {
+        // An event books or settles, never both, so equal counts mean nothing else changed.
         match acc.receivables.len().cmp(&track.open.len()) {
             std::cmp::Ordering::Equal => {}
             std::cmp::Ordering::Greater => {
@@ -333,13 +343,7 @@ impl History {
                         due_at: r.due_at,
                         settled: None,
                     };
-                    let idx = book(
-                        &mut self.shipments,
-                        &mut self.orders,
-                        track,
-                        &r.shipment_id,
-                        shipment,
-                    );
+                    let idx = self.book(track, &r.shipment_id, shipment);
                     track.open.push(idx);
                 }
             }
@@ -354,25 +358,24 @@ impl History {
                     if present.contains(&idx) {
                         return true;
                     }
-                    shipments[idx as usize].settled = Some((event.occurred_at, true));
+                    shipments[idx as usize].settled = Some((at, true));
                     touched.push(idx);
                     false
                 });
             }
         }
-        // The settling event belongs to the orders it settled.
-        if touched.is_empty() {
-            return;
+    }
+
+    /// Records a shipment first seen in the baseline's receivables or settled items: its
+    /// index, filed under its shipment id and under its order.
+    fn book(&mut self, track: &mut CustomerTrack, shipment_id: &str, shipment: Shipment) -> u32 {
+        let idx = self.shipments.len() as u32;
+        if let Some(o) = shipment.order {
+            self.orders[o as usize].shipments.push(idx);
         }
-        let r = event_ref(line, event);
-        for idx in touched {
-            if let Some(o) = self.shipments[idx as usize].order {
-                let order = &mut self.orders[o as usize];
-                if order.events.last().map(|e| e.line) != Some(line) {
-                    order.events.push(r.clone());
-                }
-            }
-        }
+        self.shipments.push(shipment);
+        track.shipments.insert(shipment_id.to_string(), idx);
+        idx
     }
 
     fn note_first_decision(&mut self, d: &Decision, engine: &Engine) {

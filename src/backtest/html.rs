@@ -592,7 +592,31 @@ pub fn render(report: &Report) -> String {
     for (n, c) in report.comparisons.iter().enumerate() {
         s.push_str(&comparison_section(report, c, n));
     }
-    s.push_str("<h2>Holds over time</h2>");
+    s.push_str(&holds_section(report));
+    s.push_str(&utilization_section(report));
+    s.push_str("<h2>Alerts per kind</h2>");
+    s.push_str(&alerts_table(&report.policies));
+    s.push_str("<h2>The history's orders by outcome</h2><table><thead><tr><th>outcome</th><th>orders</th><th>amount</th></tr></thead><tbody>");
+    for (k, t) in &report.outcomes {
+        let amount = report
+            .currency
+            .map(|c| t.in_currency(c))
+            .unwrap_or_default();
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            k.replace('_', " "),
+            count(t.orders),
+            grouped(amount)
+        );
+    }
+    let _ = write!(s, "</tbody></table><script>{SCRIPT}</script></body></html>");
+    s
+}
+
+/// New holds per week under each policy, as lines.
+fn holds_section(report: &Report) -> String {
+    let mut s = String::from("<h2>Holds over time</h2>");
     let weeks: std::collections::BTreeSet<String> = report
         .policies
         .iter()
@@ -616,7 +640,12 @@ pub fn render(report: &Report) -> String {
         })
         .collect();
     s.push_str(&lines("New holds per week", &weeks, &series));
-    s.push_str("<h2>Utilization at each order's first decision</h2>");
+    s
+}
+
+/// Orders by utilization bucket after their first decision, a bar per policy.
+fn utilization_section(report: &Report) -> String {
+    let mut s = String::from("<h2>Utilization at each order's first decision</h2>");
     let buckets: Vec<&str> = report
         .policies
         .first()
@@ -637,22 +666,5 @@ pub fn render(report: &Report) -> String {
         &buckets,
         &series,
     ));
-    s.push_str("<h2>Alerts per kind</h2>");
-    s.push_str(&alerts_table(&report.policies));
-    s.push_str("<h2>The history's orders by outcome</h2><table><thead><tr><th>outcome</th><th>orders</th><th>amount</th></tr></thead><tbody>");
-    for (k, t) in &report.outcomes {
-        let amount = report
-            .currency
-            .map(|c| t.in_currency(c))
-            .unwrap_or_default();
-        let _ = write!(
-            s,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-            k.replace('_', " "),
-            count(t.orders),
-            grouped(amount)
-        );
-    }
-    let _ = write!(s, "</tbody></table><script>{SCRIPT}</script></body></html>");
     s
 }

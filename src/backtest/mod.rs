@@ -68,7 +68,56 @@ pub fn backtest<R: BufRead>(
         first_event: None,
         last_event: None,
     };
-    let trails = std::thread::scope(|scope| -> io::Result<Vec<Trail>> {
+    let trails = replay_all(input, &runs, opts, &mut history, &mut input_summary)?;
+    input_summary.orders = history.orders.len() as u64;
+    input_summary.first_event = history.first;
+    input_summary.last_event = history.end;
+    let end = history.end.unwrap_or_default();
+    let comparisons: Vec<_> = trails[1..]
+        .iter()
+        .zip(&runs[1..])
+        .map(|(t, r)| {
+            compare::compare(
+                &history,
+                &trails[0],
+                t,
+                &r.source,
+                opts.late_days,
+                write_off_days,
+            )
+        })
+        .collect();
+    let policies: Vec<_> = trails
+        .iter()
+        .zip(&runs)
+        .map(|(t, r)| report::summarise(t, &r.source, end))
+        .collect();
+    let sweep = sweep_of(opts, &comparisons, &policies);
+    Ok(Report {
+        input: input_summary,
+        currency: report::main_currency(&history),
+        assumptions: Assumptions {
+            late_days: opts.late_days,
+            write_off_days,
+            counterfactual: report::COUNTERFACTUAL.to_vec(),
+        },
+        outcomes: report::outcomes(&history, write_off_days),
+        policies,
+        comparisons,
+        sweep,
+    })
+}
+
+/// The baseline (and the history) on this thread, each candidate on a thread of its own, all
+/// fed the same decoded batches in order; every policy's trail, the baseline's first.
+fn replay_all<R: BufRead>(
+    input: R,
+    runs: &[PolicyRun],
+    opts: &Options,
+    history: &mut History,
+    input_summary: &mut InputSummary,
+) -> io::Result<Vec<Trail>> {
+    std::thread::scope(|scope| -> io::Result<Vec<Trail>> {
         let mut senders = Vec::new();
         let mut workers = Vec::new();
         for run in &runs[1..] {
@@ -85,7 +134,7 @@ pub fn backtest<R: BufRead>(
         };
         let mut outputs = Vec::new();
         loop {
-            let (batch, lines) = reader.batch(&mut input_summary)?;
+            let (batch, lines) = reader.batch(input_summary)?;
             if batch.is_empty() {
                 break;
             }
@@ -111,31 +160,16 @@ pub fn backtest<R: BufRead>(
             );
         }
         Ok(trails)
-    })?;
-    input_summary.orders = history.orders.len() as u64;
-    input_summary.first_event = history.first;
-    input_summary.last_event = history.end;
-    let end = history.end.unwrap_or_default();
-    let comparisons: Vec<_> = trails[1..]
-        .iter()
-        .zip(&runs[1..])
-        .map(|(t, r)| {
-            compare::compare(
-                &history,
-                &trails[0],
-                t,
-                &r.source,
-                opts.late_days,
-                write_off_days,
-            )
-        })
-        .collect();
-    let policies: Vec<_> = trails
-        .iter()
-        .zip(&runs)
-        .map(|(t, r)| report::summarise(t, &r.source, end))
-        .collect();
-    let sweep = opts.sweep.as_ref().map(|(key, values)| Sweep {
+    })
+}
+
+/// With `--sweep`, one row per swept value (the candidates in order).
+fn sweep_of(
+    opts: &Options,
+    comparisons: &[compare::Comparison],
+    policies: &[report::PolicySummary],
+) -> Option<Sweep> {
+    opts.sweep.as_ref().map(|(key, values)| Sweep {
         key: key.clone(),
         rows: values
             .iter()
@@ -148,19 +182,6 @@ pub fn backtest<R: BufRead>(
                 totals: c.totals.clone(),
             })
             .collect(),
-    });
-    Ok(Report {
-        input: input_summary,
-        currency: report::main_currency(&history),
-        assumptions: Assumptions {
-            late_days: opts.late_days,
-            write_off_days,
-            counterfactual: report::COUNTERFACTUAL.to_vec(),
-        },
-        outcomes: report::outcomes(&history, write_off_days),
-        policies,
-        comparisons,
-        sweep,
     })
 }
 

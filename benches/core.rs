@@ -106,7 +106,7 @@ fn pipeline(c: &mut Criterion) {
                             Output::Alert(a) => {
                                 replay_line("credit.alerts", Some(a.key()), a).len()
                             }
-                            Output::Rejection(r) => r.detail.len(),
+                            Output::DeadLetter(r) => r.detail.len(),
                         };
                     }
                 }

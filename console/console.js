@@ -19,8 +19,12 @@
   let streamAbort = null;
   let topTimer = null;
   const timers = {};
-  // Orders this tab sent a release or rejection for, until the engine's decision arrives.
+  // Orders this tab sent a release or rejection for one by one, until the engine's decision
+  // arrives (each decision is announced in the status line).
   const sent = new Set();
+  // The last bulk action: its summary stays in the status line and counts the engine's
+  // decisions as they arrive (one announcement per order would hide the summary).
+  let bulkSent = null;
 
   function el(tag, attrs, ...children) {
     const e = document.createElement(tag);
@@ -392,12 +396,12 @@
     }
   }
 
-  async function send(kind, h, what, note) {
+  async function send(kind, h, what, note, announce = true) {
     const cfg = QUEUES[kind];
     const id = h[cfg.id];
     const path = cfg.path + "/" + encodeURIComponent(id) + "/" + what;
     const r = await api(path, { method: "POST", body: { note } });
-    sent.add(id);
+    if (announce) sent.add(id);
     const firstOfTwo = r.four_eyes && r.four_eyes.first_approver === null;
     if (firstOfTwo) setTimeout(() => refreshRow(kind, id), 1500);
     return { id, command: r.command_id, firstOfTwo };
@@ -441,11 +445,13 @@
     }
     const ids = [...queueState[kind].selected];
     const sentIds = [], waiting = [], refused = [];
+    const mine = { ids: new Set(ids), decided: new Set(), total: 0, summary: null, tone: "ok" };
+    bulkSent = mine;
     for (const id of ids) {
       const row = rowOf(kind, id);
       if (!row) continue;
       try {
-        const r = await send(kind, row.hold, what, note);
+        const r = await send(kind, row.hold, what, note, false);
         (r.firstOfTwo ? waiting : sentIds).push(id);
         for (const b of row.querySelectorAll("button")) b.disabled = true;
         row.querySelector("[data-role=asked]").textContent = r.firstOfTwo
@@ -463,8 +469,27 @@
     const parts = sentIds.length || (!waiting.length && !refused.length) ? [`${sentIds.length} to be ${verb}`] : [];
     if (waiting.length) parts.push(`${waiting.length} wait for a second approver: ${waiting.join(", ")}`);
     if (refused.length) parts.push(`${refused.length} refused: ${refused.join("; ")}`);
-    status(parts.join(". ") + ".", refused.length ? "bad" : "ok");
+    mine.ids = new Set(sentIds);
+    for (const id of mine.decided) if (!mine.ids.has(id)) mine.decided.delete(id);
+    mine.total = sentIds.length;
+    mine.summary = parts.join(". ") + ".";
+    mine.tone = refused.length ? "bad" : "ok";
+    showBulk(mine);
     $(kind + "-bulk-note").value = "";
+  }
+
+  function showBulk(b) {
+    const done = b.decided.size;
+    status(b.summary + (done ? ` The engine has decided ${done} of ${b.total}.` : ""), b.tone);
+  }
+
+  // Counts an engine decision on an order or delivery of the last bulk action (one that may
+  // arrive while the action is still sending).
+  function bulkDecided(id) {
+    const b = bulkSent;
+    if (!b || !b.ids.has(id) || b.decided.has(id)) return;
+    b.decided.add(id);
+    if (b.summary) showBulk(b);
   }
 
   // The filtered queue as CSV (all pages), fetched with the token and saved as a file.
@@ -744,6 +769,7 @@
       sent.delete(r.order_id);
       status("The engine " + r.status + " " + r.order_id + (r.actor ? " (by " + r.actor + ")" : "") + ".", "ok");
     }
+    if (r.status === "released" || r.status === "rejected") bulkDecided(item.kind === "decision" ? r.order_id : r.delivery_id);
     if (item.kind === "decision") queueSees("holds", r);
     if (item.kind === "delivery_decision") queueSees("deliveries", r);
     if (view === "customer" && customer && r.customer_id === customer) later("customer", 500, () => loadCustomer(customer));

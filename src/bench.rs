@@ -504,6 +504,9 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// Orders at `rate` per second for `seconds`; the latency of every decision.
+///
+/// Long (a tool, not the engine): set-up, a paced producer, a consumer of decisions and the
+/// percentiles share the run's state; issue 20 notes moving the tools out of the library.
 pub fn latency(cfg: &BenchConfig, delivery: Delivery, batch_max_ms: u64) -> Result<Latency> {
     let site = new_site(cfg, &[])?;
     let mut s = settings(&site, delivery, &format!("latency-{batch_max_ms}"))?;

@@ -180,6 +180,11 @@ fn company_name(i: usize) -> String {
 }
 
 /// Generates the event lines (JSON, no newline), sorted by event time.
+///
+/// Over 300 lines, knowingly: one simulated customer life (profile, orders, deliveries,
+/// shipments, payments, faults) drawn from one random stream, whose order of draws fixes every
+/// generated file the tests and benchmarks compare against. Splitting it without changing a
+/// single draw is a change of its own (issue 20 notes it as left).
 pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
     let mut rng = Rng(cfg.seed);
     let mut out = Out {
@@ -630,7 +635,7 @@ mod tests {
             assert!(temporary > 0, "days {days}: some temporary limits");
             assert!(
                 !out.iter()
-                    .any(|o| matches!(o, crate::model::Output::Rejection(_))),
+                    .any(|o| matches!(o, crate::model::Output::DeadLetter(_))),
                 "days {days}: nothing dead-lettered"
             );
         }

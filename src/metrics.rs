@@ -145,6 +145,9 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Registers every metric family. Long on purpose: it is the catalogue, one declaration
+    /// per family (name, help, labels) in the order docs/operations.md lists them; split, the
+    /// catalogue would be scattered across helpers that each do the same thing.
     pub fn new() -> Metrics {
         let latency_buckets = vec![
             0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -520,7 +523,7 @@ impl Metrics {
                         .with_label_values(&[a.kind.as_str(), a.severity.as_str()])
                         .inc();
                 }
-                Output::Rejection(r) => {
+                Output::DeadLetter(r) => {
                     self.dead_letters
                         .with_label_values(&[r.error.as_str()])
                         .inc();

@@ -45,7 +45,7 @@ impl Summary {
                     }
                 }
                 Output::Alert(a) => *self.alerts.entry(a.kind.as_str()).or_default() += 1,
-                Output::Rejection(r) => {
+                Output::DeadLetter(r) => {
                     *self.dead_letters.entry(r.error.as_str()).or_default() += 1
                 }
             }
@@ -165,7 +165,7 @@ pub fn write_output<W: Write>(
             codec::replay_line(codec::topics::DELIVERY_DECISIONS, Some(&d.customer_id), &d)
         }
         Output::Alert(a) => codec::replay_line(codec::topics::ALERTS, Some(a.key()), &a),
-        Output::Rejection(r) => {
+        Output::DeadLetter(r) => {
             let dl = DeadLetter::new(r, original, source);
             codec::replay_line(codec::topics::DEAD_LETTER, dl.key(), &dl)
         }
@@ -217,7 +217,7 @@ pub fn replay_guarded<R: BufRead, W: Write>(
         outputs.clear();
         if len > max_message_bytes {
             buf.truncate(max_message_bytes);
-            outputs.push(Output::Rejection(Rejection {
+            outputs.push(Output::DeadLetter(InputError {
                 error: ErrorCode::TooLarge,
                 detail: format!(
                     "message of {len} bytes exceeds limits.max_message_bytes = {max_message_bytes}; original truncated"
@@ -248,7 +248,7 @@ pub fn replay_guarded<R: BufRead, W: Write>(
                         .clone()
                         .unwrap_or_else(|| "(undecodable)".into());
                     summary.count_event(&t, Outcome::Rejected.as_str());
-                    outputs.push(Output::Rejection(rejection));
+                    outputs.push(Output::DeadLetter(rejection));
                 }
             }
         }

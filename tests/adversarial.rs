@@ -96,7 +96,7 @@ fn event(n: u64, t: i64, customer: &str, body: EventBody) -> Event {
 fn codes(out: &[Output]) -> std::collections::BTreeMap<&'static str, usize> {
     let mut m = std::collections::BTreeMap::new();
     for o in out {
-        if let Output::Rejection(r) = o {
+        if let Output::DeadLetter(r) = o {
             *m.entry(r.error.as_str()).or_default() += 1;
         }
     }
@@ -317,7 +317,7 @@ fn fuzz_regression_a_redelivered_waiting_event_waits_once() {
                 Output::Decision(d) => Some(serde_json::to_string(d).expect("json")),
                 Output::DeliveryDecision(d) => Some(serde_json::to_string(d).expect("json")),
                 Output::Alert(a) => Some(serde_json::to_string(a).expect("json")),
-                Output::Rejection(_) => None,
+                Output::DeadLetter(_) => None,
             })
             .collect()
     };

@@ -361,7 +361,7 @@ fn deliveries_are_released_and_rejected_by_people_with_four_eyes() {
     let out = s.delivery_command(T1, "command.release_delivery", "ACME", "DN-1", "ann");
     assert!(out.is_empty(), "{out:?}");
     let out = s.delivery_command(T1, "command.release_delivery", "ACME", "DN-1", "ann");
-    assert_eq!(rejections(&out)[0].error, ErrorCode::FourEyesSameActor);
+    assert_eq!(dead_letters(&out)[0].error, ErrorCode::FourEyesSameActor);
     let out = s.delivery_command(T1, "command.release_delivery", "ACME", "DN-1", "bob");
     let r = only_delivery(&out);
     assert_eq!(r.status, DecisionStatus::Released);
@@ -389,7 +389,7 @@ fn deliveries_are_released_and_rejected_by_people_with_four_eyes() {
     for id in ["DN-1", "DN-2", "DN-404"] {
         let out = s.delivery_command(T2, "command.reject_delivery", "ACME", id, "ann");
         assert_eq!(
-            rejections(&out)[0].error,
+            dead_letters(&out)[0].error,
             ErrorCode::DeliveryNotHeld,
             "{id}"
         );
@@ -409,7 +409,7 @@ fn a_repeated_delivery_id_is_a_duplicate() {
     assert_eq!((outcome, out.len()), (Outcome::Duplicate, 0));
     // Another amount under the same delivery id is a conflict, dead-lettered; the first stays.
     let out = s.deliver(T1, "ACME", "DN-1", "O-1", "999");
-    assert_eq!(rejections(&out)[0].error, ErrorCode::DuplicateConflict);
+    assert_eq!(dead_letters(&out)[0].error, ErrorCode::DuplicateConflict);
     assert_eq!(
         s.engine.account("ACME").unwrap().deliveries["DN-1"].amount,
         dec("100")

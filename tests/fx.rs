@@ -63,7 +63,7 @@ fn without_a_rate_an_order_is_held_currency_mismatch_and_still_needs_a_person_af
         "ACME",
         json!({"payment_id": "P-1", "amount": "5", "currency": "JPY"}),
     );
-    assert_eq!(rejections(&out)[0].error, ErrorCode::CurrencyMismatch);
+    assert_eq!(dead_letters(&out)[0].error, ErrorCode::CurrencyMismatch);
 }
 
 #[test]
@@ -189,7 +189,7 @@ fn fx_rate_is_validated() {
                 .to_string()
                 .as_bytes(),
         );
-        let r = rejections(&out);
+        let r = dead_letters(&out);
         assert_eq!(r[0].error, ErrorCode::InvalidField, "{rate}");
         assert!(r[0].detail.starts_with(why), "{}", r[0].detail);
     }
@@ -198,7 +198,7 @@ fn fx_rate_is_validated() {
             .to_string()
             .as_bytes(),
     );
-    assert_eq!(rejections(&out)[0].error, ErrorCode::InvalidField);
+    assert_eq!(dead_letters(&out)[0].error, ErrorCode::InvalidField);
     let ok = s.raw(
         json!({"event_id": "y", "type": "fx.rate", "occurred_at": T0, "base": "EUR", "quote": "USD", "rate": 1.0845})
             .to_string()
@@ -291,7 +291,7 @@ fn an_account_without_a_profile_takes_its_first_orders_currency() {
         "ACME",
         json!({"payment_id": "P-1", "amount": "100.00", "currency": "USD"}),
     );
-    assert!(rejections(&out).is_empty(), "{out:?}");
+    assert!(dead_letters(&out).is_empty(), "{out:?}");
     let acc = s.engine.account("ACME").unwrap();
     assert_eq!(acc.currency, Currency::parse("EUR"));
     assert_eq!(acc.orders["O-1"].open_remaining, dec("1000"));

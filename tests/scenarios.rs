@@ -625,7 +625,7 @@ fn four_eyes_above_the_configured_amount() {
         "first approval only"
     );
     let out = s.command(T0, "command.release_hold", "ACME", Some("BIG"), "alice");
-    assert_eq!(rejections(&out)[0].error, ErrorCode::FourEyesSameActor);
+    assert_eq!(dead_letters(&out)[0].error, ErrorCode::FourEyesSameActor);
     let out = s.command(T0, "command.release_hold", "ACME", Some("BIG"), "carol");
     let d = only_decision(&out);
     assert_eq!(d.status, DecisionStatus::Released);
@@ -665,7 +665,7 @@ fn commands_for_orders_that_are_not_held_are_dead_lettered() {
     ] {
         let out = s.command(T0, cmd, "ACME", Some(order), "bob");
         assert_eq!(
-            rejections(&out)[0].error,
+            dead_letters(&out)[0].error,
             ErrorCode::OrderNotHeld,
             "{order}"
         );
@@ -1054,7 +1054,7 @@ fn conflicting_repeats_are_dead_lettered_with_what_differs_and_the_first_is_kept
         "ACME",
         json!({"order_id": "O-1", "amount": "900", "currency": "EUR"}),
     );
-    let r = rejections(&out);
+    let r = dead_letters(&out);
     assert_eq!(r.len(), 1, "{out:?}");
     assert_eq!(r[0].error, ErrorCode::DuplicateConflict);
     assert!(r[0].detail.contains("event_id E-1"), "{}", r[0].detail);
@@ -1069,20 +1069,20 @@ fn conflicting_repeats_are_dead_lettered_with_what_differs_and_the_first_is_kept
     assert!(out.is_empty(), "{out:?}");
     // A known order id placed again with another amount, under a new event id.
     let out = s.order(T0, "ACME", "O-1", "250");
-    assert_eq!(rejections(&out)[0].error, ErrorCode::DuplicateConflict);
+    assert_eq!(dead_letters(&out)[0].error, ErrorCode::DuplicateConflict);
     assert_eq!(
-        rejections(&out)[0].detail,
+        dead_letters(&out)[0].detail,
         "order O-1 was placed before for 100.00 EUR; this one says 250.00 EUR; the first is kept"
     );
     // A known shipment id with another amount.
     s.ship(T0, "ACME", "S-1", "O-1", "60");
     let out = s.ship(T0, "ACME", "S-1", "O-1", "70");
-    assert_eq!(rejections(&out)[0].error, ErrorCode::DuplicateConflict);
-    assert!(rejections(&out)[0].detail.contains("60.00"));
+    assert_eq!(dead_letters(&out)[0].error, ErrorCode::DuplicateConflict);
+    assert!(dead_letters(&out)[0].detail.contains("60.00"));
     // A known delivery id for another order.
     s.deliver(T0, "ACME", "D-1", "O-1", "40");
     let out = s.deliver(T0, "ACME", "D-1", "O-9", "40");
-    assert_eq!(rejections(&out)[0].error, ErrorCode::DuplicateConflict);
+    assert_eq!(dead_letters(&out)[0].error, ErrorCode::DuplicateConflict);
     // Nothing changed: the first of each is kept.
     let e = s.exposure("ACME");
     assert_eq!((e.open_orders, e.receivables), (dec("40"), dec("60")));
@@ -1217,7 +1217,7 @@ fn pending_events_are_resolved_after_the_window() {
         json!({"order_id": "PHANTOM"}),
     );
     let out = s.tick("2026-03-03T08:00:00Z");
-    let r = rejections(&out);
+    let r = dead_letters(&out);
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].error, ErrorCode::OrderUnknown);
     assert!(r[0].original.as_deref().unwrap().contains("PHANTOM"));
@@ -1260,7 +1260,7 @@ fn each_dead_letter_code() {
     ];
     for (bytes, code) in cases {
         let out = s.raw(bytes);
-        let r = rejections(&out);
+        let r = dead_letters(&out);
         assert_eq!(r.len(), 1, "{}", String::from_utf8_lossy(bytes));
         assert_eq!(r[0].error, code, "{}", r[0].detail);
     }
@@ -1285,7 +1285,7 @@ fn a_profile_cannot_change_the_currency_of_an_account_holding_money() {
         "ACME",
         json!({"credit_limit": "1000", "currency": "USD"}),
     );
-    assert_eq!(rejections(&out)[0].error, ErrorCode::CurrencyMismatch);
+    assert_eq!(dead_letters(&out)[0].error, ErrorCode::CurrencyMismatch);
 }
 
 #[test]
@@ -1305,11 +1305,11 @@ fn a_manually_released_order_fixes_the_currency_of_an_account_without_a_profile(
         "NEW",
         json!({"credit_limit": "1000", "currency": "USD"}),
     );
-    assert_eq!(rejections(&out)[0].error, ErrorCode::CurrencyMismatch);
+    assert_eq!(dead_letters(&out)[0].error, ErrorCode::CurrencyMismatch);
     assert_eq!(s.exposure("NEW").open_orders, dec("500"));
     // In its own currency the profile is taken.
     let out = s.profile("2026-03-02T10:00:00Z", "NEW", "1000", json!({}));
-    assert!(rejections(&out).is_empty());
+    assert!(dead_letters(&out).is_empty());
 }
 
 /// The guard `run` applies: 24 hours ahead of a wall clock fixed at `now`.
@@ -1330,7 +1330,7 @@ fn a_quiet_period_of_any_length_loses_nothing() {
     acme(&mut s, "1000", json!({}));
     s.order(T0, "ACME", "O-1", "1500");
     let out = s.order("2026-09-01T00:00:00Z", "ACME", "O-2", "100");
-    assert!(rejections(&out).is_empty(), "{out:?}");
+    assert!(dead_letters(&out).is_empty(), "{out:?}");
     let d = decisions(&out);
     assert_eq!(
         d.iter()
@@ -1365,7 +1365,7 @@ fn an_event_from_a_broken_clock_is_refused_against_the_wall_clock() {
     // Outside the timestamps the engine accepts at all: refused whatever the guard, with the
     // accepted range in the text.
     let out = s.order("9999-12-31T00:00:00Z", "BROKEN", "X-0", "1");
-    let r = rejections(&out);
+    let r = dead_letters(&out);
     assert_eq!((r.len(), r[0].error), (1, ErrorCode::InvalidField));
     assert!(
         r[0].detail
@@ -1376,7 +1376,7 @@ fn an_event_from_a_broken_clock_is_refused_against_the_wall_clock() {
     let year_2099 = json!({"event_id": "f-1", "type": "order.placed", "occurred_at": "2099-12-31T00:00:00Z",
         "customer_id": "BROKEN", "order_id": "X-1", "amount": "1", "currency": "EUR"});
     let out = guarded(&mut s, year_2099);
-    let r = rejections(&out);
+    let r = dead_letters(&out);
     assert_eq!((r.len(), r[0].error), (1, ErrorCode::InvalidField));
     assert!(
         r[0].detail
@@ -1391,7 +1391,7 @@ fn an_event_from_a_broken_clock_is_refused_against_the_wall_clock() {
     let command = json!({"event_id": "f-2", "type": "command.block", "occurred_at": "2026-06-01T00:00:00Z",
         "customer_id": "ACME", "actor": "x", "note": "n"});
     assert_eq!(
-        rejections(&guarded(&mut s, command))[0].error,
+        dead_letters(&guarded(&mut s, command))[0].error,
         ErrorCode::InvalidField
     );
     // No ratchet: events just inside the window are accepted, one after another, but the clock
@@ -1403,13 +1403,13 @@ fn an_event_from_a_broken_clock_is_refused_against_the_wall_clock() {
         let order = json!({"event_id": format!("w-{i}"), "type": "order.placed", "occurred_at": at,
             "customer_id": "OTHER", "order_id": format!("W-{i}"), "amount": "1", "currency": "EUR"});
         let out = guarded(&mut s, order);
-        assert!(rejections(&out).is_empty(), "{out:?}");
+        assert!(dead_letters(&out).is_empty(), "{out:?}");
         assert!(decisions(&out).iter().all(|d| d.order_id != "O-1"));
     }
     let far = json!({"event_id": "w-9", "type": "order.placed", "occurred_at": "2026-03-05T00:00:00Z",
         "customer_id": "OTHER", "order_id": "W-9", "amount": "1", "currency": "EUR"});
     assert_eq!(
-        rejections(&guarded(&mut s, far))[0].error,
+        dead_letters(&guarded(&mut s, far))[0].error,
         ErrorCode::InvalidField
     );
 }

@@ -264,7 +264,7 @@ fn render(outputs: &[Output]) -> Vec<String> {
             Output::Decision(d) => serde_json::to_string(d).expect("json"),
             Output::DeliveryDecision(d) => serde_json::to_string(d).expect("json"),
             Output::Alert(a) => serde_json::to_string(a).expect("json"),
-            Output::Rejection(r) => format!("{r:?}"),
+            Output::DeadLetter(r) => format!("{r:?}"),
         })
         .collect()
 }
@@ -272,7 +272,7 @@ fn render(outputs: &[Output]) -> Vec<String> {
 fn accepted(outputs: &[Output]) -> Vec<String> {
     outputs
         .iter()
-        .filter(|o| !matches!(o, Output::Rejection(_)))
+        .filter(|o| !matches!(o, Output::DeadLetter(_)))
         .map(|o| render(std::slice::from_ref(o)).remove(0))
         .collect()
 }

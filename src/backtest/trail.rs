@@ -122,7 +122,7 @@ impl Trail {
                         .or_default() += 1
                 }
                 Output::Alert(a) => *self.alerts.entry(a.kind.as_str()).or_default() += 1,
-                Output::Rejection(_) => self.dead_letters += 1,
+                Output::DeadLetter(_) => self.dead_letters += 1,
             }
         }
     }

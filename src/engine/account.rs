@@ -6,369 +6,13 @@
 //! that exposure = open orders + receivables - unapplied credit after every apply.
 
 use super::delivery::{Delivery, DeliveryState};
-use super::fx::FxRates;
 use crate::model::*;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
-/// A bounded set of ids that forgets the oldest first. Serialized as the list, oldest first.
-///
-/// Each id is stored once, in `order`; the index holds only a hash per id (and how many of the
-/// remembered ids share it), and a hit is confirmed against `order`, so a collision can cost a
-/// scan of at most `cap` ids but never a wrong answer.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(from = "Vec<String>")]
-pub struct IdRing {
-    hashes: HashMap<u64, u32, foldhash::fast::FixedState>,
-    order: VecDeque<String>,
-    /// A tag per id, aligned with `order` (the content fingerprint of a remembered event; 0
-    /// when unknown). Not in the format-2 layout: the account extension carries the tags of
-    /// its event ids (see `state`).
-    tags: VecDeque<u64>,
-}
-
-/// A fast, fixed-seed hash: ids come from input, but a crafted collision costs at most a scan
-/// of `cap` ids (see above), so a keyed hash buys nothing here.
-fn id_hash(id: &str) -> u64 {
-    use std::hash::BuildHasher;
-    foldhash::fast::FixedState::with_seed(0x6372_6564_6974).hash_one(id)
-}
-
-impl From<Vec<String>> for IdRing {
-    fn from(ids: Vec<String>) -> IdRing {
-        let mut hashes: HashMap<u64, u32, foldhash::fast::FixedState> =
-            HashMap::with_capacity_and_hasher(ids.len(), Default::default());
-        for id in &ids {
-            *hashes.entry(id_hash(id)).or_default() += 1;
-        }
-        IdRing {
-            hashes,
-            tags: std::iter::repeat_n(0, ids.len()).collect(),
-            order: ids.into(),
-        }
-    }
-}
-
-// Written in place (`into = "Vec<String>"` would copy every id for each snapshot).
-impl Serialize for IdRing {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(&self.order)
-    }
-}
-
-impl IdRing {
-    pub fn contains(&self, id: &str) -> bool {
-        self.contains_hashed(id, id_hash(id))
-    }
-
-    fn contains_hashed(&self, id: &str, hash: u64) -> bool {
-        self.hashes.contains_key(&hash) && self.order.iter().any(|x| x == id)
-    }
-
-    /// Remembers `id`, forgetting the oldest ids beyond `cap`. Returns false if already known.
-    pub fn insert(&mut self, id: String, cap: usize) -> bool {
-        self.insert_tagged(id, 0, cap)
-    }
-
-    /// `insert`, with a tag kept beside the id (0: none).
-    pub fn insert_tagged(&mut self, id: String, tag: u64, cap: usize) -> bool {
-        let hash = id_hash(&id);
-        if cap == 0 || self.contains_hashed(&id, hash) {
-            return false;
-        }
-        while self.order.len() >= cap {
-            self.tags.pop_front();
-            if let Some(old) = self.order.pop_front() {
-                let h = id_hash(&old);
-                if let Some(n) = self.hashes.get_mut(&h) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.hashes.remove(&h);
-                    }
-                }
-            }
-        }
-        *self.hashes.entry(hash).or_default() += 1;
-        self.order.push_back(id);
-        self.tags.push_back(tag);
-        true
-    }
-
-    /// The tag a remembered id was inserted with (0: none or unknown).
-    pub fn tag_of(&self, id: &str) -> u64 {
-        if !self.contains(id) {
-            return 0;
-        }
-        self.order
-            .iter()
-            .position(|x| x == id)
-            .and_then(|i| self.tags.get(i).copied())
-            .unwrap_or(0)
-    }
-
-    /// The tags, aligned with `iter()` (what a snapshot keeps).
-    pub fn tags(&self) -> impl Iterator<Item = u64> + '_ {
-        self.tags.iter().copied()
-    }
-
-    /// Puts snapshotted tags back; ignored unless there is one per id.
-    pub fn set_tags(&mut self, tags: Vec<u64>) {
-        if tags.len() == self.order.len() {
-            self.tags = tags.into();
-        }
-    }
-
-    /// `contains(prefix + id)` without allocating the joined id (up to 136 bytes: any ASCII id of the contract's 128 characters and its prefix).
-    pub fn contains_prefixed(&self, prefix: &str, id: &str) -> bool {
-        let n = prefix.len() + id.len();
-        let mut buf = [0u8; 136];
-        if n > buf.len() {
-            return self.contains(&format!("{prefix}{id}"));
-        }
-        buf[..prefix.len()].copy_from_slice(prefix.as_bytes());
-        buf[prefix.len()..n].copy_from_slice(id.as_bytes());
-        // Two valid UTF-8 strings joined are valid UTF-8.
-        std::str::from_utf8(&buf[..n]).is_ok_and(|joined| self.contains(joined))
-    }
-
-    pub fn len(&self) -> usize {
-        self.order.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &String> {
-        self.order.iter()
-    }
-}
-
-/// Where an order stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OrderState {
-    /// Approved (or released): its unshipped remainder counts in exposure.
-    Open,
-    /// Waiting in the hold queue: counts nowhere until released.
-    Held,
-}
-
-/// A hold on an order: every rule it failed, and the first approver under four-eyes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Hold {
-    pub reasons: Vec<Reason>,
-    pub held_at: Timestamp,
-    pub first_approver: Option<String>,
-}
-
-impl Hold {
-    /// A hold that only a person can release (skipped by the automatic re-check).
-    pub fn needs_person(&self) -> bool {
-        self.reasons.iter().any(|r| r.code.needs_person())
-    }
-}
-
-/// A live order (approved with an unshipped remainder, or held).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Order {
-    pub order_id: String,
-    /// Amount and currency as ordered.
-    #[serde(with = "crate::model::money::dec")]
-    pub amount: Decimal,
-    pub currency: Currency,
-    /// The amount in the account's currency (equal to `amount` unless converted by an FX rate).
-    #[serde(with = "crate::model::money::dec")]
-    pub amount_account: Decimal,
-    pub placed_at: Timestamp,
-    pub placed_event_id: String,
-    pub state: OrderState,
-    /// Shipped so far, in the order's currency.
-    #[serde(with = "crate::model::money::dec")]
-    pub shipped: Decimal,
-    /// Unshipped remainder counted in open orders (0 while held).
-    #[serde(with = "crate::model::money::dec")]
-    pub open_remaining: Decimal,
-    /// Unapplied credit earmarked for this prepaid order, not yet consumed by a shipment.
-    #[serde(with = "crate::model::money::dec")]
-    pub prepaid: Decimal,
-    pub hold: Option<Hold>,
-}
-
-/// One open receivable: a shipment not yet fully paid or credited.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Receivable {
-    pub shipment_id: String,
-    pub order_id: String,
-    #[serde(with = "crate::model::money::dec")]
-    pub amount: Decimal,
-    #[serde(with = "crate::model::money::dec")]
-    pub open: Decimal,
-    pub shipped_at: Timestamp,
-    pub due_at: Timestamp,
-    /// Settled so far by payments (including unapplied credit) and by credit notes.
-    #[serde(with = "crate::model::money::dec")]
-    pub paid: Decimal,
-    #[serde(with = "crate::model::money::dec")]
-    pub credited: Decimal,
-    /// Sum over paid portions of portion x days late (for the timeliness indicator).
-    #[serde(with = "crate::model::money::dec")]
-    pub late_weighted: Decimal,
-    /// Next time-driven stage: 0 = overdue, 1..=n aging buckets, n+1 = write-off candidate.
-    pub next_stage: u8,
-    /// A receivable in another currency than the account's: that currency and the open amount
-    /// in it (`open` is its value in the account's currency at the latest rate). Not in the
-    /// format-2 layout: snapshots carry it in the account's extension (see `state`).
-    #[serde(skip)]
-    pub foreign: Option<ForeignOpen>,
-}
-
-/// The open amount of a foreign-currency item, in its own currency.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ForeignOpen {
-    pub currency: Currency,
-    #[serde(with = "crate::model::money::dec")]
-    pub open: Decimal,
-}
-
-/// How an account converts: the engine's rates and the account's currency.
-#[derive(Clone, Copy)]
-pub struct Conv<'a> {
-    pub rates: &'a FxRates,
-    pub account: Currency,
-}
-
-impl Conv<'_> {
-    /// `own` in `currency` as an amount of the account's currency. An open amount never
-    /// converts to nothing: a positive one is worth at least 0.0001.
-    pub fn value(&self, own: Decimal, currency: Currency) -> Decimal {
-        let v = self
-            .rates
-            .convert(own, currency, self.account)
-            .unwrap_or(own);
-        if own > Decimal::ZERO && v <= Decimal::ZERO {
-            Decimal::new(1, 4)
-        } else {
-            v
-        }
-    }
-
-    pub fn convert(&self, amount: Decimal, from: Currency, to: Currency) -> Option<Decimal> {
-        self.rates.convert(amount, from, to)
-    }
-}
-
-/// A shipment's amount: in the account's currency, and as shipped.
-#[derive(Clone, Copy, Debug)]
-pub struct ShipmentAmount {
-    pub account: Decimal,
-    pub own: Decimal,
-    pub currency: Currency,
-}
-
-impl Receivable {
-    /// The open amount in the receivable's own currency.
-    pub fn open_own(&self) -> Decimal {
-        self.foreign.map_or(self.open, |f| f.open)
-    }
-
-    pub fn currency_or(&self, account: Currency) -> Currency {
-        self.foreign.map_or(account, |f| f.currency)
-    }
-
-    /// Settles `take_own` of the open amount (own currency); returns what that was worth in
-    /// the account's currency.
-    fn settle_own(
-        &mut self,
-        kind: SettlementKind,
-        take_own: Decimal,
-        at: Timestamp,
-        conv: &Conv<'_>,
-    ) -> Decimal {
-        let delta = match self.foreign.as_mut() {
-            None => take_own,
-            Some(f) => {
-                f.open -= take_own;
-                let new_open = if f.open.is_zero() {
-                    Decimal::ZERO
-                } else {
-                    conv.value(f.open, f.currency)
-                };
-                self.open - new_open
-            }
-        };
-        self.apply_portion(kind, delta, at);
-        delta
-    }
-
-    /// The most of the open amount (own currency) that `take_acc` of the account's currency
-    /// settles: all of it when `take_acc` covers the whole open amount, else a part whose
-    /// value (after rounding) is not more than `take_acc`.
-    fn own_of(&self, take_acc: Decimal, conv: &Conv<'_>) -> Decimal {
-        let Some(f) = self.foreign else {
-            return take_acc;
-        };
-        if take_acc >= self.open {
-            return f.open;
-        }
-        let mut own = conv
-            .convert(take_acc, conv.account, f.currency)
-            .unwrap_or(Decimal::ZERO)
-            .min(f.open);
-        let step = Decimal::new(1, 4);
-        for _ in 0..4 {
-            let left = f.open - own;
-            let worth = self.open
-                - if left.is_zero() {
-                    left
-                } else {
-                    conv.value(left, f.currency)
-                };
-            if worth <= take_acc || own.is_zero() {
-                break;
-            }
-            own = (own - step).max(Decimal::ZERO);
-        }
-        own
-    }
-
-    fn apply_portion(&mut self, kind: SettlementKind, take: Decimal, at: Timestamp) {
-        self.open -= take;
-        match kind {
-            SettlementKind::Payment => {
-                self.paid += take;
-                if at > self.due_at {
-                    self.late_weighted += take * at.days_since(self.due_at);
-                }
-            }
-            SettlementKind::CreditNote => self.credited += take,
-        }
-    }
-}
-
-/// A receivable after it was settled, kept (bounded) for the behavioural indicators.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SettledItem {
-    pub shipment_id: String,
-    #[serde(with = "crate::model::money::dec")]
-    pub amount: Decimal,
-    #[serde(with = "crate::model::money::dec")]
-    pub paid: Decimal,
-    #[serde(with = "crate::model::money::dec")]
-    pub credited: Decimal,
-    #[serde(with = "crate::model::money::dec")]
-    pub late_weighted: Decimal,
-    pub due_at: Timestamp,
-    pub settled_at: Timestamp,
-}
-
-/// A shipment or cancellation that arrived before its order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Pending {
-    #[serde(with = "event_as_json")]
-    pub event: Event,
-    pub received_at: Timestamp,
-}
+pub use super::id_ring::IdRing;
+pub use super::items::*;
 
 /// What the warnings remember about the customer's behaviour (all bounded).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -387,6 +31,38 @@ pub struct Behaviour {
     pub grade_suggested: Option<Grade>,
     pub limit_decrease_active: bool,
     pub limit_increase_active: bool,
+    /// What the warnings derive from `settled`, kept between events; not stored (a restored
+    /// account derives it again) and cleared by every change to `settled`.
+    #[serde(skip)]
+    pub derived: SettledDerived,
+}
+
+/// Figures derived from the settled items (see `warnings`), reused while they cannot change.
+/// Never part of an account's identity: any two compare equal.
+#[derive(Clone, Debug, Default)]
+pub struct SettledDerived {
+    /// The behavioural grade's window over the settled items.
+    pub window: Option<WindowFigures>,
+    /// `recent_avg_days_late` and the item count it was derived for.
+    pub recent_late: Option<(usize, Option<Decimal>)>,
+}
+
+impl PartialEq for SettledDerived {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// The sums over the settled items due within the behaviour window, valid for every `now` in
+/// `from..until` (no item enters or leaves the window in that span).
+#[derive(Clone, Copy, Debug)]
+pub struct WindowFigures {
+    pub window_days: u32,
+    pub from: i64,
+    pub until: i64,
+    /// `(amount due, collected, net collection rate, average days late)`; `None` when
+    /// nothing was due.
+    pub figures: Option<(Decimal, Decimal, Decimal, Decimal)>,
 }
 
 /// Alert bookkeeping that stops repeats.
@@ -762,6 +438,7 @@ impl Account {
     fn remember_settled(&mut self, r: Receivable, at: Timestamp, closed_ids_cap: usize) {
         self.closed_ids
             .insert(format!("s:{}", r.shipment_id), closed_ids_cap);
+        self.behaviour.derived = SettledDerived::default();
         self.behaviour.settled.push_back(SettledItem {
             shipment_id: r.shipment_id,
             amount: r.amount,
@@ -908,60 +585,5 @@ fn order_remainder_value(order: &Order, conv: &Conv<'_>) -> Decimal {
         own
     } else {
         conv.value(own, order.currency)
-    }
-}
-
-/// Parked events are kept in snapshots in their contract JSON form.
-mod event_as_json {
-    use crate::codec::{decode_event, encode_event};
-    use crate::model::Event;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(event: &Event, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&encode_event(event))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Event, D::Error> {
-        let text = String::deserialize(d)?;
-        decode_event(text.as_bytes()).map_err(|r| serde::de::Error::custom(r.detail))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::IdRing;
-
-    #[test]
-    fn the_id_ring_remembers_the_newest_ids_up_to_its_cap() {
-        let mut ring = IdRing::default();
-        for i in 0..5 {
-            assert!(ring.insert(format!("ev-{i}"), 3));
-        }
-        assert!(!ring.insert("ev-4".into(), 3), "a known id is refused");
-        assert_eq!(ring.len(), 3);
-        assert!(!ring.contains("ev-1"), "forgotten beyond the cap");
-        assert!(ring.contains("ev-2") && ring.contains("ev-4"));
-        let restored = IdRing::from(ring.iter().cloned().collect::<Vec<String>>());
-        assert_eq!(restored, ring, "the serialized list restores the same ring");
-        assert!(
-            !IdRing::default().insert("x".into(), 0),
-            "cap 0 remembers nothing"
-        );
-    }
-
-    #[test]
-    fn prefixed_lookups_match_joined_ids_of_any_length() {
-        let long = "x".repeat(200);
-        let mut ring = IdRing::default();
-        ring.insert("o:SO-1".into(), 8);
-        ring.insert(format!("s:{long}"), 8);
-        assert!(ring.contains_prefixed("o:", "SO-1"));
-        assert!(!ring.contains_prefixed("s:", "SO-1"));
-        assert!(!ring.contains_prefixed("o:", "SO-"));
-        assert!(
-            ring.contains_prefixed("s:", &long),
-            "past the 128-byte buffer"
-        );
-        assert!(!ring.contains_prefixed("o:", &long));
     }
 }

@@ -117,21 +117,32 @@ impl Engine {
 
     /// Behavioural grade and limit suggestions, each edge-triggered (once per change).
     pub(super) fn behaviour_alerts(&mut self, cid: &str, cause: &Cause, out: &mut Vec<Output>) {
+        let Some(profile) = self.accounts.get(cid).and_then(|a| a.profile.as_ref()) else {
+            return;
+        };
+        let profile_grade = profile.grade.unwrap_or(self.policy.default_grade);
+        let (limit, currency) = (profile.credit_limit, profile.currency);
+        self.grade_alert(cid, profile_grade, cause, out);
+        self.limit_suggestion_alerts(cid, limit, currency, cause, out);
+    }
+
+    /// `GRADE_CHANGE_SUGGESTED` when the behavioural grade first differs from the profile's
+    /// (applied as an override when `apply_behavioural_grade` is set).
+    fn grade_alert(
+        &mut self,
+        cid: &str,
+        profile_grade: Grade,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) {
         let policy = Arc::clone(&self.policy);
         let now = self.now();
-        let Some(acc) = self.accounts.get(cid) else {
-            return;
-        };
-        let Some(profile) = acc.profile.as_ref() else {
-            return;
-        };
-        let profile_grade = profile.grade.unwrap_or(policy.default_grade);
-        let limit = profile.credit_limit;
-        let currency = profile.currency;
         // Built only when an alert fires (most events fire none).
         let disc = || format!("{}|{}", cause.source, cause.at.0);
-
-        if let Some(ind) = warnings::behavioural_grade(acc, &policy, now, profile_grade) {
+        let acc = self.accounts.get_mut(cid).expect("exists");
+        let grade =
+            warnings::behavioural_grade_cached(&mut acc.behaviour, &policy, now, profile_grade);
+        if let Some(ind) = grade {
             let suggested = ind.combined;
             let acc = self.accounts.get_mut(cid).expect("exists");
             if suggested == profile_grade {
@@ -178,10 +189,24 @@ impl Engine {
                 out.push(Output::Alert(alert));
             }
         }
+    }
 
+    /// `LIMIT_DECREASE_SUGGESTED` when recent items were paid late on average, and
+    /// `LIMIT_INCREASE_SUGGESTED` when they were paid on time while orders ran near the limit.
+    fn limit_suggestion_alerts(
+        &mut self,
+        cid: &str,
+        limit: Decimal,
+        currency: Currency,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) {
+        let policy = Arc::clone(&self.policy);
+        // Built only when an alert fires (most events fire none).
+        let disc = || format!("{}|{}", cause.source, cause.at.0);
         let s = &policy.limit_suggestions;
         let acc = self.accounts.get_mut(cid).expect("exists");
-        let avg_late = warnings::recent_avg_days_late(acc, s.settled_items);
+        let avg_late = warnings::recent_avg_days_late_cached(&mut acc.behaviour, s.settled_items);
         let decrease = avg_late.is_some_and(|a| a > s.decrease_avg_days_late_min);
         let near = acc.behaviour.near_limit.iter().filter(|n| **n).count();
         let increase = !decrease
@@ -191,7 +216,8 @@ impl Engine {
         let fire_increase = increase && !acc.behaviour.limit_increase_active;
         acc.behaviour.limit_decrease_active = decrease;
         acc.behaviour.limit_increase_active = increase;
-        let avg = avg_late.unwrap_or_default().normalize().to_string();
+        // Formatted only for an alert that fires (most events fire none).
+        let avg = || avg_late.unwrap_or_default().normalize().to_string();
         if fire_decrease {
             let suggested = (limit - limit * s.decrease_pct / Decimal::ONE_HUNDRED).round_dp(2);
             let alert = self.alert(
@@ -202,7 +228,7 @@ impl Engine {
                 cause.at,
                 &disc(),
                 vec![
-                    ("avg_days_late", json!(avg)),
+                    ("avg_days_late", json!(avg())),
                     ("settled_items", json!(s.settled_items)),
                     (
                         "threshold_days",
@@ -225,7 +251,7 @@ impl Engine {
                 cause.at,
                 &disc(),
                 vec![
-                    ("avg_days_late", json!(avg)),
+                    ("avg_days_late", json!(avg())),
                     ("settled_items", json!(s.settled_items)),
                     ("near_limit_orders", json!(near)),
                     ("recent_orders", json!(s.increase_recent_orders)),

@@ -8,16 +8,16 @@
 //! counts in open orders); only the excess beyond it is new exposure, counted in open orders
 //! until it ships, and only that excess meets the credit rule. Under pay-before-ship an approved
 //! delivery earmarks unapplied credit (the order's earmark first), consumed when it ships.
+//!
+//! This file has the delivery items, the account's side and the check itself;
+//! `delivery_events` how the engine applies delivery events and commands.
 
 use super::account::{Account, Hold, OrderState};
 use super::rules::Terms;
-use super::{ids, rejection, warnings, Cause, Engine, Outcome, TimerKind};
 use crate::model::*;
-use crate::policy::{days_us, Policy, ReleaseOrder};
+use crate::policy::Policy;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use std::sync::Arc;
 
 /// Where a delivery stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
@@ -79,7 +79,7 @@ impl OrderStanding {
         }
     }
 
-    fn approved(self) -> bool {
+    pub(super) fn approved(self) -> bool {
         matches!(self, OrderStanding::Open | OrderStanding::Shipped)
     }
 }
@@ -87,8 +87,8 @@ impl OrderStanding {
 /// Closed-id prefixes, one id per closed item: deliveries shipped (`d:`), rejected (`dx:`) or
 /// cancelled (`dc:`); orders rejected (`r:`) or cancelled (`c:`) beside `o:` for the others.
 pub(super) const CLOSED_DELIVERY: &str = "d:";
-const REJECTED_DELIVERY: &str = "dx:";
-const CANCELLED_DELIVERY: &str = "dc:";
+pub(super) const REJECTED_DELIVERY: &str = "dx:";
+pub(super) const CANCELLED_DELIVERY: &str = "dc:";
 pub(super) const REJECTED_ORDER: &str = "r:";
 pub(super) const CANCELLED_ORDER: &str = "c:";
 
@@ -226,7 +226,11 @@ impl Account {
 
     /// The approved delivery a shipment carries out: the one it names, else the oldest
     /// approved delivery of its order.
-    fn delivery_for_shipment(&self, order_id: &str, named: Option<&str>) -> Option<String> {
+    pub(super) fn delivery_for_shipment(
+        &self,
+        order_id: &str,
+        named: Option<&str>,
+    ) -> Option<String> {
         if let Some(id) = named {
             return self
                 .deliveries
@@ -252,7 +256,7 @@ pub struct DeliveryCheck<'a> {
     pub currency: Currency,
 }
 
-fn m(v: Decimal) -> String {
+pub(super) fn m(v: Decimal) -> String {
     format_money(v)
 }
 
@@ -324,547 +328,16 @@ pub fn check_delivery(
 
 /// A delivery hold a re-check passes over: it waits for a person (no FX rate) and blocks
 /// nothing.
-fn needs_person(reasons: &[Reason]) -> bool {
+pub(super) fn needs_person(reasons: &[Reason]) -> bool {
     reasons
         .iter()
         .any(|r| r.code == ReasonCode::CurrencyMismatch)
 }
 
 /// A delivery hold that blocks no other delivery: waiting for its order or for a person.
-fn blocks_nothing(reasons: &[Reason]) -> bool {
+pub(super) fn blocks_nothing(reasons: &[Reason]) -> bool {
     needs_person(reasons)
         || reasons
             .iter()
             .all(|r| r.code == ReasonCode::OrderNotApproved)
-}
-
-impl Engine {
-    /// The delivery's amount in the account's currency (`None`: no FX rate).
-    fn delivery_amount_account(
-        &self,
-        acc: &Account,
-        amount: Decimal,
-        currency: Currency,
-    ) -> Option<Decimal> {
-        let terms = super::rules::terms(acc, &self.policy, self.now());
-        match terms.map(|t| t.currency).or(acc.currency) {
-            Some(c) => self.rates.convert(amount, currency, c),
-            None => Some(amount),
-        }
-    }
-
-    pub(super) fn on_delivery_requested(
-        &mut self,
-        cid: &str,
-        event: &Event,
-        req: &DeliveryRequest,
-        cause: &Cause,
-        out: &mut Vec<Output>,
-    ) -> Outcome {
-        let policy = Arc::clone(&self.policy);
-        let now = self.now();
-        let acc = &self.accounts[cid];
-        if acc.knows_delivery(&req.delivery_id) {
-            if let Some(first) = acc.deliveries.get(&req.delivery_id).filter(|d| {
-                d.order_id != req.order_id || d.amount != req.amount || d.currency != req.currency
-            }) {
-                let detail = format!(
-                    "delivery {} was requested before for order {}, {} {}; this one says order {}, {} {}; the first is kept",
-                    req.delivery_id,
-                    first.order_id,
-                    format_money(first.amount),
-                    first.currency,
-                    req.order_id,
-                    format_money(req.amount),
-                    req.currency
-                );
-                out.push(Output::Rejection(rejection(
-                    event,
-                    ErrorCode::DuplicateConflict,
-                    detail,
-                )));
-                return Outcome::Rejected;
-            }
-            return Outcome::Duplicate;
-        }
-        if acc.deliveries.len() >= policy.bounds.items_per_account {
-            out.push(Output::Rejection(rejection(
-                event,
-                ErrorCode::CapacityExceeded,
-                format!(
-                    "account {cid} has {} live deliveries (limits.items_per_account); delivery {} is not decided",
-                    acc.deliveries.len(),
-                    req.delivery_id
-                ),
-            )));
-            return Outcome::Rejected;
-        }
-        let terms = super::rules::terms(acc, &policy, now);
-        let amount_account = self.delivery_amount_account(acc, req.amount, req.currency);
-        let check = DeliveryCheck {
-            delivery_id: &req.delivery_id,
-            order_id: &req.order_id,
-            amount_account,
-            amount: req.amount,
-            currency: req.currency,
-        };
-        let reasons = check_delivery(acc, terms.as_ref(), &policy, now, &check);
-        let prepay = terms.as_ref().is_some_and(|t| t.prepay);
-        let held = !reasons.is_empty();
-        let acc = self.accounts.get_mut(cid).expect("account exists");
-        acc.deliveries.insert(
-            req.delivery_id.clone(),
-            Box::new(Delivery {
-                delivery_id: req.delivery_id.clone(),
-                order_id: req.order_id.clone(),
-                amount: req.amount,
-                currency: req.currency,
-                amount_account: amount_account.unwrap_or(req.amount),
-                requested_at: event.occurred_at,
-                requested_event_id: event.event_id.clone(),
-                state: DeliveryState::Held,
-                covered: Decimal::ZERO,
-                excess: Decimal::ZERO,
-                prepaid: Decimal::ZERO,
-                hold: held.then(|| Hold {
-                    reasons: reasons.clone(),
-                    held_at: event.occurred_at,
-                    first_approver: None,
-                }),
-            }),
-        );
-        let status = if held {
-            acc.enqueue_delivery(&req.delivery_id);
-            if policy.hold_expiry_days > 0 {
-                let at = event
-                    .occurred_at
-                    .plus_us(days_us(policy.hold_expiry_days) + 1);
-                self.schedule(
-                    at,
-                    cid,
-                    TimerKind::DeliveryHoldExpiry {
-                        delivery_id: req.delivery_id.clone(),
-                    },
-                );
-            }
-            DecisionStatus::Held
-        } else {
-            acc.approve_delivery(&req.delivery_id, prepay);
-            DecisionStatus::Approved
-        };
-        let d = self.delivery_decision(cid, &req.delivery_id, status, reasons, cause, None, None);
-        out.extend(d.map(Output::DeliveryDecision));
-        self.touch(cid);
-        Outcome::Applied
-    }
-
-    /// Judges a shipment as it arrives: `SHIPPED_WITHOUT_RELEASE` when its order is not
-    /// approved or the delivery it names is held or rejected. The receivable is booked anyway.
-    pub(super) fn judge_shipment(
-        &self,
-        cid: &str,
-        event: &Event,
-        cause: &Cause,
-        out: &mut Vec<Output>,
-    ) {
-        let EventBody::ShipmentShipped {
-            shipment_id,
-            order_id,
-            amount,
-            currency,
-            delivery_id,
-            ..
-        } = &event.body
-        else {
-            return;
-        };
-        let acc = &self.accounts[cid];
-        if acc.knows_shipment(shipment_id) {
-            return;
-        }
-        let delivery_id = delivery_id.as_deref();
-        let order = acc.order_standing(order_id);
-        let delivery = delivery_id.map(|id| acc.delivery_standing(id));
-        if order.approved() && !matches!(delivery, Some("held" | "rejected")) {
-            return;
-        }
-        let alert = self.alert(
-            AlertKind::ShippedWithoutRelease,
-            Severity::Critical,
-            Some(cid),
-            None,
-            cause.at,
-            shipment_id,
-            vec![
-                ("shipment_id", json!(shipment_id)),
-                ("order_id", json!(order_id)),
-                ("order_status", json!(order.as_str())),
-                ("delivery_id", json!(delivery_id)),
-                ("delivery_status", json!(delivery)),
-                ("amount", json!(format_money(*amount))),
-                ("currency", json!(currency.as_str())),
-                ("source_event_id", json!(cause.source)),
-            ],
-        );
-        out.push(Output::Alert(alert));
-    }
-
-    /// Before a shipment books its receivable: the approved delivery it carries out stops
-    /// reserving (its excess leaves open orders; its earmark becomes free credit the shipment
-    /// then consumes).
-    pub(super) fn ship_delivery(&mut self, cid: &str, order_id: &str, named: Option<&str>) {
-        let cap = self.policy.bounds.closed_ids_per_account;
-        let acc = self.account_mut(cid);
-        if let Some(id) = acc.delivery_for_shipment(order_id, named) {
-            acc.close_delivery(&id, None, cap);
-        }
-    }
-
-    /// An order was cancelled: its held deliveries are cancelled, its approved ones freed.
-    pub(super) fn cancel_order_deliveries(
-        &mut self,
-        cid: &str,
-        order_id: &str,
-        cause: &Cause,
-        out: &mut Vec<Output>,
-    ) {
-        let cap = self.policy.bounds.closed_ids_per_account;
-        let acc = &self.accounts[cid];
-        let mut ids: Vec<(Timestamp, String, DeliveryState)> = acc
-            .deliveries
-            .values()
-            .filter(|d| d.order_id == order_id)
-            .map(|d| (d.requested_at, d.delivery_id.clone(), d.state))
-            .collect();
-        ids.sort();
-        for (_, id, state) in ids {
-            if state == DeliveryState::Held {
-                let d = self.delivery_decision(
-                    cid,
-                    &id,
-                    DecisionStatus::Cancelled,
-                    Vec::new(),
-                    cause,
-                    None,
-                    None,
-                );
-                out.extend(d.map(Output::DeliveryDecision));
-                self.account_mut(cid)
-                    .close_delivery(&id, Some(CANCELLED_DELIVERY), cap);
-            } else {
-                self.account_mut(cid).close_delivery(&id, None, cap);
-            }
-        }
-    }
-
-    /// `command.release_delivery` / `command.reject_delivery`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn on_delivery_command(
-        &mut self,
-        cid: &str,
-        event: &Event,
-        release: bool,
-        delivery_id: &str,
-        actor: &str,
-        note: &str,
-        cause: &Cause,
-        out: &mut Vec<Output>,
-    ) -> Outcome {
-        let cap = self.policy.bounds.closed_ids_per_account;
-        let held = self.accounts[cid]
-            .deliveries
-            .get(delivery_id)
-            .filter(|d| d.state == DeliveryState::Held);
-        let Some(delivery) = held else {
-            out.push(Output::Rejection(rejection(
-                event,
-                ErrorCode::DeliveryNotHeld,
-                format!("delivery {delivery_id} is not held for customer {cid}"),
-            )));
-            return Outcome::Rejected;
-        };
-        if !release {
-            let reasons = vec![Reason {
-                code: ReasonCode::Manual,
-                detail: format!("rejected by {actor}: {note}"),
-            }];
-            let d = self.delivery_decision(
-                cid,
-                delivery_id,
-                DecisionStatus::Rejected,
-                reasons,
-                cause,
-                Some(actor),
-                Some(note),
-            );
-            out.extend(d.map(Output::DeliveryDecision));
-            self.account_mut(cid)
-                .close_delivery(delivery_id, Some(REJECTED_DELIVERY), cap);
-            self.touch(cid);
-            self.recheck_holds(cid, cause, out);
-            return Outcome::Applied;
-        }
-        let four_eyes = self
-            .policy
-            .four_eyes_amount
-            .is_some_and(|max| delivery.amount_account > max);
-        let first = delivery
-            .hold
-            .as_ref()
-            .and_then(|h| h.first_approver.clone());
-        let detail = match (four_eyes, first) {
-            (false, _) => format!("released by {actor}: {note}"),
-            (true, None) => {
-                if let Some(h) = self
-                    .account_mut(cid)
-                    .deliveries
-                    .get_mut(delivery_id)
-                    .and_then(|d| d.hold.as_mut())
-                {
-                    h.first_approver = Some(actor.to_string());
-                }
-                self.touch(cid);
-                return Outcome::Applied;
-            }
-            (true, Some(first)) if first == actor => {
-                out.push(Output::Rejection(rejection(
-                    event,
-                    ErrorCode::FourEyesSameActor,
-                    format!("delivery {delivery_id} needs a second approver other than {actor}"),
-                )));
-                return Outcome::Rejected;
-            }
-            (true, Some(first)) => {
-                format!("released by {actor} (second approval; first by {first}): {note}")
-            }
-        };
-        let prepay = self.terms(cid).is_some_and(|t| t.prepay);
-        self.account_mut(cid).approve_delivery(delivery_id, prepay);
-        let reasons = vec![Reason {
-            code: ReasonCode::Manual,
-            detail,
-        }];
-        let d = self.delivery_decision(
-            cid,
-            delivery_id,
-            DecisionStatus::Released,
-            reasons,
-            cause,
-            Some(actor),
-            Some(note),
-        );
-        out.extend(d.map(Output::DeliveryDecision));
-        self.touch(cid);
-        self.recheck_holds(cid, cause, out);
-        Outcome::Applied
-    }
-
-    /// The delivery pass of a re-check, after the order pass: each member's held deliveries,
-    /// oldest first. Under strict FIFO a delivery that still fails a credit rule blocks its
-    /// customer's later deliveries; one waiting for its order or for a person blocks nothing.
-    pub(super) fn recheck_deliveries(
-        &mut self,
-        members: &[String],
-        cause: &Cause,
-        out: &mut Vec<Output>,
-    ) {
-        let policy = Arc::clone(&self.policy);
-        let strict = policy.release_order == ReleaseOrder::StrictFifo;
-        let now = self.now();
-        for c in members {
-            let Some(acc) = self.accounts.get(c) else {
-                continue;
-            };
-            if acc.held_deliveries.is_empty() {
-                continue;
-            }
-            let queue = acc.held_deliveries.clone();
-            for id in queue {
-                let acc = &self.accounts[c];
-                let Some(d) = acc.deliveries.get(&id) else {
-                    continue;
-                };
-                if d.hold.as_ref().is_some_and(|h| needs_person(&h.reasons)) {
-                    continue;
-                }
-                let terms = super::rules::terms(acc, &policy, now);
-                let amount_account = self.delivery_amount_account(acc, d.amount, d.currency);
-                let check = DeliveryCheck {
-                    delivery_id: &id,
-                    order_id: &d.order_id,
-                    amount_account,
-                    amount: d.amount,
-                    currency: d.currency,
-                };
-                let reasons = check_delivery(acc, terms.as_ref(), &policy, now, &check);
-                if reasons.is_empty() {
-                    let prepay = terms.as_ref().is_some_and(|t| t.prepay);
-                    let acc = self.account_mut(c);
-                    if let (Some(d), Some(a)) = (acc.deliveries.get_mut(&id), amount_account) {
-                        d.amount_account = a;
-                    }
-                    acc.approve_delivery(&id, prepay);
-                    let dec = self.delivery_decision(
-                        c,
-                        &id,
-                        DecisionStatus::Released,
-                        Vec::new(),
-                        cause,
-                        None,
-                        None,
-                    );
-                    out.extend(dec.map(Output::DeliveryDecision));
-                    self.touch(c);
-                } else if strict && !blocks_nothing(&reasons) {
-                    break;
-                }
-            }
-        }
-    }
-
-    /// Hold expiry of a delivery: rejected `HOLD_EXPIRED`, and the queues behind re-checked.
-    pub(super) fn expire_delivery(
-        &mut self,
-        cid: &str,
-        delivery_id: &str,
-        timer_at: Timestamp,
-        cause: &Cause,
-        out: &mut Vec<Output>,
-    ) {
-        let policy = Arc::clone(&self.policy);
-        let Some(d) = self
-            .accounts
-            .get(cid)
-            .and_then(|a| a.deliveries.get(delivery_id))
-            .filter(|d| d.state == DeliveryState::Held)
-        else {
-            return;
-        };
-        if d.requested_at.plus_us(days_us(policy.hold_expiry_days) + 1) != timer_at {
-            return;
-        }
-        let expired_cause = Cause {
-            source: d.requested_event_id.clone(),
-            at: cause.at,
-            fx: false,
-        };
-        let reasons = vec![Reason {
-            code: ReasonCode::HoldExpired,
-            detail: format!("held longer than {} days", policy.hold_expiry_days),
-        }];
-        let dec = self.delivery_decision(
-            cid,
-            delivery_id,
-            DecisionStatus::Rejected,
-            reasons,
-            &expired_cause,
-            None,
-            None,
-        );
-        out.extend(dec.map(Output::DeliveryDecision));
-        self.account_mut(cid).close_delivery(
-            delivery_id,
-            Some(REJECTED_DELIVERY),
-            policy.bounds.closed_ids_per_account,
-        );
-        self.touch(cid);
-        self.recheck_holds(cid, cause, out);
-    }
-
-    /// What the delivery check would decide now for goods of `order_id`, changing nothing.
-    pub fn simulate_delivery(
-        &self,
-        customer_id: &str,
-        order_id: &str,
-        amount: Decimal,
-        currency: Currency,
-    ) -> (DecisionStatus, Vec<Reason>) {
-        let blank;
-        let acc = match self.accounts.get(customer_id) {
-            Some(a) => a,
-            None => {
-                blank = Account::new(customer_id);
-                &blank
-            }
-        };
-        let terms = super::rules::terms(acc, &self.policy, self.now());
-        let check = DeliveryCheck {
-            delivery_id: "",
-            order_id,
-            amount_account: self.delivery_amount_account(acc, amount, currency),
-            amount,
-            currency,
-        };
-        let reasons = check_delivery(acc, terms.as_ref(), &self.policy, self.now(), &check);
-        let status = if reasons.is_empty() {
-            DecisionStatus::Approved
-        } else {
-            DecisionStatus::Held
-        };
-        (status, reasons)
-    }
-
-    /// The record of a decision about a live delivery, with the account as it stands now.
-    #[allow(clippy::too_many_arguments)]
-    fn delivery_decision(
-        &self,
-        cid: &str,
-        delivery_id: &str,
-        status: DecisionStatus,
-        reasons: Vec<Reason>,
-        cause: &Cause,
-        actor: Option<&str>,
-        note: Option<&str>,
-    ) -> Option<DeliveryDecision> {
-        let acc = &self.accounts[cid];
-        let d = acc.deliveries.get(delivery_id)?;
-        let terms = self.terms(cid);
-        let exposure = acc.exposure();
-        let limit = terms.as_ref().map(|t| t.limit_effective);
-        let foreign = terms
-            .as_ref()
-            .map(|t| t.currency)
-            .or(acc.currency)
-            .filter(|c| *c != d.currency)
-            .map(|c| (d.currency, c))
-            .filter(|(from, to)| self.rates.multiplier(*from, *to).is_some());
-        let phase = match status {
-            DecisionStatus::Approved | DecisionStatus::Held => "initial",
-            other => other.as_str(),
-        };
-        let ends_hold = matches!(
-            status,
-            DecisionStatus::Released | DecisionStatus::Rejected | DecisionStatus::Cancelled
-        );
-        Some(DeliveryDecision {
-            delivery_decision_id: ids::delivery_decision_id(cid, delivery_id, phase),
-            delivery_id: delivery_id.to_string(),
-            order_id: d.order_id.clone(),
-            customer_id: cid.to_string(),
-            status,
-            reasons,
-            amount: d.amount,
-            currency: d.currency,
-            exposure,
-            credit_limit: limit,
-            available: limit.map(|l| l - exposure.total),
-            decided_at: cause.at,
-            source_event_id: cause.source.clone(),
-            actor: actor.map(str::to_string),
-            utilization: limit.map(|l| match warnings::utilization(exposure.total, l) {
-                Some(u) => format_ratio(u),
-                None => "unbounded".to_string(),
-            }),
-            excess: d.excess,
-            hold_decision_id: ends_hold
-                .then(|| ids::delivery_decision_id(cid, delivery_id, "initial")),
-            note: note.map(str::to_string),
-            amount_account_currency: foreign.map(|_| d.amount_account),
-            fx_rate: foreign.map(|(from, to)| {
-                self.rates
-                    .multiplier(from, to)
-                    .map_or_else(String::new, |r| r.normalize().to_string())
-            }),
-        })
-    }
 }

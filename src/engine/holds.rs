@@ -52,7 +52,6 @@ impl Engine {
         let mut released = vec![0usize; members.len()];
         let mut group_blocked = false;
         let now = self.now();
-        let cap = policy.bounds.closed_ids_per_account;
         for (_, mi, pos) in queue {
             if strict && (group_blocked || blocked_count == members.len()) {
                 // Everything behind a failing order waits: nothing further can be released.
@@ -63,64 +62,17 @@ impl Engine {
             }
             let c = members[mi].clone();
             let order_id = self.accounts[&c].holds[pos - released[mi]].clone();
-            let acc = &self.accounts[&c];
-            let terms = rules::terms(acc, &policy, now);
-            let order = &acc.orders[&order_id];
-            let amount_account = match &terms {
-                Some(t) => self.rates.convert(order.amount, order.currency, t.currency),
-                None => Some(order.amount_account),
-            };
-            let Some(amount_account) = amount_account else {
+            let Some((reasons, terms, amount_account)) = self.recheck_order(&c, &order_id, now)
+            else {
                 continue; // Needs a person: no FX rate to the account's currency.
             };
-            let group = self.group_view(acc);
-            let candidate = Candidate {
-                amount: order.amount,
-                currency: order.currency,
-                amount_account: Some(amount_account),
-                order_id: &order_id,
-                rates: &self.rates,
-            };
-            let reasons = rules::check_order(
-                acc,
-                terms.as_ref(),
-                group.as_ref(),
-                &policy,
-                now,
-                &candidate,
-            );
             if reasons.iter().any(|r| r.code.needs_person()) {
                 // A re-check runs every rule: an order that now fails one a person must decide
                 // (a new order cap, an anomaly) stays held, and blocks nothing.
                 continue;
             }
             if reasons.is_empty() {
-                let prepay = terms.as_ref().is_some_and(|t| t.prepay);
-                let conv = Conv {
-                    rates: &self.rates,
-                    account: terms.as_ref().map_or(order.currency, |t| t.currency),
-                };
-                let acc = self.accounts.get_mut(&c).expect("member exists");
-                if let Some(o) = acc.orders.get_mut(&order_id) {
-                    o.amount_account = amount_account;
-                }
-                let snapshot = acc.orders.get(&order_id).cloned();
-                acc.open_order(&order_id, prepay, cap, &conv);
-                if let Some(o) = snapshot {
-                    let hold_id = ids::decision_id(&c, &order_id, "initial");
-                    let d = self.decision_for(
-                        &c,
-                        &o,
-                        DecisionStatus::Released,
-                        Vec::new(),
-                        cause,
-                        None,
-                        None,
-                        Some(hold_id),
-                    );
-                    out.push(Output::Decision(d));
-                }
-                self.touch(&c);
+                self.release_rechecked(&c, &order_id, terms.as_ref(), amount_account, cause, out);
                 released[mi] += 1;
             } else if strict {
                 if reasons
@@ -135,6 +87,65 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The rules over a held order as the account stands now, with the terms and the order's
+    /// amount in the account's currency at today's rate; `None` without a rate for it.
+    fn recheck_order(
+        &self,
+        cid: &str,
+        order_id: &str,
+        now: Timestamp,
+    ) -> Option<(Vec<Reason>, Option<rules::Terms>, Decimal)> {
+        let acc = &self.accounts[cid];
+        let terms = rules::terms(acc, &self.policy, now);
+        let order = &acc.orders[order_id];
+        let amount_account = match &terms {
+            Some(t) => self.rates.convert(order.amount, order.currency, t.currency),
+            None => Some(order.amount_account),
+        }?;
+        let candidate = (order_id, order.amount, order.currency, Some(amount_account));
+        let reasons = self.run_rules(acc, terms.as_ref(), now, candidate);
+        Some((reasons, terms, amount_account))
+    }
+
+    /// Releases a held order that now passes every rule: its exposure reserved at
+    /// `amount_account`, and the release decision.
+    fn release_rechecked(
+        &mut self,
+        cid: &str,
+        order_id: &str,
+        terms: Option<&rules::Terms>,
+        amount_account: Decimal,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) {
+        let cap = self.policy.bounds.closed_ids_per_account;
+        let prepay = terms.is_some_and(|t| t.prepay);
+        let acc = self.accounts.get_mut(cid).expect("member exists");
+        let Some(o) = acc.orders.get_mut(order_id) else {
+            return;
+        };
+        o.amount_account = amount_account;
+        let snapshot = o.clone();
+        let conv = Conv {
+            rates: &self.rates,
+            account: terms.map_or(snapshot.currency, |t| t.currency),
+        };
+        acc.open_order(order_id, prepay, cap, &conv);
+        let hold_id = ids::decision_id(cid, order_id, "initial");
+        let d = self.decision_for(
+            cid,
+            &snapshot,
+            DecisionStatus::Released,
+            Vec::new(),
+            cause,
+            None,
+            None,
+            Some(hold_id),
+        );
+        out.push(Output::Decision(d));
+        self.touch(cid);
     }
 
     /// The group position of an account's group, when the group has a profile.

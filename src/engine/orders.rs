@@ -31,6 +31,26 @@ impl Engine {
             Some(c) => self.rates.convert(amount, currency, c),
             None => Some(amount),
         };
+        let order = (order_id, amount, currency, amount_account);
+        let reasons = self.run_rules(acc, terms.as_ref(), now, order);
+        OrderCheck {
+            terms,
+            account_currency,
+            amount_account,
+            reasons,
+        }
+    }
+
+    /// The rules over an order `(id, amount, currency, amount in the account's currency)`
+    /// against its account as it stands at `now`, with its group's position: the one call
+    /// placement, re-check and what-if share.
+    pub(super) fn run_rules(
+        &self,
+        acc: &Account,
+        terms: Option<&Terms>,
+        now: Timestamp,
+        (order_id, amount, currency, amount_account): (&str, Decimal, Currency, Option<Decimal>),
+    ) -> Vec<Reason> {
         let group = self.group_view(acc);
         let candidate = Candidate {
             amount,
@@ -39,20 +59,7 @@ impl Engine {
             order_id,
             rates: &self.rates,
         };
-        let reasons = rules::check_order(
-            acc,
-            terms.as_ref(),
-            group.as_ref(),
-            &self.policy,
-            now,
-            &candidate,
-        );
-        OrderCheck {
-            terms,
-            account_currency,
-            amount_account,
-            reasons,
-        }
+        rules::check_order(acc, terms, group.as_ref(), &self.policy, now, &candidate)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -83,7 +90,12 @@ impl Engine {
                 .is_none_or(|u| u >= policy.limit_suggestions.increase_near_limit_utilization)
         });
         let anomaly = reasons.iter().any(|r| r.code == ReasonCode::AmountAnomaly);
-        let typical = rules::typical_order(acc, &policy);
+        // Only the anomaly alert shows it (the rule above selected it already).
+        let typical = if anomaly {
+            rules::typical_order(acc, &policy)
+        } else {
+            None
+        };
 
         let cap = policy.bounds.closed_ids_per_account;
         let conv = Conv {
@@ -104,28 +116,8 @@ impl Engine {
             prepaid: Decimal::ZERO,
             hold: None,
         };
-        // A zero-amount order closes as soon as it opens, so decide from this copy.
-        acc.orders
-            .insert(order_id.to_string(), Box::new(order.clone()));
-        let status = if reasons.is_empty() {
-            acc.open_order(
-                order_id,
-                terms.as_ref().is_some_and(|t| t.prepay),
-                cap,
-                &conv,
-            );
-            DecisionStatus::Approved
-        } else {
-            if let Some(o) = acc.orders.get_mut(order_id) {
-                o.hold = Some(account::Hold {
-                    reasons: reasons.clone(),
-                    held_at: event.occurred_at,
-                    first_approver: None,
-                });
-            }
-            acc.enqueue_hold(order_id);
-            DecisionStatus::Held
-        };
+        let prepay = terms.as_ref().is_some_and(|t| t.prepay);
+        let status = book_placed_order(acc, &order, &reasons, prepay, cap, &conv);
         // Behaviour the warnings learn from.
         let inactivity_before = warnings::inactivity_due(acc, &policy).map(|(due, _)| due);
         learn_from_order(
@@ -144,30 +136,9 @@ impl Engine {
             let alert = self.amount_anomaly_alert(cid, order_id, amount_acc, typical, cause);
             out.push(Output::Alert(alert));
         }
-        if status == DecisionStatus::Held && policy.hold_expiry_days > 0 {
-            let at = event
-                .occurred_at
-                .plus_us(days_us(policy.hold_expiry_days) + 1);
-            self.schedule(
-                at,
-                cid,
-                TimerKind::HoldExpiry {
-                    order_id: order_id.to_string(),
-                },
-            );
-        }
-        if let Some((due, _)) = inactivity {
-            // One inactivity moment per account: the one this order replaces is dropped from
-            // the index (it would fire as a no-op), so the index stays bounded by live items.
-            if let Some(old) = inactivity_before.filter(|old| *old != due) {
-                self.timers.remove(&Timer {
-                    at: old,
-                    customer_id: cid.to_string(),
-                    kind: TimerKind::Inactivity,
-                });
-            }
-            self.schedule(due, cid, TimerKind::Inactivity);
-        }
+        let held = status == DecisionStatus::Held;
+        let inactivity = (inactivity_before, inactivity.map(|(due, _)| due));
+        self.schedule_after_placement(cid, order_id, held, event.occurred_at, inactivity);
         self.touch(cid);
         if status == DecisionStatus::Approved
             && self.accounts[cid]
@@ -179,6 +150,41 @@ impl Engine {
         }
         self.apply_pending_for(cid, order_id, cause, out);
         Outcome::Applied
+    }
+
+    /// The moments a placed order sets: its hold's expiry when held, and the account's
+    /// inactivity moment (`(before, after)` the order), which this order moves.
+    fn schedule_after_placement(
+        &mut self,
+        cid: &str,
+        order_id: &str,
+        held: bool,
+        placed_at: Timestamp,
+        (inactivity_before, inactivity): (Option<Timestamp>, Option<Timestamp>),
+    ) {
+        let policy = Arc::clone(&self.policy);
+        if held && policy.hold_expiry_days > 0 {
+            let at = placed_at.plus_us(days_us(policy.hold_expiry_days) + 1);
+            self.schedule(
+                at,
+                cid,
+                TimerKind::HoldExpiry {
+                    order_id: order_id.to_string(),
+                },
+            );
+        }
+        if let Some(due) = inactivity {
+            // One inactivity moment per account: the one this order replaces is dropped from
+            // the index (it would fire as a no-op), so the index stays bounded by live items.
+            if let Some(old) = inactivity_before.filter(|old| *old != due) {
+                self.timers.remove(&Timer {
+                    at: old,
+                    customer_id: cid.to_string(),
+                    kind: TimerKind::Inactivity,
+                });
+            }
+            self.schedule(due, cid, TimerKind::Inactivity);
+        }
     }
 
     /// A repeat of a known order (silent when identical, `DUPLICATE_CONFLICT` when it differs)
@@ -206,7 +212,7 @@ impl Engine {
                     format_money(amount),
                     currency
                 );
-                out.push(Output::Rejection(rejection(
+                out.push(Output::DeadLetter(input_error(
                     event,
                     ErrorCode::DuplicateConflict,
                     detail,
@@ -216,7 +222,7 @@ impl Engine {
             return Some(Outcome::Duplicate);
         }
         if acc.orders.len() >= self.policy.bounds.items_per_account {
-            out.push(Output::Rejection(rejection(
+            out.push(Output::DeadLetter(input_error(
                 event,
                 ErrorCode::CapacityExceeded,
                 format!(
@@ -328,4 +334,33 @@ fn learn_from_order(
     while b.near_limit.len() > policy.limit_suggestions.increase_recent_orders {
         b.near_limit.pop_front();
     }
+}
+
+/// Books a placed order on its account: approved (its exposure reserved) when nothing held it,
+/// otherwise held with its reasons and queued. A zero-amount order closes as soon as it opens,
+/// so the decision is made from the caller's copy.
+fn book_placed_order(
+    acc: &mut Account,
+    order: &Order,
+    reasons: &[Reason],
+    prepay: bool,
+    cap: usize,
+    conv: &Conv<'_>,
+) -> DecisionStatus {
+    let order_id = order.order_id.as_str();
+    acc.orders
+        .insert(order_id.to_string(), Box::new(order.clone()));
+    if reasons.is_empty() {
+        acc.open_order(order_id, prepay, cap, conv);
+        return DecisionStatus::Approved;
+    }
+    if let Some(o) = acc.orders.get_mut(order_id) {
+        o.hold = Some(account::Hold {
+            reasons: reasons.to_vec(),
+            held_at: order.placed_at,
+            first_approver: None,
+        });
+    }
+    acc.enqueue_hold(order_id);
+    DecisionStatus::Held
 }

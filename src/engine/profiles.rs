@@ -20,7 +20,7 @@ impl Engine {
             .as_deref()
             .and_then(|g| self.group_capacity(event, g))
         {
-            out.push(Output::Rejection(r));
+            out.push(Output::DeadLetter(r));
             return Outcome::Rejected;
         }
         let acc = &self.accounts[cid];
@@ -28,7 +28,7 @@ impl Engine {
             .currency
             .filter(|c| *c != profile.currency && acc.holds_money())
         {
-            out.push(Output::Rejection(rejection(
+            out.push(Output::DeadLetter(input_error(
                 event,
                 ErrorCode::CurrencyMismatch,
                 format!(
@@ -86,7 +86,7 @@ impl Engine {
         out: &mut Vec<Output>,
     ) -> Outcome {
         if let Some(r) = self.group_capacity(event, &profile.group_id) {
-            out.push(Output::Rejection(r));
+            out.push(Output::DeadLetter(r));
             return Outcome::Rejected;
         }
         let g = self

@@ -62,19 +62,19 @@ impl Engine {
                     out,
                 );
                 if outcome == Outcome::Rejected {
-                    if let Some(Output::Rejection(r)) = out.last_mut() {
+                    if let Some(Output::DeadLetter(r)) = out.last_mut() {
                         r.original = Some(crate::codec::encode_event(&event));
                     }
                 }
             }
             EventBody::OrderCancelled { order_id } => {
-                let mut r = rejection(
+                let mut r = input_error(
                     &event,
                     ErrorCode::OrderUnknown,
                     format!("order {order_id} never arrived; nothing to cancel"),
                 );
                 r.original = Some(crate::codec::encode_event(&event));
-                out.push(Output::Rejection(r));
+                out.push(Output::DeadLetter(r));
             }
             _ => {}
         }

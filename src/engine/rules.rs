@@ -156,71 +156,18 @@ pub fn check_order(
         // 5. Days past due of the oldest unpaid item; 6. overdue amount cap.
         fail_all(&mut fail, overdue(account, t, policy, now));
         // 7. Credit limit (with tolerance).
-        let ceiling = t.limit_with_tolerance();
-        if exposure + amount > ceiling {
-            let limit_text = if t.tolerance_pct.is_zero() {
-                format!("limit {}", m(t.limit_effective))
-            } else {
-                format!(
-                    "limit {} + {}% tolerance = {}",
-                    m(t.limit_effective),
-                    t.tolerance_pct.normalize(),
-                    m(ceiling)
-                )
-            };
-            fail(
-                ReasonCode::CreditLimitExceeded,
-                format!(
-                    "exposure {} + order {} > {}",
-                    m(exposure),
-                    m(amount),
-                    limit_text
-                ),
-            );
-        }
+        fail_all(
+            &mut fail,
+            credit_limit(t, exposure, amount).into_iter().collect(),
+        );
         // 8. Group limit.
         if let Some(g) = group {
-            match &g.exposure {
-                Ok(group_exposure) => {
-                    let converted = order.rates.convert(amount, t.currency, g.currency);
-                    match converted {
-                        Some(a) if *group_exposure + a > g.limit_with_tolerance => fail(
-                            ReasonCode::GroupLimitExceeded,
-                            format!(
-                                "group {} exposure {} + order {} > group limit {}",
-                                g.group_id,
-                                m(*group_exposure),
-                                m(a),
-                                m(g.limit_with_tolerance)
-                            ),
-                        ),
-                        Some(_) => {}
-                        None => fail(
-                            ReasonCode::CurrencyMismatch,
-                            format!(
-                                "no FX rate from {} to group {} currency {}",
-                                t.currency, g.group_id, g.currency
-                            ),
-                        ),
-                    }
-                }
-                Err(why) => fail(ReasonCode::CurrencyMismatch, why.clone()),
-            }
+            let r = group_limit(g, order.rates, t.currency, amount);
+            fail_all(&mut fail, r.into_iter().collect());
         }
         // 9. Amount far above the customer's typical order.
-        if let Some(typical) = typical_order(account, policy) {
-            if amount > policy.anomaly_factor * typical {
-                fail(
-                    ReasonCode::AmountAnomaly,
-                    format!(
-                        "order {} > {}x typical order {}",
-                        m(amount),
-                        policy.anomaly_factor.normalize(),
-                        m(typical)
-                    ),
-                );
-            }
-        }
+        let r = amount_anomaly(account, policy, amount);
+        fail_all(&mut fail, r.into_iter().collect());
     }
     // 10. Currency without an FX rate.
     if order.amount_account.is_none() {
@@ -233,6 +180,82 @@ pub fn check_order(
         );
     }
     reasons
+}
+
+/// Rule 7: the exposure with this amount over the limit (with its tolerance).
+fn credit_limit(t: &Terms, exposure: Decimal, amount: Decimal) -> Option<Reason> {
+    let ceiling = t.limit_with_tolerance();
+    if exposure + amount <= ceiling {
+        return None;
+    }
+    let limit_text = if t.tolerance_pct.is_zero() {
+        format!("limit {}", m(t.limit_effective))
+    } else {
+        format!(
+            "limit {} + {}% tolerance = {}",
+            m(t.limit_effective),
+            t.tolerance_pct.normalize(),
+            m(ceiling)
+        )
+    };
+    Some(Reason {
+        code: ReasonCode::CreditLimitExceeded,
+        detail: format!(
+            "exposure {} + order {} > {}",
+            m(exposure),
+            m(amount),
+            limit_text
+        ),
+    })
+}
+
+/// Rule 8: the group's exposure with this amount (in the group's currency) over the group's
+/// limit, or no rate to convert it.
+fn group_limit(
+    g: &GroupView,
+    rates: &super::fx::FxRates,
+    currency: Currency,
+    amount: Decimal,
+) -> Option<Reason> {
+    let fail = |code, detail| Some(Reason { code, detail });
+    let group_exposure = match &g.exposure {
+        Ok(e) => *e,
+        Err(why) => return fail(ReasonCode::CurrencyMismatch, why.clone()),
+    };
+    match rates.convert(amount, currency, g.currency) {
+        Some(a) if group_exposure + a > g.limit_with_tolerance => fail(
+            ReasonCode::GroupLimitExceeded,
+            format!(
+                "group {} exposure {} + order {} > group limit {}",
+                g.group_id,
+                m(group_exposure),
+                m(a),
+                m(g.limit_with_tolerance)
+            ),
+        ),
+        Some(_) => None,
+        None => fail(
+            ReasonCode::CurrencyMismatch,
+            format!(
+                "no FX rate from {} to group {} currency {}",
+                currency, g.group_id, g.currency
+            ),
+        ),
+    }
+}
+
+/// Rule 9: an amount far above the customer's typical order.
+fn amount_anomaly(account: &Account, policy: &Policy, amount: Decimal) -> Option<Reason> {
+    let typical = typical_order(account, policy)?;
+    (amount > policy.anomaly_factor * typical).then(|| Reason {
+        code: ReasonCode::AmountAnomaly,
+        detail: format!(
+            "order {} > {}x typical order {}",
+            m(amount),
+            policy.anomaly_factor.normalize(),
+            m(typical)
+        ),
+    })
 }
 
 fn fail_all(fail: &mut impl FnMut(ReasonCode, String), reasons: Vec<Reason>) {

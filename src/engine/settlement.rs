@@ -55,7 +55,7 @@ impl Engine {
                     format_money(first_amount),
                     format_money(amount)
                 );
-                out.push(Output::Rejection(rejection(
+                out.push(Output::DeadLetter(input_error(
                     event,
                     ErrorCode::DuplicateConflict,
                     detail,
@@ -94,7 +94,7 @@ impl Engine {
     ) -> Outcome {
         let open = self.accounts[cid].receivables.len();
         if open >= self.policy.bounds.items_per_account {
-            out.push(Output::Rejection(rejection(
+            out.push(Output::DeadLetter(input_error(
                 event,
                 ErrorCode::CapacityExceeded,
                 format!(
@@ -110,7 +110,7 @@ impl Engine {
                 currency,
             },
             Err(detail) => {
-                out.push(Output::Rejection(rejection(
+                out.push(Output::DeadLetter(input_error(
                     event,
                     ErrorCode::CurrencyMismatch,
                     detail,
@@ -180,7 +180,7 @@ impl Engine {
             return Outcome::Duplicate;
         }
         if let Err(detail) = self.convert_for_account(cid, amount, currency) {
-            out.push(Output::Rejection(rejection(
+            out.push(Output::DeadLetter(input_error(
                 event,
                 ErrorCode::CurrencyMismatch,
                 detail,
@@ -206,6 +206,7 @@ impl Engine {
         acc.closed_ids.insert(key, cap);
         while acc.behaviour.settled.len() > history_cap {
             acc.behaviour.settled.pop_front();
+            acc.behaviour.derived = account::SettledDerived::default();
         }
         // A settled item's next aging moment would fire as a no-op: drop it from the index,
         // which then stays bounded by the open items rather than by the payment rate.

@@ -3,10 +3,11 @@
 //! days-late averages for limit suggestions, and medians for anomaly and inactivity.
 //! Pure functions; the engine decides when to call them and emits the alerts.
 
-use super::account::Account;
+use super::account::{Account, Behaviour, SettledItem, WindowFigures};
 use crate::model::*;
 use crate::policy::Policy;
 use rust_decimal::Decimal;
+use std::collections::VecDeque;
 
 /// Median of a list of decimals, or of integers (mean of the middle two for an even count,
 /// in decimal). Integers are selected as integers: a decimal comparison costs several times
@@ -118,32 +119,45 @@ pub fn behavioural_grade(
     now: Timestamp,
     profile_grade: Grade,
 ) -> Option<GradeIndicators> {
-    let since = now.plus_days(-i64::from(policy.behaviour_window_days));
-    let mut due = Decimal::ZERO;
-    let mut paid = Decimal::ZERO;
-    let mut late_weighted = Decimal::ZERO;
-    for s in account
-        .behaviour
-        .settled
-        .iter()
-        .filter(|s| s.due_at >= since && s.due_at <= now)
-    {
-        due += s.amount;
-        paid += s.paid;
-        late_weighted += s.late_weighted;
-    }
-    if due <= Decimal::ZERO {
-        return None;
-    }
-    let rate = (paid / due).round_dp(4);
-    let avg_late = if paid > Decimal::ZERO {
-        (late_weighted / paid).round_dp(2)
-    } else {
-        Decimal::ZERO
+    let f = window_figures(
+        &account.behaviour.settled,
+        policy.behaviour_window_days,
+        now,
+    );
+    f.figures.map(|f| indicators(f, profile_grade))
+}
+
+/// [`behavioural_grade`], reusing the window's figures while no item can enter or leave it
+/// (the sums and divisions are then skipped; the result is the same).
+pub fn behavioural_grade_cached(
+    behaviour: &mut Behaviour,
+    policy: &Policy,
+    now: Timestamp,
+    profile_grade: Grade,
+) -> Option<GradeIndicators> {
+    let days = policy.behaviour_window_days;
+    let reuse = behaviour
+        .derived
+        .window
+        .filter(|f| f.window_days == days && f.from <= now.0 && now.0 < f.until);
+    let f = match reuse {
+        Some(f) => f,
+        None => {
+            let f = window_figures(&behaviour.settled, days, now);
+            behaviour.derived.window = Some(f);
+            f
+        }
     };
+    f.figures.map(|f| indicators(f, profile_grade))
+}
+
+fn indicators(
+    (due, paid, rate, avg_late): (Decimal, Decimal, Decimal, Decimal),
+    profile_grade: Grade,
+) -> GradeIndicators {
     let collection = collection_grade(rate);
     let timeliness = timeliness_grade(avg_late);
-    Some(GradeIndicators {
+    GradeIndicators {
         amount_due: due,
         collected: paid,
         net_collection_rate: rate,
@@ -152,15 +166,85 @@ pub fn behavioural_grade(
         timeliness_grade: timeliness,
         profile_grade,
         combined: combine_grades([collection, timeliness, profile_grade]),
-    })
+    }
+}
+
+/// The window's sums at `now` (items due in `now - days ..= now`), and the span of moments
+/// around `now` in which the same items are inside it.
+fn window_figures(settled: &VecDeque<SettledItem>, days: u32, now: Timestamp) -> WindowFigures {
+    let since = now.plus_days(-i64::from(days));
+    let width = i64::from(days).checked_mul(DAY_US);
+    // The span is exact only where `now - width` does not saturate; otherwise it is `now` alone.
+    let exact = width.is_some_and(|w| now.0.checked_sub(w).is_some());
+    let (mut from, mut until) = match width {
+        Some(w) if exact => (i64::MIN + w, i64::MAX),
+        _ => (now.0, now.0.saturating_add(1)),
+    };
+    let mut due = Decimal::ZERO;
+    let mut paid = Decimal::ZERO;
+    let mut late_weighted = Decimal::ZERO;
+    for s in settled {
+        if s.due_at >= since && s.due_at <= now {
+            due += s.amount;
+            paid += s.paid;
+            late_weighted += s.late_weighted;
+        }
+        let d = s.due_at.0;
+        // Inside the window for every moment in d ..= d + width.
+        match width.and_then(|w| d.checked_add(w)) {
+            Some(leaves) if exact => {
+                if now.0 < d {
+                    until = until.min(d);
+                } else if now.0 <= leaves {
+                    from = from.max(d);
+                    until = until.min(leaves.saturating_add(1));
+                } else {
+                    from = from.max(leaves + 1);
+                }
+            }
+            _ => {
+                from = now.0;
+                until = now.0.saturating_add(1);
+            }
+        }
+    }
+    let figures = (due > Decimal::ZERO).then(|| {
+        let rate = (paid / due).round_dp(4);
+        let avg_late = if paid > Decimal::ZERO {
+            (late_weighted / paid).round_dp(2)
+        } else {
+            Decimal::ZERO
+        };
+        (due, paid, rate, avg_late)
+    });
+    WindowFigures {
+        window_days: days,
+        from,
+        until,
+        figures,
+    }
 }
 
 /// Amount-weighted average days late over the last `n` settled items that were paid;
 /// `None` until `n` such items exist.
 pub fn recent_avg_days_late(account: &Account, n: usize) -> Option<Decimal> {
-    let items: Vec<_> = account
-        .behaviour
-        .settled
+    recent_late(&account.behaviour.settled, n)
+}
+
+/// [`recent_avg_days_late`], derived once per change to the settled items.
+pub fn recent_avg_days_late_cached(behaviour: &mut Behaviour, n: usize) -> Option<Decimal> {
+    match behaviour.derived.recent_late {
+        Some((k, v)) if k == n => v,
+        _ => {
+            let v = recent_late(&behaviour.settled, n);
+            behaviour.derived.recent_late = Some((n, v));
+            v
+        }
+    }
+}
+
+fn recent_late(settled: &VecDeque<SettledItem>, n: usize) -> Option<Decimal> {
+    let items: Vec<_> = settled
         .iter()
         .rev()
         .filter(|s| s.paid > Decimal::ZERO)
@@ -253,5 +337,68 @@ mod tests {
         assert!(threshold_crossings(&p, &mut fired, r(79)).is_empty());
         assert_eq!(threshold_crossings(&p, &mut fired, r(86)), vec![1]);
         assert_eq!(threshold_crossings(&p, &mut fired, None), vec![2]);
+    }
+
+    /// A step of the cache property: settle an item due at `due` (days from the start, with
+    /// amounts in cents), or look at the grade `at` (days from the start, any fraction).
+    #[derive(Clone, Debug)]
+    enum Step {
+        Settle { due: i64, amount: i64, paid: i64 },
+        Look { at: i64 },
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (-200i64..400, 1i64..1_000_000, 0i64..1_000_000)
+                .prop_map(|(due, amount, paid)| Step::Settle { due, amount, paid }),
+            (-200i64 * DAY_US..600 * DAY_US).prop_map(|at| Step::Look { at }),
+            // Moments where the window's arithmetic saturates.
+            prop_oneof![Just(i64::MIN), Just(i64::MIN + 1), Just(i64::MAX)]
+                .prop_map(|at| Step::Look { at }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The cached grade and days-late figures equal the ones summed afresh, whatever the
+        /// order of settlements and looks (the clock may also go back here).
+        #[test]
+        fn cached_figures_equal_fresh_ones(
+            steps in proptest::collection::vec(step(), 1..80),
+            window in proptest::prop_oneof![proptest::strategy::Just(0u32), 1u32..200, proptest::strategy::Just(u32::MAX)],
+        ) {
+            let start = Timestamp(1_767_225_600_000_000);
+            let policy = Policy { behaviour_window_days: window, ..Policy::default() };
+            let mut acc = Account::new("C-1");
+            for (i, s) in steps.into_iter().enumerate() {
+                match s {
+                    Step::Settle { due, amount, paid } => {
+                        acc.behaviour.derived = Default::default();
+                        acc.behaviour.settled.push_back(SettledItem {
+                            shipment_id: format!("S-{i}"),
+                            amount: Decimal::new(amount, 2),
+                            paid: Decimal::new(paid.min(amount), 2),
+                            credited: Decimal::ZERO,
+                            late_weighted: Decimal::new(paid.min(amount) * (due % 7), 2),
+                            due_at: start.plus_days(due),
+                            settled_at: start,
+                        });
+                    }
+                    Step::Look { at } => {
+                        let now = if at == i64::MIN || at == i64::MIN + 1 || at == i64::MAX {
+                            Timestamp(at)
+                        } else {
+                            start.plus_us(at)
+                        };
+                        let fresh = behavioural_grade(&acc, &policy, now, B);
+                        let cached = behavioural_grade_cached(&mut acc.behaviour, &policy, now, B);
+                        proptest::prop_assert_eq!(cached, fresh);
+                        let fresh = recent_avg_days_late(&acc, 3);
+                        let cached = recent_avg_days_late_cached(&mut acc.behaviour, 3);
+                        proptest::prop_assert_eq!(cached, fresh);
+                    }
+                }
+            }
+        }
     }
 }

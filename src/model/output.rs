@@ -401,7 +401,7 @@ impl ErrorCode {
 /// Input the core (or the decoder) could not apply. The shell adds the original bytes and the
 /// source position to make a `credit.dead-letter` record.
 #[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Rejection {
+pub struct InputError {
     pub error: ErrorCode,
     pub detail: String,
     pub event_id: Option<String>,
@@ -421,5 +421,5 @@ pub enum Output {
     DeliveryDecision(DeliveryDecision),
     Alert(Alert),
     /// Input that could not be applied.
-    Rejection(Rejection),
+    DeadLetter(InputError),
 }

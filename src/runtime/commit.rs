@@ -15,15 +15,14 @@ use super::*;
 /// this, a restore that sees an aborted transaction's checkpoint (librdkafka's mock cluster
 /// shows them to `read_committed` readers) resumed after outputs that were never written.
 pub(super) fn commit_batch(
-    sh: &mut Shared,
+    sh: &mut LoopState,
     touched: BTreeSet<i32>,
     batch: &[BorrowedMessage<'_>],
-    out: &Output_<'_>,
-    consumer: &BaseConsumer<Ctx>,
+    out: &RecordSink<'_>,
+    consumer: &BaseConsumer<RebalanceContext>,
     k: &KafkaSettings,
     points: bool,
 ) -> Result<Changes> {
-    let mut changes = Changes::new();
     let started = Instant::now();
     let span = tracing::debug_span!("commit", snapshots = tracing::field::Empty).entered();
     let timed = |step: &str, since: Instant| {
@@ -51,63 +50,13 @@ pub(super) fn commit_batch(
     };
     acknowledged("outputs")?;
     let changelog = &k.topics.changelog;
-    let mut snapshots = 0usize;
-    for (p, part) in sh.parts.iter_mut() {
-        let (accounts, groups) = part.engine.take_changed();
-        for g in &groups {
-            if let Some((key, value)) = state::encode_group(&part.engine, g) {
-                out.send(changelog, Some(*p), Some(key.as_bytes()), &value)?;
-                snapshots += 1;
-            }
-        }
-        for a in &accounts {
-            if let Some((key, value)) = state::encode_account(&part.engine, a) {
-                out.send(changelog, Some(*p), Some(key.as_bytes()), &value)?;
-                snapshots += 1;
-            }
-            if points {
-                if let Some(point) = utilization_point(&part.engine, a) {
-                    sh.pending.point(a, point);
-                }
-            }
-        }
-        if !accounts.is_empty() || !groups.is_empty() {
-            // Moved, not copied: the read model's publish needs them once the batch commits.
-            changes.insert(
-                *p,
-                (accounts.into_iter().collect(), groups.into_iter().collect()),
-            );
-        }
-    }
+    let (changes, snapshots) = write_snapshots(sh, out, changelog, points)?;
     span.record("snapshots", snapshots);
     if snapshots > 0 {
         acknowledged("snapshots")?;
     }
-    for (p, part) in sh.parts.iter() {
-        if touched.contains(p) {
-            let c = Checkpoint {
-                v: state::FORMAT_VERSION,
-                offsets: part.positions.clone(),
-                clock: part.engine.clock(),
-                fx: part.engine.rates().live(),
-            };
-            out.send(
-                changelog,
-                Some(*p),
-                Some(checkpoint_key(*p).as_bytes()),
-                &serde_json::to_vec(&c)?,
-            )?;
-        }
-    }
-    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-    for m in batch {
-        let e = next.entry((m.topic(), m.partition())).or_default();
-        *e = (*e).max(m.offset() + 1);
-    }
-    let mut offsets = TopicPartitionList::new();
-    for ((topic, partition), offset) in next {
-        offsets.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-    }
+    write_checkpoints(sh, &touched, out, changelog)?;
+    let offsets = consumed_offsets(batch)?;
     match k.delivery {
         Delivery::ExactlyOnce => {
             if offsets.count() > 0 {
@@ -145,6 +94,99 @@ pub(super) fn commit_batch(
         .commit_duration
         .observe(started.elapsed().as_secs_f64());
     Ok(changes)
+}
+
+/// Writes a snapshot of every account and group the batch changed to its changelog partition
+/// (with `points`, notes each changed account's utilization for the console); returns what
+/// changed, per partition, and how many snapshots were sent.
+fn write_snapshots(
+    sh: &mut LoopState,
+    out: &RecordSink<'_>,
+    changelog: &str,
+    points: bool,
+) -> Result<(Changes, usize)> {
+    let mut changes = Changes::new();
+    let mut snapshots = 0usize;
+    for (p, part) in sh.parts.iter_mut() {
+        let (accounts, groups) = part.engine.take_changed();
+        for g in &groups {
+            if let Some((key, value)) = state::encode_group(&part.engine, g) {
+                out.send(changelog, Some(*p), Some(key.as_bytes()), &value)?;
+                snapshots += 1;
+            }
+        }
+        for a in &accounts {
+            if let Some((key, value)) = state::encode_account(&part.engine, a) {
+                out.send(changelog, Some(*p), Some(key.as_bytes()), &value)?;
+                snapshots += 1;
+            }
+            if points {
+                if let Some(point) = utilization_point(&part.engine, a) {
+                    sh.pending.point(a, point);
+                }
+            }
+        }
+        if !accounts.is_empty() || !groups.is_empty() {
+            // Moved, not copied: the read model's publish needs them once the batch commits.
+            changes.insert(
+                *p,
+                (accounts.into_iter().collect(), groups.into_iter().collect()),
+            );
+        }
+    }
+    Ok((changes, snapshots))
+}
+
+/// Writes the checkpoint of every partition the batch touched: how far each input topic was
+/// consumed, the engine clock and the live FX quotes.
+fn write_checkpoints(
+    sh: &LoopState,
+    touched: &BTreeSet<i32>,
+    out: &RecordSink<'_>,
+    changelog: &str,
+) -> Result<()> {
+    for (p, part) in sh.parts.iter() {
+        if touched.contains(p) {
+            let c = Checkpoint {
+                v: state::FORMAT_VERSION,
+                offsets: part.positions.clone(),
+                clock: part.engine.clock(),
+                fx: part.engine.rates().live(),
+            };
+            out.send(
+                changelog,
+                Some(*p),
+                Some(checkpoint_key(*p).as_bytes()),
+                &serde_json::to_vec(&c)?,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The next offset of every topic partition the batch read, for the group's committed offsets.
+fn consumed_offsets(batch: &[BorrowedMessage<'_>]) -> Result<TopicPartitionList> {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let e = next.entry((m.topic(), m.partition())).or_default();
+        *e = (*e).max(m.offset() + 1);
+    }
+    let mut offsets = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        offsets.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    }
+    Ok(offsets)
+}
+
+/// A customer's utilization now, for the console's chart (`None` without a limit).
+fn utilization_point(engine: &Engine, customer_id: &str) -> Option<crate::feed::Point> {
+    let limit = engine.terms(customer_id)?.limit_effective;
+    let exposure = engine.account(customer_id)?.exposure().total;
+    let u = crate::engine::warnings::utilization(exposure, limit)?;
+    Some(crate::feed::Point {
+        at: engine.clock()?,
+        utilization: format_ratio(u),
+    })
 }
 
 /// How long `send_offsets_to_transaction` is given, and how much longer the engine waits for
@@ -195,9 +237,9 @@ pub(super) const REWIND_GIVES_UP_AFTER: Duration = Duration::from_secs(300);
 /// the loop ends, and the next owner restores from the same checkpoints) or for at most
 /// [`REWIND_GIVES_UP_AFTER`].
 pub(super) fn rewind(
-    sh: &mut Shared,
+    sh: &mut LoopState,
     settings: &Settings,
-    consumer: &BaseConsumer<Ctx>,
+    consumer: &BaseConsumer<RebalanceContext>,
     stats: &Stats,
     metrics: &Metrics,
     shutdown: &AtomicBool,

@@ -13,7 +13,7 @@ use super::*;
 /// next publish, never a decision.
 #[derive(Clone)]
 pub struct StateHandle {
-    pub(super) shared: Arc<Mutex<Shared>>,
+    pub(super) shared: Arc<Mutex<LoopState>>,
     pub(super) published: Arc<Published>,
 }
 
@@ -21,7 +21,7 @@ impl Default for StateHandle {
     fn default() -> Self {
         let published = Arc::new(Published::default());
         StateHandle {
-            shared: Arc::new(Mutex::new(Shared {
+            shared: Arc::new(Mutex::new(LoopState {
                 policy: crate::policy::Policy::default(),
                 parts: BTreeMap::new(),
                 pending: crate::feed::Pending::default(),
@@ -97,7 +97,7 @@ pub(super) struct Unpublished {
 /// a reader holds the model it is put off (kept for the next call), so a slow reader (a scrape
 /// walking every account) never delays a decision. Costs what changed, plus a full copy of a
 /// partition just assigned.
-pub(super) fn publish(sh: &mut Shared) {
+pub(super) fn publish(sh: &mut LoopState) {
     let published = Arc::clone(&sh.published);
     let mut m = match published.model.try_write() {
         Ok(m) => m,

@@ -67,20 +67,8 @@ pub(super) fn write_fences(
     Ok(())
 }
 
-/// Reads the changelog partitions of `partitions` from the start up to a fence written for this
-/// restore and restores each into a fresh engine for that partition; returns the checkpoints
-/// found.
-pub(super) fn restore_partitions(
-    settings: &Settings,
-    shared: &mut Shared,
-    partitions: &BTreeSet<i32>,
-    stats: &Stats,
-    metrics: &Metrics,
-) -> Result<BTreeMap<i32, Checkpoint>> {
-    let k = &settings.kafka;
-    let topic = &k.topics.changelog;
-    let token = fence_token();
-    write_fences(k, partitions, &token)?;
+/// A consumer that reads the changelog from the start for a restore (outside the group).
+fn changelog_reader(k: &KafkaSettings) -> Result<BaseConsumer<kafka::Quiet>> {
     let mut cfg = client_config(k);
     cfg.set("group.id", format!("{}-restore", k.group_id))
         .set("enable.auto.commit", "false")
@@ -99,25 +87,116 @@ pub(super) fn restore_partitions(
             cfg.set(key, value);
         }
     }
-    let reader: BaseConsumer<kafka::Quiet> = cfg
-        .create_with_context(kafka::Quiet)
-        .context("cannot create the changelog reader")?;
+    cfg.create_with_context(kafka::Quiet)
+        .context("cannot create the changelog reader")
+}
+
+/// What a restore read besides the snapshots: the checkpoints, where each was, and how many
+/// records it read.
+#[derive(Default)]
+struct ChangelogRead {
+    checkpoints: BTreeMap<i32, Checkpoint>,
+    checkpoint_at: BTreeMap<i32, i64>,
+    records: u64,
+    workers: usize,
+}
+
+/// Reads the assigned changelog partitions up to this restore's fence in each: checkpoints
+/// into `read`, every snapshot to `take` with the worker that restores its partition.
+fn read_to_fences(
+    reader: &BaseConsumer<kafka::Quiet>,
+    topic: &str,
+    tpl: &TopicPartitionList,
+    partitions: &BTreeSet<i32>,
+    token: &str,
+    read: &mut ChangelogRead,
+    mut take: impl FnMut(usize, (i32, String, Vec<u8>)),
+) -> Result<()> {
+    let workers = read.workers;
+
+    if partitions.is_empty() {
+        return Ok(());
+    }
+    reader.assign(tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut fenced: BTreeSet<i32> = BTreeSet::new();
+    let mut polls = 0u32;
+    while fenced.len() < partitions.len() {
+        polls = polls.wrapping_add(1);
+        let polled = reader.poll(Duration::from_millis(500));
+        if (polled.is_none() || polls % 256 == 0) && Instant::now() > deadline {
+            let waiting: Vec<&i32> = partitions.difference(&fenced).collect();
+            anyhow::bail!(
+                    "changelog restore did not reach its fence in {topic} partitions {waiting:?} in 600 s"
+                );
+        }
+        let Some(msg) = polled else {
+            continue;
+        };
+        let msg = msg.context("changelog read failed")?;
+        let p = msg.partition();
+        if fenced.contains(&p) {
+            continue;
+        }
+        read.records += 1;
+        let (Some(key), Some(value)) = (msg.key(), msg.payload()) else {
+            continue;
+        };
+        let key = String::from_utf8_lossy(key);
+        if key.starts_with("m/") {
+            let ours = serde_json::from_slice::<serde_json::Value>(value)
+                .is_ok_and(|v| v["fence"] == token);
+            if ours {
+                fenced.insert(p);
+            }
+            continue;
+        }
+        if key.starts_with("c/") {
+            match serde_json::from_slice::<Checkpoint>(value) {
+                Ok(c) => {
+                    read.checkpoint_at.insert(p, msg.offset());
+                    read.checkpoints.insert(p, c);
+                }
+                Err(e) => warn!("ignoring unreadable checkpoint {key}: {e}"),
+            }
+            continue;
+        }
+        let w = p.rem_euclid(workers as i32) as usize;
+        take(w, (p, key.into_owned(), value.to_vec()));
+    }
+    Ok(())
+}
+
+/// Reads the changelog partitions of `partitions` from the start up to a fence written for this
+/// restore and restores each into a fresh engine for that partition; returns the checkpoints
+/// found.
+pub(super) fn restore_partitions(
+    settings: &Settings,
+    shared: &mut LoopState,
+    partitions: &BTreeSet<i32>,
+    stats: &Stats,
+    metrics: &Metrics,
+) -> Result<BTreeMap<i32, Checkpoint>> {
+    let k = &settings.kafka;
+    let topic = &k.topics.changelog;
+    let token = fence_token();
+    write_fences(k, partitions, &token)?;
+    let reader = changelog_reader(k)?;
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
         tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
     }
-    let mut checkpoints = BTreeMap::new();
-    let mut checkpoint_at = BTreeMap::new();
-    let mut records = 0u64;
+    let mut log = ChangelogRead::default();
     for p in partitions {
         shared.parts.remove(p);
     }
     // Snapshots are decoded and restored by worker threads, each owning the engines of some
-    // partitions (decoding and building the state is most of a restore's work); this thread reads the changelog
-    // and handles fences and checkpoints.
+    // partitions (decoding and building the state is most of a restore's work); this thread
+    // reads the changelog and handles fences and checkpoints.
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 4);
+    log.workers = workers;
     let mut by_worker: Vec<BTreeMap<i32, Engine>> = (0..workers).map(|_| BTreeMap::new()).collect();
     for p in partitions {
         by_worker[p.rem_euclid(workers as i32) as usize]
@@ -134,63 +213,21 @@ pub(super) fn restore_partitions(
         }
         let mut chunks: Vec<Chunk> = vec![Vec::new(); workers];
         const CHUNK: usize = 256;
-        let outcome = (|| -> Result<()> {
-            if partitions.is_empty() {
-                return Ok(());
-            }
-            reader.assign(&tpl)?;
-            let deadline = Instant::now() + Duration::from_secs(600);
-            let mut fenced: BTreeSet<i32> = BTreeSet::new();
-            let mut polls = 0u32;
-            while fenced.len() < partitions.len() {
-                polls = polls.wrapping_add(1);
-                let polled = reader.poll(Duration::from_millis(500));
-                if (polled.is_none() || polls % 256 == 0) && Instant::now() > deadline {
-                    let waiting: Vec<&i32> = partitions.difference(&fenced).collect();
-                    anyhow::bail!(
-                        "changelog restore did not reach its fence in {topic} partitions {waiting:?} in 600 s"
-                    );
-                }
-                let Some(msg) = polled else {
-                    continue;
-                };
-                let msg = msg.context("changelog read failed")?;
-                let p = msg.partition();
-                if fenced.contains(&p) {
-                    continue;
-                }
-                records += 1;
-                let (Some(key), Some(value)) = (msg.key(), msg.payload()) else {
-                    continue;
-                };
-                let key = String::from_utf8_lossy(key);
-                if key.starts_with("m/") {
-                    let ours = serde_json::from_slice::<serde_json::Value>(value)
-                        .is_ok_and(|v| v["fence"] == token.as_str());
-                    if ours {
-                        fenced.insert(p);
-                    }
-                    continue;
-                }
-                if key.starts_with("c/") {
-                    match serde_json::from_slice::<Checkpoint>(value) {
-                        Ok(c) => {
-                            checkpoint_at.insert(p, msg.offset());
-                            checkpoints.insert(p, c);
-                        }
-                        Err(e) => warn!("ignoring unreadable checkpoint {key}: {e}"),
-                    }
-                    continue;
-                }
-                let w = p.rem_euclid(workers as i32) as usize;
-                chunks[w].push((p, key.into_owned(), value.to_vec()));
+        let outcome = read_to_fences(
+            &reader,
+            topic,
+            &tpl,
+            partitions,
+            &token,
+            &mut log,
+            |w, chunk| {
+                chunks[w].push(chunk);
                 if chunks[w].len() >= CHUNK {
                     // A worker that stopped (a record it could not decode) says why on join.
                     let _ = senders[w].send(std::mem::take(&mut chunks[w]));
                 }
-            }
-            Ok(())
-        })();
+            },
+        );
         for (tx, chunk) in senders.into_iter().zip(chunks) {
             if !chunk.is_empty() {
                 let _ = tx.send(chunk);
@@ -205,9 +242,21 @@ pub(super) fn restore_partitions(
             .collect();
         outcome.and(done)
     });
+    Ok(install(shared, read?, log, stats, metrics))
+}
+
+/// Puts what a restore read in place: each partition's restored engine, its groups, and its
+/// checkpoint's clock, FX quotes and positions; returns the checkpoints.
+fn install(
+    shared: &mut LoopState,
+    read: Vec<RestoreWorker>,
+    log: ChangelogRead,
+    stats: &Stats,
+    metrics: &Metrics,
+) -> BTreeMap<i32, Checkpoint> {
     let mut restored = 0u64;
     let mut groups = Vec::new();
-    for w in read? {
+    for w in read {
         restored += w.restored;
         groups.extend(w.groups);
         for (p, engine) in w.engines {
@@ -217,6 +266,12 @@ pub(super) fn restore_partitions(
     for (p, g) in groups {
         shared.part(p).engine.restore_group(*g);
     }
+    let ChangelogRead {
+        checkpoints,
+        checkpoint_at,
+        records,
+        ..
+    } = log;
     for (p, c) in &checkpoints {
         info!(
             partition = p,
@@ -241,13 +296,13 @@ pub(super) fn restore_partitions(
         checkpoints = checkpoints.len(),
         "changelog read"
     );
-    Ok(checkpoints)
+    checkpoints
 }
 
 /// Restores changelog `partitions` into fresh engines exactly as an assignment does (fence,
 /// read to the fence, decode, restore), one engine per partition; for `credit-sentinel bench`.
 pub fn restore_changelog(settings: &Settings, partitions: &BTreeSet<i32>) -> Result<Vec<Engine>> {
-    let mut shared = Shared {
+    let mut shared = LoopState {
         policy: settings.policy.clone(),
         parts: BTreeMap::new(),
         pending: Default::default(),

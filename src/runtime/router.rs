@@ -250,6 +250,8 @@ fn bootstrap(
     Ok(reader)
 }
 
+/// The repartition stage's loop: routes input batches and commits their offsets once every
+/// routed record is acknowledged (a failed batch is read and routed again).
 fn run(k: &KafkaSettings, shutdown: &AtomicBool, metrics: &Metrics) -> Result<()> {
     let mut table = Table::default();
     let reader = bootstrap(k, &mut table, shutdown)?;
@@ -305,61 +307,7 @@ fn run(k: &KafkaSettings, shutdown: &AtomicBool, metrics: &Metrics) -> Result<()
         // The next offset to commit per input partition, and where the batch began in each.
         let mut next: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
         for m in &batch {
-            let payload = m.payload().unwrap_or_default();
-            let event = codec::decode_event(payload).ok();
-            if m.topic() == k.topics.profiles
-                && event.as_ref().is_some_and(|e| table.apply(e, m.offset()))
-            {
-                metrics.route_moves.inc();
-                warn!(
-                    key = %String::from_utf8_lossy(m.key().unwrap_or_default()),
-                    "a profile moved a routed customer to another credit account; its earlier items stay with the old one"
-                );
-            }
-            let (key, kind) = route(&table, event.as_ref(), m.key());
-            metrics.routed.with_label_values(&[kind]).inc();
-            let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
-            let mut headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: SOURCE_TOPIC,
-                    value: Some(m.topic()),
-                })
-                .insert(Header {
-                    key: SOURCE_PARTITION,
-                    value: Some(&partition),
-                })
-                .insert(Header {
-                    key: SOURCE_OFFSET,
-                    value: Some(&offset),
-                });
-            if let Some(original) = m.key() {
-                headers = headers.insert(Header {
-                    key: SOURCE_KEY,
-                    value: Some(original),
-                });
-            }
-            // The producer's trace context travels on with the record.
-            let headers = crate::traces::copy_context(m.headers(), headers);
-            let broadcast = event
-                .as_ref()
-                .is_some_and(|e| matches!(e.body, EventBody::FxRate(_)));
-            let targets: Vec<Option<i32>> = if broadcast {
-                (0..fanout).map(Some).collect()
-            } else {
-                vec![None]
-            };
-            for target in targets {
-                let mut record = BaseRecord::with_opaque_to(&k.topics.repartition, seq)
-                    .payload(payload)
-                    .headers(headers.clone());
-                if !key.is_empty() {
-                    record = record.key(&key);
-                }
-                if let Some(p) = target {
-                    record = record.partition(p);
-                }
-                kafka::send_record(&producer, record).context("cannot route a record")?;
-            }
+            forward(k, &mut table, &producer, m, seq, fanout, metrics)?;
             next.entry((m.topic().to_string(), m.partition()))
                 .and_modify(|(_, n)| *n = m.offset() + 1)
                 .or_insert((m.offset(), m.offset() + 1));
@@ -389,6 +337,75 @@ fn run(k: &KafkaSettings, shutdown: &AtomicBool, metrics: &Metrics) -> Result<()
         }
     }
     consumer.unsubscribe();
+    Ok(())
+}
+
+/// Routes one input record to the repartition topic, keyed by its credit account (an FX rate to
+/// every partition), with its source position and trace context in headers; a profile read
+/// on the way updates the table first.
+fn forward(
+    k: &KafkaSettings,
+    table: &mut Table,
+    producer: &kafka::EngineProducer,
+    m: &BorrowedMessage<'_>,
+    seq: usize,
+    fanout: i32,
+    metrics: &Metrics,
+) -> Result<()> {
+    let payload = m.payload().unwrap_or_default();
+    let event = codec::decode_event(payload).ok();
+    if m.topic() == k.topics.profiles && event.as_ref().is_some_and(|e| table.apply(e, m.offset()))
+    {
+        metrics.route_moves.inc();
+        warn!(
+            key = %String::from_utf8_lossy(m.key().unwrap_or_default()),
+            "a profile moved a routed customer to another credit account; its earlier items stay with the old one"
+        );
+    }
+    let (key, kind) = route(table, event.as_ref(), m.key());
+    metrics.routed.with_label_values(&[kind]).inc();
+    let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
+    let mut headers = OwnedHeaders::new()
+        .insert(Header {
+            key: SOURCE_TOPIC,
+            value: Some(m.topic()),
+        })
+        .insert(Header {
+            key: SOURCE_PARTITION,
+            value: Some(&partition),
+        })
+        .insert(Header {
+            key: SOURCE_OFFSET,
+            value: Some(&offset),
+        });
+    if let Some(original) = m.key() {
+        headers = headers.insert(Header {
+            key: SOURCE_KEY,
+            value: Some(original),
+        });
+    }
+    // The producer's trace context travels on with the record.
+    let headers = crate::traces::copy_context(m.headers(), headers);
+    let broadcast = event
+        .as_ref()
+        .is_some_and(|e| matches!(e.body, EventBody::FxRate(_)));
+    let targets: Vec<Option<i32>> = if broadcast {
+        (0..fanout).map(Some).collect()
+    } else {
+        vec![None]
+    };
+    for target in targets {
+        let mut record = BaseRecord::with_opaque_to(&k.topics.repartition, seq)
+            .payload(payload)
+            .headers(headers.clone());
+        if !key.is_empty() {
+            record = record.key(&key);
+        }
+        if let Some(p) = target {
+            record = record.partition(p);
+        }
+        kafka::send_record(producer, record).context("cannot route a record")?;
+    }
     Ok(())
 }
 

@@ -62,7 +62,7 @@ pub fn replay_per_partition(
                 // Compared on their own topic (`replay_delivery_decisions`).
                 Output::DeliveryDecision(_) => {}
                 Output::Alert(a) => alerts.push(serde_json::to_string(&a).expect("json")),
-                Output::Rejection(_) => rejections += 1,
+                Output::DeadLetter(_) => rejections += 1,
             }
         }
     }
@@ -472,7 +472,7 @@ pub fn expected_on(settings: &Settings, topic: &str, groups: &[String]) -> OneTo
                         out.clear();
                         engine.apply(&event, &mut out);
                         for o in &out {
-                            if let Output::Rejection(r) = o {
+                            if let Output::DeadLetter(r) = o {
                                 want_dl.push((
                                     at,
                                     r.event_id.clone().unwrap_or_default(),
@@ -683,9 +683,36 @@ fn assert_dead_letters_equal_replay(settings: &Settings, want: &OneTopic, repeat
     wanted.sort();
     let missing: Vec<&String> = wanted.iter().filter(|w| !got.contains(w)).take(5).collect();
     let extra: Vec<&String> = got.iter().filter(|g| !wanted.contains(g)).take(5).collect();
+    // Keys seen a different number of times on each side (a repeat the sets above hide).
+    let count = |v: &[String]| {
+        let mut m: BTreeMap<String, usize> = BTreeMap::new();
+        for k in v {
+            *m.entry(k.clone()).or_default() += 1;
+        }
+        m
+    };
+    let (got_n, wanted_n) = (count(&got), count(&wanted));
+    let uneven: Vec<String> = wanted_n
+        .iter()
+        .filter(|(k, n)| got_n.get(*k) != Some(n))
+        .map(|(k, n)| format!("{k}: {n} expected, {} written", got_n.get(k).unwrap_or(&0)))
+        .take(5)
+        .collect();
+    // The dead-letter records of the first such key's event.
+    let first_id = wanted_n
+        .keys()
+        .find(|k| uneven.iter().any(|u| u.starts_with(k.as_str())))
+        .and_then(|k| k.split(' ').next())
+        .filter(|id| !id.is_empty())
+        .map(|id| format!("\"{id}\""));
+    let evidence: Vec<&String> = raw
+        .iter()
+        .filter(|r| first_id.as_ref().is_some_and(|id| r.contains(id.as_str())))
+        .take(4)
+        .collect();
     assert!(
         got == wanted,
-        "dead-letters equal replay's ({} written, {} expected); replay's, not written: {missing:?}; written, not replay's: {extra:?}",
+        "dead-letters equal replay's ({} written, {} expected); replay's, not written: {missing:?}; written, not replay's: {extra:?}; counts that differ: {uneven:?}; their records: {evidence:?}",
         got.len(),
         wanted.len()
     );

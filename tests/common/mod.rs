@@ -41,7 +41,7 @@ impl Scenario {
             Ok(ev) => {
                 self.engine.apply(&ev, &mut out);
             }
-            Err(r) => out.push(Output::Rejection(r)),
+            Err(r) => out.push(Output::DeadLetter(r)),
         }
         self.engine.verify_invariants().expect("exposure identity");
         out
@@ -229,10 +229,10 @@ pub fn alerts_of(out: &[Output], kind: AlertKind) -> Vec<&Alert> {
     alerts(out).into_iter().filter(|a| a.kind == kind).collect()
 }
 
-pub fn rejections(out: &[Output]) -> Vec<&Rejection> {
+pub fn dead_letters(out: &[Output]) -> Vec<&InputError> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Rejection(r) => Some(r),
+            Output::DeadLetter(r) => Some(r),
             _ => None,
         })
         .collect()

@@ -150,6 +150,9 @@ try {
   await page.getByText(`${BIG.length} to be released`).waitFor();
   for (const id of BIG) await page.locator(`tr.decided[data-order-id="${id}"]`, { hasText: "Released by bob" }).waitFor();
   passed("the second approver's bulk release releases every big order");
+  await page.locator("#status", { hasText: `The engine has decided ${BIG.length} of ${BIG.length}` }).waitFor();
+  check((await page.locator("#status").innerText()).startsWith(`${BIG.length} to be released.`),
+    "the bulk summary stays in the status line and counts the engine's decisions");
 
   // Keyboard: / searches, j/k move with a visible focus, r asks for a note first.
   await page.getByLabel("Search", { exact: true }).fill("");

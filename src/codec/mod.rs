@@ -6,12 +6,16 @@
 //! `INVALID_FIELD` naming the field, not a generic parse error, and amounts are parsed from
 //! their exact text, never through binary floating point.
 
+mod encode;
+mod records;
+
+pub use encode::encode_event;
+pub use records::{replay_line, topics, DeadLetter, SourcePosition, ORIGINAL_MAX_BYTES};
+
 use crate::model::*;
-use base64::Engine as _;
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
 use std::borrow::Cow;
 
 /// Longest id (event, customer, order, ...) accepted, in characters.
@@ -296,7 +300,7 @@ fn tolerance(raw: Option<&RawValue>) -> R<Option<Decimal>> {
 /// dead-letter record.
 // The error path is the cold one; boxing the rejection would not speed the hot path.
 #[allow(clippy::result_large_err)]
-pub fn decode_event(bytes: &[u8]) -> Result<Event, Rejection> {
+pub fn decode_event(bytes: &[u8]) -> Result<Event, InputError> {
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -329,7 +333,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, Rejection> {
     let type_text = present(raw.kind)
         .and_then(|r| string(r, "type").ok())
         .map(|s| s.into_owned());
-    decode_fields(&raw).map_err(|Fail(error, detail)| Rejection {
+    decode_fields(&raw).map_err(|Fail(error, detail)| InputError {
         error,
         detail,
         event_id,
@@ -339,8 +343,8 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, Rejection> {
     })
 }
 
-fn reject_plain(error: ErrorCode, detail: String) -> Rejection {
-    Rejection {
+fn reject_plain(error: ErrorCode, detail: String) -> InputError {
+    InputError {
         error,
         detail,
         event_id: None,
@@ -539,418 +543,5 @@ fn customer_name(raw: Option<&RawValue>) -> R<Option<String>> {
     Ok(Some(s.into_owned()))
 }
 
-// -------------------------------------------------------------------- encoding
-
-/// Writes a JSON object with fields in the given order.
-fn ordered_object(fields: Vec<(&str, Value)>) -> String {
-    let mut s = String::from("{");
-    for (i, (k, v)) in fields.into_iter().filter(|(_, v)| !v.is_null()).enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(&Value::String(k.to_string()).to_string());
-        s.push(':');
-        s.push_str(&v.to_string());
-    }
-    s.push('}');
-    s
-}
-
-fn money_value(v: Decimal) -> Value {
-    Value::String(format_money(v))
-}
-
-/// Encodes a validated event as contract JSON (envelope first; absent optional fields left out).
-pub fn encode_event(event: &Event) -> String {
-    let mut f: Vec<(&str, Value)> = vec![
-        ("event_id", json!(event.event_id)),
-        ("type", json!(event.type_str())),
-        ("occurred_at", json!(event.occurred_at.to_rfc3339())),
-        ("customer_id", json!(event.customer_id)),
-    ];
-    match &event.body {
-        EventBody::OrderPlaced {
-            order_id,
-            amount,
-            currency,
-        } => f.extend([
-            ("order_id", json!(order_id)),
-            ("amount", money_value(*amount)),
-            ("currency", json!(currency.as_str())),
-        ]),
-        EventBody::OrderCancelled { order_id } => f.push(("order_id", json!(order_id))),
-        EventBody::ShipmentShipped {
-            shipment_id,
-            order_id,
-            amount,
-            currency,
-            due_at,
-            delivery_id,
-        } => f.extend([
-            ("shipment_id", json!(shipment_id)),
-            ("order_id", json!(order_id)),
-            ("amount", money_value(*amount)),
-            ("currency", json!(currency.as_str())),
-            ("due_date", json!(due_at.map(|d| d.to_rfc3339()))),
-            ("delivery_id", json!(delivery_id)),
-        ]),
-        EventBody::DeliveryRequested(d) => f.extend([
-            ("delivery_id", json!(d.delivery_id)),
-            ("order_id", json!(d.order_id)),
-            ("amount", money_value(d.amount)),
-            ("currency", json!(d.currency.as_str())),
-        ]),
-        EventBody::Settlement {
-            kind,
-            settlement_id,
-            amount,
-            currency,
-            applies_to,
-        } => {
-            let id_name = match kind {
-                SettlementKind::Payment => "payment_id",
-                SettlementKind::CreditNote => "credit_note_id",
-            };
-            f.extend([
-                (id_name, json!(settlement_id)),
-                ("amount", money_value(*amount)),
-                ("currency", json!(currency.as_str())),
-            ]);
-            if !applies_to.is_empty() {
-                f.push(("applies_to", json!(applies_to)));
-            }
-        }
-        EventBody::CustomerProfile(p) => f.extend([
-            ("credit_limit", money_value(p.credit_limit)),
-            ("currency", json!(p.currency.as_str())),
-            ("grade", json!(p.grade.map(Grade::as_str))),
-            ("payment_terms_days", json!(p.payment_terms_days)),
-            ("max_order_amount", json!(p.max_order_amount.map(format_money))),
-            ("tolerance_pct", json!(p.tolerance_pct.map(|t| t.normalize().to_string()))),
-            ("status", json!(p.status.as_str())),
-            ("group_id", json!(p.group_id)),
-            (
-                "temporary_limit",
-                p.temporary_limit.as_ref().map_or(Value::Null, |t| {
-                    json!({"amount": format_money(t.amount), "expires_at": t.expires_at.to_rfc3339()})
-                }),
-            ),
-            ("review_date", json!(p.review_date.map(|d| d.to_rfc3339()))),
-            ("name", json!(p.name)),
-        ]),
-        EventBody::FxRate(q) => f.extend([
-            ("base", json!(q.base.as_str())),
-            ("quote", json!(q.quote.as_str())),
-            ("rate", json!(q.rate.normalize().to_string())),
-        ]),
-        EventBody::GroupProfile(g) => f.extend([
-            ("group_id", json!(g.group_id)),
-            ("credit_limit", money_value(g.credit_limit)),
-            ("currency", json!(g.currency.as_str())),
-            ("tolerance_pct", json!(g.tolerance_pct.map(|t| t.normalize().to_string()))),
-        ]),
-        EventBody::Command {
-            order_id,
-            delivery_id,
-            actor,
-            note,
-            ..
-        } => f.extend([
-            ("order_id", json!(order_id)),
-            ("delivery_id", json!(delivery_id)),
-            ("actor", json!(actor)),
-            ("note", json!(note)),
-        ]),
-    }
-    ordered_object(f)
-}
-
-/// Where a dead-lettered input came from.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SourcePosition {
-    pub topic: Option<String>,
-    pub partition: Option<i32>,
-    pub offset: Option<i64>,
-    /// Line number in a replay file (1-based).
-    pub line: Option<u64>,
-}
-
-/// A `credit.dead-letter` record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DeadLetter {
-    pub error: ErrorCode,
-    pub detail: String,
-    /// The original bytes: text when valid UTF-8, else base64 (see `original_encoding`).
-    pub original: String,
-    pub original_encoding: &'static str,
-    /// Set when `original` holds only the first `ORIGINAL_MAX_BYTES` of a larger input:
-    /// the full record is at `topic`/`partition`/`offset` (or `line`).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub original_truncated: bool,
-    /// The size of the whole original, when truncated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub original_bytes: Option<usize>,
-    /// SHA-256 of the whole original (hex), when truncated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub original_sha256: Option<String>,
-    pub topic: Option<String>,
-    pub partition: Option<i32>,
-    pub offset: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<u64>,
-    pub event_id: Option<String>,
-    pub event_type: Option<String>,
-    pub customer_id: Option<String>,
-}
-
-/// The most of an input a dead-letter embeds. Escaped as JSON (up to six bytes for one) or as
-/// base64 it stays far below Kafka's default message limit (1 MB), so a dead-letter can always
-/// be produced, however large the input the topic accepted.
-pub const ORIGINAL_MAX_BYTES: usize = 64 * 1024;
-
-impl DeadLetter {
-    /// Builds the record for a rejection of the input `original` (the rejection's own
-    /// re-encoded event wins when it has one: it concerns an earlier, parked event).
-    pub fn new(rejection: Rejection, original: &[u8], source: &SourcePosition) -> DeadLetter {
-        let whole: &[u8] = match &rejection.original {
-            Some(text) => text.as_bytes(),
-            None => original,
-        };
-        let truncated = whole.len() > ORIGINAL_MAX_BYTES;
-        let kept = if truncated {
-            &whole[..ORIGINAL_MAX_BYTES]
-        } else {
-            whole
-        };
-        let (original, original_encoding) = match std::str::from_utf8(kept) {
-            Ok(text) => (text.to_string(), "utf8"),
-            // Cut inside a character: the valid prefix as text.
-            Err(e) if truncated && e.error_len().is_none() => (
-                String::from_utf8_lossy(&kept[..e.valid_up_to()]).into_owned(),
-                "utf8",
-            ),
-            Err(_) => (
-                base64::engine::general_purpose::STANDARD.encode(kept),
-                "base64",
-            ),
-        };
-        let sha256 = truncated.then(|| {
-            use sha2::{Digest, Sha256};
-            Sha256::digest(whole)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        });
-        DeadLetter {
-            error: rejection.error,
-            detail: rejection.detail,
-            original,
-            original_encoding,
-            original_truncated: truncated,
-            original_bytes: truncated.then_some(whole.len()),
-            original_sha256: sha256,
-            topic: source.topic.clone(),
-            partition: source.partition,
-            offset: source.offset,
-            line: source.line,
-            event_id: rejection.event_id,
-            event_type: rejection.event_type,
-            customer_id: rejection.customer_id,
-        }
-    }
-
-    /// The record key: the original message's key, else the customer when known.
-    pub fn key(&self) -> Option<&str> {
-        self.customer_id.as_deref()
-    }
-}
-
-/// The default topic names (CONTRACT.md); the runtime may rename them.
-pub mod topics {
-    pub const DECISIONS: &str = "credit.decisions";
-    pub const DELIVERY_DECISIONS: &str = "credit.delivery-decisions";
-    pub const ALERTS: &str = "credit.alerts";
-    pub const DEAD_LETTER: &str = "credit.dead-letter";
-}
-
-#[derive(Serialize)]
-struct ReplayLine<'a, T: Serialize> {
-    topic: &'a str,
-    key: Option<&'a str>,
-    value: &'a T,
-}
-
-/// One replay output line: `{"topic": ..., "key": ..., "value": {...}}` (no newline).
-pub fn replay_line<T: Serialize>(topic: &str, key: Option<&str>, value: &T) -> String {
-    serde_json::to_string(&ReplayLine { topic, key, value }).unwrap_or_else(|e| {
-        // Serializing our own records cannot fail; if it ever does, say so in the stream.
-        json!({"topic": topic, "key": key, "value": {"error": e.to_string()}}).to_string()
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn code(bytes: &[u8]) -> ErrorCode {
-        decode_event(bytes).expect_err("must be rejected").error
-    }
-
-    #[test]
-    fn ids_with_control_characters_and_non_iso_currencies_are_refused() {
-        // The HTTP API refused both; Kafka accepted them.
-        let order = |customer: &str, currency: &str| {
-            format!(
-                r#"{{"event_id":"e","type":"order.placed","occurred_at":"2026-05-04T09:00:00Z","customer_id":"{customer}","order_id":"SO-1","amount":"1.00","currency":"{currency}"}}"#
-            )
-        };
-        assert!(decode_event(order("ACME", "EUR").as_bytes()).is_ok());
-        let r = decode_event(order("AC\\u0007ME", "EUR").as_bytes()).unwrap_err();
-        assert_eq!(r.error, ErrorCode::InvalidField);
-        assert!(
-            r.detail.contains("without control characters"),
-            "{}",
-            r.detail
-        );
-        let r = decode_event(order("ACME", "ZZZ").as_bytes()).unwrap_err();
-        assert_eq!(r.error, ErrorCode::InvalidField);
-        assert!(r.detail.contains("ISO 4217"), "{}", r.detail);
-        assert!(decode_event(order("ACME", "CHF").as_bytes()).is_ok());
-    }
-
-    #[test]
-    fn a_dead_letter_embeds_at_most_64_kib_of_its_original() {
-        let big = format!("{{\"x\":\"{}\"", "\"\\".repeat(500_000));
-        let r = decode_event(big.as_bytes()).expect_err("malformed");
-        let source = SourcePosition {
-            topic: Some("credit.orders".into()),
-            partition: Some(1),
-            offset: Some(42),
-            line: None,
-        };
-        let dl = DeadLetter::new(r, big.as_bytes(), &source);
-        assert!(dl.original_truncated);
-        assert_eq!(dl.original_bytes, Some(big.len()));
-        assert_eq!(dl.original.len(), ORIGINAL_MAX_BYTES);
-        assert_eq!(dl.original_sha256.as_deref().map(str::len), Some(64));
-        let json = serde_json::to_vec(&dl).unwrap();
-        assert!(
-            json.len() < 6 * ORIGINAL_MAX_BYTES + 4096,
-            "{} bytes",
-            json.len()
-        );
-        // A small original is embedded whole, with no truncation fields.
-        let small = br#"{"event_id":"e"}"#;
-        let dl = DeadLetter::new(decode_event(small).unwrap_err(), small, &source);
-        let v: serde_json::Value = serde_json::to_value(&dl).unwrap();
-        assert_eq!(v["original"], std::str::from_utf8(small).unwrap());
-        assert!(v.get("original_truncated").is_none() && v.get("original_sha256").is_none());
-    }
-
-    #[test]
-    fn every_command_type_decodes_to_its_own_kind_and_round_trips() {
-        for (t, order) in [
-            (types::COMMAND_RELEASE_HOLD, true),
-            (types::COMMAND_REJECT_HOLD, true),
-            (types::COMMAND_BLOCK, false),
-            (types::COMMAND_UNBLOCK, false),
-        ] {
-            let order_id = if order { r#","order_id":"SO-1""# } else { "" };
-            let line = format!(
-                r#"{{"event_id":"c","type":"{t}","occurred_at":"2026-05-04T09:00:00Z","customer_id":"C","actor":"a","note":"n"{order_id}}}"#
-            );
-            let ev = decode_event(line.as_bytes()).unwrap();
-            assert_eq!(ev.type_str(), t, "{line}");
-            let again = decode_event(encode_event(&ev).as_bytes()).unwrap();
-            assert_eq!(ev, again);
-        }
-        for t in [
-            types::COMMAND_RELEASE_DELIVERY,
-            types::COMMAND_REJECT_DELIVERY,
-        ] {
-            let line = format!(
-                r#"{{"event_id":"c","type":"{t}","occurred_at":"2026-05-04T09:00:00Z","customer_id":"C","actor":"a","note":"n","delivery_id":"DN-1"}}"#
-            );
-            let ev = decode_event(line.as_bytes()).unwrap();
-            assert_eq!(ev.type_str(), t, "{line}");
-            assert_eq!(decode_event(encode_event(&ev).as_bytes()).unwrap(), ev);
-            let no_delivery = line.replace(r#","delivery_id":"DN-1""#, "");
-            assert_eq!(code(no_delivery.as_bytes()), ErrorCode::MissingField, "{t}");
-        }
-        // Types the contract does not name are refused.
-        for t in ["command.anything", "delivery.shipped"] {
-            let line = format!(
-                r#"{{"event_id":"c","type":"{t}","occurred_at":"2026-05-04T09:00:00Z","customer_id":"C","actor":"a","note":"n","order_id":"SO-1"}}"#
-            );
-            assert_eq!(code(line.as_bytes()), ErrorCode::UnknownType, "{t}");
-        }
-    }
-
-    #[test]
-    fn decodes_an_order_and_round_trips() {
-        let line = br#"{"event_id":"e1","type":"order.placed","occurred_at":"2026-05-04T09:00:00+02:00","customer_id":"ACME","order_id":"SO-1","amount":"30000.00","currency":"EUR","extra":{"ignored":[1,2]}}"#;
-        let ev = decode_event(line).unwrap();
-        assert_eq!(ev.occurred_at.to_rfc3339(), "2026-05-04T07:00:00Z");
-        let again = decode_event(encode_event(&ev).as_bytes()).unwrap();
-        assert_eq!(ev, again);
-    }
-
-    #[test]
-    fn numbers_are_exact() {
-        let line = br#"{"event_id":"e","type":"order.placed","occurred_at":"2026-01-01T00:00:00Z","customer_id":"C","order_id":"O","amount":0.1,"currency":"EUR"}"#;
-        match decode_event(line).unwrap().body {
-            EventBody::OrderPlaced { amount, .. } => assert_eq!(amount, Decimal::new(1, 1)),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn error_codes() {
-        assert_eq!(
-            code(b"{\"event_id\": \"g2\", \"type\": \"order.placed\", "),
-            ErrorCode::MalformedJson
-        );
-        assert_eq!(code(b"[1,2]"), ErrorCode::MalformedJson);
-        assert_eq!(code(&[0xff, 0xfe]), ErrorCode::MalformedJson);
-        assert_eq!(code(br#"{"event_id":"e","type":"order.shipped","occurred_at":"2026-01-01T00:00:00Z","customer_id":"C"}"#), ErrorCode::UnknownType);
-        assert_eq!(code(br#"{"event_id":"e","type":"order.placed","occurred_at":"2026-01-01T00:00:00Z","customer_id":"C","order_id":"O","currency":"EUR"}"#), ErrorCode::MissingField);
-        assert_eq!(code(br#"{"event_id":"e","type":"order.placed","occurred_at":"2026-01-01T00:00:00Z","customer_id":"C","order_id":"O","amount":"1.23456","currency":"EUR"}"#), ErrorCode::InvalidField);
-        assert_eq!(code(br#"{"event_id":"e","type":"order.placed","occurred_at":"2026-01-01T00:00:00Z","customer_id":"C","order_id":"O","amount":true,"currency":"EUR"}"#), ErrorCode::InvalidField);
-        assert_eq!(
-            code(br#"{"event_id":"e","event_id":"f","type":"order.placed"}"#),
-            ErrorCode::InvalidField
-        );
-        assert_eq!(
-            code(br#"{"event_id":"","type":"order.placed"}"#),
-            ErrorCode::InvalidField
-        );
-        assert_eq!(code(br#"{"event_id":"e","type":"order.placed","occurred_at":"yesterday","customer_id":"C"}"#), ErrorCode::InvalidField);
-        // Deep nesting never recurses: serde_json skips values iteratively, so a deeply
-        // nested unknown field is harmless and the event is judged on its real fields.
-        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        assert_eq!(
-            code(format!("{{\"x\":{deep}}}").as_bytes()),
-            ErrorCode::MissingField
-        );
-        let nested_amount = format!(
-            r#"{{"event_id":"e","type":"order.placed","occurred_at":"2026-01-01T00:00:00Z","customer_id":"C","order_id":"O","amount":{deep},"currency":"EUR"}}"#
-        );
-        assert_eq!(code(nested_amount.as_bytes()), ErrorCode::InvalidField);
-    }
-
-    #[test]
-    fn rejection_keeps_what_is_known() {
-        let r = decode_event(br#"{"event_id":"g3","type":"order.placed","occurred_at":"2026-01-01T09:00:00Z","customer_id":"CORK","order_id":"SO-9","amount":"12.345678","currency":"EUR"}"#).unwrap_err();
-        assert_eq!(r.event_id.as_deref(), Some("g3"));
-        assert_eq!(r.customer_id.as_deref(), Some("CORK"));
-        assert!(r.detail.contains("amount"), "{}", r.detail);
-    }
-
-    #[test]
-    fn dead_letter_of_binary_is_base64() {
-        let r = decode_event(&[0xff]).unwrap_err();
-        let dl = DeadLetter::new(r, &[0xff], &SourcePosition::default());
-        assert_eq!(dl.original_encoding, "base64");
-        assert_eq!(dl.original, "/w==");
-    }
-}
+mod tests;

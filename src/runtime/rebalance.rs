@@ -1,0 +1,199 @@
+//! The consumer's client context: librdkafka's log and errors into tracing and metrics, and
+//! the rebalance callback that restores assigned partitions and drops revoked ones.
+
+use super::*;
+
+/// The consumer's client context: librdkafka's log and errors into tracing and metrics, and
+/// the rebalance callback that restores assigned partitions and drops revoked ones.
+pub(super) struct RebalanceContext {
+    pub(super) settings: Arc<Settings>,
+    /// Bumped by every assignment and revocation (read by the poll loop without the lock).
+    pub(super) generation: Arc<AtomicU64>,
+    pub(super) state: Arc<Mutex<LoopState>>,
+    pub(super) stats: Arc<Stats>,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl ClientContext for RebalanceContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        kafka::librdkafka_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        kafka::count_error(&self.metrics.kafka_client_errors, "consumer", &error);
+        kafka::librdkafka_error(&error, reason);
+    }
+}
+
+impl ConsumerContext for RebalanceContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let partitions: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.assign(consumer, &partitions, tpl)
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoke(consumer, &partitions, tpl)
+            }
+            other => error!("rebalance error: {other:?}"),
+        }
+    }
+}
+
+impl RebalanceContext {
+    /// Restores the assigned partitions' accounts from the changelog and starts each input at
+    /// its checkpoint; a partition whose state cannot be restored is not taken.
+    fn assign(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        partitions: &BTreeSet<i32>,
+        tpl: &mut TopicPartitionList,
+    ) {
+        info!(
+            ?partitions,
+            cooperative = cooperative(consumer),
+            "partitions assigned; restoring their accounts from the changelog"
+        );
+        self.metrics.rebalances.with_label_values(&["assign"]).inc();
+        let started = Instant::now();
+        let mut shared = match self.state.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        let restored = self.restore(&mut shared, partitions);
+        let checkpoints = match restored {
+            Ok(c) => c,
+            Err(e) => {
+                // Without its state a partition must not be processed: leave it
+                // unassigned; the group will rebalance it again.
+                error!("restore failed, not taking partitions {partitions:?}: {e:#}");
+                if !cooperative(consumer) {
+                    let _ = consumer.assign(&TopicPartitionList::new());
+                }
+                return;
+            }
+        };
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        for p in partitions {
+            if let Some(part) = shared.parts.get_mut(p) {
+                part.epoch = generation;
+            }
+        }
+        let elems: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        for (topic, partition) in elems {
+            let offset = checkpoints
+                .get(&partition)
+                .and_then(|c| c.offsets.get(&topic))
+                .map_or(Offset::Stored, |o| Offset::Offset(*o));
+            let _ = tpl.set_partition_offset(&topic, partition, offset);
+        }
+        let now: BTreeSet<i32> = shared.parts.keys().copied().collect();
+        shared.unpublished.full.extend(partitions.iter().copied());
+        publish(&mut shared);
+        drop(shared);
+        // Cooperative: `tpl` holds only the partitions added; the others keep running.
+        let assigned = if cooperative(consumer) {
+            consumer.incremental_assign(tpl)
+        } else {
+            consumer.assign(tpl)
+        };
+        if let Err(e) = assigned {
+            error!("assign failed: {e}");
+        }
+        // From the engine's own state: asking the consumer (`assignment()`) from inside
+        // this callback can deadlock while the consumer closes (it waits for librdkafka's
+        // main thread, which waits for this callback; seen in a demo's shutdown).
+        info!(?now, "partitions owned after the assignment");
+        self.stats.ready.store(true, Ordering::Relaxed);
+        self.metrics.ready.set(1);
+        self.metrics
+            .restore_duration
+            .observe(started.elapsed().as_secs_f64());
+        info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "restore done; consuming"
+        );
+    }
+
+    /// Restores `partitions`, retrying a failed restore (broker trouble): without their state
+    /// these partitions cannot be processed, and nothing else would hand them back.
+    fn restore(
+        &self,
+        shared: &mut LoopState,
+        partitions: &BTreeSet<i32>,
+    ) -> Result<BTreeMap<i32, Checkpoint>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match restore_partitions(
+                &self.settings,
+                shared,
+                partitions,
+                &self.stats,
+                &self.metrics,
+            ) {
+                Err(e) if attempt < 30 => {
+                    warn!("restore failed (attempt {attempt}), retrying: {e:#}");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                other => break other,
+            }
+        }
+    }
+
+    /// Drops the revoked partitions' accounts (their state lives on in the changelog).
+    fn revoke(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        partitions: &BTreeSet<i32>,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let lost = consumer.assignment_lost();
+        info!(
+            ?partitions,
+            lost, "partitions revoked; dropping their accounts"
+        );
+        self.metrics.rebalances.with_label_values(&["revoke"]).inc();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let mut now = BTreeSet::new();
+        if let Ok(mut shared) = self.state.lock() {
+            for p in partitions {
+                shared.parts.remove(p);
+                shared.unpublished.changed.remove(p);
+                shared.unpublished.full.remove(p);
+            }
+            now = shared.parts.keys().copied().collect();
+            publish(&mut shared);
+        }
+        // Nothing to commit here: every committed batch already wrote its checkpoints,
+        // and what this instance polled but did not commit is dropped (`drop_stale`)
+        // and read again by the new owner from those checkpoints.
+        let unassigned = if cooperative(consumer) {
+            consumer.incremental_unassign(tpl)
+        } else {
+            consumer.unassign()
+        };
+        if let Err(e) = unassigned {
+            error!("unassign failed: {e}");
+        }
+        info!(?now, "partitions owned after the revocation");
+    }
+}
+
+/// Whether the group runs the cooperative (incremental) rebalance protocol, where assign and
+/// revoke name only the partitions that move.
+pub(super) fn cooperative(consumer: &BaseConsumer<RebalanceContext>) -> bool {
+    matches!(
+        consumer.rebalance_protocol(),
+        rdkafka::consumer::RebalanceProtocol::Cooperative
+    )
+}

@@ -7,10 +7,16 @@
 //! `cargo bench --bench apache_kafka` (defaults as `credit-sentinel bench`);
 //! `cargo bench --bench apache_kafka -- --customers 600 --rate 5000 --seconds 5` for a quick run.
 
+/// The binary's tools (bench, generator, soak, traffic), compiled from its source (what the
+/// binary's commands use of them, and their unit tests, are unused here).
+#[allow(dead_code, unused_imports)]
+#[path = "../src/tools/mod.rs"]
+mod tools;
+
 #[path = "../tests/common/apache_kafka.rs"]
 mod apache_kafka;
 
-use credit_sentinel::bench::{self, BenchBroker, BenchConfig};
+use tools::bench::{self, BenchBroker, BenchConfig};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter()

@@ -7,15 +7,20 @@
 //!
 //! Run: `cargo bench --bench core` (add `-- --quick` for a short run).
 
+/// The binary's traffic generator, compiled from its source.
+#[allow(dead_code)]
+#[path = "../src/tools/generator.rs"]
+mod generator;
+
 // The allocator the binary ships with (src/main.rs), so these figures are the binary's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use credit_sentinel::codec::{decode_event, replay_line};
-use credit_sentinel::generator::{generate, GeneratorConfig};
 use credit_sentinel::model::{Event, Output};
 use credit_sentinel::{Engine, Policy};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use generator::{generate, GeneratorConfig};
 use std::hint::black_box;
 
 fn sample() -> Vec<String> {

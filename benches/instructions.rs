@@ -9,14 +9,19 @@
 //! Run: `cargo bench --bench instructions` (needs valgrind). The bench runs itself under
 //! `valgrind --tool=callgrind`, collecting only inside the measured loop, once per figure.
 
+/// The binary's traffic generator, compiled from its source.
+#[allow(dead_code)]
+#[path = "../src/tools/generator.rs"]
+mod generator;
+
 // The allocator the binary ships with (src/main.rs), so these figures are the binary's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use credit_sentinel::codec::{decode_event, replay_line};
-use credit_sentinel::generator::{generate, GeneratorConfig};
 use credit_sentinel::model::{Event, Output};
 use credit_sentinel::{Engine, Policy};
+use generator::{generate, GeneratorConfig};
 use std::hint::black_box;
 use std::process::{Command, ExitCode};
 

@@ -16,6 +16,11 @@
 //!
 //! Run: `cargo bench --bench state` (add `-- --quick` for a short run).
 
+/// The binary's traffic generator, compiled from its source.
+#[allow(dead_code)]
+#[path = "../src/tools/generator.rs"]
+mod generator;
+
 // The allocator the binary ships with (src/main.rs), so these figures are the binary's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -231,8 +236,8 @@ fn restore(c: &mut Criterion) {
 }
 
 fn snapshot(c: &mut Criterion) {
-    use credit_sentinel::generator::GeneratorConfig;
-    let engine = credit_sentinel::generator::replayed(
+    use generator::GeneratorConfig;
+    let engine = generator::replayed(
         &GeneratorConfig {
             customers: 250,
             days: 120,

@@ -13,6 +13,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod commands;
+mod tools;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -2,8 +2,8 @@
 //! delivery modes, decision latency per commit interval, memory and restore at scale) and its
 //! Markdown report.
 
+use crate::tools::bench::{BenchBroker, BenchConfig};
 use anyhow::{Context, Result};
-use credit_sentinel::bench::{BenchBroker, BenchConfig};
 use std::path::PathBuf;
 
 /// The command's arguments.
@@ -101,7 +101,7 @@ fn bench(
     restore: (usize, i32, bool),
     output: Option<&PathBuf>,
 ) -> Result<()> {
-    use credit_sentinel::bench;
+    use crate::tools::bench;
     let (t, l) = bench::passes(cfg, latency)?;
     let memory = if memory_accounts > 0 {
         let m = bench::memory(memory_accounts)?;

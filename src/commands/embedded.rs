@@ -3,10 +3,11 @@
 //! Ctrl-C or the duration.
 
 use super::{shutdown_on_signal, start_http};
+use crate::tools::generator::{self, GeneratorConfig};
+use crate::tools::traffic;
 use anyhow::{Context, Result};
-use credit_sentinel::generator::{self, GeneratorConfig};
 use credit_sentinel::model::Timestamp;
-use credit_sentinel::{config, runtime, traffic};
+use credit_sentinel::{config, runtime};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

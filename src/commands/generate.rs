@@ -1,8 +1,8 @@
 //! `credit-sentinel generate`: deterministic sample traffic as JSON Lines.
 
 use super::output_writer;
+use crate::tools::generator::{self, GeneratorConfig};
 use anyhow::{Context, Result};
-use credit_sentinel::generator::{self, GeneratorConfig};
 use credit_sentinel::model::Timestamp;
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,9 +1,10 @@
 //! `credit-sentinel loadgen`: generated traffic sent to a broker's input topics at a rate.
 
 use super::shutdown_on_signal;
+use crate::tools::generator::{self, GeneratorConfig};
+use crate::tools::traffic;
 use anyhow::Result;
-use credit_sentinel::generator::{self, GeneratorConfig};
-use credit_sentinel::{config, traffic};
+use credit_sentinel::config;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 

@@ -72,7 +72,7 @@ pub fn run(args: Args) -> Result<()> {
 
 /// `soak`: the embedded run, sampled every `interval`; the report goes to stdout and `output`.
 fn soak(load: &Load, interval: u64, output: Option<&PathBuf>) -> Result<()> {
-    use credit_sentinel::soak::{self, Buckets, Sample};
+    use crate::tools::soak::{self, Buckets, Sample};
     let mut samples: Vec<Sample> = Vec::new();
     let mut last = (Instant::now(), 0u64, Buckets::default());
     println!(

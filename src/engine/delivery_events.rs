@@ -4,7 +4,8 @@
 
 use super::account::{Account, Hold};
 use super::delivery::*;
-use super::{ids, input_error, warnings, Cause, Engine, Outcome, TimerKind};
+use super::outputs::{ends_hold, phase};
+use super::{ids, input_error, Cause, Engine, Outcome, TimerKind};
 use crate::model::*;
 use crate::policy::{days_us, ReleaseOrder};
 use rust_decimal::Decimal;
@@ -452,14 +453,7 @@ impl Engine {
         amount: Decimal,
         currency: Currency,
     ) -> (DecisionStatus, Vec<Reason>) {
-        let blank;
-        let acc = match self.accounts.get(customer_id) {
-            Some(a) => a,
-            None => {
-                blank = Account::new(customer_id);
-                &blank
-            }
-        };
+        let acc = &*self.account_or_new(customer_id);
         let terms = super::rules::terms(acc, &self.policy, self.now());
         let check = DeliveryCheck {
             delivery_id: "",
@@ -492,25 +486,9 @@ impl Engine {
         let acc = &self.accounts[cid];
         let d = acc.deliveries.get(delivery_id)?;
         let terms = self.terms(cid);
-        let exposure = acc.exposure();
-        let limit = terms.as_ref().map(|t| t.limit_effective);
-        let foreign = terms
-            .as_ref()
-            .map(|t| t.currency)
-            .or(acc.currency)
-            .filter(|c| *c != d.currency)
-            .map(|c| (d.currency, c))
-            .filter(|(from, to)| self.rates.multiplier(*from, *to).is_some());
-        let phase = match status {
-            DecisionStatus::Approved | DecisionStatus::Held => "initial",
-            other => other.as_str(),
-        };
-        let ends_hold = matches!(
-            status,
-            DecisionStatus::Released | DecisionStatus::Rejected | DecisionStatus::Cancelled
-        );
+        let s = self.standing(acc, terms.as_ref(), d.currency);
         Some(DeliveryDecision {
-            delivery_decision_id: ids::delivery_decision_id(cid, delivery_id, phase),
+            delivery_decision_id: ids::delivery_decision_id(cid, delivery_id, phase(status)),
             delivery_id: delivery_id.to_string(),
             order_id: d.order_id.clone(),
             customer_id: cid.to_string(),
@@ -518,26 +496,19 @@ impl Engine {
             reasons,
             amount: d.amount,
             currency: d.currency,
-            exposure,
-            credit_limit: limit,
-            available: limit.map(|l| l - exposure.total),
+            exposure: s.exposure,
+            credit_limit: s.limit,
+            available: s.limit.map(|l| l - s.exposure.total),
             decided_at: cause.at,
             source_event_id: cause.source.clone(),
             actor: actor.map(str::to_string),
-            utilization: limit.map(|l| match warnings::utilization(exposure.total, l) {
-                Some(u) => format_ratio(u),
-                None => "unbounded".to_string(),
-            }),
+            utilization: s.utilization,
             excess: d.excess,
-            hold_decision_id: ends_hold
+            hold_decision_id: ends_hold(status)
                 .then(|| ids::delivery_decision_id(cid, delivery_id, "initial")),
             note: note.map(str::to_string),
-            amount_account_currency: foreign.map(|_| d.amount_account),
-            fx_rate: foreign.map(|(from, to)| {
-                self.rates
-                    .multiplier(from, to)
-                    .map_or_else(String::new, |r| r.normalize().to_string())
-            }),
+            amount_account_currency: s.fx_rate.as_ref().map(|_| d.amount_account),
+            fx_rate: s.fx_rate,
         })
     }
 }

@@ -2,6 +2,31 @@
 
 use super::*;
 
+/// An account's standing as a decision record shows it (see `Engine::standing`).
+pub(super) struct Standing {
+    pub exposure: ExposureView,
+    pub limit: Option<Decimal>,
+    pub utilization: Option<String>,
+    /// The rate from the item's currency to the account's, for an item in another currency.
+    pub fx_rate: Option<String>,
+}
+
+/// Whether a decision ends a hold (and names the `held` decision it ends).
+pub(super) fn ends_hold(status: DecisionStatus) -> bool {
+    matches!(
+        status,
+        DecisionStatus::Released | DecisionStatus::Rejected | DecisionStatus::Cancelled
+    )
+}
+
+/// The phase a decision's id is derived from: the initial decision, or the final one.
+pub(super) fn phase(status: DecisionStatus) -> &'static str {
+    match status {
+        DecisionStatus::Approved | DecisionStatus::Held => "initial",
+        other => other.as_str(),
+    }
+}
+
 impl Engine {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn decision(
@@ -19,11 +44,7 @@ impl Engine {
             .get(order_id)
             .cloned()
             .expect("decided order is live");
-        let hold_id = matches!(
-            status,
-            DecisionStatus::Released | DecisionStatus::Rejected | DecisionStatus::Cancelled
-        )
-        .then(|| ids::decision_id(cid, order_id, "initial"));
+        let hold_id = ends_hold(status).then(|| ids::decision_id(cid, order_id, "initial"));
         self.decision_for(cid, &order, status, reasons, cause, actor, note, hold_id)
     }
 
@@ -41,46 +62,55 @@ impl Engine {
     ) -> Decision {
         let acc = &self.accounts[cid];
         let terms = rules::terms(acc, &self.policy, self.now());
-        let exposure = acc.exposure();
-        let limit = terms.as_ref().map(|t| t.limit_effective);
-        let foreign = terms
-            .as_ref()
-            .map(|t| t.currency)
-            .or(acc.currency)
-            .filter(|c| *c != order.currency)
-            .map(|c| (order.currency, c))
-            .filter(|(from, to)| self.rates.multiplier(*from, *to).is_some());
-        let phase = match status {
-            DecisionStatus::Approved | DecisionStatus::Held => "initial",
-            other => other.as_str(),
-        };
+        let s = self.standing(acc, terms.as_ref(), order.currency);
         Decision {
-            decision_id: ids::decision_id(cid, &order.order_id, phase),
+            decision_id: ids::decision_id(cid, &order.order_id, phase(status)),
             order_id: order.order_id.clone(),
             customer_id: cid.to_string(),
             status,
             reasons,
             amount: order.amount,
             currency: order.currency,
-            exposure,
-            credit_limit: limit,
-            available: limit.map(|l| l - exposure.total),
+            exposure: s.exposure,
+            credit_limit: s.limit,
+            available: s.limit.map(|l| l - s.exposure.total),
             decided_at: cause.at,
             source_event_id: cause.source.clone(),
             actor: actor.map(str::to_string),
+            utilization: s.utilization,
+            group_id: acc.group_id().map(str::to_string),
+            hold_decision_id,
+            note: note.map(str::to_string),
+            amount_account_currency: s.fx_rate.as_ref().map(|_| order.amount_account),
+            fx_rate: s.fx_rate,
+        }
+    }
+
+    /// What every decision record says of its account as it stands: its exposure, limit and
+    /// utilization, and the rate converting an item in `currency` when that is not the
+    /// account's (and a rate exists).
+    pub(super) fn standing(
+        &self,
+        acc: &Account,
+        terms: Option<&Terms>,
+        currency: Currency,
+    ) -> Standing {
+        let exposure = acc.exposure();
+        let limit = terms.map(|t| t.limit_effective);
+        let fx_rate = terms
+            .map(|t| t.currency)
+            .or(acc.currency)
+            .filter(|c| *c != currency)
+            .and_then(|c| self.rates.multiplier(currency, c))
+            .map(|r| r.normalize().to_string());
+        Standing {
+            exposure,
+            limit,
             utilization: limit.map(|l| match warnings::utilization(exposure.total, l) {
                 Some(u) => format_ratio(u),
                 None => "unbounded".to_string(),
             }),
-            group_id: acc.group_id().map(str::to_string),
-            hold_decision_id,
-            note: note.map(str::to_string),
-            amount_account_currency: foreign.map(|_| order.amount_account),
-            fx_rate: foreign.map(|(from, to)| {
-                self.rates
-                    .multiplier(from, to)
-                    .map_or_else(String::new, |r| r.normalize().to_string())
-            }),
+            fx_rate,
         }
     }
 

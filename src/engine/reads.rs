@@ -3,6 +3,14 @@
 use super::*;
 
 impl Engine {
+    /// The customer's account, or an empty one for a customer never seen (what-if checks).
+    pub(super) fn account_or_new(&self, customer_id: &str) -> std::borrow::Cow<'_, Account> {
+        match self.accounts.get(customer_id) {
+            Some(a) => std::borrow::Cow::Borrowed(a),
+            None => std::borrow::Cow::Owned(Account::new(customer_id)),
+        }
+    }
+
     /// What would happen to this order now, without changing anything.
     pub fn simulate_order(
         &self,
@@ -10,14 +18,7 @@ impl Engine {
         amount: Decimal,
         currency: Currency,
     ) -> (DecisionStatus, Vec<Reason>) {
-        let blank;
-        let acc = match self.accounts.get(customer_id) {
-            Some(a) => a,
-            None => {
-                blank = Account::new(customer_id);
-                &blank
-            }
-        };
+        let acc = &*self.account_or_new(customer_id);
         let reasons = self.check_new_order(acc, "", amount, currency).reasons;
         let status = if reasons.is_empty() {
             DecisionStatus::Approved

@@ -68,45 +68,18 @@ impl RecordSink<'_> {
         match output {
             Output::Decision(d) => {
                 let value = serde_json::to_string(&d)?;
-                self.send_traced(
-                    &t.decisions,
-                    None,
-                    Some(d.customer_id.as_bytes()),
-                    value.as_bytes(),
-                    trace,
-                )?;
-                if let Some(f) = feed {
-                    f.record("decision", Some(d.customer_id), value);
-                }
-                Ok(())
+                let shown = feed.map(|f| (f, "decision", Some(d.customer_id.clone())));
+                self.send_shown(&t.decisions, &d.customer_id, value, trace, shown)
             }
             Output::DeliveryDecision(d) => {
                 let value = serde_json::to_string(&d)?;
-                self.send_traced(
-                    &t.delivery_decisions,
-                    None,
-                    Some(d.customer_id.as_bytes()),
-                    value.as_bytes(),
-                    trace,
-                )?;
-                if let Some(f) = feed {
-                    f.record("delivery_decision", Some(d.customer_id), value);
-                }
-                Ok(())
+                let shown = feed.map(|f| (f, "delivery_decision", Some(d.customer_id.clone())));
+                self.send_shown(&t.delivery_decisions, &d.customer_id, value, trace, shown)
             }
             Output::Alert(a) => {
                 let value = serde_json::to_string(&a)?;
-                self.send_traced(
-                    &t.alerts,
-                    None,
-                    Some(a.key().as_bytes()),
-                    value.as_bytes(),
-                    trace,
-                )?;
-                if let Some(f) = feed {
-                    f.record("alert", a.customer_id, value);
-                }
-                Ok(())
+                let shown = feed.map(|f| (f, "alert", a.customer_id.clone()));
+                self.send_shown(&t.alerts, a.key(), value, trace, shown)
             }
             Output::DeadLetter(r) => {
                 let dl = DeadLetter::new(r, original, source);
@@ -115,5 +88,22 @@ impl RecordSink<'_> {
                 self.send_traced(&t.dead_letter, None, key, &value, trace)
             }
         }
+    }
+
+    /// Sends a decision or alert keyed by `key`, and shows it on the console's feed when one is
+    /// open (`shown`: the feed, the item's kind and its customer).
+    fn send_shown(
+        &self,
+        topic: &str,
+        key: &str,
+        value: String,
+        trace: Option<&rdkafka::message::OwnedHeaders>,
+        shown: Option<(&mut crate::feed::Pending, &'static str, Option<String>)>,
+    ) -> Result<()> {
+        self.send_traced(topic, None, Some(key.as_bytes()), value.as_bytes(), trace)?;
+        if let Some((feed, kind, customer_id)) = shown {
+            feed.record(kind, customer_id, value);
+        }
+        Ok(())
     }
 }

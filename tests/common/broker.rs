@@ -2,8 +2,9 @@
 //! with the contract's topics, sending lines, waiting, and reading a topic read_committed.
 #![allow(dead_code)]
 
+use super::traffic;
 use credit_sentinel::config::{self, Delivery, Settings};
-use credit_sentinel::{runtime, traffic};
+use credit_sentinel::runtime;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;

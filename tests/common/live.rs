@@ -5,12 +5,13 @@
 #![allow(dead_code)]
 
 use super::broker::*;
+use super::generator::{generate, GeneratorConfig};
+use super::traffic;
 use credit_sentinel::codec::decode_event;
 use credit_sentinel::config::Settings;
-use credit_sentinel::generator::{generate, GeneratorConfig};
 use credit_sentinel::model::Output;
 use credit_sentinel::runtime;
-use credit_sentinel::{traffic, Engine};
+use credit_sentinel::Engine;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};

@@ -6,9 +6,15 @@
 pub mod apache_kafka;
 pub mod applied;
 pub mod broker;
+/// The binary's traffic generator, compiled from its source (`src/tools/generator.rs`).
+#[path = "../../src/tools/generator.rs"]
+pub mod generator;
 pub mod hostile;
 pub mod http_get;
 pub mod live;
+/// The binary's load sender, compiled from its source (`src/tools/traffic.rs`).
+#[path = "../../src/tools/traffic.rs"]
+pub mod traffic;
 
 use credit_sentinel::codec;
 use credit_sentinel::model::*;

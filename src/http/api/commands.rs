@@ -103,8 +103,12 @@ pub(super) async fn publish(
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
+/// A held item found in the read model: the customer holding it, its first approver, and
+/// whether four-eyes applies to it.
+pub(super) type HeldHere = (String, Option<String>, bool);
+
 /// Finds the customer holding `order_id` and what four-eyes says about `actor` releasing it.
-pub(super) fn find_hold(app: &AppState, order_id: &str) -> Option<(String, Option<String>, bool)> {
+pub(super) fn find_hold(app: &AppState, order_id: &str) -> Option<HeldHere> {
     app.state.read(|engines| {
         for e in engines {
             for acc in e.accounts() {
@@ -132,40 +136,109 @@ pub async fn hold_command<const RELEASE_HOLD: bool>(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let kind = if RELEASE_HOLD {
-        crate::model::types::COMMAND_RELEASE_HOLD
-    } else {
-        crate::model::types::COMMAND_REJECT_HOLD
+    let asked = Asked {
+        id: &order_id,
+        release: RELEASE_HOLD,
+        principal: &principal,
     };
-    valid_id("order id", &order_id)?;
-    let v = json_body(&headers, body)?;
+    held_item_command(&app, &HELD_ORDER, asked, &headers, body).await
+}
+
+/// `POST /v1/deliveries/{delivery_id}/release` (`RELEASE_DELIVERY`) or `/reject`.
+pub async fn delivery_command<const RELEASE_DELIVERY: bool>(
+    State(app): State<Arc<AppState>>,
+    Path(delivery_id): Path<String>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let asked = Asked {
+        id: &delivery_id,
+        release: RELEASE_DELIVERY,
+        principal: &principal,
+    };
+    held_item_command(&app, &HELD_DELIVERY, asked, &headers, body).await
+}
+
+/// One of the two queues a person releases from or rejects in: held orders, held deliveries.
+struct HeldQueue {
+    /// `order` or `delivery`, in messages and in the remembered first approvals.
+    what: &'static str,
+    /// The command's field naming the item, and its id's name in errors.
+    field: &'static str,
+    id_name: &'static str,
+    release: &'static str,
+    reject: &'static str,
+    /// The error code when the item is not held here.
+    not_held: &'static str,
+    /// The customer holding the item, its first approver and whether four-eyes applies.
+    find: fn(&AppState, &str) -> Option<HeldHere>,
+}
+
+const HELD_ORDER: HeldQueue = HeldQueue {
+    what: "order",
+    field: "order_id",
+    id_name: "order id",
+    release: crate::model::types::COMMAND_RELEASE_HOLD,
+    reject: crate::model::types::COMMAND_REJECT_HOLD,
+    not_held: "order_not_held",
+    find: find_hold,
+};
+
+const HELD_DELIVERY: HeldQueue = HeldQueue {
+    what: "delivery",
+    field: "delivery_id",
+    id_name: "delivery id",
+    release: crate::model::types::COMMAND_RELEASE_DELIVERY,
+    reject: crate::model::types::COMMAND_REJECT_DELIVERY,
+    not_held: "delivery_not_held",
+    find: find_held_delivery,
+};
+
+/// A person's release or rejection of one held item.
+struct Asked<'a> {
+    id: &'a str,
+    release: bool,
+    principal: &'a Principal,
+}
+
+/// Publishes a release or rejection of a held order or delivery: 404 when it is not held here,
+/// four-eyes answered (409 for a second approval by the first approver), a first approval
+/// remembered until the engine's view shows it.
+async fn held_item_command(
+    app: &AppState,
+    queue: &HeldQueue,
+    asked: Asked<'_>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Asked {
+        id,
+        release,
+        principal,
+    } = asked;
+    let kind = if release { queue.release } else { queue.reject };
+    valid_id(queue.id_name, id)?;
+    let v = json_body(headers, body)?;
     let note = note(&v)?;
-    let (customer_id, first, four_eyes) = find_hold(&app, &order_id).ok_or_else(|| {
+    let (customer_id, first, four_eyes) = (queue.find)(app, id).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "order_not_held",
-            format!("order {order_id} is not on hold here"),
+            queue.not_held,
+            format!("{} {id} is not on hold here", queue.what),
         )
     })?;
-    let first = first.or_else(|| in_flight_approval(&app, "order", &order_id));
-    let is_first_approval = RELEASE_HOLD && four_eyes && first.is_none();
-    let extra = if RELEASE_HOLD {
-        four_eyes_answer(four_eyes, first, &principal, "order", &order_id)?
+    let first = first.or_else(|| in_flight_approval(app, queue.what, id));
+    let is_first_approval = release && four_eyes && first.is_none();
+    let extra = if release {
+        four_eyes_answer(four_eyes, first, principal, queue.what, id)?
     } else {
         json!({})
     };
-    let published = publish(
-        &app,
-        kind,
-        &customer_id,
-        Some(("order_id", &order_id)),
-        &principal,
-        &note,
-        extra,
-    )
-    .await;
+    let target = Some((queue.field, id));
+    let published = publish(app, kind, &customer_id, target, principal, &note, extra).await;
     if published.is_ok() && is_first_approval {
-        note_first_approval(&app, "order", &order_id, &principal);
+        note_first_approval(app, queue.what, id, principal);
     }
     published
 }
@@ -308,10 +381,7 @@ pub(super) fn four_eyes_answer(
 }
 
 /// Finds the customer holding delivery `delivery_id` and what four-eyes says about releasing it.
-pub(super) fn find_held_delivery(
-    app: &AppState,
-    delivery_id: &str,
-) -> Option<(String, Option<String>, bool)> {
+pub(super) fn find_held_delivery(app: &AppState, delivery_id: &str) -> Option<HeldHere> {
     app.state.read(|engines| {
         for e in engines {
             for acc in e.accounts() {
@@ -334,54 +404,6 @@ pub(super) fn find_held_delivery(
     })
 }
 
-/// `POST /v1/deliveries/{delivery_id}/release` (`RELEASE_DELIVERY`) or `/reject`.
-pub async fn delivery_command<const RELEASE_DELIVERY: bool>(
-    State(app): State<Arc<AppState>>,
-    Path(delivery_id): Path<String>,
-    Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let kind = if RELEASE_DELIVERY {
-        crate::model::types::COMMAND_RELEASE_DELIVERY
-    } else {
-        crate::model::types::COMMAND_REJECT_DELIVERY
-    };
-    valid_id("delivery id", &delivery_id)?;
-    let v = json_body(&headers, body)?;
-    let note = note(&v)?;
-    let (customer_id, first, four_eyes) =
-        find_held_delivery(&app, &delivery_id).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "delivery_not_held",
-                format!("delivery {delivery_id} is not on hold here"),
-            )
-        })?;
-    let first = first.or_else(|| in_flight_approval(&app, "delivery", &delivery_id));
-    let is_first_approval = RELEASE_DELIVERY && four_eyes && first.is_none();
-    let extra = if RELEASE_DELIVERY {
-        four_eyes_answer(four_eyes, first, &principal, "delivery", &delivery_id)?
-    } else {
-        json!({})
-    };
-    let published = publish(
-        &app,
-        kind,
-        &customer_id,
-        Some(("delivery_id", &delivery_id)),
-        &principal,
-        &note,
-        extra,
-    )
-    .await;
-    if published.is_ok() && is_first_approval {
-        note_first_approval(&app, "delivery", &delivery_id, &principal);
-    }
-    published
-}
-
-/// `POST /v1/customers/{id}/block` (`BLOCK_CUSTOMER`) or `/unblock`.
 /// `POST /v1/admin/pause` and `/v1/admin/resume` (admin, with a note): this instance stops
 /// (or resumes) consuming its partitions. Nothing is decided while paused; the partitions stay
 /// assigned and lag goes on being reported. Instance-local: pausing a whole deployment means
@@ -411,6 +433,7 @@ pub async fn consumption<const PAUSE: bool>(
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
+/// `POST /v1/customers/{id}/block` (`BLOCK_CUSTOMER`) or `/unblock`.
 pub async fn customer_command<const BLOCK_CUSTOMER: bool>(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,

@@ -2,6 +2,7 @@
 //! paged (`/v1/holds`, `/v1/deliveries`), and exported as CSV (`.../export`).
 
 use super::*;
+use crate::engine::account::{Account, Hold};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,6 +135,30 @@ pub(super) fn csv_field(text: &str) -> String {
 
 /// Every held order the filter selects, each with what it is sorted by.
 pub(super) fn held_orders(engines: &[&Engine], filter: &HoldFilter) -> Vec<QueueRow> {
+    held_rows(engines, filter, held_order_items, hold_json)
+}
+
+fn held_order_items(acc: &Account) -> Vec<HeldItem<'_>> {
+    acc.holds
+        .iter()
+        .filter_map(|id| {
+            let o = acc.orders.get(id)?;
+            Some((id.as_str(), o.hold.as_ref()?, o.amount, None))
+        })
+        .collect()
+}
+
+/// A held item as the queues see it: its id, its hold, its amount, and another id the search
+/// also finds it by (a delivery's order).
+type HeldItem<'a> = (&'a str, &'a Hold, Decimal, Option<&'a str>);
+
+/// Every held item the filter selects from what `held` lists per account, shown by `json`.
+fn held_rows(
+    engines: &[&Engine],
+    filter: &HoldFilter,
+    held: impl Fn(&Account) -> Vec<HeldItem<'_>>,
+    json: impl Fn(&Account, &str) -> Option<Value>,
+) -> Vec<QueueRow> {
     let mut rows = Vec::new();
     for e in engines {
         let now = e.clock();
@@ -141,17 +166,14 @@ pub(super) fn held_orders(engines: &[&Engine], filter: &HoldFilter) -> Vec<Queue
             if !filter.customer(acc) {
                 continue;
             }
-            for id in &acc.holds {
-                let Some(o) = acc.orders.get(id) else {
-                    continue;
-                };
-                let Some(h) = o.hold.as_ref() else { continue };
-                if !filter.accepts(&h.reasons, o.amount) || !filter.finds(id, acc) {
+            for (id, h, amount, also) in held(acc) {
+                let found = filter.finds(id, acc) || also.is_some_and(|a| filter.finds(a, acc));
+                if !filter.accepts(&h.reasons, amount) || !found {
                     continue;
                 }
-                if let Some(v) = hold_json(acc, id) {
+                if let Some(v) = json(acc, id) {
                     rows.push(QueueRow::new(
-                        acc, id, h.held_at, o.amount, &h.reasons, now, v,
+                        acc, id, h.held_at, amount, &h.reasons, now, v,
                     ));
                 }
             }
@@ -368,30 +390,20 @@ pub async fn deliveries(
 
 /// Every held delivery the filter selects (the search also finds its order's id).
 pub(super) fn held_deliveries(engines: &[&Engine], filter: &HoldFilter) -> Vec<QueueRow> {
-    let mut rows = Vec::new();
-    for e in engines {
-        let now = e.clock();
-        for acc in e.accounts() {
-            if !filter.customer(acc) {
-                continue;
-            }
-            for id in &acc.held_deliveries {
-                let Some(d) = acc.deliveries.get(id) else {
-                    continue;
-                };
-                let Some(h) = d.hold.as_ref() else { continue };
-                if !filter.accepts(&h.reasons, d.amount)
-                    || !(filter.finds(id, acc) || filter.finds(&d.order_id, acc))
-                {
-                    continue;
-                }
-                if let Some(v) = held_delivery_json(acc, id) {
-                    rows.push(QueueRow::new(
-                        acc, id, h.held_at, d.amount, &h.reasons, now, v,
-                    ));
-                }
-            }
-        }
-    }
-    rows
+    held_rows(engines, filter, held_delivery_items, held_delivery_json)
+}
+
+fn held_delivery_items(acc: &Account) -> Vec<HeldItem<'_>> {
+    acc.held_deliveries
+        .iter()
+        .filter_map(|id| {
+            let d = acc.deliveries.get(id)?;
+            Some((
+                id.as_str(),
+                d.hold.as_ref()?,
+                d.amount,
+                Some(d.order_id.as_str()),
+            ))
+        })
+        .collect()
 }

@@ -4,10 +4,10 @@
 //! time). Malformed lines from the generator go to the orders topic unkeyed, as a broken
 //! producer would send them.
 
-use crate::codec::decode_event;
-use crate::config::{KafkaSettings, Topics};
-use crate::model::{EventBody, SettlementKind, Timestamp};
 use anyhow::{Context as _, Result};
+use credit_sentinel::codec::decode_event;
+use credit_sentinel::config::{KafkaSettings, Topics};
+use credit_sentinel::model::{EventBody, SettlementKind, Timestamp};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -38,7 +38,7 @@ pub fn route<'a>(topics: &'a Topics, line: &str) -> (&'a str, Option<String>) {
 
 /// When message `n` is due: `rate` per second on average over each 10 s cycle, with the first
 /// second of every cycle at five times the rate of the other nine.
-pub fn burst_schedule(n: u64, rate: u64) -> Duration {
+pub(crate) fn burst_schedule(n: u64, rate: u64) -> Duration {
     let per_cycle = rate * 10;
     let cycle = n / per_cycle.max(1);
     let within = n % per_cycle.max(1);
@@ -75,7 +75,7 @@ pub fn send(
 
 /// The simulated time `elapsed` after a simulation began at `start`, running `speed` times as
 /// fast as real time until it reaches the wall clock `wall`, and with the wall clock after.
-pub fn simulated_now(
+pub(crate) fn simulated_now(
     start: Timestamp,
     speed: f64,
     elapsed: Duration,
@@ -130,10 +130,10 @@ fn send_each(
     sent: &AtomicU64,
     mut wait: impl FnMut(usize, &str),
 ) -> Result<u64> {
-    let mut cfg = crate::runtime::producer_config(k);
+    let mut cfg = credit_sentinel::runtime::producer_config(k);
     cfg.set("linger.ms", "5").set("enable.idempotence", "true");
-    let producer: ThreadedProducer<crate::runtime::Deliveries> = cfg
-        .create_with_context(crate::runtime::Deliveries::default())
+    let producer: ThreadedProducer<credit_sentinel::runtime::Deliveries> = cfg
+        .create_with_context(credit_sentinel::runtime::Deliveries::default())
         .context("cannot create the traffic producer")?;
     let mut n = 0u64;
     for (i, line) in lines.iter().enumerate() {
@@ -147,7 +147,7 @@ fn send_each(
         if let Some(key) = key.as_deref() {
             record = record.key(key);
         }
-        crate::runtime::send_record(&producer, record).context("cannot send traffic")?;
+        credit_sentinel::runtime::send_record(&producer, record).context("cannot send traffic")?;
         n += 1;
         sent.fetch_add(1, Ordering::Relaxed);
     }
@@ -162,36 +162,4 @@ fn send_each(
         );
     }
     Ok(n)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{burst_schedule, simulated_now};
-    use crate::model::Timestamp;
-    use std::time::Duration;
-
-    #[test]
-    fn the_simulated_clock_runs_fast_then_with_the_wall_clock() {
-        let start = Timestamp::parse_rfc3339("2026-08-01T00:00:00Z").unwrap();
-        let wall = Timestamp::parse_rfc3339("2026-12-01T00:00:00Z").unwrap();
-        let day = 86_400.0;
-        // One simulated day every 3 s.
-        let at =
-            |s: u64| simulated_now(start, day / 3.0, Duration::from_secs(s), wall).to_rfc3339();
-        assert_eq!(at(0), "2026-08-01T00:00:00Z");
-        assert_eq!(at(3), "2026-08-02T00:00:00Z");
-        assert_eq!(at(30), "2026-08-11T00:00:00Z");
-        // Never ahead of the wall clock: the future comes in real time.
-        assert_eq!(at(3 * 200), "2026-12-01T00:00:00Z");
-    }
-
-    #[test]
-    fn bursts_then_steady() {
-        // rate 100: 1000 per 10 s cycle, 500 in the first second, 500 over the next nine.
-        assert_eq!(burst_schedule(0, 100), Duration::ZERO);
-        assert!(burst_schedule(499, 100) < Duration::from_secs(1));
-        assert!(burst_schedule(500, 100) >= Duration::from_secs(1));
-        assert!(burst_schedule(999, 100) < Duration::from_secs(10));
-        assert_eq!(burst_schedule(1000, 100), Duration::from_secs(10));
-    }
 }

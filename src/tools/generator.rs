@@ -10,8 +10,8 @@
 //!
 //! Same parameters and seed, same bytes (SplitMix64; no dependency on a crate's RNG stability).
 
-use crate::codec::encode_event;
-use crate::model::*;
+use credit_sentinel::codec::encode_event;
+use credit_sentinel::model::*;
 use rust_decimal::Decimal;
 
 /// What to generate.
@@ -128,7 +128,8 @@ fn amount(v: i64) -> Decimal {
     Decimal::from(v)
 }
 
-fn usd() -> Currency {
+/// The second currency of the generated traffic (some customers are billed in it).
+pub fn usd() -> Currency {
     Currency::parse("USD").unwrap_or_else(|| unreachable!("USD is a valid code"))
 }
 
@@ -396,7 +397,7 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
                         Payer::OnTime => rng.range(-10, 0),
                         Payer::Late => rng.range(1, 12),
                         Payer::VeryLate => rng.range(14, 45),
-                        Payer::Defaulter => i64::MAX / (2 * crate::model::DAY_US),
+                        Payer::Defaulter => i64::MAX / (2 * credit_sentinel::model::DAY_US),
                     };
                     let stop_paying =
                         c.payer == Payer::Defaulter && shipped_at > start.plus_days(20);
@@ -520,11 +521,13 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
 
 /// An engine that has applied the traffic `cfg` describes, through `replay` as a backtest
 /// would: accounts with a realistic history, for benches and tests of state.
-pub fn replayed(cfg: &GeneratorConfig, policy: crate::Policy) -> crate::Engine {
+// Used by the tests and benches that compile this file, not by the binary itself.
+#[allow(dead_code)]
+pub fn replayed(cfg: &GeneratorConfig, policy: credit_sentinel::Policy) -> credit_sentinel::Engine {
     let input = generate(cfg).join("\n");
-    let mut engine = crate::Engine::new(policy);
+    let mut engine = credit_sentinel::Engine::new(policy);
     // Reading from memory and writing to a sink cannot fail.
-    let _ = crate::replay::replay(
+    let _ = credit_sentinel::replay::replay(
         &mut engine,
         input.as_bytes(),
         std::io::sink(),
@@ -542,102 +545,4 @@ fn same_order(order_line: &str, shipment_line: &str) -> bool {
             .map(str::to_string)
     };
     id(order_line).is_some() && id(order_line) == id(shipment_line)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deterministic_and_decodable() {
-        let cfg = GeneratorConfig {
-            customers: 30,
-            days: 40,
-            ..GeneratorConfig::default()
-        };
-        let a = generate(&cfg);
-        assert_eq!(a, generate(&cfg));
-        let bad = a
-            .iter()
-            .filter(|l| crate::codec::decode_event(l.as_bytes()).is_err())
-            .count();
-        assert_eq!(bad, 3, "exactly the three planted malformed lines");
-    }
-
-    #[test]
-    fn the_traffic_exercises_the_delivery_check_and_a_second_currency() {
-        let cfg = GeneratorConfig {
-            customers: 80,
-            days: 90,
-            faults: false,
-            ..GeneratorConfig::default()
-        };
-        let mut engine = crate::Engine::new(crate::Policy::default());
-        let mut out = Vec::new();
-        let (mut rates, mut named) = (0, 0);
-        for line in generate(&cfg) {
-            let event = crate::codec::decode_event(line.as_bytes()).expect("valid");
-            match &event.body {
-                EventBody::FxRate(_) => rates += 1,
-                EventBody::CustomerProfile(p) if p.name.is_some() => named += 1,
-                _ => {}
-            }
-            engine.apply(&event, &mut out);
-        }
-        assert_eq!(rates, 91, "one quote a day");
-        assert!(named >= 80, "{named}");
-        let statuses: std::collections::BTreeSet<&str> = out
-            .iter()
-            .filter_map(|o| match o {
-                Output::DeliveryDecision(d) => Some(d.status.as_str()),
-                _ => None,
-            })
-            .collect();
-        assert!(
-            statuses.contains("approved") && statuses.contains("held"),
-            "{statuses:?}"
-        );
-        let usd_decided = out.iter().any(
-            |o| matches!(o, Output::Decision(d) if d.currency == usd() && d.fx_rate.is_some()),
-        );
-        assert!(usd_decided, "a USD order converted at the day's rate");
-        engine.verify_invariants().expect("identity");
-    }
-
-    #[test]
-    fn short_periods_give_valid_profiles() {
-        // Before the fix, `--days` under 10 gave temporary limits expiring in year -292,000.
-        for days in 1..=12 {
-            let cfg = GeneratorConfig {
-                customers: 40,
-                days,
-                faults: false,
-                ..GeneratorConfig::default()
-            };
-            let start = cfg.start;
-            let mut engine = crate::Engine::new(crate::Policy::default());
-            let mut out = Vec::new();
-            let mut temporary = 0;
-            for line in generate(&cfg) {
-                let event = crate::codec::decode_event(line.as_bytes()).expect("valid");
-                if let EventBody::CustomerProfile(p) = &event.body {
-                    if let Some(t) = &p.temporary_limit {
-                        temporary += 1;
-                        assert!(
-                            t.expires_at > start
-                                && t.expires_at <= start.plus_days(i64::from(days)),
-                            "days {days}: {line}"
-                        );
-                    }
-                }
-                engine.apply(&event, &mut out);
-            }
-            assert!(temporary > 0, "days {days}: some temporary limits");
-            assert!(
-                !out.iter()
-                    .any(|o| matches!(o, crate::model::Output::DeadLetter(_))),
-                "days {days}: nothing dead-lettered"
-            );
-        }
-    }
 }

@@ -11,7 +11,7 @@
 //! decoded command (event id, type, time, customer, order, actor, note; one per line), so the
 //! JSON's spelling (key order, spaces) does not matter.
 
-use crate::model::{Event, EventBody};
+use crate::model::{Command, Event, EventBody};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -116,13 +116,13 @@ impl CommandKeys {
 
 /// The signed text of a command: its fields one per line; `None` for other events.
 fn canonical(event: &Event) -> Option<String> {
-    let EventBody::Command {
+    let EventBody::Command(Command {
         order_id,
         delivery_id,
         actor,
         note,
         ..
-    } = &event.body
+    }) = &event.body
     else {
         return None;
     };

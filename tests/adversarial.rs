@@ -139,20 +139,20 @@ fn one_customer_sending_100000_events_stays_within_its_account_bounds() {
         let i = n;
         let t = i as i64 * 30;
         let body = match i % 6 {
-            0 | 1 => EventBody::OrderPlaced {
+            0 | 1 => EventBody::OrderPlaced(OrderPlaced {
                 order_id: format!("O-{i}"),
                 amount: Decimal::new(1_000, 2),
                 currency: eur(),
-            },
-            2 => EventBody::ShipmentShipped {
+            }),
+            2 => EventBody::ShipmentShipped(ShipmentShipped {
                 shipment_id: format!("S-{i}"),
                 order_id: format!("O-{}", i - 2),
                 amount: Decimal::new(1_000, 2),
                 currency: eur(),
                 due_at: None,
                 delivery_id: None,
-            },
-            3 => EventBody::Settlement {
+            }),
+            3 => EventBody::Settlement(Settlement {
                 kind: SettlementKind::Payment,
                 settlement_id: format!("P-{i}"),
                 amount: Decimal::new(1_000, 2),
@@ -162,21 +162,21 @@ fn one_customer_sending_100000_events_stays_within_its_account_bounds() {
                 } else {
                     vec![]
                 },
-            },
-            4 => EventBody::ShipmentShipped {
+            }),
+            4 => EventBody::ShipmentShipped(ShipmentShipped {
                 shipment_id: format!("S-{i}"),
                 order_id: format!("NEVER-{i}"),
                 amount: Decimal::new(100, 2),
                 currency: eur(),
                 due_at: None,
                 delivery_id: None,
-            },
-            _ => EventBody::OrderPlaced {
+            }),
+            _ => EventBody::OrderPlaced(OrderPlaced {
                 // A redelivery of an earlier order under a new event id.
                 order_id: format!("O-{}", i - 5),
                 amount: Decimal::new(1_000, 2),
                 currency: eur(),
-            },
+            }),
         };
         out.clear();
         engine.apply(&event(i + 1, t, "HOT", body), &mut out);
@@ -237,13 +237,13 @@ fn a_flood_of_new_customers_stops_at_max_accounts() {
     let mut dead = 0u64;
     for i in 0..flood {
         out.clear();
-        let body = EventBody::Settlement {
+        let body = EventBody::Settlement(Settlement {
             kind: SettlementKind::Payment,
             settlement_id: format!("P-{i}"),
             amount: Decimal::new(100, 2),
             currency: eur(),
             applies_to: vec![],
-        };
+        });
         engine.apply(
             &event(i, i as i64 / 1000, &format!("C-{i}"), body),
             &mut out,
@@ -258,11 +258,11 @@ fn a_flood_of_new_customers_stops_at_max_accounts() {
     );
     // Known customers carry on at the bound.
     out.clear();
-    let body = EventBody::OrderPlaced {
+    let body = EventBody::OrderPlaced(OrderPlaced {
         order_id: "O-1".into(),
         amount: Decimal::new(100, 2),
         currency: eur(),
-    };
+    });
     engine.apply(&event(flood, 2_000, "C-7", body), &mut out);
     assert!(out.iter().any(|o| matches!(o, Output::Decision(_))));
     // Groups too.

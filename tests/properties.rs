@@ -37,21 +37,21 @@ fn id(prefix: &'static str) -> impl Strategy<Value = String> {
 
 fn body() -> impl Strategy<Value = EventBody> {
     prop_oneof![
-        4 => (id("O"), money(), prop::bool::weighted(0.05)).prop_map(|(order_id, amount, usd)| EventBody::OrderPlaced {
+        4 => (id("O"), money(), prop::bool::weighted(0.05)).prop_map(|(order_id, amount, usd)| EventBody::OrderPlaced(OrderPlaced {
             order_id,
             amount,
             currency: if usd { Currency::parse("USD").unwrap() } else { eur() },
-        }),
+        })),
         1 => id("O").prop_map(|order_id| EventBody::OrderCancelled { order_id }),
         3 => (id("S"), id("O"), positive_money(), prop::option::of(-40i64..60), prop::option::of(id("D")), prop::bool::weighted(0.1)).prop_map(|(shipment_id, order_id, amount, due, delivery_id, usd)| {
-            EventBody::ShipmentShipped {
+            EventBody::ShipmentShipped(ShipmentShipped {
                 shipment_id,
                 order_id,
                 amount,
                 currency: if usd { Currency::parse("USD").unwrap() } else { eur() },
                 due_at: due.map(|d| Timestamp::parse_rfc3339("2026-01-15T00:00:00Z").unwrap().plus_days(d)),
                 delivery_id,
-            }
+            })
         }),
         2 => (id("D"), id("O"), positive_money()).prop_map(|(delivery_id, order_id, amount)| {
             EventBody::DeliveryRequested(DeliveryRequest { delivery_id, order_id, amount, currency: eur() })
@@ -62,13 +62,13 @@ fn body() -> impl Strategy<Value = EventBody> {
             EventBody::FxRate(FxQuote { base, quote, rate: Decimal::new(i64::from(cents), 2), key: format!("fx/{base}/{quote}") })
         }),
         3 => (id("P"), positive_money(), prop::collection::vec(id("S"), 0..3), any::<bool>(), prop::bool::weighted(0.1)).prop_map(
-            |(settlement_id, amount, applies_to, credit_note, usd)| EventBody::Settlement {
+            |(settlement_id, amount, applies_to, credit_note, usd)| EventBody::Settlement(Settlement {
                 kind: if credit_note { SettlementKind::CreditNote } else { SettlementKind::Payment },
                 settlement_id,
                 amount,
                 currency: if usd { Currency::parse("USD").unwrap() } else { eur() },
                 applies_to,
-            }
+            })
         ),
         2 => (
             money(),
@@ -103,13 +103,13 @@ fn body() -> impl Strategy<Value = EventBody> {
             tolerance_pct: None,
         })),
         2 => (id("O"), prop::sample::select(vec![CommandKind::ReleaseHold, CommandKind::RejectHold, CommandKind::Block, CommandKind::Unblock, CommandKind::ReleaseDelivery, CommandKind::RejectDelivery]), prop::sample::select(vec!["ann", "bob"]), id("D"))
-            .prop_map(|(order_id, kind, actor, delivery_id)| EventBody::Command {
+            .prop_map(|(order_id, kind, actor, delivery_id)| EventBody::Command(Command {
                 kind,
                 order_id: matches!(kind, CommandKind::ReleaseHold | CommandKind::RejectHold).then_some(order_id),
                 delivery_id: matches!(kind, CommandKind::ReleaseDelivery | CommandKind::RejectDelivery).then_some(delivery_id),
                 actor: actor.into(),
                 note: "n".into(),
-            }),
+            })),
     ]
 }
 

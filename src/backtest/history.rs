@@ -139,7 +139,7 @@ pub struct OrderIndex {
 impl OrderIndex {
     /// The number of the order `event` places, when it is the first `order.placed` of it.
     pub fn note(&mut self, event: &Event) -> Option<u32> {
-        let (EventBody::OrderPlaced { order_id, .. }, Some(cid)) =
+        let (EventBody::OrderPlaced(OrderPlaced { order_id, .. }), Some(cid)) =
             (&event.body, event.customer_id.as_deref())
         else {
             return None;
@@ -196,11 +196,11 @@ impl History {
         };
         if let (
             Some(_),
-            EventBody::OrderPlaced {
+            EventBody::OrderPlaced(OrderPlaced {
                 order_id,
                 amount,
                 currency,
-            },
+            }),
         ) = (self.index.note(event), &event.body)
         {
             self.orders.push(OrderInfo {
@@ -217,14 +217,14 @@ impl History {
             });
         }
         let order_id = match &event.body {
-            EventBody::OrderPlaced { order_id, .. }
+            EventBody::OrderPlaced(OrderPlaced { order_id, .. })
             | EventBody::OrderCancelled { order_id }
-            | EventBody::ShipmentShipped { order_id, .. } => order_id,
+            | EventBody::ShipmentShipped(ShipmentShipped { order_id, .. }) => order_id,
             EventBody::DeliveryRequested(d) => &d.order_id,
-            EventBody::Command {
+            EventBody::Command(Command {
                 order_id: Some(order_id),
                 ..
-            } => order_id,
+            }) => order_id,
             _ => return,
         };
         if let Some(idx) = self.order_index(cid, order_id) {
@@ -250,9 +250,11 @@ impl History {
         }
         // Only these book (a shipment, or one that waited for its order) or settle.
         let event_order = match &event.body {
-            EventBody::OrderPlaced { order_id, .. }
-            | EventBody::ShipmentShipped { order_id, .. } => Some(order_id.as_str()),
-            EventBody::Settlement { .. } => None,
+            EventBody::OrderPlaced(OrderPlaced { order_id, .. })
+            | EventBody::ShipmentShipped(ShipmentShipped { order_id, .. }) => {
+                Some(order_id.as_str())
+            }
+            EventBody::Settlement(_) => None,
             _ => return,
         };
         let Some(cid) = event.customer_id.as_deref() else {

@@ -33,24 +33,24 @@ pub fn encode_event(event: &Event) -> String {
         ("customer_id", json!(event.customer_id)),
     ];
     match &event.body {
-        EventBody::OrderPlaced {
+        EventBody::OrderPlaced(OrderPlaced {
             order_id,
             amount,
             currency,
-        } => f.extend([
+        }) => f.extend([
             ("order_id", json!(order_id)),
             ("amount", money_value(*amount)),
             ("currency", json!(currency.as_str())),
         ]),
         EventBody::OrderCancelled { order_id } => f.push(("order_id", json!(order_id))),
-        EventBody::ShipmentShipped {
+        EventBody::ShipmentShipped(ShipmentShipped {
             shipment_id,
             order_id,
             amount,
             currency,
             due_at,
             delivery_id,
-        } => f.extend([
+        }) => f.extend([
             ("shipment_id", json!(shipment_id)),
             ("order_id", json!(order_id)),
             ("amount", money_value(*amount)),
@@ -64,13 +64,13 @@ pub fn encode_event(event: &Event) -> String {
             ("amount", money_value(d.amount)),
             ("currency", json!(d.currency.as_str())),
         ]),
-        EventBody::Settlement {
+        EventBody::Settlement(Settlement {
             kind,
             settlement_id,
             amount,
             currency,
             applies_to,
-        } => {
+        }) => {
             let id_name = match kind {
                 SettlementKind::Payment => "payment_id",
                 SettlementKind::CreditNote => "credit_note_id",
@@ -113,13 +113,13 @@ pub fn encode_event(event: &Event) -> String {
             ("currency", json!(g.currency.as_str())),
             ("tolerance_pct", json!(g.tolerance_pct.map(|t| t.normalize().to_string()))),
         ]),
-        EventBody::Command {
+        EventBody::Command(Command {
             order_id,
             delivery_id,
             actor,
             note,
             ..
-        } => f.extend([
+        }) => f.extend([
             ("order_id", json!(order_id)),
             ("delivery_id", json!(delivery_id)),
             ("actor", json!(actor)),

@@ -371,22 +371,22 @@ fn decode_fields(raw: &RawEvent<'_>) -> R<Event> {
         Some(id(raw.customer_id, "customer_id")?)
     };
     let body = match kind.as_ref() {
-        types::ORDER_PLACED => EventBody::OrderPlaced {
+        types::ORDER_PLACED => EventBody::OrderPlaced(OrderPlaced {
             order_id: id(raw.order_id, "order_id")?,
             amount: non_negative(amount(raw.amount, "amount")?, "amount")?,
             currency: currency(raw.currency, "currency")?,
-        },
+        }),
         types::ORDER_CANCELLED => EventBody::OrderCancelled {
             order_id: id(raw.order_id, "order_id")?,
         },
-        types::SHIPMENT_SHIPPED => EventBody::ShipmentShipped {
+        types::SHIPMENT_SHIPPED => EventBody::ShipmentShipped(ShipmentShipped {
             shipment_id: id(raw.shipment_id, "shipment_id")?,
             order_id: id(raw.order_id, "order_id")?,
             amount: positive(amount(raw.amount, "amount")?, "amount")?,
             currency: currency(raw.currency, "currency")?,
             due_at: date_or_timestamp_opt(raw.due_date, "due_date")?,
             delivery_id: id_opt(raw.delivery_id, "delivery_id")?,
-        },
+        }),
         types::DELIVERY_REQUESTED => EventBody::DeliveryRequested(DeliveryRequest {
             delivery_id: id(raw.delivery_id, "delivery_id")?,
             order_id: id(raw.order_id, "order_id")?,
@@ -403,13 +403,13 @@ fn decode_fields(raw: &RawEvent<'_>) -> R<Event> {
                     raw.credit_note_id,
                 )
             };
-            EventBody::Settlement {
+            EventBody::Settlement(Settlement {
                 kind,
                 settlement_id: id(id_raw, id_field)?,
                 amount: positive(amount(raw.amount, "amount")?, "amount")?,
                 currency: currency(raw.currency, "currency")?,
                 applies_to: string_list(raw.applies_to, "applies_to")?,
-            }
+            })
         }
         types::PROFILE_CUSTOMER => EventBody::CustomerProfile(Box::new(decode_profile(raw)?)),
         types::PROFILE_GROUP => EventBody::GroupProfile(GroupProfile {
@@ -465,13 +465,13 @@ fn decode_command(raw: &RawEvent<'_>, kind: CommandKind) -> R<EventBody> {
         }
         CommandKind::Block | CommandKind::Unblock => (None, None),
     };
-    Ok(EventBody::Command {
+    Ok(EventBody::Command(Command {
         kind,
         order_id,
         delivery_id,
         actor: id(raw.actor, "actor")?,
         note: note(raw.note)?,
-    })
+    }))
 }
 
 fn decode_profile(raw: &RawEvent<'_>) -> R<CustomerProfile> {

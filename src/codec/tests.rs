@@ -109,7 +109,9 @@ fn decodes_an_order_and_round_trips() {
 fn numbers_are_exact() {
     let line = br#"{"event_id":"e","type":"order.placed","occurred_at":"2026-01-01T00:00:00Z","customer_id":"C","order_id":"O","amount":0.1,"currency":"EUR"}"#;
     match decode_event(line).unwrap().body {
-        EventBody::OrderPlaced { amount, .. } => assert_eq!(amount, Decimal::new(1, 1)),
+        EventBody::OrderPlaced(OrderPlaced { amount, .. }) => {
+            assert_eq!(amount, Decimal::new(1, 1))
+        }
         other => panic!("{other:?}"),
     }
 }

@@ -189,7 +189,7 @@ impl Account {
         self.receivables.iter().any(|r| r.shipment_id == shipment_id)
             || self.closed_ids.contains_prefixed("s:", shipment_id)
             || self.pending.iter().any(|p| {
-                matches!(&p.event.body, EventBody::ShipmentShipped { shipment_id: s, .. } if s == shipment_id)
+                matches!(&p.event.body, EventBody::ShipmentShipped(ShipmentShipped { shipment_id: s, .. }) if s == shipment_id)
             })
     }
 

@@ -3,18 +3,18 @@
 use super::*;
 
 impl Engine {
-    #[allow(clippy::too_many_arguments)]
+    /// A command about a hold or an account (delivery commands go to `on_delivery_command`).
     pub(super) fn on_command(
         &mut self,
         cid: &str,
         event: &Event,
-        kind: CommandKind,
-        order_id: Option<&str>,
-        actor: &str,
-        note: &str,
+        command: &Command,
         cause: &Cause,
         out: &mut Vec<Output>,
     ) -> Outcome {
+        let (actor, note) = (command.actor.as_str(), command.note.as_str());
+        let order_id = command.order_id.as_deref();
+        let kind = command.kind;
         match kind {
             CommandKind::Block => {
                 self.account_mut(cid).manual_block = Some(actor.to_string());

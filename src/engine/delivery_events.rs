@@ -141,14 +141,14 @@ impl Engine {
         cause: &Cause,
         out: &mut Vec<Output>,
     ) {
-        let EventBody::ShipmentShipped {
+        let EventBody::ShipmentShipped(ShipmentShipped {
             shipment_id,
             order_id,
             amount,
             currency,
             delivery_id,
             ..
-        } = &event.body
+        }) = &event.body
         else {
             return;
         };
@@ -237,13 +237,13 @@ impl Engine {
         &mut self,
         cid: &str,
         event: &Event,
-        release: bool,
-        delivery_id: &str,
-        actor: &str,
-        note: &str,
+        command: &Command,
         cause: &Cause,
         out: &mut Vec<Output>,
     ) -> Outcome {
+        let release = command.kind == CommandKind::ReleaseDelivery;
+        let delivery_id = command.delivery_id.as_deref().unwrap_or_default();
+        let (actor, note) = (command.actor.as_str(), command.note.as_str());
         let cap = self.policy.bounds.closed_ids_per_account;
         let held = self.accounts[cid]
             .deliveries

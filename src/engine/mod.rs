@@ -406,86 +406,22 @@ impl Engine {
         out: &mut Vec<Output>,
     ) -> Outcome {
         match &event.body {
-            EventBody::OrderPlaced {
-                order_id,
-                amount,
-                currency,
-            } => self.on_order_placed(cid, event, order_id, *amount, *currency, cause, out),
+            EventBody::OrderPlaced(o) => self.on_order_placed(cid, event, o, cause, out),
             EventBody::OrderCancelled { order_id } => {
                 self.on_order_cancelled(cid, event, order_id, cause, out)
             }
-            EventBody::ShipmentShipped {
-                shipment_id,
-                order_id,
-                amount,
-                currency,
-                due_at,
-                ..
-            } => self.on_shipment(
-                cid,
-                event,
-                shipment_id,
-                order_id,
-                *amount,
-                *currency,
-                *due_at,
-                out,
-            ),
+            EventBody::ShipmentShipped(s) => self.on_shipment(cid, event, s, out),
             EventBody::DeliveryRequested(req) => {
                 self.on_delivery_requested(cid, event, req, cause, out)
             }
-            EventBody::Settlement {
-                kind,
-                settlement_id,
-                amount,
-                currency,
-                applies_to,
-            } => self.on_settlement(
-                cid,
-                event,
-                *kind,
-                settlement_id,
-                *amount,
-                *currency,
-                applies_to,
-                cause,
-                out,
-            ),
+            EventBody::Settlement(s) => self.on_settlement(cid, event, s, cause, out),
             EventBody::CustomerProfile(p) => self.on_customer_profile(cid, event, p, cause, out),
             // Handled before an account is chosen (`dispatch`).
             EventBody::GroupProfile(_) | EventBody::FxRate(_) => Outcome::Rejected,
-            EventBody::Command {
-                kind: kind @ (CommandKind::ReleaseDelivery | CommandKind::RejectDelivery),
-                delivery_id,
-                actor,
-                note,
-                ..
-            } => self.on_delivery_command(
-                cid,
-                event,
-                *kind == CommandKind::ReleaseDelivery,
-                delivery_id.as_deref().unwrap_or_default(),
-                actor,
-                note,
-                cause,
-                out,
-            ),
-            EventBody::Command {
-                kind,
-                order_id,
-                actor,
-                note,
-                ..
-            } => self.on_command(
-                cid,
-                event,
-                *kind,
-                order_id.as_deref(),
-                actor,
-                note,
-                cause,
-                out,
-            ),
+            EventBody::Command(c) if c.kind.is_delivery() => {
+                self.on_delivery_command(cid, event, c, cause, out)
+            }
+            EventBody::Command(c) => self.on_command(cid, event, c, cause, out),
         }
     }
 

@@ -67,12 +67,12 @@ impl Engine {
         &mut self,
         cid: &str,
         event: &Event,
-        order_id: &str,
-        amount: Decimal,
-        currency: Currency,
+        placed: &OrderPlaced,
         cause: &Cause,
         out: &mut Vec<Output>,
     ) -> Outcome {
+        let (order_id, amount, currency) =
+            (placed.order_id.as_str(), placed.amount, placed.currency);
         let policy = Arc::clone(&self.policy);
         if let Some(refused) = self.placement_refused(cid, event, order_id, amount, currency, out) {
             return refused;

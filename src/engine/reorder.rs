@@ -43,14 +43,14 @@ impl Engine {
     /// without an order; a cancellation has nothing to cancel and is dead-lettered.
     pub(super) fn resolve_orphan(&mut self, cid: &str, event: Event, out: &mut Vec<Output>) {
         match &event.body {
-            EventBody::ShipmentShipped {
+            EventBody::ShipmentShipped(ShipmentShipped {
                 shipment_id,
                 order_id,
                 amount,
                 currency,
                 due_at,
                 ..
-            } => {
+            }) => {
                 let outcome = self.ship(
                     cid,
                     &event,
@@ -90,7 +90,7 @@ impl Engine {
         let acc = self.account_mut(cid);
         let (ready, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut acc.pending).into_iter().partition(|p| {
             matches!(&p.event.body,
-                EventBody::ShipmentShipped { order_id: o, .. } | EventBody::OrderCancelled { order_id: o } if o == order_id)
+                EventBody::ShipmentShipped(ShipmentShipped { order_id: o, .. }) | EventBody::OrderCancelled { order_id: o } if o == order_id)
         });
         acc.pending = keep;
         for p in ready {

@@ -33,13 +33,19 @@ impl Engine {
         &mut self,
         cid: &str,
         event: &Event,
-        shipment_id: &str,
-        order_id: &str,
-        amount: Decimal,
-        currency: Currency,
-        due_at: Option<Timestamp>,
+        shipment: &ShipmentShipped,
         out: &mut Vec<Output>,
     ) -> Outcome {
+        let ShipmentShipped {
+            shipment_id,
+            order_id,
+            amount,
+            currency,
+            due_at,
+            ..
+        } = shipment;
+        let (shipment_id, order_id) = (shipment_id.as_str(), order_id.as_str());
+        let (amount, currency, due_at) = (*amount, *currency, *due_at);
         let acc = &self.accounts[cid];
         if acc.knows_shipment(shipment_id) {
             let booked = acc
@@ -127,7 +133,9 @@ impl Engine {
             });
         let due = due_at.unwrap_or_else(|| event.occurred_at.plus_days(i64::from(terms_days)));
         let named_delivery = match &event.body {
-            EventBody::ShipmentShipped { delivery_id, .. } => delivery_id.as_deref(),
+            EventBody::ShipmentShipped(ShipmentShipped { delivery_id, .. }) => {
+                delivery_id.as_deref()
+            }
             _ => None,
         };
         self.ship_delivery(cid, order_id, named_delivery);
@@ -167,14 +175,19 @@ impl Engine {
         &mut self,
         cid: &str,
         event: &Event,
-        kind: SettlementKind,
-        settlement_id: &str,
-        amount: Decimal,
-        currency: Currency,
-        applies_to: &[String],
+        settlement: &Settlement,
         cause: &Cause,
         out: &mut Vec<Output>,
     ) -> Outcome {
+        let Settlement {
+            kind,
+            settlement_id,
+            amount,
+            currency,
+            applies_to,
+        } = settlement;
+        let (kind, amount, currency) = (*kind, *amount, *currency);
+        let settlement_id = settlement_id.as_str();
         let key = format!("p:{settlement_id}");
         if self.accounts[cid].closed_ids.contains(&key) {
             return Outcome::Duplicate;

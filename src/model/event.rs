@@ -157,48 +157,74 @@ pub enum CommandKind {
     Unblock,
 }
 
+/// `order.placed`: a customer's order, to be checked against its credit.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct OrderPlaced {
+    pub order_id: String,
+    pub amount: Decimal,
+    pub currency: Currency,
+}
+
+/// `shipment.shipped`: goods of an order left; a receivable falls due.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct ShipmentShipped {
+    pub shipment_id: String,
+    pub order_id: String,
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub due_at: Option<Timestamp>,
+    /// The delivery this shipment carries out, when the pipeline names it.
+    pub delivery_id: Option<String>,
+}
+
+/// `payment.received` or `credit_note.issued`: money settling receivables.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct Settlement {
+    pub kind: SettlementKind,
+    pub settlement_id: String,
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub applies_to: Vec<String>,
+}
+
+/// `command.*`: a credit manager's decision.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct Command {
+    pub kind: CommandKind,
+    /// Set for release/reject of a hold, `None` otherwise.
+    pub order_id: Option<String>,
+    /// Set for release/reject of a delivery, `None` otherwise.
+    pub delivery_id: Option<String>,
+    pub actor: String,
+    pub note: String,
+}
+
+impl CommandKind {
+    /// Whether the command releases or rejects a held delivery.
+    pub fn is_delivery(self) -> bool {
+        matches!(
+            self,
+            CommandKind::ReleaseDelivery | CommandKind::RejectDelivery
+        )
+    }
+}
+
 /// The typed payload of an input event.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub enum EventBody {
-    OrderPlaced {
-        order_id: String,
-        amount: Decimal,
-        currency: Currency,
-    },
+    OrderPlaced(OrderPlaced),
     OrderCancelled {
         order_id: String,
     },
-    ShipmentShipped {
-        shipment_id: String,
-        order_id: String,
-        amount: Decimal,
-        currency: Currency,
-        due_at: Option<Timestamp>,
-        /// The delivery this shipment carries out, when the pipeline names it.
-        delivery_id: Option<String>,
-    },
+    ShipmentShipped(ShipmentShipped),
     /// `delivery.requested`: goods of an order are about to leave; the delivery check.
     DeliveryRequested(DeliveryRequest),
     /// `payment.received` or `credit_note.issued`.
-    Settlement {
-        kind: SettlementKind,
-        settlement_id: String,
-        amount: Decimal,
-        currency: Currency,
-        applies_to: Vec<String>,
-    },
+    Settlement(Settlement),
     CustomerProfile(Box<CustomerProfile>),
     GroupProfile(GroupProfile),
     FxRate(FxQuote),
-    Command {
-        kind: CommandKind,
-        /// Set for release/reject of a hold, `None` otherwise.
-        order_id: Option<String>,
-        /// Set for release/reject of a delivery, `None` otherwise.
-        delivery_id: Option<String>,
-        actor: String,
-        note: String,
-    },
+    Command(Command),
 }
 
 /// One validated input event: the envelope plus its body.
@@ -261,22 +287,22 @@ impl Event {
     /// The contract type string of this event.
     pub fn type_str(&self) -> &'static str {
         match &self.body {
-            EventBody::OrderPlaced { .. } => types::ORDER_PLACED,
+            EventBody::OrderPlaced(_) => types::ORDER_PLACED,
             EventBody::OrderCancelled { .. } => types::ORDER_CANCELLED,
-            EventBody::ShipmentShipped { .. } => types::SHIPMENT_SHIPPED,
+            EventBody::ShipmentShipped(_) => types::SHIPMENT_SHIPPED,
             EventBody::DeliveryRequested(_) => types::DELIVERY_REQUESTED,
-            EventBody::Settlement {
+            EventBody::Settlement(Settlement {
                 kind: SettlementKind::Payment,
                 ..
-            } => types::PAYMENT_RECEIVED,
-            EventBody::Settlement {
+            }) => types::PAYMENT_RECEIVED,
+            EventBody::Settlement(Settlement {
                 kind: SettlementKind::CreditNote,
                 ..
-            } => types::CREDIT_NOTE_ISSUED,
+            }) => types::CREDIT_NOTE_ISSUED,
             EventBody::CustomerProfile(_) => types::PROFILE_CUSTOMER,
             EventBody::GroupProfile(_) => types::PROFILE_GROUP,
             EventBody::FxRate(_) => types::FX_RATE,
-            EventBody::Command { kind, .. } => match kind {
+            EventBody::Command(Command { kind, .. }) => match kind {
                 CommandKind::ReleaseHold => types::COMMAND_RELEASE_HOLD,
                 CommandKind::RejectHold => types::COMMAND_REJECT_HOLD,
                 CommandKind::ReleaseDelivery => types::COMMAND_RELEASE_DELIVERY,

@@ -185,11 +185,13 @@ impl Applying<'_> {
             );
         let event_type = event.type_str();
         let order_id = match &event.body {
-            EventBody::OrderPlaced { order_id, .. }
+            EventBody::OrderPlaced(OrderPlaced { order_id, .. })
             | EventBody::OrderCancelled { order_id }
-            | EventBody::ShipmentShipped { order_id, .. } => Some(order_id.as_str()),
+            | EventBody::ShipmentShipped(ShipmentShipped { order_id, .. }) => {
+                Some(order_id.as_str())
+            }
             EventBody::DeliveryRequested(d) => Some(d.order_id.as_str()),
-            EventBody::Command { order_id, .. } => order_id.as_deref(),
+            EventBody::Command(Command { order_id, .. }) => order_id.as_deref(),
             _ => None,
         };
         span.record("event_type", event_type);
@@ -308,13 +310,13 @@ impl AppliedCommand {
     /// The command `event` is, as the core applied it with `outcome`; `None` for any other
     /// event.
     fn of(event: &Event, outcome: crate::Outcome) -> Option<AppliedCommand> {
-        let EventBody::Command {
+        let EventBody::Command(Command {
             kind,
             order_id,
             delivery_id,
             actor,
             note,
-        } = &event.body
+        }) = &event.body
         else {
             return None;
         };
@@ -427,7 +429,7 @@ fn command_outcome(
 /// Why a command is not accepted as written by the HTTP API (`None` when it is, or when
 /// `kafka.command_keys_file` is not set): see `signing`.
 fn unsigned(k: &KafkaSettings, event: &Event, payload: &[u8]) -> Option<String> {
-    if !matches!(event.body, EventBody::Command { .. }) {
+    if !matches!(event.body, EventBody::Command(_)) {
         return None;
     }
     let keys = k.command_keys.as_ref()?;

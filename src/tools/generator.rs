@@ -323,13 +323,13 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
                 out.push(
                     t.plus_us(-24 * HOUR_US),
                     Some(&c.id),
-                    EventBody::Settlement {
+                    EventBody::Settlement(Settlement {
                         kind: SettlementKind::Payment,
                         settlement_id: format!("PRE-{}", &order_id[3..]),
                         amount: value,
                         currency: eur(),
                         applies_to: Vec::new(),
-                    },
+                    }),
                 );
             }
             // An export order now and then, in USD (shipped and paid in USD).
@@ -337,11 +337,11 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
             out.push(
                 t,
                 Some(&c.id),
-                EventBody::OrderPlaced {
+                EventBody::OrderPlaced(OrderPlaced {
                     order_id: order_id.clone(),
                     amount: value,
                     currency,
-                },
+                }),
             );
             if outsized {
                 release_queue.push((t.plus_us(26 * HOUR_US), c.id.clone(), order_id.clone()));
@@ -383,14 +383,14 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
                     out.push(
                         shipped_at,
                         Some(&c.id),
-                        EventBody::ShipmentShipped {
+                        EventBody::ShipmentShipped(ShipmentShipped {
                             shipment_id: shipment_id.clone(),
                             order_id: order_id.clone(),
                             amount: part,
                             currency,
                             due_at: None,
                             delivery_id,
-                        },
+                        }),
                     );
                     let due = shipped_at.plus_days(c.terms_days);
                     let late_days = match c.payer {
@@ -414,13 +414,13 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
                                 out.push(
                                     paid_at.plus_us(-HOUR_US),
                                     Some(&c.id),
-                                    EventBody::Settlement {
+                                    EventBody::Settlement(Settlement {
                                         kind: SettlementKind::CreditNote,
                                         settlement_id: format!("CN-{}", &shipment_id[3..]),
                                         amount: cn,
                                         currency,
                                         applies_to: vec![shipment_id.clone()],
-                                    },
+                                    }),
                                 );
                             }
                             let applies_to = if rng.chance(70) {
@@ -431,13 +431,13 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
                             out.push(
                                 paid_at,
                                 Some(&c.id),
-                                EventBody::Settlement {
+                                EventBody::Settlement(Settlement {
                                     kind: SettlementKind::Payment,
                                     settlement_id: format!("PAY-{}", &shipment_id[3..]),
                                     amount: part - cn,
                                     currency,
                                     applies_to,
-                                },
+                                }),
                             );
                         }
                     }
@@ -454,23 +454,25 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<String> {
         out.push(
             at,
             Some(&cid),
-            EventBody::Command {
+            EventBody::Command(Command {
                 kind: CommandKind::ReleaseHold,
                 order_id: Some(order_id),
                 delivery_id: None,
                 actor: "credit.manager@example.com".into(),
                 note: "confirmed with the customer's purchasing".into(),
-            },
+            }),
         );
     }
     if let Some(c) = customers.get(4) {
         let at = start.plus_days(i64::from(cfg.days) / 3);
-        let body = |kind| EventBody::Command {
-            kind,
-            order_id: None,
-            delivery_id: None,
-            actor: "risk.lead@example.com".into(),
-            note: "disputed invoices under review".into(),
+        let body = |kind| {
+            EventBody::Command(Command {
+                kind,
+                order_id: None,
+                delivery_id: None,
+                actor: "risk.lead@example.com".into(),
+                note: "disputed invoices under review".into(),
+            })
         };
         out.push(at, Some(&c.id), body(CommandKind::Block));
         out.push(at.plus_days(9), Some(&c.id), body(CommandKind::Unblock));

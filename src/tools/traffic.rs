@@ -7,7 +7,7 @@
 use anyhow::{Context as _, Result};
 use credit_sentinel::codec::decode_event;
 use credit_sentinel::config::{KafkaSettings, Topics};
-use credit_sentinel::model::{EventBody, SettlementKind, Timestamp};
+use credit_sentinel::model::{EventBody, Settlement, SettlementKind, Timestamp};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,18 +17,19 @@ pub fn route<'a>(topics: &'a Topics, line: &str) -> (&'a str, Option<String>) {
     match decode_event(line.as_bytes()) {
         Ok(ev) => {
             let topic = match &ev.body {
-                EventBody::OrderPlaced { .. } | EventBody::OrderCancelled { .. } => &topics.orders,
-                EventBody::ShipmentShipped { .. } | EventBody::DeliveryRequested(_) => {
-                    &topics.shipments
+                EventBody::OrderPlaced(_) | EventBody::OrderCancelled { .. } => {
+                    &topics.orders
                 }
-                EventBody::Settlement {
+                EventBody::ShipmentShipped(_)
+                | EventBody::DeliveryRequested(_) => &topics.shipments,
+                EventBody::Settlement(Settlement {
                     kind: SettlementKind::Payment | SettlementKind::CreditNote,
                     ..
-                } => &topics.payments,
+                }) => &topics.payments,
                 EventBody::CustomerProfile(_)
                 | EventBody::GroupProfile(_)
                 | EventBody::FxRate(_) => &topics.profiles,
-                EventBody::Command { .. } => &topics.commands,
+                EventBody::Command(_) => &topics.commands,
             };
             (topic.as_str(), Some(ev.key().to_string()))
         }

@@ -350,7 +350,7 @@ impl Engine {
         let customer_id = match (&event.customer_id, &event.body) {
             (_, EventBody::GroupProfile(g)) => return self.on_group_profile(event, g, cause, out),
             (_, EventBody::FxRate(q)) => return self.on_fx_rate(event, q, cause, out),
-            (Some(c), _) => c.clone(),
+            (Some(c), _) => c.as_str(),
             (None, _) => {
                 out.push(Output::DeadLetter(input_error(
                     event,
@@ -361,7 +361,7 @@ impl Engine {
             }
         };
         let max_accounts = self.policy.bounds.max_accounts;
-        if self.accounts.len() >= max_accounts && !self.accounts.contains_key(&customer_id) {
+        if self.accounts.len() >= max_accounts && !self.accounts.contains_key(customer_id) {
             out.push(Output::DeadLetter(input_error(
                 event,
                 ErrorCode::CapacityExceeded,
@@ -373,9 +373,11 @@ impl Engine {
             return Outcome::Rejected;
         }
         let cap = self.policy.bounds.event_ids_per_account;
-        self.changed_accounts.insert(customer_id.clone());
+        if !self.changed_accounts.contains(customer_id) {
+            self.changed_accounts.insert(customer_id.to_string());
+        }
         let fingerprint = event.fingerprint();
-        let acc = self.account_mut(&customer_id);
+        let acc = self.account_mut(customer_id);
         if acc.recent_event_ids.contains(&event.event_id) {
             let first = acc.recent_event_ids.tag_of(&event.event_id);
             if first != 0 && first != fingerprint {
@@ -394,8 +396,8 @@ impl Engine {
         acc.recent_event_ids
             .insert_tagged(event.event_id.clone(), fingerprint, cap);
         // A shipment is judged as it arrives (not again when a parked one is applied).
-        self.judge_shipment(&customer_id, event, cause, out);
-        self.dispatch_account_event(&customer_id, event, cause, out)
+        self.judge_shipment(customer_id, event, cause, out);
+        self.dispatch_account_event(customer_id, event, cause, out)
     }
 
     fn dispatch_account_event(

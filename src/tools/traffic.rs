@@ -17,11 +17,10 @@ pub fn route<'a>(topics: &'a Topics, line: &str) -> (&'a str, Option<String>) {
     match decode_event(line.as_bytes()) {
         Ok(ev) => {
             let topic = match &ev.body {
-                EventBody::OrderPlaced(_) | EventBody::OrderCancelled { .. } => {
-                    &topics.orders
+                EventBody::OrderPlaced(_) | EventBody::OrderCancelled { .. } => &topics.orders,
+                EventBody::ShipmentShipped(_) | EventBody::DeliveryRequested(_) => {
+                    &topics.shipments
                 }
-                EventBody::ShipmentShipped(_)
-                | EventBody::DeliveryRequested(_) => &topics.shipments,
                 EventBody::Settlement(Settlement {
                     kind: SettlementKind::Payment | SettlementKind::CreditNote,
                     ..

@@ -102,13 +102,13 @@ pub struct CommandDecision {
 
 /// What a batch adds, collected while it runs and published when it commits.
 #[derive(Debug, Default)]
-pub struct Pending {
+pub struct BatchFeed {
     outputs: Vec<(&'static str, Option<String>, Box<str>)>,
     points: Vec<(String, Point)>,
     commands: Vec<CommandOutcome>,
 }
 
-impl Pending {
+impl BatchFeed {
     /// Keeps a decision or alert, as the JSON text produced to its topic.
     pub fn record(&mut self, kind: &'static str, customer_id: Option<String>, json: String) {
         self.outputs
@@ -167,7 +167,7 @@ impl Default for Feed {
 
 impl Feed {
     /// Publishes what a committed batch produced, and empties `pending`.
-    pub fn publish(&self, pending: &mut Pending) {
+    pub fn publish(&self, pending: &mut BatchFeed) {
         if pending.outputs.is_empty() && pending.points.is_empty() && pending.commands.is_empty() {
             return;
         }
@@ -321,7 +321,7 @@ mod tests {
     fn histories_are_bounded_and_repeats_of_a_point_are_dropped() {
         let feed = Feed::default();
         let mut rx = feed.subscribe();
-        let mut p = Pending::default();
+        let mut p = BatchFeed::default();
         for i in 0..(POINTS as i64 + 10) {
             p.point("C-1", point(i, "0.5000"));
             p.point("C-1", point(i, "0.5000"));
@@ -335,7 +335,7 @@ mod tests {
     #[test]
     fn many_customers_are_forgotten_least_active_first() {
         let feed = Feed::default();
-        let mut p = Pending::default();
+        let mut p = BatchFeed::default();
         for i in 0..(CUSTOMERS + 1) {
             p.point(&format!("C-{i}"), point(1, "0.1000"));
             feed.publish(&mut p);

@@ -153,6 +153,17 @@ fn lines(title: &str, x: &[String], series: &[(String, Vec<u64>)]) -> String {
             points.join(" "),
             esc(name),
         );
+        // A mark per point, so that a single week (no line to draw) still shows, and each
+        // point names its week and value on hover.
+        for ((point, value), label) in points.iter().zip(values).zip(x) {
+            let (cx, cy) = point.split_once(',').unwrap_or(("0", "0"));
+            let _ = write!(
+                s,
+                r#"<circle class="mark" cx="{cx}" cy="{cy}" r="3" fill="{colour}"><title>{}, {}: {value}</title></circle>"#,
+                esc(name),
+                esc(label),
+            );
+        }
     }
     s.push_str(&legend(series, left, top + height + 30.0));
     s.push_str("</svg>");

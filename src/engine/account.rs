@@ -108,7 +108,7 @@ pub struct Account {
     /// payment and credit note ids (`p:`), closed delivery ids (`d:`, rejected `dx:`, cancelled
     /// `dc:`).
     pub closed_ids: IdRing,
-    pub pending: Vec<Pending>,
+    pub pending: Vec<ParkedEvent>,
     pub behaviour: Behaviour,
     pub marks: AlertMarks,
     /// Live deliveries by id: held, or cleared and not yet shipped. Not in the postcard layout

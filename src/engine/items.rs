@@ -226,7 +226,7 @@ pub struct SettledItem {
 
 /// A shipment or cancellation that arrived before its order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Pending {
+pub struct ParkedEvent {
     #[serde(with = "event_as_json")]
     pub event: Event,
     pub received_at: Timestamp,

@@ -25,7 +25,7 @@ impl Engine {
             self.forget_pending_timer(cid, &oldest);
             self.resolve_orphan(cid, oldest.event, out);
         }
-        self.account_mut(cid).pending.push(account::Pending {
+        self.account_mut(cid).pending.push(account::ParkedEvent {
             event: event.clone(),
             received_at: now,
         });
@@ -100,7 +100,7 @@ impl Engine {
     }
 
     /// Drops the expiry moment of a parked event that was resolved before it expired.
-    pub(super) fn forget_pending_timer(&mut self, cid: &str, p: &account::Pending) {
+    pub(super) fn forget_pending_timer(&mut self, cid: &str, p: &account::ParkedEvent) {
         self.timers.remove(&Timer {
             at: p.received_at.plus_us(self.policy.bounds.pending_ttl_us),
             customer_id: cid.to_string(),

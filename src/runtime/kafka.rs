@@ -256,8 +256,7 @@ pub fn poll_batch<'c, C: ConsumerContext>(
 ///
 /// Not rdkafka's `Producer::flush`: that one calls librdkafka's flush without waiting and then
 /// polls the event queue in steps of 100 ms that always run to their end, so every flush took
-/// at least 100 ms (measured with `credit-sentinel bench`: 100 ms per batch whatever its size,
-/// which held the engine to about 3,300 events/s). librdkafka's own blocking flush waits on the
+/// at least 100 ms whatever the batch's size. librdkafka's own blocking flush waits on the
 /// count of undelivered records, which the producer's thread brings to zero as it serves the
 /// delivery reports, and treats `linger.ms` as elapsed while it waits.
 pub fn flush_producer(producer: &EngineProducer, timeout: Duration) -> Result<()> {

@@ -112,7 +112,7 @@ struct LoopState {
     policy: crate::policy::Policy,
     parts: BTreeMap<i32, PartitionState>,
     /// The open batch's console items, published when it commits.
-    pending: crate::feed::Pending,
+    pending: crate::feed::BatchFeed,
     /// What committed and readers do not see yet.
     unpublished: Unpublished,
     /// The readers' model (`StateHandle`), published to after each commit.

@@ -24,7 +24,7 @@ impl Default for StateHandle {
             shared: Arc::new(Mutex::new(LoopState {
                 policy: crate::policy::Policy::default(),
                 parts: BTreeMap::new(),
-                pending: crate::feed::Pending::default(),
+                pending: crate::feed::BatchFeed::default(),
                 unpublished: Unpublished::default(),
                 published: Arc::clone(&published),
             })),

@@ -73,10 +73,9 @@ fn changelog_reader(k: &KafkaSettings) -> Result<BaseConsumer<kafka::Quiet>> {
     cfg.set("group.id", format!("{}-restore", k.group_id))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed");
-    // A restore is a bulk read: large fetches and a deep prefetch queue (with librdkafka's
-    // defaults, 1 MiB per partition and 64 MiB queued, a 100,000-account restore on the
-    // embedded broker ran at about 25,000 accounts/s; with these and the decoding threads
-    // below, 29,000 to 34,000). Set in `kafka.properties` to override.
+    // A restore is a bulk read: large fetches and a deep prefetch queue instead of librdkafka's
+    // defaults (1 MiB per partition, 64 MiB queued), which starve the decoding threads below
+    // (docs/performance.md has the figures). Set in `kafka.properties` to override.
     for (key, value) in [
         ("fetch.wait.max.ms", "10"),
         ("max.partition.fetch.bytes", "10485760"),

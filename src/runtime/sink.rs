@@ -61,7 +61,7 @@ impl RecordSink<'_> {
         original: &[u8],
         original_key: Option<&[u8]>,
         source: &SourcePosition,
-        feed: Option<&mut crate::feed::Pending>,
+        feed: Option<&mut crate::feed::BatchFeed>,
         trace: Option<&rdkafka::message::OwnedHeaders>,
     ) -> Result<()> {
         let t = &self.k.topics;
@@ -98,7 +98,7 @@ impl RecordSink<'_> {
         key: &str,
         value: String,
         trace: Option<&rdkafka::message::OwnedHeaders>,
-        shown: Option<(&mut crate::feed::Pending, &'static str, Option<String>)>,
+        shown: Option<(&mut crate::feed::BatchFeed, &'static str, Option<String>)>,
     ) -> Result<()> {
         self.send_traced(topic, None, Some(key.as_bytes()), value.as_bytes(), trace)?;
         if let Some((feed, kind, customer_id)) = shown {

@@ -27,6 +27,8 @@ try {
   const widths = await tradeoff.locator("rect.bar").evaluateAll((r) => r.map((x) => Number(x.getAttribute("width"))));
   check(widths.some((w) => w > 0), `bars drawn to scale (${widths.join(", ")})`);
   check(await page.locator('svg[aria-label="New holds per week"] polyline.series').count() >= 2, "holds over time, a line per policy");
+  const marks = await page.locator('svg[aria-label="New holds per week"] circle.mark').count();
+  check(marks >= 2, `a mark per week and policy, so that a single week shows too (${marks})`);
   check(await page.locator('svg[aria-label^="Orders by utilization"] rect.bar').count() >= 14, "the utilization distribution, bars per policy");
   if (SWEEP) {
     const points = await page.locator("#sweep svg circle.point").count();

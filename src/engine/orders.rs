@@ -119,7 +119,7 @@ impl Engine {
         let prepay = terms.as_ref().is_some_and(|t| t.prepay);
         let status = book_placed_order(acc, &order, &reasons, prepay, cap, &conv);
         // Behaviour the warnings learn from.
-        let inactivity_before = warnings::inactivity_due(acc, &policy).map(|(due, _)| due);
+        let inactivity_before = warnings::inactivity_due_at(acc, &policy);
         learn_from_order(
             acc,
             &policy,
@@ -128,7 +128,7 @@ impl Engine {
             anomaly,
             near_limit,
         );
-        let inactivity = warnings::inactivity_due(acc, &policy);
+        let inactivity = warnings::inactivity_due_at(acc, &policy);
 
         let decision = self.decision_for(cid, &order, status, reasons, cause, None, None, None);
         out.push(Output::Decision(decision));
@@ -137,7 +137,7 @@ impl Engine {
             out.push(Output::Alert(alert));
         }
         let held = status == DecisionStatus::Held;
-        let inactivity = (inactivity_before, inactivity.map(|(due, _)| due));
+        let inactivity = (inactivity_before, inactivity);
         self.schedule_after_placement(cid, order_id, held, event.occurred_at, inactivity);
         self.touch(cid);
         if status == DecisionStatus::Approved

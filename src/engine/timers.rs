@@ -392,7 +392,7 @@ impl Engine {
                 timers.push((t.expires_at, TimerKind::TempLimitExpiry));
             }
         }
-        if let Some((due, _)) = warnings::inactivity_due(acc, &policy) {
+        if let Some(due) = warnings::inactivity_due_at(acc, &policy) {
             timers.push((due, TimerKind::Inactivity));
         }
         if policy.hold_expiry_days > 0 {

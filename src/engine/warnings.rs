@@ -261,6 +261,20 @@ fn recent_late(settled: &VecDeque<SettledItem>, n: usize) -> Option<Decimal> {
 /// When an INACTIVITY alert is due: the last order time plus the median of the recent gaps
 /// between orders plus the extra days, once enough gaps are known.
 pub fn inactivity_due(account: &Account, policy: &Policy) -> Option<(Timestamp, Decimal)> {
+    let usual_us = usual_gap_us(account, policy)?;
+    let due = inactivity_moment(account, policy, usual_us)?;
+    Some((due, (usual_us / Decimal::from(DAY_US)).round_dp(2)))
+}
+
+/// The moment of [`inactivity_due`] alone (what scheduling needs; the usual gap in days is
+/// worked out only for the alert).
+pub fn inactivity_due_at(account: &Account, policy: &Policy) -> Option<Timestamp> {
+    inactivity_moment(account, policy, usual_gap_us(account, policy)?)
+}
+
+/// The median gap between the customer's recent orders, in microseconds; `None` until there are
+/// `inactivity_min_gaps` gaps.
+fn usual_gap_us(account: &Account, policy: &Policy) -> Option<Decimal> {
     let times = &account.behaviour.order_times;
     if times.len() < policy.inactivity_min_gaps + 1 || policy.inactivity_min_gaps == 0 {
         return None;
@@ -269,13 +283,17 @@ pub fn inactivity_due(account: &Account, policy: &Policy) -> Option<(Timestamp, 
         .iter()
         .zip(times.iter().skip(1))
         .map(|(a, b)| b.0 - a.0);
-    let usual_us = median(gaps)?;
+    median(gaps)
+}
+
+/// The last order plus the usual gap plus `inactivity_extra_days`.
+fn inactivity_moment(account: &Account, policy: &Policy, usual_us: Decimal) -> Option<Timestamp> {
     let usual_us_i = i64::try_from(usual_us.trunc().mantissa()).ok()?;
-    let last = *times.back()?;
-    let due = last
-        .plus_us(usual_us_i)
-        .plus_days(i64::from(policy.inactivity_extra_days));
-    Some((due, (usual_us / Decimal::from(DAY_US)).round_dp(2)))
+    let last = *account.behaviour.order_times.back()?;
+    Some(
+        last.plus_us(usual_us_i)
+            .plus_days(i64::from(policy.inactivity_extra_days)),
+    )
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ pub struct Receivable {
     /// Sum over paid portions of portion x days late (for the timeliness indicator).
     #[serde(with = "crate::model::money::dec")]
     pub late_weighted: Decimal,
-    /// Next time-driven stage: 0 = overdue, 1..=n aging buckets, n+1 = write-off candidate.
+    /// Next time-driven aging stage (read with `timers::AgingStage`: overdue, a bucket, write-off).
     pub next_stage: u8,
     /// A receivable in another currency than the account's: that currency and the open amount
     /// in it (`open` is its value in the account's currency at the latest rate). Not in the

@@ -69,7 +69,7 @@ pub struct Group {
 /// What a time-driven index entry is for.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TimerKind {
-    /// Stage 0: item passes its due date; 1..=n: aging buckets; n+1: write-off candidate.
+    /// An item reaching aging stage `stage` (read with `timers::AgingStage`).
     Receivable {
         shipment_id: String,
         stage: u8,

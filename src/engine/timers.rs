@@ -81,23 +81,21 @@ impl Engine {
         if r.next_stage != *stage {
             return;
         }
-        let buckets = &policy.aging_buckets_days;
-        let stage_i = usize::from(*stage);
-        let (kind, severity, days) = if stage_i == 0 {
-            (AlertKind::ItemOverdue, Severity::Warning, 0)
-        } else if stage_i <= buckets.len() {
-            let sev = if stage_i == buckets.len() {
-                Severity::Critical
-            } else {
-                Severity::Warning
-            };
-            (AlertKind::AgingBucket, sev, buckets[stage_i - 1])
-        } else {
-            (
+        let (kind, severity, days) = match AgingStage::of(&policy, *stage) {
+            AgingStage::Overdue => (AlertKind::ItemOverdue, Severity::Warning, 0),
+            AgingStage::Bucket { days, last } => {
+                let sev = if last {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                };
+                (AlertKind::AgingBucket, sev, days)
+            }
+            AgingStage::WriteOff | AgingStage::Past => (
                 AlertKind::WriteOffCandidate,
                 Severity::Critical,
                 policy.write_off_days,
-            )
+            ),
         };
         let mut details = vec![
             ("shipment_id", json!(r.shipment_id)),
@@ -435,18 +433,48 @@ impl Engine {
     }
 }
 
-/// When a receivable due at `due_at` reaches aging stage `stage` (0: overdue; 1..=n: the
-/// aging buckets; n+1: write-off candidate); `None` past the last stage.
+/// What an aging stage number means under a policy. The number is what receivables and their
+/// due moments store (0: overdue; 1..=n: the n aging buckets; n+1: write-off candidate), so
+/// that a snapshot does not depend on the bucket list; this is how it is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AgingStage {
+    Overdue,
+    /// An aging bucket `days` past due; `last` for the policy's last bucket.
+    Bucket {
+        days: u32,
+        last: bool,
+    },
+    WriteOff,
+    /// Past the write-off stage: nothing further is due.
+    Past,
+}
+
+impl AgingStage {
+    pub(super) fn of(policy: &Policy, stage: u8) -> AgingStage {
+        let buckets = &policy.aging_buckets_days;
+        match usize::from(stage) {
+            0 => AgingStage::Overdue,
+            n if n <= buckets.len() => AgingStage::Bucket {
+                days: buckets[n - 1],
+                last: n == buckets.len(),
+            },
+            n if n == buckets.len() + 1 => AgingStage::WriteOff,
+            _ => AgingStage::Past,
+        }
+    }
+}
+
+/// When a receivable due at `due_at` reaches aging stage `stage` (see [`AgingStage`]); `None`
+/// past the last stage.
 pub(super) fn receivable_timer_at(
     policy: &Policy,
     due_at: Timestamp,
     stage: u8,
 ) -> Option<Timestamp> {
-    let buckets = &policy.aging_buckets_days;
-    match usize::from(stage) {
-        0 => Some(due_at.plus_us(1)),
-        n if n <= buckets.len() => Some(due_at.plus_days(i64::from(buckets[n - 1]))),
-        n if n == buckets.len() + 1 => Some(due_at.plus_days(i64::from(policy.write_off_days))),
-        _ => None,
+    match AgingStage::of(policy, stage) {
+        AgingStage::Overdue => Some(due_at.plus_us(1)),
+        AgingStage::Bucket { days, .. } => Some(due_at.plus_days(i64::from(days))),
+        AgingStage::WriteOff => Some(due_at.plus_days(i64::from(policy.write_off_days))),
+        AgingStage::Past => None,
     }
 }

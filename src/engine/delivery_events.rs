@@ -232,7 +232,6 @@ impl Engine {
     }
 
     /// `command.release_delivery` / `command.reject_delivery`.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_delivery_command(
         &mut self,
         cid: &str,

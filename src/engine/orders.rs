@@ -62,7 +62,6 @@ impl Engine {
         rules::check_order(acc, terms, group.as_ref(), &self.policy, now, &candidate)
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_order_placed(
         &mut self,
         cid: &str,

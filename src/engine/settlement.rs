@@ -28,7 +28,6 @@ impl Engine {
             })
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_shipment(
         &mut self,
         cid: &str,
@@ -170,7 +169,6 @@ impl Engine {
         Outcome::Applied
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_settlement(
         &mut self,
         cid: &str,

@@ -11,13 +11,15 @@
 #[allow(dead_code)]
 #[path = "../src/tools/generator.rs"]
 mod generator;
+#[path = "support/pipeline.rs"]
+mod pipeline;
 
 // The allocator the binary ships with (src/main.rs), so these figures are the binary's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use credit_sentinel::codec::{decode_event, replay_line};
-use credit_sentinel::model::{Event, Output};
+use credit_sentinel::codec::decode_event;
+use credit_sentinel::model::Event;
 use credit_sentinel::{Engine, Policy};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use generator::{generate, GeneratorConfig};
@@ -92,30 +94,7 @@ fn pipeline(c: &mut Criterion) {
         b.iter_batched(
             || Engine::new(Policy::default()),
             |mut engine| {
-                let mut out = Vec::with_capacity(16);
-                let mut bytes = 0usize;
-                for l in &lines {
-                    out.clear();
-                    if let Ok(e) = decode_event(l.as_bytes()) {
-                        engine.apply(&e, &mut out);
-                    }
-                    for o in out.drain(..) {
-                        bytes += match &o {
-                            Output::Decision(d) => {
-                                replay_line("credit.decisions", Some(&d.customer_id), d).len()
-                            }
-                            Output::DeliveryDecision(d) => {
-                                replay_line("credit.delivery-decisions", Some(&d.customer_id), d)
-                                    .len()
-                            }
-                            Output::Alert(a) => {
-                                replay_line("credit.alerts", Some(a.key()), a).len()
-                            }
-                            Output::DeadLetter(r) => r.detail.len(),
-                        };
-                    }
-                }
-                black_box(bytes);
+                black_box(pipeline::decode_apply_encode(&mut engine, &lines));
                 engine
             },
             BatchSize::LargeInput,

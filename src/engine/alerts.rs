@@ -144,7 +144,6 @@ impl Engine {
             warnings::behavioural_grade_cached(&mut acc.behaviour, &policy, now, profile_grade);
         if let Some(ind) = grade {
             let suggested = ind.combined;
-            let acc = self.accounts.get_mut(cid).expect("exists");
             if suggested == profile_grade {
                 acc.behaviour.grade_suggested = None;
                 if policy.apply_behavioural_grade {

@@ -109,10 +109,9 @@ pub fn combine_grades(mut letters: [Grade; 3]) -> Grade {
     }
 }
 
-/// The behavioural grade from the recently settled receivables: items settled so far whose
-/// due date falls within the policy window before `now` (DOMAIN.md). Open items do not count
-/// here: while unpaid they are the overdue rules' and aging alerts' business, and counting a
-/// just-due item as "0% collected" would swing the grade on noise. `None` until an item counts.
+/// The behavioural grade summed afresh: the property test's reference for
+/// `behavioural_grade_cached`, which the engine uses.
+#[cfg(test)]
 pub fn behavioural_grade(
     account: &Account,
     policy: &Policy,
@@ -127,8 +126,14 @@ pub fn behavioural_grade(
     f.figures.map(|f| indicators(f, profile_grade))
 }
 
-/// [`behavioural_grade`], reusing the window's figures while no item can enter or leave it
-/// (the sums and divisions are then skipped; the result is the same).
+/// The behavioural grade from the recently settled receivables: items settled so far whose
+/// due date falls within the policy window before `now` (DOMAIN.md). Open items do not count
+/// here: while unpaid they are the overdue rules' and aging alerts' business, and counting a
+/// just-due item as "0% collected" would swing the grade on noise. `None` until an item counts.
+///
+/// The window's figures are kept with the account and reused while no item can enter or leave
+/// the window (the sums and divisions are then skipped; a property test holds the result equal
+/// to a fresh sum).
 pub fn behavioural_grade_cached(
     behaviour: &mut Behaviour,
     policy: &Policy,
@@ -225,13 +230,15 @@ fn window_figures(settled: &VecDeque<SettledItem>, days: u32, now: Timestamp) ->
     }
 }
 
-/// Amount-weighted average days late over the last `n` settled items that were paid;
-/// `None` until `n` such items exist.
+/// The recent days-late average worked out afresh: the property test's reference for
+/// `recent_avg_days_late_cached`.
+#[cfg(test)]
 pub fn recent_avg_days_late(account: &Account, n: usize) -> Option<Decimal> {
     recent_late(&account.behaviour.settled, n)
 }
 
-/// [`recent_avg_days_late`], derived once per change to the settled items.
+/// Amount-weighted average days late over the last `n` settled items that were paid; `None`
+/// until `n` such items exist. Derived once per change to the settled items.
 pub fn recent_avg_days_late_cached(behaviour: &mut Behaviour, n: usize) -> Option<Decimal> {
     match behaviour.derived.recent_late {
         Some((k, v)) if k == n => v,

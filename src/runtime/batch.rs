@@ -2,6 +2,7 @@
 //! fed to its partition's engine, commands' outcomes recorded, outputs handed to the sink.
 
 use super::*;
+use crate::engine::input_error;
 
 /// One polled batch: the messages, when each was read, and (filled in while processing) the
 /// read times of the messages that produced a decision.
@@ -140,23 +141,16 @@ fn screen(
         });
     }
     let event = codec::decode_event(payload)?;
-    let refused = |error, detail| InputError {
-        error,
-        detail,
-        event_id: Some(event.event_id.clone()),
-        event_type: Some(event.type_str().to_string()),
-        customer_id: event.customer_id.clone(),
-        original: None,
-    };
     if let Some(detail) = unsigned(k, &event, payload) {
-        return Err(refused(
+        return Err(input_error(
+            &event,
             ErrorCode::InvalidField,
             format!("signature: {detail}"),
         ));
     }
     if !k.repartition {
         if let Some(detail) = key_mismatch(m.key(), &event) {
-            return Err(refused(ErrorCode::KeyMismatch, detail));
+            return Err(input_error(&event, ErrorCode::KeyMismatch, detail));
         }
     }
     Ok(event)

@@ -90,7 +90,7 @@ fn hold_queue(c: &mut Criterion) {
     for (name, held) in [("payment_1000_held", 1000), ("payment_none_held", 0)] {
         let (engine, payments) = hold_setup(held);
         assert_eq!(
-            engine.accounts().map(|a| a.holds.len()).sum::<usize>(),
+            engine.accounts().map(|a| a.holds().len()).sum::<usize>(),
             held,
             "the setup holds what it says"
         );

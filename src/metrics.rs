@@ -548,7 +548,7 @@ impl Metrics {
         for engine in engines {
             let now = engine.clock().unwrap_or(Timestamp(0));
             for acc in engine.accounts() {
-                held += acc.holds.len() as i64;
+                held += acc.holds().len() as i64;
                 let exposure = acc.exposure_total();
                 let terms = engine.terms(&acc.customer_id);
                 let u = terms
@@ -570,9 +570,9 @@ impl Metrics {
                     .map(|p| p.credit_limit)
                     .unwrap_or_default();
                 c.held += acc
-                    .holds
+                    .holds()
                     .iter()
-                    .filter_map(|id| acc.orders.get(id))
+                    .filter_map(|id| acc.orders().get(id))
                     .map(|o| o.amount_account)
                     .sum::<Decimal>();
                 c.overdue += acc.overdue(now).0;

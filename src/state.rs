@@ -19,7 +19,7 @@
 //! The due-moment index is not persisted: `Engine::restore_account` re-derives it from state.
 
 use crate::engine::account::ForeignOpen;
-use crate::engine::delivery::{Delivery, DeliveryState};
+use crate::engine::delivery::Delivery;
 use crate::engine::{Account, Engine, Group};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -111,9 +111,9 @@ pub fn encode_account_state(account: &Account) -> Vec<u8> {
     let out = encode(account);
     let ext = AccountExtensionRef {
         name: account.profile.as_ref().and_then(|p| p.name.as_deref()),
-        deliveries: account.deliveries.values().map(|d| &**d).collect(),
+        deliveries: account.deliveries().values().map(|d| &**d).collect(),
         foreign_receivables: account
-            .receivables
+            .receivables()
             .iter()
             .filter_map(|r| r.foreign.map(|f| (r.shipment_id.as_str(), f)))
             .collect(),
@@ -128,28 +128,12 @@ fn extend_account(account: &mut Account, ext: AccountExtension) {
     if let Some(p) = account.profile.as_mut() {
         p.name = ext.name;
     }
-    let mut held: Vec<(crate::model::Timestamp, String)> = Vec::new();
-    for d in ext.deliveries {
-        if d.state == DeliveryState::Held {
-            held.push((d.requested_at, d.delivery_id.clone()));
-        }
-        account
-            .deliveries
-            .insert(d.delivery_id.clone(), Box::new(d));
-    }
-    held.sort();
-    account.held_deliveries = held.into_iter().map(|(_, id)| id).collect();
+    account.restore_deliveries(ext.deliveries);
     if ext.event_tags_version == EVENT_TAGS_VERSION {
         account.recent_event_ids.set_tags(ext.event_tags);
     }
     for (shipment_id, f) in ext.foreign_receivables {
-        if let Some(r) = account
-            .receivables
-            .iter_mut()
-            .find(|r| r.shipment_id == shipment_id)
-        {
-            r.foreign = Some(f);
-        }
+        account.restore_foreign(&shipment_id, f);
     }
 }
 

@@ -183,8 +183,8 @@ fn one_customer_sending_100000_events_stays_within_its_account_bounds() {
         n += 1;
         if n % 10_000 == 0 {
             let acc = engine.account("HOT").expect("account");
-            assert!(acc.orders.len() <= b.items_per_account);
-            assert!(acc.receivables.len() <= b.items_per_account);
+            assert!(acc.orders().len() <= b.items_per_account);
+            assert!(acc.receivables().len() <= b.items_per_account);
             assert!(acc.pending.len() <= b.pending_per_account);
             assert!(acc.recent_event_ids.len() <= b.event_ids_per_account);
             largest_snapshot = largest_snapshot.max(
@@ -198,11 +198,11 @@ fn one_customer_sending_100000_events_stays_within_its_account_bounds() {
     }
     let acc = engine.account("HOT").expect("account");
     assert_eq!(
-        acc.orders.len(),
+        acc.orders().len(),
         b.items_per_account,
         "the order bound was reached"
     );
-    assert!(acc.receivables.len() <= b.items_per_account);
+    assert!(acc.receivables().len() <= b.items_per_account);
     // Everything the account keeps is bounded, so its snapshot is too: 500 orders and 500
     // receivables at a few hundred bytes each, plus the bounded id rings.
     assert!(
@@ -210,7 +210,7 @@ fn one_customer_sending_100000_events_stays_within_its_account_bounds() {
         "snapshot {largest_snapshot} bytes"
     );
     // The due-moment index holds live items only (settled and resolved ones are dropped).
-    let live = acc.holds.len() + acc.receivables.len() + acc.pending.len() + 4;
+    let live = acc.holds().len() + acc.receivables().len() + acc.pending.len() + 4;
     assert!(
         engine.timers_len() <= live,
         "{} due moments for {live} live items: {:?}",
@@ -219,8 +219,8 @@ fn one_customer_sending_100000_events_stays_within_its_account_bounds() {
     );
     eprintln!(
         "100,000 events for one customer: {} live orders, {} receivables, largest snapshot {} bytes, {} due moments",
-        acc.orders.len(),
-        acc.receivables.len(),
+        acc.orders().len(),
+        acc.receivables().len(),
         largest_snapshot,
         engine.timers_len()
     );

@@ -69,7 +69,7 @@ fn a_delivery_within_its_approved_order_is_approved_and_reserves_nothing_new() {
     assert!(alerts_of(&out, AlertKind::ShippedWithoutRelease).is_empty());
     let e = s.exposure("ACME");
     assert_eq!((e.open_orders, e.receivables), (dec("2500"), dec("1500")));
-    assert!(s.engine.account("ACME").unwrap().deliveries.is_empty());
+    assert!(s.engine.account("ACME").unwrap().deliveries().is_empty());
 }
 
 #[test]
@@ -128,7 +128,7 @@ fn a_customer_downgraded_to_d_after_ordering_prepays_at_delivery() {
     assert_eq!(r.status, DecisionStatus::Released);
     assert_eq!(r.exposure.unapplied_credit, dec("1000"));
     let acc = s.engine.account("ACME").unwrap();
-    assert_eq!(acc.earmarked, dec("1000"), "the credit is the delivery's");
+    assert_eq!(acc.earmarked(), dec("1000"), "the credit is the delivery's");
     // A second delivery cannot use the same credit.
     let d = only_delivery(&s.deliver(T2, "ACME", "DN-2", "O-1", "500")).clone();
     assert_eq!(delivery_codes(&d), ["PREPAYMENT_REQUIRED"]);
@@ -324,7 +324,7 @@ fn cancelling_an_order_cancels_its_held_deliveries_and_frees_the_approved_ones()
         dec("5000"),
         "O-1's remainder and DN-1's excess are freed; O-2 stays"
     );
-    assert!(s.engine.account("ACME").unwrap().deliveries.is_empty());
+    assert!(s.engine.account("ACME").unwrap().deliveries().is_empty());
 }
 
 #[test]
@@ -411,7 +411,7 @@ fn a_repeated_delivery_id_is_a_duplicate() {
     let out = s.deliver(T1, "ACME", "DN-1", "O-1", "999");
     assert_eq!(dead_letters(&out)[0].error, ErrorCode::DuplicateConflict);
     assert_eq!(
-        s.engine.account("ACME").unwrap().deliveries["DN-1"].amount,
+        s.engine.account("ACME").unwrap().deliveries()["DN-1"].amount,
         dec("100")
     );
 }
@@ -483,8 +483,8 @@ fn a_restart_restores_held_and_cleared_deliveries() {
     restored.restore_clock(s.engine.clock().unwrap());
     restored.verify_invariants().unwrap();
     let acc = restored.account("ACME").unwrap();
-    assert_eq!(acc.held_deliveries, ["DN-2"]);
-    assert_eq!(acc.deliveries.len(), 2);
+    assert_eq!(acc.held_deliveries(), ["DN-2"]);
+    assert_eq!(acc.deliveries().len(), 2);
     assert_eq!(acc.exposure().open_orders, dec("5000"));
     assert_eq!(
         acc.profile.as_ref().and_then(|p| p.name.as_deref()),

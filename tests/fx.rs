@@ -150,9 +150,9 @@ fn a_payment_settles_its_own_currency_first_then_others_at_the_current_rate() {
         json!({"payment_id": "P-1", "amount": "400", "currency": "USD"}),
     );
     let acc = s.engine.account("ACME").unwrap();
-    assert_eq!(acc.receivables.len(), 1);
-    assert_eq!(acc.receivables[0].shipment_id, "S-1");
-    assert_eq!(acc.receivables[0].open, dec("50"));
+    assert_eq!(acc.receivables().len(), 1);
+    assert_eq!(acc.receivables()[0].shipment_id, "S-1");
+    assert_eq!(acc.receivables()[0].open, dec("50"));
     // 200 USD more: 50 EUR of S-1 (100 USD), the other 100 USD becomes 50 EUR of credit.
     s.send(
         T1,
@@ -266,7 +266,7 @@ fn an_item_booked_after_a_rate_is_valued_as_revaluation_would_value_it() {
         s.raw(l.as_bytes());
         s.engine.verify_invariants().unwrap();
     }
-    let order = s.engine.account("C-3").unwrap().orders["O-7"].clone();
+    let order = s.engine.account("C-3").unwrap().orders()["O-7"].clone();
     assert_eq!(order.open_remaining, dec("49"));
     let acc = s.engine.account("C-3").unwrap();
     assert_eq!(acc.currency, Currency::parse("EUR"));
@@ -294,6 +294,6 @@ fn an_account_without_a_profile_takes_its_first_orders_currency() {
     assert!(dead_letters(&out).is_empty(), "{out:?}");
     let acc = s.engine.account("ACME").unwrap();
     assert_eq!(acc.currency, Currency::parse("EUR"));
-    assert_eq!(acc.orders["O-1"].open_remaining, dec("1000"));
+    assert_eq!(acc.orders()["O-1"].open_remaining, dec("1000"));
     assert_eq!(s.exposure("ACME").total, dec("910"));
 }

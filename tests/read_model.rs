@@ -94,7 +94,7 @@ fn a_slow_reader_delays_no_decision_and_a_stuck_commit_blocks_no_reader() {
             engines
                 .iter()
                 .find_map(|e| e.account("C-1"))
-                .map(|a| a.orders.len())
+                .map(|a| a.orders().len())
         })
     };
     wait_for("the profile published", Duration::from_secs(60), || {

@@ -706,7 +706,7 @@ fn payments_settle_named_items_then_oldest_due_and_keep_the_rest_as_credit() {
     s.pay(T0, "ACME", "P-1", "150", &["NEW"]);
     let acc = s.engine.account("ACME").unwrap();
     let open: Vec<(&str, String)> = acc
-        .receivables
+        .receivables()
         .iter()
         .map(|r| (r.shipment_id.as_str(), format_money(r.open)))
         .collect();
@@ -1511,7 +1511,7 @@ fn a_recheck_runs_every_rule_and_a_new_order_cap_keeps_the_hold() {
         decisions(&out).is_empty(),
         "the order now exceeds the order cap: a person decides ({out:?})"
     );
-    let hold = &s.engine.account("ACME").expect("account").orders["O-1"];
+    let hold = &s.engine.account("ACME").expect("account").orders()["O-1"];
     assert!(hold.hold.is_some(), "still held");
     // Without the cap the same payment releases it (positive control).
     let mut s = Scenario::default();

@@ -332,10 +332,10 @@ impl History {
         touched: &mut Vec<u32>,
     ) {
         // An event books or settles, never both, so equal counts mean nothing else changed.
-        match acc.receivables.len().cmp(&track.open.len()) {
+        match acc.receivables().len().cmp(&track.open.len()) {
             std::cmp::Ordering::Equal => {}
             std::cmp::Ordering::Greater => {
-                for r in &acc.receivables {
+                for r in acc.receivables() {
                     if track.shipments.contains_key(r.shipment_id.as_str()) {
                         continue;
                     }
@@ -351,7 +351,7 @@ impl History {
             }
             std::cmp::Ordering::Less => {
                 let present: Vec<u32> = acc
-                    .receivables
+                    .receivables()
                     .iter()
                     .filter_map(|r| track.shipments.get(r.shipment_id.as_str()).copied())
                     .collect();

@@ -84,24 +84,7 @@ pub fn encode_event(event: &Event) -> String {
                 f.push(("applies_to", json!(applies_to)));
             }
         }
-        EventBody::CustomerProfile(p) => f.extend([
-            ("credit_limit", money_value(p.credit_limit)),
-            ("currency", json!(p.currency.as_str())),
-            ("grade", json!(p.grade.map(Grade::as_str))),
-            ("payment_terms_days", json!(p.payment_terms_days)),
-            ("max_order_amount", json!(p.max_order_amount.map(format_money))),
-            ("tolerance_pct", json!(p.tolerance_pct.map(|t| t.normalize().to_string()))),
-            ("status", json!(p.status.as_str())),
-            ("group_id", json!(p.group_id)),
-            (
-                "temporary_limit",
-                p.temporary_limit.as_ref().map_or(Value::Null, |t| {
-                    json!({"amount": format_money(t.amount), "expires_at": t.expires_at.to_rfc3339()})
-                }),
-            ),
-            ("review_date", json!(p.review_date.map(|d| d.to_rfc3339()))),
-            ("name", json!(p.name)),
-        ]),
+        EventBody::CustomerProfile(p) => f.extend(profile_fields(p)),
         EventBody::FxRate(q) => f.extend([
             ("base", json!(q.base.as_str())),
             ("quote", json!(q.quote.as_str())),
@@ -111,7 +94,10 @@ pub fn encode_event(event: &Event) -> String {
             ("group_id", json!(g.group_id)),
             ("credit_limit", money_value(g.credit_limit)),
             ("currency", json!(g.currency.as_str())),
-            ("tolerance_pct", json!(g.tolerance_pct.map(|t| t.normalize().to_string()))),
+            (
+                "tolerance_pct",
+                json!(g.tolerance_pct.map(|t| t.normalize().to_string())),
+            ),
         ]),
         EventBody::Command(Command {
             order_id,
@@ -127,4 +113,26 @@ pub fn encode_event(event: &Event) -> String {
         ]),
     }
     ordered_object(f)
+}
+
+/// A customer profile's fields, in the contract's order.
+fn profile_fields(p: &CustomerProfile) -> [(&'static str, Value); 11] {
+    [
+        ("credit_limit", money_value(p.credit_limit)),
+        ("currency", json!(p.currency.as_str())),
+        ("grade", json!(p.grade.map(Grade::as_str))),
+        ("payment_terms_days", json!(p.payment_terms_days)),
+        ("max_order_amount", json!(p.max_order_amount.map(format_money))),
+        ("tolerance_pct", json!(p.tolerance_pct.map(|t| t.normalize().to_string()))),
+        ("status", json!(p.status.as_str())),
+        ("group_id", json!(p.group_id)),
+        (
+            "temporary_limit",
+            p.temporary_limit.as_ref().map_or(Value::Null, |t| {
+                json!({"amount": format_money(t.amount), "expires_at": t.expires_at.to_rfc3339()})
+            }),
+        ),
+        ("review_date", json!(p.review_date.map(|d| d.to_rfc3339()))),
+        ("name", json!(p.name)),
+    ]
 }

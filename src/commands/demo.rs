@@ -73,8 +73,8 @@ fn live_holds_and_top(engines: &[&Engine]) -> (usize, Vec<String>, Option<String
     let mut example: Option<String> = None;
     for engine in engines {
         for a in engine.accounts() {
-            held += a.holds.len();
-            if let Some(first) = a.holds.first() {
+            held += a.holds().len();
+            if let Some(first) = a.holds().first() {
                 if example.as_ref().is_none_or(|e| first < e) {
                     example = Some(first.clone());
                 }

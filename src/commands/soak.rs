@@ -89,7 +89,7 @@ fn soak(load: &Load, interval: u64, output: Option<&PathBuf>) -> Result<()> {
             engines.iter().fold((0, 0), |(a, h), eng| {
                 (
                     a + eng.accounts().count(),
-                    h + eng.accounts().map(|x| x.holds.len()).sum::<usize>(),
+                    h + eng.accounts().map(|x| x.holds().len()).sum::<usize>(),
                 )
             })
         });

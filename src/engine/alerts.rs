@@ -16,16 +16,9 @@ impl Engine {
             exposure,
             limit: terms.limit_effective,
             currency: terms.currency,
+            group: None,
         };
-        self.threshold_alerts(
-            AlertKind::UtilizationThreshold,
-            &crossed,
-            cid,
-            None,
-            &position,
-            cause,
-            out,
-        );
+        self.threshold_alerts(&crossed, cid, &position, cause, out);
     }
 
     pub(super) fn group_utilization_alerts(
@@ -55,31 +48,25 @@ impl Engine {
             exposure,
             limit: view.credit_limit,
             currency: view.currency,
+            group: Some((gid, members)),
         };
-        let group = Some((gid, members));
-        self.threshold_alerts(
-            AlertKind::GroupUtilizationThreshold,
-            &crossed,
-            cid,
-            group,
-            &position,
-            cause,
-            out,
-        );
+        self.threshold_alerts(&crossed, cid, &position, cause, out);
     }
 
-    /// One alert per threshold crossed (customer or group scope).
-    #[allow(clippy::too_many_arguments)]
+    /// One alert per threshold crossed: the customer's, or its group's when `p` is the
+    /// group's position.
     pub(super) fn threshold_alerts(
         &self,
-        kind: AlertKind,
         crossed: &[usize],
         cid: &str,
-        group: Option<(&str, usize)>,
         p: &Position,
         cause: &Cause,
         out: &mut Vec<Output>,
     ) {
+        let (kind, group) = match p.group {
+            Some(g) => (AlertKind::GroupUtilizationThreshold, Some(g)),
+            None => (AlertKind::UtilizationThreshold, None),
+        };
         for &i in crossed {
             let t = &self.policy.utilization_thresholds[i];
             let threshold = format_ratio(t.ratio);
@@ -105,8 +92,10 @@ impl Engine {
             let alert = self.alert(
                 kind,
                 t.severity,
-                Some(cid),
-                group.map(|g| g.0),
+                Subject {
+                    customer: cid,
+                    group: group.map(|g| g.0),
+                },
                 cause.at,
                 &disc,
                 details,
@@ -162,8 +151,7 @@ impl Engine {
                 let alert = self.alert(
                     AlertKind::GradeChangeSuggested,
                     severity,
-                    Some(cid),
-                    None,
+                    Subject::customer(cid),
                     cause.at,
                     &format!("{suggested}|{}", disc()),
                     vec![
@@ -222,8 +210,7 @@ impl Engine {
             let alert = self.alert(
                 AlertKind::LimitDecreaseSuggested,
                 Severity::Warning,
-                Some(cid),
-                None,
+                Subject::customer(cid),
                 cause.at,
                 &disc(),
                 vec![
@@ -245,8 +232,7 @@ impl Engine {
             let alert = self.alert(
                 AlertKind::LimitIncreaseSuggested,
                 Severity::Info,
-                Some(cid),
-                None,
+                Subject::customer(cid),
                 cause.at,
                 &disc(),
                 vec![

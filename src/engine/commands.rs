@@ -32,7 +32,7 @@ impl Engine {
             CommandKind::ReleaseHold | CommandKind::RejectHold => {
                 let order_id = order_id.unwrap_or_default();
                 let held = self.accounts[cid]
-                    .orders
+                    .orders()
                     .get(order_id)
                     .filter(|o| o.state == OrderState::Held);
                 if held.is_none() {
@@ -83,11 +83,8 @@ impl Engine {
         let d = self.decision(
             cid,
             order_id,
-            DecisionStatus::Rejected,
-            reasons,
+            Ruling::person(DecisionStatus::Rejected, reasons, actor, note),
             cause,
-            Some(actor),
-            Some(note),
         );
         out.push(Output::Decision(d));
         let cap = self.policy.bounds.closed_ids_per_account;
@@ -107,7 +104,7 @@ impl Engine {
         out: &mut Vec<Output>,
     ) -> Option<Outcome> {
         let ByPerson { actor, note } = by;
-        let order = &self.accounts[cid].orders[order_id];
+        let order = &self.accounts[cid].orders()[order_id];
         let four_eyes = self
             .policy
             .four_eyes_amount
@@ -116,12 +113,7 @@ impl Engine {
         let detail = match (four_eyes, first) {
             (false, _) => format!("released by {actor}: {note}"),
             (true, None) => {
-                if let Some(h) = self
-                    .account_mut(cid)
-                    .orders
-                    .get_mut(order_id)
-                    .and_then(|o| o.hold.as_mut())
-                {
+                if let Some(h) = self.account_mut(cid).order_hold_mut(order_id) {
                     h.first_approver = Some(actor.to_string());
                 }
                 return Some(Outcome::Applied);
@@ -144,7 +136,7 @@ impl Engine {
         let cap = policy.bounds.closed_ids_per_account;
         // Reserve first so the decision shows the exposure after it.
         let hold_id = ids::decision_id(cid, order_id, "initial");
-        let order_snapshot = self.accounts[cid].orders.get(order_id).cloned();
+        let order_snapshot = self.accounts[cid].orders().get(order_id).cloned();
         let account = self
             .account_currency(&self.accounts[cid])
             .or(order_snapshot.as_ref().map(|o| o.currency));
@@ -163,11 +155,8 @@ impl Engine {
             let d = self.decision_for(
                 cid,
                 &o,
-                DecisionStatus::Released,
-                reasons,
+                Ruling::person(DecisionStatus::Released, reasons, actor, note),
                 cause,
-                Some(actor),
-                Some(note),
                 Some(hold_id),
             );
             out.push(Output::Decision(d));

@@ -4,7 +4,7 @@
 
 use super::account::{Account, Hold};
 use super::delivery::*;
-use super::outputs::{ends_hold, phase};
+use super::outputs::{ends_hold, phase, Ruling, Subject};
 use super::{ids, input_error, Cause, Engine, Outcome, TimerKind};
 use crate::model::*;
 use crate::policy::{days_us, ReleaseOrder};
@@ -27,19 +27,19 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_delivery_requested(
-        &mut self,
+    /// A delivery request the engine does not decide: a repeat (the same: a duplicate; a
+    /// different one under the same id: dead-lettered, the first kept), or one past the
+    /// account's bound on live deliveries.
+    fn screen_delivery(
+        &self,
         cid: &str,
         event: &Event,
         req: &DeliveryRequest,
-        cause: &Cause,
         out: &mut Vec<Output>,
-    ) -> Outcome {
-        let policy = Arc::clone(&self.policy);
-        let now = self.now();
+    ) -> Option<Outcome> {
         let acc = &self.accounts[cid];
         if acc.knows_delivery(&req.delivery_id) {
-            if let Some(first) = acc.deliveries.get(&req.delivery_id).filter(|d| {
+            if let Some(first) = acc.deliveries().get(&req.delivery_id).filter(|d| {
                 d.order_id != req.order_id || d.amount != req.amount || d.currency != req.currency
             }) {
                 let detail = format!(
@@ -57,22 +57,41 @@ impl Engine {
                     ErrorCode::DuplicateConflict,
                     detail,
                 )));
-                return Outcome::Rejected;
+                return Some(Outcome::Rejected);
             }
-            return Outcome::Duplicate;
+            return Some(Outcome::Duplicate);
         }
-        if acc.deliveries.len() >= policy.bounds.items_per_account {
+        if acc.deliveries().len() >= self.policy.bounds.items_per_account {
             out.push(Output::DeadLetter(input_error(
                 event,
                 ErrorCode::CapacityExceeded,
                 format!(
                     "account {cid} has {} live deliveries (limits.items_per_account); delivery {} is not decided",
-                    acc.deliveries.len(),
+                    acc.deliveries().len(),
                     req.delivery_id
                 ),
             )));
-            return Outcome::Rejected;
+            return Some(Outcome::Rejected);
         }
+        None
+    }
+
+    /// `delivery.requested`: judged by the delivery check against the account as it stands and
+    /// booked held (queued, with a hold-expiry moment) or cleared, with its decision.
+    pub(super) fn on_delivery_requested(
+        &mut self,
+        cid: &str,
+        event: &Event,
+        req: &DeliveryRequest,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) -> Outcome {
+        if let Some(outcome) = self.screen_delivery(cid, event, req, out) {
+            return outcome;
+        }
+        let policy = Arc::clone(&self.policy);
+        let now = self.now();
+        let acc = &self.accounts[cid];
         let terms = super::rules::terms(acc, &policy, now);
         let amount_account = self.delivery_amount_account(acc, req.amount, req.currency);
         let check = DeliveryCheck {
@@ -86,9 +105,8 @@ impl Engine {
         let prepay = terms.as_ref().is_some_and(|t| t.prepay);
         let held = !reasons.is_empty();
         let acc = self.accounts.get_mut(cid).expect("account exists");
-        acc.deliveries.insert(
-            req.delivery_id.clone(),
-            Box::new(Delivery {
+        acc.book_delivery(
+            Delivery {
                 delivery_id: req.delivery_id.clone(),
                 order_id: req.order_id.clone(),
                 amount: req.amount,
@@ -105,10 +123,10 @@ impl Engine {
                     held_at: event.occurred_at,
                     first_approver: None,
                 }),
-            }),
+            },
+            prepay,
         );
         let status = if held {
-            acc.enqueue_delivery(&req.delivery_id);
             if policy.hold_expiry_days > 0 {
                 let at = event
                     .occurred_at
@@ -123,10 +141,14 @@ impl Engine {
             }
             DecisionStatus::Held
         } else {
-            acc.approve_delivery(&req.delivery_id, prepay);
             DecisionStatus::Approved
         };
-        let d = self.delivery_decision(cid, &req.delivery_id, status, reasons, cause, None, None);
+        let d = self.delivery_decision(
+            cid,
+            &req.delivery_id,
+            Ruling::engine(status, reasons),
+            cause,
+        );
         out.extend(d.map(Output::DeliveryDecision));
         self.touch(cid);
         Outcome::Applied
@@ -165,8 +187,7 @@ impl Engine {
         let alert = self.alert(
             AlertKind::ShippedWithoutRelease,
             Severity::Critical,
-            Some(cid),
-            None,
+            Subject::customer(cid),
             cause.at,
             shipment_id,
             vec![
@@ -205,7 +226,7 @@ impl Engine {
         let cap = self.policy.bounds.closed_ids_per_account;
         let acc = &self.accounts[cid];
         let mut ids: Vec<(Timestamp, String, DeliveryState)> = acc
-            .deliveries
+            .deliveries()
             .values()
             .filter(|d| d.order_id == order_id)
             .map(|d| (d.requested_at, d.delivery_id.clone(), d.state))
@@ -216,11 +237,8 @@ impl Engine {
                 let d = self.delivery_decision(
                     cid,
                     &id,
-                    DecisionStatus::Cancelled,
-                    Vec::new(),
+                    Ruling::engine(DecisionStatus::Cancelled, Vec::new()),
                     cause,
-                    None,
-                    None,
                 );
                 out.extend(d.map(Output::DeliveryDecision));
                 self.account_mut(cid)
@@ -245,7 +263,7 @@ impl Engine {
         let (actor, note) = (command.actor.as_str(), command.note.as_str());
         let cap = self.policy.bounds.closed_ids_per_account;
         let held = self.accounts[cid]
-            .deliveries
+            .deliveries()
             .get(delivery_id)
             .filter(|d| d.state == DeliveryState::Held);
         let Some(delivery) = held else {
@@ -264,11 +282,8 @@ impl Engine {
             let d = self.delivery_decision(
                 cid,
                 delivery_id,
-                DecisionStatus::Rejected,
-                reasons,
+                Ruling::person(DecisionStatus::Rejected, reasons, actor, note),
                 cause,
-                Some(actor),
-                Some(note),
             );
             out.extend(d.map(Output::DeliveryDecision));
             self.account_mut(cid)
@@ -288,12 +303,7 @@ impl Engine {
         let detail = match (four_eyes, first) {
             (false, _) => format!("released by {actor}: {note}"),
             (true, None) => {
-                if let Some(h) = self
-                    .account_mut(cid)
-                    .deliveries
-                    .get_mut(delivery_id)
-                    .and_then(|d| d.hold.as_mut())
-                {
+                if let Some(h) = self.account_mut(cid).delivery_hold_mut(delivery_id) {
                     h.first_approver = Some(actor.to_string());
                 }
                 self.touch(cid);
@@ -320,11 +330,8 @@ impl Engine {
         let d = self.delivery_decision(
             cid,
             delivery_id,
-            DecisionStatus::Released,
-            reasons,
+            Ruling::person(DecisionStatus::Released, reasons, actor, note),
             cause,
-            Some(actor),
-            Some(note),
         );
         out.extend(d.map(Output::DeliveryDecision));
         self.touch(cid);
@@ -348,13 +355,13 @@ impl Engine {
             let Some(acc) = self.accounts.get(c) else {
                 continue;
             };
-            if acc.held_deliveries.is_empty() {
+            if acc.held_deliveries().is_empty() {
                 continue;
             }
-            let queue = acc.held_deliveries.clone();
+            let queue = acc.held_deliveries().to_vec();
             for id in queue {
                 let acc = &self.accounts[c];
-                let Some(d) = acc.deliveries.get(&id) else {
+                let Some(d) = acc.deliveries().get(&id) else {
                     continue;
                 };
                 if d.hold.as_ref().is_some_and(|h| needs_person(&h.reasons)) {
@@ -373,18 +380,15 @@ impl Engine {
                 if reasons.is_empty() {
                     let prepay = terms.as_ref().is_some_and(|t| t.prepay);
                     let acc = self.account_mut(c);
-                    if let (Some(d), Some(a)) = (acc.deliveries.get_mut(&id), amount_account) {
-                        d.amount_account = a;
+                    if let Some(a) = amount_account {
+                        acc.revalue_held_delivery(&id, a);
                     }
                     acc.approve_delivery(&id, prepay);
                     let dec = self.delivery_decision(
                         c,
                         &id,
-                        DecisionStatus::Released,
-                        Vec::new(),
+                        Ruling::engine(DecisionStatus::Released, Vec::new()),
                         cause,
-                        None,
-                        None,
                     );
                     out.extend(dec.map(Output::DeliveryDecision));
                     self.touch(c);
@@ -408,7 +412,7 @@ impl Engine {
         let Some(d) = self
             .accounts
             .get(cid)
-            .and_then(|a| a.deliveries.get(delivery_id))
+            .and_then(|a| a.deliveries().get(delivery_id))
             .filter(|d| d.state == DeliveryState::Held)
         else {
             return;
@@ -428,11 +432,8 @@ impl Engine {
         let dec = self.delivery_decision(
             cid,
             delivery_id,
-            DecisionStatus::Rejected,
-            reasons,
+            Ruling::engine(DecisionStatus::Rejected, reasons),
             &expired_cause,
-            None,
-            None,
         );
         out.extend(dec.map(Output::DeliveryDecision));
         self.account_mut(cid).close_delivery(
@@ -471,19 +472,17 @@ impl Engine {
     }
 
     /// The record of a decision about a live delivery, with the account as it stands now.
-    #[allow(clippy::too_many_arguments)]
     fn delivery_decision(
         &self,
         cid: &str,
         delivery_id: &str,
-        status: DecisionStatus,
-        reasons: Vec<Reason>,
+        ruling: Ruling<'_>,
         cause: &Cause,
-        actor: Option<&str>,
-        note: Option<&str>,
     ) -> Option<DeliveryDecision> {
+        let (actor, note) = (ruling.actor(), ruling.note());
+        let status = ruling.status;
         let acc = &self.accounts[cid];
-        let d = acc.deliveries.get(delivery_id)?;
+        let d = acc.deliveries().get(delivery_id)?;
         let terms = self.terms(cid);
         let s = self.standing(acc, terms.as_ref(), d.currency);
         Some(DeliveryDecision {
@@ -492,7 +491,7 @@ impl Engine {
             order_id: d.order_id.clone(),
             customer_id: cid.to_string(),
             status,
-            reasons,
+            reasons: ruling.reasons,
             amount: d.amount,
             currency: d.currency,
             exposure: s.exposure,
@@ -500,12 +499,12 @@ impl Engine {
             available: s.limit.map(|l| l - s.exposure.total),
             decided_at: cause.at,
             source_event_id: cause.source.clone(),
-            actor: actor.map(str::to_string),
+            actor,
             utilization: s.utilization,
             excess: d.excess,
             hold_decision_id: ends_hold(status)
                 .then(|| ids::delivery_decision_id(cid, delivery_id, "initial")),
-            note: note.map(str::to_string),
+            note,
             amount_account_currency: s.fx_rate.as_ref().map(|_| d.amount_account),
             fx_rate: s.fx_rate,
         })

@@ -34,8 +34,8 @@ impl Engine {
         let mut queue: Vec<(Timestamp, usize, usize)> = Vec::new();
         for (mi, m) in members.iter().enumerate() {
             if let Some(acc) = self.accounts.get(m) {
-                for (pos, id) in acc.holds.iter().enumerate() {
-                    let o = &acc.orders[id];
+                for (pos, id) in acc.holds().iter().enumerate() {
+                    let o = &acc.orders()[id];
                     if !o.hold.as_ref().is_some_and(|h| h.needs_person()) {
                         queue.push((o.placed_at, mi, pos));
                     }
@@ -61,7 +61,7 @@ impl Engine {
                 continue;
             }
             let c = members[mi].clone();
-            let order_id = self.accounts[&c].holds[pos - released[mi]].clone();
+            let order_id = self.accounts[&c].holds()[pos - released[mi]].clone();
             let Some((reasons, terms, amount_account)) = self.recheck_order(&c, &order_id, now)
             else {
                 continue; // Needs a person: no FX rate to the account's currency.
@@ -99,7 +99,7 @@ impl Engine {
     ) -> Option<(Vec<Reason>, Option<rules::Terms>, Decimal)> {
         let acc = &self.accounts[cid];
         let terms = rules::terms(acc, &self.policy, now);
-        let order = &acc.orders[order_id];
+        let order = &acc.orders()[order_id];
         let amount_account = match &terms {
             Some(t) => self.rates.convert(order.amount, order.currency, t.currency),
             None => Some(order.amount_account),
@@ -123,10 +123,9 @@ impl Engine {
         let cap = self.policy.bounds.closed_ids_per_account;
         let prepay = terms.is_some_and(|t| t.prepay);
         let acc = self.accounts.get_mut(cid).expect("member exists");
-        let Some(o) = acc.orders.get_mut(order_id) else {
+        let Some(o) = acc.revalue_held_order(order_id, amount_account) else {
             return;
         };
-        o.amount_account = amount_account;
         let snapshot = o.clone();
         let conv = Conv {
             rates: &self.rates,
@@ -137,11 +136,8 @@ impl Engine {
         let d = self.decision_for(
             cid,
             &snapshot,
-            DecisionStatus::Released,
-            Vec::new(),
+            Ruling::engine(DecisionStatus::Released, Vec::new()),
             cause,
-            None,
-            None,
             Some(hold_id),
         );
         out.push(Output::Decision(d));

@@ -43,8 +43,9 @@ pub mod warnings;
 use crate::model::*;
 use crate::policy::{days_us, Policy, ReleaseOrder};
 pub use account::{Account, Order, OrderState, Receivable};
-use account::{Conv, ShipmentAmount};
+use account::{Booking, Conv, ShipmentAmount};
 use fx::FxRates;
+use outputs::{Ruling, Subject};
 use rules::{Candidate, GroupView, Terms};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -131,11 +132,13 @@ pub struct CurrencyTotals {
 }
 
 /// Where an account or group stands against its limit, for threshold alerts.
-struct Position {
+struct Position<'a> {
     util: Option<Decimal>,
     exposure: Decimal,
     limit: Decimal,
     currency: Currency,
+    /// A group's position: `(group id, members)`; `None` for the account's own.
+    group: Option<(&'a str, usize)>,
 }
 
 /// Who or what caused the outputs being built: an event, or the clock passing a moment.

@@ -129,7 +129,7 @@ impl Engine {
         );
         let inactivity = warnings::inactivity_due_at(acc, &policy);
 
-        let decision = self.decision_for(cid, &order, status, reasons, cause, None, None, None);
+        let decision = self.decision_for(cid, &order, Ruling::engine(status, reasons), cause, None);
         out.push(Output::Decision(decision));
         if anomaly {
             let alert = self.amount_anomaly_alert(cid, order_id, amount_acc, typical, cause);
@@ -141,7 +141,7 @@ impl Engine {
         self.touch(cid);
         if status == DecisionStatus::Approved
             && self.accounts[cid]
-                .deliveries
+                .deliveries()
                 .values()
                 .any(|d| d.order_id == order_id)
         {
@@ -200,7 +200,7 @@ impl Engine {
         let acc = &self.accounts[cid];
         if acc.knows_order(order_id) {
             if let Some(first) = acc
-                .orders
+                .orders()
                 .get(order_id)
                 .filter(|o| o.amount != amount || o.currency != currency)
             {
@@ -220,13 +220,13 @@ impl Engine {
             }
             return Some(Outcome::Duplicate);
         }
-        if acc.orders.len() >= self.policy.bounds.items_per_account {
+        if acc.orders().len() >= self.policy.bounds.items_per_account {
             out.push(Output::DeadLetter(input_error(
                 event,
                 ErrorCode::CapacityExceeded,
                 format!(
                     "account {cid} has {} live orders (limits.items_per_account); order {order_id} is not decided",
-                    acc.orders.len()
+                    acc.orders().len()
                 ),
             )));
             return Some(Outcome::Rejected);
@@ -248,8 +248,7 @@ impl Engine {
         self.alert(
             AlertKind::AmountAnomaly,
             Severity::Warning,
-            Some(cid),
-            None,
+            Subject::customer(cid),
             cause.at,
             order_id,
             vec![
@@ -274,7 +273,7 @@ impl Engine {
     ) -> Outcome {
         let cap = self.policy.bounds.closed_ids_per_account;
         let acc = self.accounts.get_mut(cid).expect("account exists");
-        let Some(order) = acc.orders.get(order_id) else {
+        let Some(order) = acc.orders().get(order_id) else {
             if acc.knows_order(order_id) {
                 return Outcome::Duplicate;
             }
@@ -285,11 +284,8 @@ impl Engine {
             let decision = self.decision(
                 cid,
                 order_id,
-                DecisionStatus::Cancelled,
-                Vec::new(),
+                Ruling::engine(DecisionStatus::Cancelled, Vec::new()),
                 cause,
-                None,
-                None,
             );
             out.push(Output::Decision(decision));
         }
@@ -346,20 +342,16 @@ fn book_placed_order(
     cap: usize,
     conv: &Conv<'_>,
 ) -> DecisionStatus {
-    let order_id = order.order_id.as_str();
-    acc.orders
-        .insert(order_id.to_string(), Box::new(order.clone()));
-    if reasons.is_empty() {
-        acc.open_order(order_id, prepay, cap, conv);
-        return DecisionStatus::Approved;
-    }
-    if let Some(o) = acc.orders.get_mut(order_id) {
-        o.hold = Some(account::Hold {
-            reasons: reasons.to_vec(),
-            held_at: order.placed_at,
-            first_approver: None,
-        });
-    }
-    acc.enqueue_hold(order_id);
-    DecisionStatus::Held
+    let hold = (!reasons.is_empty()).then(|| account::Hold {
+        reasons: reasons.to_vec(),
+        held_at: order.placed_at,
+        first_approver: None,
+    });
+    let status = if hold.is_some() {
+        DecisionStatus::Held
+    } else {
+        DecisionStatus::Approved
+    };
+    acc.book_order(order.clone(), hold, prepay, cap, conv);
+    status
 }

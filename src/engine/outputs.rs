@@ -27,39 +27,93 @@ pub(super) fn phase(status: DecisionStatus) -> &'static str {
     }
 }
 
+/// What a decision record says was decided: its status and reasons, and, when a person decided
+/// (a release or reject command), who and their note.
+pub(super) struct Ruling<'a> {
+    pub status: DecisionStatus,
+    pub reasons: Vec<Reason>,
+    /// `(actor, note)` of a person's command; `None` when the engine decided.
+    pub by: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> Ruling<'a> {
+    /// A decision the engine made (placement, re-check, expiry, cancellation).
+    pub fn engine(status: DecisionStatus, reasons: Vec<Reason>) -> Ruling<'a> {
+        Ruling {
+            status,
+            reasons,
+            by: None,
+        }
+    }
+
+    /// A decision a person made by command.
+    pub fn person(
+        status: DecisionStatus,
+        reasons: Vec<Reason>,
+        actor: &'a str,
+        note: &'a str,
+    ) -> Ruling<'a> {
+        Ruling {
+            status,
+            reasons,
+            by: Some((actor, note)),
+        }
+    }
+
+    pub fn actor(&self) -> Option<String> {
+        self.by.map(|(actor, _)| actor.to_string())
+    }
+
+    pub fn note(&self) -> Option<String> {
+        self.by.map(|(_, note)| note.to_string())
+    }
+}
+
+/// Whom an alert is about: a customer, and for a group threshold the group too.
+pub(super) struct Subject<'a> {
+    pub customer: &'a str,
+    pub group: Option<&'a str>,
+}
+
+impl<'a> Subject<'a> {
+    pub fn customer(customer: &'a str) -> Subject<'a> {
+        Subject {
+            customer,
+            group: None,
+        }
+    }
+}
+
 impl Engine {
-    #[allow(clippy::too_many_arguments)]
+    /// The record of a decision about a live order, with the account as it stands now.
     pub(super) fn decision(
         &self,
         cid: &str,
         order_id: &str,
-        status: DecisionStatus,
-        reasons: Vec<Reason>,
+        ruling: Ruling<'_>,
         cause: &Cause,
-        actor: Option<&str>,
-        note: Option<&str>,
     ) -> Decision {
         let order = self.accounts[cid]
-            .orders
+            .orders()
             .get(order_id)
             .cloned()
             .expect("decided order is live");
-        let hold_id = ends_hold(status).then(|| ids::decision_id(cid, order_id, "initial"));
-        self.decision_for(cid, &order, status, reasons, cause, actor, note, hold_id)
+        let hold_id = ends_hold(ruling.status).then(|| ids::decision_id(cid, order_id, "initial"));
+        self.decision_for(cid, &order, ruling, cause, hold_id)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The record of a decision about `order` (the caller's copy: an order that closed as it
+    /// was decided is no longer live), with the account as it stands now.
     pub(super) fn decision_for(
         &self,
         cid: &str,
         order: &Order,
-        status: DecisionStatus,
-        reasons: Vec<Reason>,
+        ruling: Ruling<'_>,
         cause: &Cause,
-        actor: Option<&str>,
-        note: Option<&str>,
         hold_decision_id: Option<String>,
     ) -> Decision {
+        let (actor, note) = (ruling.actor(), ruling.note());
+        let status = ruling.status;
         let acc = &self.accounts[cid];
         let terms = rules::terms(acc, &self.policy, self.now());
         let s = self.standing(acc, terms.as_ref(), order.currency);
@@ -68,7 +122,7 @@ impl Engine {
             order_id: order.order_id.clone(),
             customer_id: cid.to_string(),
             status,
-            reasons,
+            reasons: ruling.reasons,
             amount: order.amount,
             currency: order.currency,
             exposure: s.exposure,
@@ -76,11 +130,11 @@ impl Engine {
             available: s.limit.map(|l| l - s.exposure.total),
             decided_at: cause.at,
             source_event_id: cause.source.clone(),
-            actor: actor.map(str::to_string),
+            actor,
             utilization: s.utilization,
             group_id: acc.group_id().map(str::to_string),
             hold_decision_id,
-            note: note.map(str::to_string),
+            note,
             amount_account_currency: s.fx_rate.as_ref().map(|_| order.amount_account),
             fx_rate: s.fx_rate,
         }
@@ -114,28 +168,27 @@ impl Engine {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// An alert about `subject`; its id is derived from the kind, the scope (the group for a
+    /// group threshold, else the customer) and `discriminator`.
     pub(super) fn alert(
         &self,
         kind: AlertKind,
         severity: Severity,
-        customer_id: Option<&str>,
-        group_id: Option<&str>,
+        subject: Subject<'_>,
         at: Timestamp,
         discriminator: &str,
         details: Vec<(&'static str, Value)>,
     ) -> Alert {
-        let scope = if kind == AlertKind::GroupUtilizationThreshold {
-            group_id.unwrap_or_default()
-        } else {
-            customer_id.or(group_id).unwrap_or_default()
+        let scope = match subject.group {
+            Some(group) if kind == AlertKind::GroupUtilizationThreshold => group,
+            _ => subject.customer,
         };
         Alert {
             alert_id: ids::alert_id(kind.as_str(), scope, discriminator),
             kind,
             severity,
-            customer_id: customer_id.map(str::to_string),
-            group_id: group_id.map(str::to_string),
+            customer_id: Some(subject.customer.to_string()),
+            group_id: subject.group.map(str::to_string),
             at,
             details: details.into_iter().collect::<BTreeMap<_, _>>(),
         }

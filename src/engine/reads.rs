@@ -35,20 +35,20 @@ impl Engine {
             let Some(cur) = acc.currency else { continue };
             let t = totals.entry(cur).or_default();
             t.accounts += 1;
-            t.exposure.open_orders += acc.open_orders_total;
-            t.exposure.receivables += acc.receivables_total;
-            t.exposure.unapplied_credit += acc.unapplied_credit;
+            t.exposure.open_orders += acc.open_orders_total();
+            t.exposure.receivables += acc.receivables_total();
+            t.exposure.unapplied_credit += acc.unapplied_credit();
             t.exposure.total += acc.exposure_total();
             t.credit_limit += acc
                 .profile
                 .as_ref()
                 .map(|p| p.credit_limit)
                 .unwrap_or_default();
-            t.held_orders += acc.holds.len();
+            t.held_orders += acc.holds().len();
             t.held_amount += acc
-                .holds
+                .holds()
                 .iter()
-                .map(|id| acc.orders[id].amount_account)
+                .map(|id| acc.orders()[id].amount_account)
                 .sum::<Decimal>();
         }
         totals
@@ -69,8 +69,8 @@ impl Engine {
                     account,
                 };
                 if copy.revalue(&conv) {
-                    let orders = acc.orders.iter().filter_map(|(oid, o)| {
-                        let c = &copy.orders[oid];
+                    let orders = acc.orders().iter().filter_map(|(oid, o)| {
+                        let c = &copy.orders()[oid];
                         (c.open_remaining != o.open_remaining).then(|| {
                             format!(
                                 "order {oid} ({} {}, {:?}, prepaid {}): {} valued {}",
@@ -84,9 +84,9 @@ impl Engine {
                         })
                     });
                     let receivables = acc
-                        .receivables
+                        .receivables()
                         .iter()
-                        .zip(&copy.receivables)
+                        .zip(copy.receivables())
                         .filter(|(r, c)| r.open != c.open)
                         .map(|(r, c)| format!("a receivable: {} valued {}", r.open, c.open));
                     let which: Vec<String> = orders.chain(receivables).collect();

@@ -43,24 +43,8 @@ impl Engine {
     /// without an order; a cancellation has nothing to cancel and is dead-lettered.
     pub(super) fn resolve_orphan(&mut self, cid: &str, event: Event, out: &mut Vec<Output>) {
         match &event.body {
-            EventBody::ShipmentShipped(ShipmentShipped {
-                shipment_id,
-                order_id,
-                amount,
-                currency,
-                due_at,
-                ..
-            }) => {
-                let outcome = self.ship(
-                    cid,
-                    &event,
-                    shipment_id,
-                    order_id,
-                    *amount,
-                    *currency,
-                    *due_at,
-                    out,
-                );
+            EventBody::ShipmentShipped(shipment) => {
+                let outcome = self.ship(cid, &event, shipment, out);
                 if outcome == Outcome::Rejected {
                     if let Some(Output::DeadLetter(r)) = out.last_mut() {
                         r.original = Some(crate::codec::encode_event(&event));

@@ -16,7 +16,7 @@ impl Engine {
         // its first order's, when it has orders (they are booked in theirs): a payment or
         // shipment in another currency is then converted instead of re-denominating them.
         let first_order = acc
-            .orders
+            .orders()
             .values()
             .min_by_key(|o| (o.placed_at, o.order_id.as_str()))
             .map(|o| o.currency);
@@ -40,15 +40,14 @@ impl Engine {
             order_id,
             amount,
             currency,
-            due_at,
             ..
         } = shipment;
         let (shipment_id, order_id) = (shipment_id.as_str(), order_id.as_str());
-        let (amount, currency, due_at) = (*amount, *currency, *due_at);
+        let (amount, currency) = (*amount, *currency);
         let acc = &self.accounts[cid];
         if acc.knows_shipment(shipment_id) {
             let booked = acc
-                .receivables
+                .receivables()
                 .iter()
                 .find(|r| r.shipment_id == shipment_id)
                 .map(|r| (r.order_id.as_str(), r.foreign.map_or(r.amount, |_| amount)));
@@ -72,32 +71,28 @@ impl Engine {
         if !acc.knows_order(order_id) {
             return self.park(cid, event, out);
         }
-        self.ship(
-            cid,
-            event,
+        self.ship(cid, event, shipment, out)
+    }
+
+    /// Books a shipment (against its order, or none when the order never came).
+    pub(super) fn ship(
+        &mut self,
+        cid: &str,
+        event: &Event,
+        shipment: &ShipmentShipped,
+        out: &mut Vec<Output>,
+    ) -> Outcome {
+        let ShipmentShipped {
             shipment_id,
             order_id,
             amount,
             currency,
             due_at,
-            out,
-        )
-    }
-
-    /// Books a shipment (against its order, or none when the order never came).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn ship(
-        &mut self,
-        cid: &str,
-        event: &Event,
-        shipment_id: &str,
-        order_id: &str,
-        amount: Decimal,
-        currency: Currency,
-        due_at: Option<Timestamp>,
-        out: &mut Vec<Output>,
-    ) -> Outcome {
-        let open = self.accounts[cid].receivables.len();
+            delivery_id: named_delivery,
+        } = shipment;
+        let (shipment_id, order_id) = (shipment_id.as_str(), order_id.as_str());
+        let (amount, currency, due_at) = (*amount, *currency, *due_at);
+        let open = self.accounts[cid].receivables().len();
         if open >= self.policy.bounds.items_per_account {
             out.push(Output::DeadLetter(input_error(
                 event,
@@ -131,29 +126,20 @@ impl Engine {
                 t.payment_terms_days
             });
         let due = due_at.unwrap_or_else(|| event.occurred_at.plus_days(i64::from(terms_days)));
-        let named_delivery = match &event.body {
-            EventBody::ShipmentShipped(ShipmentShipped { delivery_id, .. }) => {
-                delivery_id.as_deref()
-            }
-            _ => None,
-        };
-        self.ship_delivery(cid, order_id, named_delivery);
+        self.ship_delivery(cid, order_id, named_delivery.as_deref());
         let cap = policy.bounds.closed_ids_per_account;
         let conv = Conv {
             rates: &self.rates,
             account: self.accounts[cid].currency.unwrap_or(currency),
         };
+        let booking = Booking {
+            at: event.occurred_at,
+            closed_ids_cap: cap,
+            conv,
+        };
         let acc = self.accounts.get_mut(cid).expect("account exists");
         let open_item = acc
-            .ship(
-                shipment_id,
-                order_id,
-                shipped,
-                event.occurred_at,
-                due,
-                cap,
-                &conv,
-            )
+            .ship(shipment_id, order_id, shipped, due, &booking)
             .map(|r| (r.due_at, r.shipment_id.clone()));
         if let Some((due, sid)) = open_item {
             self.schedule(
@@ -205,15 +191,12 @@ impl Engine {
             account: self.accounts[cid].currency.unwrap_or(currency),
         };
         let acc = self.accounts.get_mut(cid).expect("account exists");
-        let settled = acc.settle(
-            kind,
-            amount,
-            currency,
-            applies_to,
-            event.occurred_at,
-            cap,
-            &conv,
-        );
+        let booking = Booking {
+            at: event.occurred_at,
+            closed_ids_cap: cap,
+            conv,
+        };
+        let settled = acc.settle(kind, amount, currency, applies_to, &booking);
         acc.closed_ids.insert(key, cap);
         while acc.behaviour.settled.len() > history_cap {
             acc.behaviour.settled.pop_front();

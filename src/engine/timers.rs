@@ -72,7 +72,7 @@ impl Engine {
             return;
         };
         let Some(r) = acc
-            .receivables
+            .receivables()
             .iter()
             .find(|r| &r.shipment_id == shipment_id)
         else {
@@ -114,8 +114,7 @@ impl Engine {
         let alert = self.alert(
             kind,
             severity,
-            Some(cid),
-            None,
+            Subject::customer(cid),
             cause.at,
             &format!("{shipment_id}|{stage}"),
             details,
@@ -123,12 +122,8 @@ impl Engine {
         out.push(Output::Alert(alert));
         let next = stage + 1;
         let next_at = receivable_timer_at(&policy, due_at, next);
-        if let Some(r) = self.accounts.get_mut(cid).and_then(|a| {
-            a.receivables
-                .iter_mut()
-                .find(|r| &r.shipment_id == shipment_id)
-        }) {
-            r.next_stage = next;
+        if let Some(a) = self.accounts.get_mut(cid) {
+            a.set_next_stage(shipment_id, next);
         }
         if let Some(at) = next_at {
             self.schedule(
@@ -181,8 +176,7 @@ impl Engine {
         let alert = self.alert(
             kind,
             severity,
-            Some(cid),
-            None,
+            Subject::customer(cid),
             timer.at,
             &review.0.to_string(),
             vec![
@@ -225,8 +219,7 @@ impl Engine {
         let alert = self.alert(
             AlertKind::TempLimitExpired,
             Severity::Info,
-            Some(cid),
-            None,
+            Subject::customer(cid),
             timer.at,
             &temp.expires_at.0.to_string(),
             vec![
@@ -263,8 +256,7 @@ impl Engine {
         let alert = self.alert(
             AlertKind::Inactivity,
             Severity::Info,
-            Some(cid),
-            None,
+            Subject::customer(cid),
             timer.at,
             &last.0.to_string(),
             vec![
@@ -294,7 +286,7 @@ impl Engine {
             return;
         };
         let Some(order) = acc
-            .orders
+            .orders()
             .get(order_id)
             .filter(|o| o.state == OrderState::Held)
         else {
@@ -320,11 +312,8 @@ impl Engine {
         let d = self.decision(
             cid,
             order_id,
-            DecisionStatus::Rejected,
-            reasons,
+            Ruling::engine(DecisionStatus::Rejected, reasons),
             &expired_cause,
-            None,
-            None,
         );
         out.push(Output::Decision(d));
         self.account_mut(cid)
@@ -367,7 +356,7 @@ impl Engine {
             return;
         };
         let mut timers: Vec<(Timestamp, TimerKind)> = Vec::new();
-        for r in &acc.receivables {
+        for r in acc.receivables() {
             if let Some(at) = receivable_timer_at(&policy, r.due_at, r.next_stage) {
                 timers.push((
                     at,
@@ -394,8 +383,8 @@ impl Engine {
             timers.push((due, TimerKind::Inactivity));
         }
         if policy.hold_expiry_days > 0 {
-            for id in &acc.holds {
-                let at = acc.orders[id]
+            for id in acc.holds() {
+                let at = acc.orders()[id]
                     .placed_at
                     .plus_us(days_us(policy.hold_expiry_days) + 1);
                 timers.push((
@@ -407,8 +396,8 @@ impl Engine {
             }
         }
         if policy.hold_expiry_days > 0 {
-            for id in &acc.held_deliveries {
-                let at = acc.deliveries[id]
+            for id in acc.held_deliveries() {
+                let at = acc.deliveries()[id]
                     .requested_at
                     .plus_us(days_us(policy.hold_expiry_days) + 1);
                 timers.push((

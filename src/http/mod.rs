@@ -18,6 +18,7 @@ use crate::config::{Role, Settings};
 use crate::metrics::Metrics;
 use crate::runtime::{StateHandle, Stats};
 use anyhow::{Context as _, Result};
+use api::verb;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -264,19 +265,19 @@ pub fn router(app: Arc<AppState>) -> Router {
         Router::new()
             .route(
                 "/v1/holds/{order_id}/release",
-                post(api::hold_command::<{ api::RELEASE }>),
+                post(api::hold_command::<verb::Release>),
             )
             .route(
                 "/v1/holds/{order_id}/reject",
-                post(api::hold_command::<{ api::REJECT }>),
+                post(api::hold_command::<verb::Reject>),
             )
             .route(
                 "/v1/deliveries/{delivery_id}/release",
-                post(api::delivery_command::<{ api::RELEASE }>),
+                post(api::delivery_command::<verb::Release>),
             )
             .route(
                 "/v1/deliveries/{delivery_id}/reject",
-                post(api::delivery_command::<{ api::REJECT }>),
+                post(api::delivery_command::<verb::Reject>),
             ),
         Role::Approver,
     );
@@ -284,14 +285,14 @@ pub fn router(app: Arc<AppState>) -> Router {
         Router::new()
             .route(
                 "/v1/customers/{id}/block",
-                post(api::customer_command::<{ api::BLOCK }>),
+                post(api::customer_command::<verb::Block>),
             )
             .route(
                 "/v1/customers/{id}/unblock",
-                post(api::customer_command::<{ api::UNBLOCK }>),
+                post(api::customer_command::<verb::Unblock>),
             )
-            .route("/v1/admin/pause", post(api::consumption::<true>))
-            .route("/v1/admin/resume", post(api::consumption::<false>)),
+            .route("/v1/admin/pause", post(api::consumption::<verb::Pause>))
+            .route("/v1/admin/resume", post(api::consumption::<verb::Resume>)),
         Role::Admin,
     );
     let mut scrape = Router::new().route("/metrics", get(metrics));

@@ -10,38 +10,21 @@ pub(super) struct Batch<'a, 'm> {
     pub(super) messages: &'a [BorrowedMessage<'m>],
     pub(super) polled: &'a [Instant],
     pub(super) decided: &'a mut Vec<Instant>,
+    /// Whether the clock ticks after the batch (due moments fire).
+    pub(super) tick: bool,
 }
 
-/// Applies a batch (and a clock tick) to the engine and produces its outputs. Returns the input
-/// partitions the batch touched.
-#[allow(clippy::too_many_arguments)]
+/// Applies a batch (and a clock tick) to the engine and produces its outputs into the sink,
+/// through `outputs` (a buffer reused from record to record). Returns the input partitions the
+/// batch touched.
 pub(super) fn process_batch(
     sh: &mut LoopState,
     batch: Batch<'_, '_>,
-    tick: bool,
+    cx: &Applying<'_>,
     out: &RecordSink<'_>,
-    settings: &Settings,
-    stats: &Stats,
-    metrics: &Metrics,
-    options: &Options,
     outputs: &mut Vec<Output>,
 ) -> Result<BTreeSet<i32>> {
-    let wall = wall_clock();
-    let cx = Applying {
-        settings,
-        stats,
-        metrics,
-        options,
-        wall,
-        // A producer with a broken clock must not move a partition's time far past the present.
-        guard: (settings.future_skew_max_us > 0).then_some(crate::engine::FutureGuard {
-            reference: wall,
-            max_skew_us: settings.future_skew_max_us,
-            reference_name: "the wall clock",
-            setting: "limits.future_skew_max_hours",
-        }),
-        traced: crate::traces::enabled(),
-    };
+    let (settings, metrics) = (cx.settings, cx.metrics);
     if settings.kafka.delivery == Delivery::ExactlyOnce {
         out.producer
             .begin_transaction()
@@ -76,16 +59,16 @@ pub(super) fn process_batch(
                 batch.decided.push(*t);
             }
         }
-        cx.emit(sh, m, payload, command, &span, outputs, out)?;
+        cx.emit(sh, m, command, &span, outputs, out)?;
     }
-    if tick {
+    if batch.tick {
         cx.tick(sh, out, outputs, &mut touched)?;
     }
     Ok(touched)
 }
 
 /// What every record of a batch is applied with.
-struct Applying<'x> {
+pub(super) struct Applying<'x> {
     settings: &'x Settings,
     stats: &'x Stats,
     metrics: &'x Metrics,
@@ -156,7 +139,33 @@ fn screen(
     Ok(event)
 }
 
-impl Applying<'_> {
+impl<'x> Applying<'x> {
+    /// For a batch starting now.
+    pub(super) fn new(
+        settings: &'x Settings,
+        stats: &'x Stats,
+        metrics: &'x Metrics,
+        options: &'x Options,
+    ) -> Applying<'x> {
+        let wall = wall_clock();
+        Applying {
+            settings,
+            stats,
+            metrics,
+            options,
+            wall,
+            // A producer with a broken clock must not move a partition's time far past the
+            // present.
+            guard: (settings.future_skew_max_us > 0).then_some(crate::engine::FutureGuard {
+                reference: wall,
+                max_skew_us: settings.future_skew_max_us,
+                reference_name: "the wall clock",
+                setting: "limits.future_skew_max_hours",
+            }),
+            traced: crate::traces::enabled(),
+        }
+    }
+
     /// Applies a decoded event to its partition's engine (a group profile or FX rate on the
     /// direct path to every partition engine of this instance); the command it was, if any.
     fn apply(
@@ -222,18 +231,17 @@ impl Applying<'_> {
 
     /// Counts one record's outputs and hands them to the sink (a dead-letter with its input's
     /// position, every output with the record's trace context while traces are exported).
-    #[allow(clippy::too_many_arguments)]
     fn emit(
         &self,
         sh: &mut LoopState,
         m: &BorrowedMessage<'_>,
-        payload: &[u8],
         command: Option<AppliedCommand>,
         span: &tracing::Span,
         outputs: &mut Vec<Output>,
         out: &RecordSink<'_>,
     ) -> Result<()> {
         let settings = self.settings;
+        let payload = m.payload().unwrap_or_default();
         self.stats.events.fetch_add(1, Ordering::Relaxed);
         self.stats.count(outputs);
         self.metrics.count_outputs(outputs);

@@ -55,7 +55,7 @@ use crate::metrics::Metrics;
 use crate::model::*;
 use crate::state::{self, StateRecord};
 use anyhow::{Context as _, Result};
-use batch::{process_batch, Batch};
+use batch::{process_batch, Applying, Batch};
 use commit::{commit_batch, rewind, ProducerStuck};
 pub use kafka::{
     client_config, consumer_config, create_producer, flush_producer, is_secret, poll_batch,
@@ -400,21 +400,14 @@ impl<'a> BatchLoop<'a> {
             seq: self.seq,
         };
         let processing = tracing::debug_span!("process", records = polled.messages.len()).entered();
-        let touched = process_batch(
-            sh,
-            Batch {
-                messages: &polled.messages,
-                polled: &polled.at,
-                decided: &mut polled.decided,
-            },
+        let cx = Applying::new(self.settings, self.stats, self.metrics, self.options);
+        let batch = Batch {
+            messages: &polled.messages,
+            polled: &polled.at,
+            decided: &mut polled.decided,
             tick,
-            &out,
-            self.settings,
-            self.stats,
-            self.metrics,
-            self.options,
-            outputs,
-        )?;
+        };
+        let touched = process_batch(sh, batch, &cx, &out, outputs)?;
         drop(processing);
         commit_batch(
             sh,

@@ -112,10 +112,10 @@ pub(super) fn find_hold(app: &AppState, order_id: &str) -> Option<HeldHere> {
     app.state.read(|engines| {
         for e in engines {
             for acc in e.accounts() {
-                if !acc.holds.iter().any(|h| h == order_id) {
+                if !acc.holds().iter().any(|h| h == order_id) {
                     continue;
                 }
-                let o = acc.orders.get(order_id)?;
+                let o = acc.orders().get(order_id)?;
                 let first = o.hold.as_ref().and_then(|h| h.first_approver.clone());
                 let four_eyes = e
                     .policy()
@@ -128,8 +128,8 @@ pub(super) fn find_hold(app: &AppState, order_id: &str) -> Option<HeldHere> {
     })
 }
 
-/// `POST /v1/holds/{order_id}/release` (`RELEASE_HOLD`) or `/reject`.
-pub async fn hold_command<const RELEASE_HOLD: bool>(
+/// `POST /v1/holds/{order_id}/release` or `/reject` (`V`).
+pub async fn hold_command<V: verb::OnHeld>(
     State(app): State<Arc<AppState>>,
     Path(order_id): Path<String>,
     Extension(principal): Extension<Principal>,
@@ -138,14 +138,14 @@ pub async fn hold_command<const RELEASE_HOLD: bool>(
 ) -> Result<Response, ApiError> {
     let asked = Asked {
         id: &order_id,
-        release: RELEASE_HOLD,
+        release: V::RELEASES,
         principal: &principal,
     };
     held_item_command(&app, &HELD_ORDER, asked, &headers, body).await
 }
 
-/// `POST /v1/deliveries/{delivery_id}/release` (`RELEASE_DELIVERY`) or `/reject`.
-pub async fn delivery_command<const RELEASE_DELIVERY: bool>(
+/// `POST /v1/deliveries/{delivery_id}/release` or `/reject` (`V`).
+pub async fn delivery_command<V: verb::OnHeld>(
     State(app): State<Arc<AppState>>,
     Path(delivery_id): Path<String>,
     Extension(principal): Extension<Principal>,
@@ -154,7 +154,7 @@ pub async fn delivery_command<const RELEASE_DELIVERY: bool>(
 ) -> Result<Response, ApiError> {
     let asked = Asked {
         id: &delivery_id,
-        release: RELEASE_DELIVERY,
+        release: V::RELEASES,
         principal: &principal,
     };
     held_item_command(&app, &HELD_DELIVERY, asked, &headers, body).await
@@ -386,7 +386,7 @@ pub(super) fn find_held_delivery(app: &AppState, delivery_id: &str) -> Option<He
         for e in engines {
             for acc in e.accounts() {
                 let Some(d) = acc
-                    .deliveries
+                    .deliveries()
                     .get(delivery_id)
                     .filter(|d| d.state == DeliveryState::Held)
                 else {
@@ -408,7 +408,7 @@ pub(super) fn find_held_delivery(app: &AppState, delivery_id: &str) -> Option<He
 /// (or resumes) consuming its partitions. Nothing is decided while paused; the partitions stay
 /// assigned and lag goes on being reported. Instance-local: pausing a whole deployment means
 /// pausing each instance. Takes effect within one batch window; `/readyz` says when it has.
-pub async fn consumption<const PAUSE: bool>(
+pub async fn consumption<V: verb::OnConsumption>(
     State(app): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
@@ -416,16 +416,17 @@ pub async fn consumption<const PAUSE: bool>(
 ) -> Result<Response, ApiError> {
     let v = json_body(&headers, body)?;
     let note = note(&v)?;
-    let was = app.stats.pause_requested.swap(PAUSE, Ordering::Relaxed);
+    let pause = V::PAUSES;
+    let was = app.stats.pause_requested.swap(pause, Ordering::Relaxed);
     tracing::warn!(
         by = %principal.name,
         %note,
-        changed = was != PAUSE,
+        changed = was != pause,
         "consumption {} by an admin",
-        if PAUSE { "pause requested" } else { "resume requested" }
+        if pause { "pause requested" } else { "resume requested" }
     );
     let body = json!({
-        "pause_requested": PAUSE,
+        "pause_requested": pause,
         "paused": app.stats.paused.load(Ordering::Relaxed),
         "by": principal.name,
         "note": note,
@@ -433,19 +434,15 @@ pub async fn consumption<const PAUSE: bool>(
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
-/// `POST /v1/customers/{id}/block` (`BLOCK_CUSTOMER`) or `/unblock`.
-pub async fn customer_command<const BLOCK_CUSTOMER: bool>(
+/// `POST /v1/customers/{id}/block` or `/unblock` (`V`).
+pub async fn customer_command<V: verb::OnCustomer>(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let kind = if BLOCK_CUSTOMER {
-        crate::model::types::COMMAND_BLOCK
-    } else {
-        crate::model::types::COMMAND_UNBLOCK
-    };
+    let kind = V::COMMAND;
     valid_id("customer id", &id)?;
     let v = json_body(&headers, body)?;
     let note = note(&v)?;

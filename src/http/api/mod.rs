@@ -174,11 +174,55 @@ fn note(v: &Value) -> Result<String, ApiError> {
     Ok(string_field(v, "note", NOTE_MAX)?.to_string())
 }
 
-/// Which command a route publishes (the routes share one handler each).
-pub const RELEASE: bool = true;
-pub const REJECT: bool = false;
-pub const BLOCK: bool = true;
-pub const UNBLOCK: bool = false;
+/// The verb a route fixes for a handler its routes share, as a type (`hold_command::<Release>`):
+/// each handler accepts only its own verbs, so a route cannot hand a block to a release.
+pub mod verb {
+    /// Release a held order or delivery.
+    pub enum Release {}
+    /// Reject a held order or delivery.
+    pub enum Reject {}
+    /// Block a customer.
+    pub enum Block {}
+    /// Unblock a customer.
+    pub enum Unblock {}
+    /// Stop consuming.
+    pub enum Pause {}
+    /// Consume again.
+    pub enum Resume {}
+
+    /// A verb on a held item: does it release it (else it rejects it)?
+    pub trait OnHeld {
+        const RELEASES: bool;
+    }
+    impl OnHeld for Release {
+        const RELEASES: bool = true;
+    }
+    impl OnHeld for Reject {
+        const RELEASES: bool = false;
+    }
+
+    /// A verb on a customer: the command type it publishes.
+    pub trait OnCustomer {
+        const COMMAND: &'static str;
+    }
+    impl OnCustomer for Block {
+        const COMMAND: &'static str = crate::model::types::COMMAND_BLOCK;
+    }
+    impl OnCustomer for Unblock {
+        const COMMAND: &'static str = crate::model::types::COMMAND_UNBLOCK;
+    }
+
+    /// A verb on consumption: does it pause it (else it resumes it)?
+    pub trait OnConsumption {
+        const PAUSES: bool;
+    }
+    impl OnConsumption for Pause {
+        const PAUSES: bool = true;
+    }
+    impl OnConsumption for Resume {
+        const PAUSES: bool = false;
+    }
+}
 
 fn customer_name(acc: &crate::engine::account::Account) -> Option<&str> {
     acc.profile.as_ref().and_then(|p| p.name.as_deref())

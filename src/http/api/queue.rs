@@ -139,10 +139,10 @@ pub(super) fn held_orders(engines: &[&Engine], filter: &HoldFilter) -> Vec<Queue
 }
 
 fn held_order_items(acc: &Account) -> Vec<HeldItem<'_>> {
-    acc.holds
+    acc.holds()
         .iter()
         .filter_map(|id| {
-            let o = acc.orders.get(id)?;
+            let o = acc.orders().get(id)?;
             Some((id.as_str(), o.hold.as_ref()?, o.amount, None))
         })
         .collect()
@@ -394,10 +394,10 @@ pub(super) fn held_deliveries(engines: &[&Engine], filter: &HoldFilter) -> Vec<Q
 }
 
 fn held_delivery_items(acc: &Account) -> Vec<HeldItem<'_>> {
-    acc.held_deliveries
+    acc.held_deliveries()
         .iter()
         .filter_map(|id| {
-            let d = acc.deliveries.get(id)?;
+            let d = acc.deliveries().get(id)?;
             Some((
                 id.as_str(),
                 d.hold.as_ref()?,

@@ -15,7 +15,7 @@ pub(super) fn aging(engine: &Engine, acc: &crate::engine::account::Account) -> V
     }
     labels.push(format!("{lower}+"));
     let mut sums = vec![Decimal::ZERO; labels.len()];
-    for r in &acc.receivables {
+    for r in acc.receivables() {
         let idx = if now <= r.due_at {
             0
         } else {
@@ -35,7 +35,7 @@ pub(super) fn aging(engine: &Engine, acc: &crate::engine::account::Account) -> V
 }
 
 pub(super) fn hold_json(acc: &crate::engine::account::Account, order_id: &str) -> Option<Value> {
-    let o = acc.orders.get(order_id)?;
+    let o = acc.orders().get(order_id)?;
     let h = o.hold.as_ref()?;
     Some(json!({
         "order_id": o.order_id,
@@ -91,11 +91,11 @@ pub(super) fn customer_json(engine: &Engine, acc: &crate::engine::account::Accou
         "available": money_opt(available),
         "utilization": utilization.map(format_ratio),
         "aging": aging(engine, acc),
-        "open_orders": acc.orders.values().filter(|o| o.hold.is_none()).count(),
-        "open_receivables": acc.receivables.len(),
-        "held_orders": acc.holds.iter().filter_map(|id| hold_json(acc, id)).collect::<Vec<_>>(),
-        "held_deliveries": acc.held_deliveries.iter().filter_map(|id| held_delivery_json(acc, id)).collect::<Vec<_>>(),
-        "cleared_deliveries": acc.deliveries.values().filter(|d| d.state == DeliveryState::Approved).map(|d| json!({
+        "open_orders": acc.orders().values().filter(|o| o.hold.is_none()).count(),
+        "open_receivables": acc.receivables().len(),
+        "held_orders": acc.holds().iter().filter_map(|id| hold_json(acc, id)).collect::<Vec<_>>(),
+        "held_deliveries": acc.held_deliveries().iter().filter_map(|id| held_delivery_json(acc, id)).collect::<Vec<_>>(),
+        "cleared_deliveries": acc.deliveries().values().filter(|d| d.state == DeliveryState::Approved).map(|d| json!({
             "delivery_id": d.delivery_id,
             "order_id": d.order_id,
             "amount": format_money(d.amount),
@@ -104,7 +104,7 @@ pub(super) fn customer_json(engine: &Engine, acc: &crate::engine::account::Accou
             "requested_at": d.requested_at,
             "excess": format_money(d.excess),
         })).collect::<Vec<_>>(),
-        "orders": acc.orders.values().map(|o| json!({
+        "orders": acc.orders().values().map(|o| json!({
             "order_id": o.order_id,
             "amount": format_money(o.amount),
             "currency": o.currency.as_str(),
@@ -114,7 +114,7 @@ pub(super) fn customer_json(engine: &Engine, acc: &crate::engine::account::Accou
             "shipped": format_money(o.shipped),
             "open_remaining": format_money(o.open_remaining),
         })).collect::<Vec<_>>(),
-        "receivables": acc.receivables.iter().map(|r| {
+        "receivables": acc.receivables().iter().map(|r| {
             let now = engine.clock().unwrap_or(Timestamp(0));
             let overdue = if now > r.due_at { now.days_since(r.due_at).floor() } else { Decimal::ZERO };
             let account_currency = acc.currency.unwrap_or_else(|| Currency::parse("EUR").expect("ISO"));
@@ -201,7 +201,7 @@ pub async fn group(
                     "customer_id": m,
                     "currency": a.currency.map(|c| c.as_str().to_string()),
                     "exposure": format_money(total),
-                    "held_orders": a.holds.len(),
+                    "held_orders": a.holds().len(),
                 }));
             }
             let limit = profile.as_ref().map(|p| p.credit_limit);
@@ -270,7 +270,7 @@ pub async fn top(
                         "exposure": format_money(exposure),
                         "limit_effective": money_opt(limit),
                         "utilization": u.map(format_ratio),
-                        "held_orders": acc.holds.len(),
+                        "held_orders": acc.holds().len(),
                     }),
                 ));
             }
@@ -290,7 +290,7 @@ pub(super) fn held_delivery_json(
     acc: &crate::engine::account::Account,
     delivery_id: &str,
 ) -> Option<Value> {
-    let d = acc.deliveries.get(delivery_id)?;
+    let d = acc.deliveries().get(delivery_id)?;
     let h = d.hold.as_ref()?;
     Some(json!({
         "delivery_id": d.delivery_id,

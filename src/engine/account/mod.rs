@@ -1,11 +1,16 @@
 //! One customer's credit account: profile, open orders, held orders, open receivables,
 //! unapplied credit, and the bounded memory of ids and behaviour the rules and warnings need.
 //!
-//! Every money movement goes through the methods here (`reserve`, `ship`, `settle`, `cancel`),
-//! which keep the cached totals equal to the items they summarise; `check_identity` verifies
-//! that exposure = open orders + receivables - unapplied credit after every apply.
+//! The money-bearing fields (live orders, receivables, deliveries, the two hold queues, the
+//! cached totals, unapplied and earmarked credit) are private: every money movement goes
+//! through the methods here and in `deliveries` (`book_order`, `open_order`, `close_order_as`,
+//! `ship`, `settle`, `revalue`, `approve_delivery`, `close_delivery`), which keep the cached
+//! totals equal to the items they summarise and end with a debug assertion of the account's
+//! bounds (`debug_assert_money`). Readers get shared references (`orders()`, `receivables()`,
+//! ...); `check_identity` re-sums everything and is run after every apply in debug builds and
+//! by the property tests.
 
-use super::delivery::{Delivery, DeliveryState};
+use super::delivery::Delivery;
 use crate::model::*;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -13,6 +18,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 pub use super::id_ring::IdRing;
 pub use super::items::*;
+
+mod deliveries;
+mod identity;
 
 /// What the warnings remember about the customer's behaviour (all bounded).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -75,6 +83,14 @@ pub struct AlertMarks {
     pub temp_expired_for: Option<Timestamp>,
 }
 
+/// When a shipment or settlement is booked, how many closed ids the account remembers, and
+/// how it converts.
+pub struct Booking<'a> {
+    pub at: Timestamp,
+    pub closed_ids_cap: usize,
+    pub conv: Conv<'a>,
+}
+
 /// One customer's account.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Account {
@@ -89,20 +105,20 @@ pub struct Account {
     pub grade_override: Option<Grade>,
     /// Live orders by id (deterministic iteration). Boxed: a B-tree leaf has room for 11
     /// entries, which for 200-byte orders inline is 2.5 KB even for one order.
-    pub orders: BTreeMap<String, Box<Order>>,
+    orders: BTreeMap<String, Box<Order>>,
     /// Held order ids in release order: (placed_at, order_id).
-    pub holds: Vec<String>,
+    holds: Vec<String>,
     /// Open receivables, oldest due first: (due_at, shipment_id).
-    pub receivables: Vec<Receivable>,
+    receivables: Vec<Receivable>,
     #[serde(with = "crate::model::money::dec")]
-    pub open_orders_total: Decimal,
+    open_orders_total: Decimal,
     #[serde(with = "crate::model::money::dec")]
-    pub receivables_total: Decimal,
+    receivables_total: Decimal,
     #[serde(with = "crate::model::money::dec")]
-    pub unapplied_credit: Decimal,
+    unapplied_credit: Decimal,
     /// Part of unapplied credit earmarked for approved prepaid orders.
     #[serde(with = "crate::model::money::dec")]
-    pub earmarked: Decimal,
+    earmarked: Decimal,
     pub recent_event_ids: IdRing,
     /// Closed order ids (`o:`, rejected `r:`, cancelled `c:`), settled shipment ids (`s:`),
     /// payment and credit note ids (`p:`), closed delivery ids (`d:`, rejected `dx:`, cancelled
@@ -114,11 +130,11 @@ pub struct Account {
     /// Live deliveries by id: held, or cleared and not yet shipped. Not in the postcard layout
     /// of format 2: snapshots carry them in the account's extension (see `state`).
     #[serde(skip)]
-    pub deliveries: BTreeMap<String, Box<Delivery>>,
+    deliveries: BTreeMap<String, Box<Delivery>>,
     /// Held delivery ids in release order: (requested_at, delivery_id). Derived from
     /// `deliveries` on restore.
     #[serde(skip)]
-    pub held_deliveries: Vec<String>,
+    held_deliveries: Vec<String>,
 }
 
 impl Account {
@@ -145,6 +161,100 @@ impl Account {
             deliveries: BTreeMap::new(),
             held_deliveries: Vec::new(),
         }
+    }
+
+    /// Live orders by id (held and open).
+    pub fn orders(&self) -> &BTreeMap<String, Box<Order>> {
+        &self.orders
+    }
+
+    /// Held order ids in release order.
+    pub fn holds(&self) -> &[String] {
+        &self.holds
+    }
+
+    /// Open receivables, oldest due first.
+    pub fn receivables(&self) -> &[Receivable] {
+        &self.receivables
+    }
+
+    /// Live deliveries by id (held, or cleared and not yet shipped).
+    pub fn deliveries(&self) -> &BTreeMap<String, Box<Delivery>> {
+        &self.deliveries
+    }
+
+    /// Held delivery ids in release order.
+    pub fn held_deliveries(&self) -> &[String] {
+        &self.held_deliveries
+    }
+
+    /// What open orders (and cleared deliveries' excess) reserve, account currency.
+    pub fn open_orders_total(&self) -> Decimal {
+        self.open_orders_total
+    }
+
+    /// The open amount of every receivable, account currency.
+    pub fn receivables_total(&self) -> Decimal {
+        self.receivables_total
+    }
+
+    /// Credit received and not yet applied to a receivable.
+    pub fn unapplied_credit(&self) -> Decimal {
+        self.unapplied_credit
+    }
+
+    /// The part of unapplied credit earmarked for approved prepaid orders and deliveries.
+    pub fn earmarked(&self) -> Decimal {
+        self.earmarked
+    }
+
+    /// Unapplied credit not earmarked (never below zero).
+    pub fn free_credit(&self) -> Decimal {
+        (self.unapplied_credit - self.earmarked).max(Decimal::ZERO)
+    }
+
+    /// Books a new order: reserved at once when `hold` is `None` (approved), else queued as
+    /// held, reserving nothing.
+    pub fn book_order(
+        &mut self,
+        order: Order,
+        hold: Option<Hold>,
+        prepaid: bool,
+        closed_ids_cap: usize,
+        conv: &Conv<'_>,
+    ) {
+        let order_id = order.order_id.clone();
+        let held = hold.is_some();
+        let mut order = Box::new(order);
+        order.hold = hold;
+        self.orders.insert(order_id.clone(), order);
+        if held {
+            self.enqueue_hold(&order_id);
+        } else {
+            self.open_order(&order_id, prepaid, closed_ids_cap, conv);
+        }
+        self.debug_assert_money();
+    }
+
+    /// Sets a held order's value in the account's currency (a re-check found a new rate); it
+    /// reserves nothing while held, so no total moves. Returns the order.
+    pub fn revalue_held_order(
+        &mut self,
+        order_id: &str,
+        amount_account: Decimal,
+    ) -> Option<&Order> {
+        let o = self.orders.get_mut(order_id)?;
+        debug_assert!(
+            o.state == OrderState::Held,
+            "revalue_held_order on an open order"
+        );
+        o.amount_account = amount_account;
+        Some(o)
+    }
+
+    /// The hold of a held order, to record a first approver (no money moves).
+    pub fn order_hold_mut(&mut self, order_id: &str) -> Option<&mut Hold> {
+        self.orders.get_mut(order_id).and_then(|o| o.hold.as_mut())
     }
 
     pub fn exposure_total(&self) -> Decimal {
@@ -237,6 +347,7 @@ impl Account {
         if remaining.is_zero() {
             self.close_order(order_id, closed_ids_cap);
         }
+        self.debug_assert_money();
     }
 
     /// Removes a live order, freeing whatever it still reserves, and remembers its id.
@@ -258,6 +369,7 @@ impl Account {
         self.holds.retain(|id| id != order_id);
         self.closed_ids
             .insert(format!("{prefix}{order_id}"), closed_ids_cap);
+        self.debug_assert_money();
         Some(order)
     }
 
@@ -279,19 +391,18 @@ impl Account {
         self.holds.insert(pos, order_id.to_string());
     }
 
-    /// Ships against an order (or none), creating a receivable; returns it when it stays open.
-    /// Unapplied credit (the order's earmark first, then free credit) settles it at once.
-    #[allow(clippy::too_many_arguments)]
+    /// Ships against an order (or none), creating a receivable due at `due_at`; returns it
+    /// when it stays open. Unapplied credit (the order's earmark first, then free credit)
+    /// settles it at once.
     pub fn ship(
         &mut self,
         shipment_id: &str,
         order_id: &str,
         s: ShipmentAmount,
-        at: Timestamp,
         due_at: Timestamp,
-        closed_ids_cap: usize,
-        conv: &Conv<'_>,
+        b: &Booking<'_>,
     ) -> Option<&Receivable> {
+        let (at, closed_ids_cap, conv) = (b.at, b.closed_ids_cap, &b.conv);
         let amount = s.account;
         let mut close = false;
         if let Some(order) = self.orders.get_mut(order_id) {
@@ -342,6 +453,7 @@ impl Account {
         }
         if r.open.is_zero() {
             self.remember_settled(r, at, closed_ids_cap);
+            self.debug_assert_money();
             return None;
         }
         self.receivables_total += r.open;
@@ -352,6 +464,7 @@ impl Account {
             .position(|x| (x.due_at, x.shipment_id.clone()) > key)
             .unwrap_or(self.receivables.len());
         self.receivables.insert(pos, r);
+        self.debug_assert_money();
         self.receivables.get(pos)
     }
 
@@ -361,17 +474,15 @@ impl Account {
     ///
     /// `amount` is in `currency`: receivables of that currency are settled before others
     /// (those at the current rate), and what is left becomes credit in the account's currency.
-    #[allow(clippy::too_many_arguments)]
     pub fn settle(
         &mut self,
         kind: SettlementKind,
         amount: Decimal,
         currency: Currency,
         applies_to: &[String],
-        at: Timestamp,
-        closed_ids_cap: usize,
-        conv: &Conv<'_>,
+        b: &Booking<'_>,
     ) -> Vec<(String, Timestamp, u8)> {
+        let (at, closed_ids_cap, conv) = (b.at, b.closed_ids_cap, &b.conv);
         let mut remaining = amount;
         let account = conv.account;
         // Settles what `remaining` covers of receivable `i`; returns the amount used.
@@ -432,6 +543,7 @@ impl Account {
             closed.push((r.shipment_id.clone(), r.due_at, r.next_stage));
             self.remember_settled(r, at, closed_ids_cap);
         }
+        self.debug_assert_money();
         closed
     }
 
@@ -477,7 +589,31 @@ impl Account {
                 moved = true;
             }
         }
+        self.debug_assert_money();
         moved
+    }
+
+    /// Records the aging stage a receivable's next alert will be (no money moves).
+    pub fn set_next_stage(&mut self, shipment_id: &str, stage: u8) {
+        if let Some(r) = self
+            .receivables
+            .iter_mut()
+            .find(|r| r.shipment_id == shipment_id)
+        {
+            r.next_stage = stage;
+        }
+    }
+
+    /// Puts back a receivable's foreign-currency side (a snapshot's extension); its value in
+    /// the account's currency is already in the restored totals.
+    pub fn restore_foreign(&mut self, shipment_id: &str, foreign: ForeignOpen) {
+        if let Some(r) = self
+            .receivables
+            .iter_mut()
+            .find(|r| r.shipment_id == shipment_id)
+        {
+            r.foreign = Some(foreign);
+        }
     }
 
     /// True when the account holds an open item in `currency` (not its own).
@@ -488,93 +624,6 @@ impl Account {
                 .iter()
                 .any(|r| r.foreign.is_some_and(|f| f.currency == currency))
             || self.deliveries.values().any(|d| d.currency == currency)
-    }
-
-    /// Recomputes every cached total from the items; `Err` names the first that disagrees.
-    pub fn check_identity(&self) -> Result<(), String> {
-        let approved = || {
-            self.deliveries
-                .values()
-                .filter(|d| d.state == DeliveryState::Approved)
-        };
-        let open: Decimal = self
-            .orders
-            .values()
-            .map(|o| o.open_remaining)
-            .sum::<Decimal>()
-            + approved().map(|d| d.excess).sum::<Decimal>();
-        let rec: Decimal = self.receivables.iter().map(|r| r.open).sum();
-        let earmarked: Decimal = self.orders.values().map(|o| o.prepaid).sum::<Decimal>()
-            + approved().map(|d| d.prepaid).sum::<Decimal>();
-        let id = &self.customer_id;
-        if open != self.open_orders_total {
-            return Err(format!(
-                "{id}: open orders {open} != cached {}",
-                self.open_orders_total
-            ));
-        }
-        if rec != self.receivables_total {
-            return Err(format!(
-                "{id}: receivables {rec} != cached {}",
-                self.receivables_total
-            ));
-        }
-        if earmarked != self.earmarked || earmarked > self.unapplied_credit {
-            return Err(format!(
-                "{id}: earmarked {earmarked} / cached {} / credit {}",
-                self.earmarked, self.unapplied_credit
-            ));
-        }
-        if self.unapplied_credit < Decimal::ZERO
-            || self.receivables.iter().any(|r| r.open <= Decimal::ZERO)
-        {
-            return Err(format!("{id}: negative credit or a settled item left open"));
-        }
-        // The queue holds exactly the held orders: as many, each one held (a lookup each,
-        // not a scan of the queue per held order: accounts can hold thousands).
-        let held = self
-            .orders
-            .values()
-            .filter(|o| o.state == OrderState::Held)
-            .count();
-        let queued: std::collections::BTreeSet<&str> =
-            self.holds.iter().map(String::as_str).collect();
-        if held != self.holds.len()
-            || queued.len() != self.holds.len()
-            || self.holds.iter().any(|id| {
-                self.orders
-                    .get(id)
-                    .is_none_or(|o| o.state != OrderState::Held)
-            })
-        {
-            return Err(format!("{id}: hold queue does not match held orders"));
-        }
-        if self
-            .orders
-            .values()
-            .any(|o| o.state == OrderState::Held && !o.open_remaining.is_zero())
-        {
-            return Err(format!("{id}: a held order counts in exposure"));
-        }
-        let held_deliveries = self
-            .deliveries
-            .values()
-            .filter(|d| d.state == DeliveryState::Held);
-        let queued_deliveries: std::collections::BTreeSet<&str> =
-            self.held_deliveries.iter().map(String::as_str).collect();
-        if held_deliveries.clone().count() != self.held_deliveries.len()
-            || queued_deliveries.len() != self.held_deliveries.len()
-            || held_deliveries.clone().any(|d| {
-                !(queued_deliveries.contains(d.delivery_id.as_str())
-                    && d.excess.is_zero()
-                    && d.prepaid.is_zero())
-            })
-        {
-            return Err(format!(
-                "{id}: delivery queue does not match held deliveries, or a held one reserves"
-            ));
-        }
-        Ok(())
     }
 }
 

@@ -12,6 +12,27 @@ pub struct Memory {
     pub snapshot_bytes: usize,
     /// Decoding every snapshot and restoring it into an empty engine.
     pub restore_s: f64,
+    /// What answering `GET /metrics` costs with these accounts (the state gauges recomputed
+    /// over every account, then the exposition rendered), best and worst of three.
+    pub scrape_s: (f64, f64),
+    /// The same with no accounts: the baseline, best of three.
+    pub scrape_empty_s: f64,
+}
+
+/// Times three `/metrics` answers over `engine` (the work the handler does once it holds the
+/// read model: `refresh_state` and `render`); best and worst.
+fn scrape_times(engine: &credit_sentinel::Engine) -> (f64, f64) {
+    let metrics = credit_sentinel::metrics::Metrics::new();
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        metrics.refresh_state(std::iter::once(engine));
+        std::hint::black_box(metrics.render());
+        times.push(started.elapsed().as_secs_f64());
+    }
+    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let worst = times.iter().copied().fold(0.0, f64::max);
+    (best, worst)
 }
 
 /// Applies the events that give customer `C{c}` an account with 5 open items (a profile, 5
@@ -71,6 +92,8 @@ pub fn memory(accounts: usize) -> Result<Memory> {
     let after = super::super::soak::resident_bytes().context("no /proc/self/status")?;
     let built = engine.accounts().count();
     anyhow::ensure!(built == accounts, "{built} accounts built, not {accounts}");
+    let scrape_s = scrape_times(&engine);
+    let scrape_empty_s = scrape_times(&Engine::new(Policy::default())).0;
     let snapshots: Vec<(String, Vec<u8>)> = engine
         .accounts()
         .filter_map(|a| state::encode_account(&engine, &a.customer_id))
@@ -96,6 +119,8 @@ pub fn memory(accounts: usize) -> Result<Memory> {
         total_bytes: total,
         snapshot_bytes,
         restore_s,
+        scrape_s,
+        scrape_empty_s,
     })
 }
 

@@ -9,7 +9,8 @@
 //! until it ships, and only that excess meets the credit rule. Under pay-before-ship an approved
 //! delivery earmarks unapplied credit (the order's earmark first), consumed when it ships.
 //!
-//! This file has the delivery items, the account's side and the check itself;
+//! This file has the delivery items and the check itself; `account/deliveries.rs` the
+//! account's side (how an order or delivery stands, a delivery's money movements);
 //! `delivery_events` how the engine applies delivery events and commands.
 
 use super::account::{Account, Hold};
@@ -124,7 +125,7 @@ pub fn check_delivery(
             .orders()
             .get(d.order_id)
             .map_or(Decimal::ZERO, |o| o.prepaid);
-        let free = (account.unapplied_credit() - account.earmarked()).max(Decimal::ZERO);
+        let free = account.free_credit();
         reasons.extend(super::rules::prepayment(
             t,
             free + order_earmark,

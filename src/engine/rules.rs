@@ -139,7 +139,7 @@ pub fn check_order(
     // 1. Blocked or closed account.
     reasons.extend(blocked(account, t));
     // 2. Pay before ship.
-    let free = (account.unapplied_credit() - account.earmarked()).max(Decimal::ZERO);
+    let free = account.free_credit();
     reasons.extend(prepayment(t, free, amount, "order"));
     let mut fail = |code: ReasonCode, detail: String| reasons.push(Reason { code, detail });
     // 3. Order credit limit.

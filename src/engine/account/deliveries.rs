@@ -96,8 +96,7 @@ impl Account {
                 earmark = amount.min(o.prepaid);
                 o.prepaid -= earmark;
             }
-            let free = (self.unapplied_credit - self.earmarked).max(Decimal::ZERO);
-            let extra = (amount - earmark).min(free);
+            let extra = (amount - earmark).min(self.free_credit());
             self.earmarked += extra;
             earmark += extra;
         }
@@ -129,7 +128,7 @@ impl Account {
     }
 
     /// Inserts a held delivery at its place in the delivery queue: (requested_at, id).
-    pub fn enqueue_delivery(&mut self, delivery_id: &str) {
+    fn enqueue_delivery(&mut self, delivery_id: &str) {
         let key = |id: &'_ str| {
             self.deliveries
                 .get(id)
@@ -168,14 +167,16 @@ impl Account {
     /// Books a new delivery request, held (queued, reserving nothing) or cleared at once
     /// (`approve_delivery`).
     pub fn book_delivery(&mut self, delivery: Delivery, prepaid: bool) {
+        debug_assert!(
+            delivery.state == DeliveryState::Held
+                && delivery.covered.is_zero()
+                && delivery.excess.is_zero()
+                && delivery.prepaid.is_zero(),
+            "a new delivery reserves nothing until it is cleared"
+        );
         let id = delivery.delivery_id.clone();
         let held = delivery.hold.is_some();
-        let mut delivery = Box::new(delivery);
-        delivery.state = DeliveryState::Held;
-        delivery.covered = Decimal::ZERO;
-        delivery.excess = Decimal::ZERO;
-        delivery.prepaid = Decimal::ZERO;
-        self.deliveries.insert(id.clone(), delivery);
+        self.deliveries.insert(id.clone(), Box::new(delivery));
         if held {
             self.enqueue_delivery(&id);
         } else {

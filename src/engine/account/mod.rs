@@ -233,7 +233,6 @@ impl Account {
         } else {
             self.open_order(&order_id, prepaid, closed_ids_cap, conv);
         }
-        self.debug_assert_money();
     }
 
     /// Sets a held order's value in the account's currency (a re-check found a new rate); it
@@ -325,7 +324,7 @@ impl Account {
         closed_ids_cap: usize,
         conv: &Conv<'_>,
     ) {
-        let free_credit = self.unapplied_credit - self.earmarked;
+        let free_credit = self.free_credit();
         let Some(order) = self.orders.get_mut(order_id) else {
             return;
         };
@@ -337,7 +336,7 @@ impl Account {
         order.hold = None;
         order.open_remaining = remaining;
         order.prepaid = if prepaid {
-            remaining.min(free_credit.max(Decimal::ZERO))
+            remaining.min(free_credit)
         } else {
             Decimal::ZERO
         };
@@ -351,7 +350,7 @@ impl Account {
     }
 
     /// Removes a live order, freeing whatever it still reserves, and remembers its id.
-    pub fn close_order(&mut self, order_id: &str, closed_ids_cap: usize) -> Option<Box<Order>> {
+    fn close_order(&mut self, order_id: &str, closed_ids_cap: usize) -> Option<Box<Order>> {
         self.close_order_as(order_id, "o:", closed_ids_cap)
     }
 
@@ -380,7 +379,7 @@ impl Account {
     }
 
     /// Inserts a held order at its place in the FIFO queue.
-    pub fn enqueue_hold(&mut self, order_id: &str) {
+    fn enqueue_hold(&mut self, order_id: &str) {
         let key = |id: &'_ str| self.orders.get(id).map(|o| (o.placed_at, &*o.order_id));
         let new_key = key(order_id);
         let pos = self
@@ -443,8 +442,7 @@ impl Account {
             }),
         };
         // The order's earmark was released above, so free credit now includes it.
-        let free = (self.unapplied_credit - self.earmarked).max(Decimal::ZERO);
-        let take = free.min(amount);
+        let take = self.free_credit().min(amount);
         if take > Decimal::ZERO {
             let own = r.own_of(take, conv);
             let taken = r.settle_own(SettlementKind::Payment, own, at, conv);

@@ -8,6 +8,11 @@ impl Engine {
         let Some(terms) = self.terms(cid) else { return };
         let acc = self.accounts.get_mut(cid).expect("touched account exists");
         let exposure = acc.exposure_total();
+        let seen = Some((exposure, terms.limit_effective));
+        if acc.marks.utilization_seen.0 == seen {
+            return;
+        }
+        acc.marks.utilization_seen.0 = seen;
         let util = warnings::utilization(exposure, terms.limit_effective);
         let crossed =
             warnings::threshold_crossings(&policy, &mut acc.marks.utilization_fired, util);

@@ -49,7 +49,7 @@ use outputs::{Ruling, Subject};
 use rules::{Candidate, GroupView, Terms};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use timers::receivable_timer_at;
 
@@ -181,9 +181,10 @@ pub struct Engine {
     /// Accounts whose position changed during the current event or timer, first touch first.
     touched: Vec<String>,
     /// Accounts and groups whose state changed since `take_changed` was last called (what a
-    /// shell must snapshot to the changelog).
-    changed_accounts: BTreeSet<String>,
-    changed_groups: BTreeSet<String>,
+    /// shell must snapshot to the changelog). Hashed, not ordered: they are tested on every
+    /// event and sorted once when taken.
+    changed_accounts: HashSet<String, foldhash::fast::RandomState>,
+    changed_groups: HashSet<String, foldhash::fast::RandomState>,
     /// A quote was taken since `take_rates_changed` was last called (the shell checkpoints
     /// the rates).
     rates_changed: bool,
@@ -207,8 +208,8 @@ impl Engine {
             timers: BTreeSet::new(),
             clock: None,
             touched: Vec::new(),
-            changed_accounts: BTreeSet::new(),
-            changed_groups: BTreeSet::new(),
+            changed_accounts: HashSet::default(),
+            changed_groups: HashSet::default(),
             rates_changed: false,
         }
     }
@@ -541,13 +542,15 @@ impl Engine {
 
     /// Accounts and groups changed since the last call (sorted), and forgets them.
     pub fn take_changed(&mut self) -> (Vec<String>, Vec<String>) {
-        let accounts = std::mem::take(&mut self.changed_accounts)
-            .into_iter()
-            .collect();
-        let groups = std::mem::take(&mut self.changed_groups)
-            .into_iter()
-            .collect();
-        (accounts, groups)
+        let sorted = |set: &mut HashSet<String, foldhash::fast::RandomState>| {
+            let mut ids: Vec<String> = set.drain().collect();
+            ids.sort_unstable();
+            ids
+        };
+        (
+            sorted(&mut self.changed_accounts),
+            sorted(&mut self.changed_groups),
+        )
     }
 
     /// True once after a quote was taken (what a shell must checkpoint).

@@ -3,7 +3,7 @@
 //! behind it, not just the first. Pure functions over borrowed state.
 
 use super::account::Account;
-use super::warnings::median;
+use super::warnings;
 use crate::model::*;
 use crate::policy::Policy;
 use rust_decimal::Decimal;
@@ -350,5 +350,5 @@ pub fn typical_order(account: &Account, policy: &Policy) -> Option<Decimal> {
     if amounts.len() < policy.anomaly_min_orders.max(1) {
         return None;
     }
-    median(amounts.iter().copied())
+    warnings::median_decimal(amounts)
 }

@@ -81,6 +81,22 @@ pub struct AlertMarks {
     pub review_warned_for: Option<Timestamp>,
     pub review_expired_for: Option<Timestamp>,
     pub temp_expired_for: Option<Timestamp>,
+    /// The exposure and limit the fired bits were last brought up to date for.
+    #[serde(skip)]
+    pub utilization_seen: UtilizationSeen,
+}
+
+/// `(exposure, limit)` at the last threshold evaluation. Crossing is idempotent (a second
+/// evaluation at the same figures changes no bit and fires nothing), so while neither moved
+/// the evaluation, and its division, can be skipped. A cache: never part of an account's
+/// identity (any two compare equal) and not stored (a restored account evaluates again).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UtilizationSeen(pub Option<(Decimal, Decimal)>);
+
+impl PartialEq for UtilizationSeen {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// When a shipment or settlement is booked, how many closed ids the account remembers, and

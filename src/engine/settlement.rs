@@ -172,7 +172,7 @@ impl Engine {
         } = settlement;
         let (kind, amount, currency) = (*kind, *amount, *currency);
         let settlement_id = settlement_id.as_str();
-        let key = format!("p:{settlement_id}");
+        let key = id_ring::joined("p:", settlement_id);
         if self.accounts[cid].closed_ids.contains(&key) {
             return Outcome::Duplicate;
         }

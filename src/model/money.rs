@@ -184,7 +184,50 @@ fn is_json_number(s: &str) -> bool {
 
 /// Canonical money text: at least two decimal places, more only when the value has them
 /// (`5000` -> `"5000.00"`, `12.3456` -> `"12.3456"`).
+///
+/// Written digit by digit from the mantissa: this runs several times for every decision and
+/// alert, and `Decimal`'s `Display` costs several times more. `format_money_reference` is the
+/// definition (normalize, at least two places, no `-0.00`); a property test holds them equal.
 pub fn format_money(value: Decimal) -> String {
+    let negative = value.is_sign_negative();
+    let mut m = value.mantissa().unsigned_abs();
+    let mut scale = value.scale();
+    while scale > 2 && m % 10 == 0 {
+        m /= 10;
+        scale -= 1;
+    }
+    if scale < 2 {
+        m *= 10u128.pow(2 - scale);
+        scale = 2;
+        if m >= 1 << 96 {
+            // Beyond a decimal's 96-bit mantissa: `rescale` decides what is printed.
+            return format_money_reference(value);
+        }
+    }
+    let mut digits = [0u8; 40];
+    let mut at = digits.len();
+    let mut written = 0;
+    while m > 0 || written <= scale {
+        if written == scale && written > 0 {
+            at -= 1;
+            digits[at] = b'.';
+        }
+        at -= 1;
+        digits[at] = b'0' + (m % 10) as u8;
+        m /= 10;
+        written += 1;
+    }
+    let mut out = String::with_capacity(digits.len() - at + 1);
+    if negative && digits[at..].iter().any(|d| (b'1'..=b'9').contains(d)) {
+        out.push('-');
+    }
+    // Every byte is an ASCII digit or the point.
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+    out
+}
+
+/// What `format_money` prints, by way of `Decimal`'s own operations.
+pub fn format_money_reference(value: Decimal) -> String {
     let mut v = value.normalize();
     if v.scale() < 2 {
         v.rescale(2);
@@ -264,6 +307,38 @@ mod tests {
         assert!(Currency::parse("EUR").is_some());
         assert!(Currency::parse("eur").is_none());
         assert!(Currency::parse("EURO").is_none());
+    }
+
+    proptest::proptest! {
+        /// The digit-by-digit money text is `Decimal`'s, for every sign, scale and size.
+        #[test]
+        fn format_money_is_the_reference(
+            lo in proptest::num::u32::ANY,
+            mid in proptest::num::u32::ANY,
+            hi in proptest::prop_oneof![proptest::strategy::Just(0u32), 0u32..16, proptest::num::u32::ANY],
+            negative in proptest::bool::ANY,
+            scale in 0u32..=28,
+        ) {
+            let v = Decimal::from_parts(lo, mid, hi, negative, scale);
+            proptest::prop_assert_eq!(format_money(v), format_money_reference(v));
+        }
+    }
+
+    #[test]
+    fn formats_edges_like_the_reference() {
+        for v in [
+            Decimal::ZERO,
+            Decimal::from_parts(0, 0, 0, true, 5),
+            Decimal::MAX,
+            Decimal::MIN,
+            Decimal::new(5, 3),
+            Decimal::new(-5, 3),
+            Decimal::new(500, 2),
+            Decimal::new(5000, 0),
+            Decimal::new(1, 28),
+        ] {
+            assert_eq!(format_money(v), format_money_reference(v), "{v:?}");
+        }
     }
 }
 

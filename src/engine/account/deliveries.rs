@@ -123,7 +123,7 @@ impl Account {
         self.held_deliveries.retain(|id| id != delivery_id);
         let prefix = mark.unwrap_or(CLOSED_DELIVERY);
         self.closed_ids
-            .insert(format!("{prefix}{delivery_id}"), cap);
+            .insert(crate::engine::id_ring::joined(prefix, delivery_id), cap);
         self.debug_assert_money();
     }
 

@@ -383,7 +383,7 @@ impl Account {
         self.earmarked -= order.prepaid;
         self.holds.retain(|id| id != order_id);
         self.closed_ids
-            .insert(format!("{prefix}{order_id}"), closed_ids_cap);
+            .insert(super::id_ring::joined(prefix, order_id), closed_ids_cap);
         self.debug_assert_money();
         Some(order)
     }
@@ -471,11 +471,11 @@ impl Account {
             return None;
         }
         self.receivables_total += r.open;
-        let key = (r.due_at, r.shipment_id.clone());
+        let key = (r.due_at, r.shipment_id.as_str());
         let pos = self
             .receivables
             .iter()
-            .position(|x| (x.due_at, x.shipment_id.clone()) > key)
+            .position(|x| (x.due_at, x.shipment_id.as_str()) > key)
             .unwrap_or(self.receivables.len());
         self.receivables.insert(pos, r);
         self.debug_assert_money();
@@ -563,7 +563,7 @@ impl Account {
 
     fn remember_settled(&mut self, r: Receivable, at: Timestamp, closed_ids_cap: usize) {
         self.closed_ids
-            .insert(format!("s:{}", r.shipment_id), closed_ids_cap);
+            .insert(super::id_ring::joined("s:", &r.shipment_id), closed_ids_cap);
         self.behaviour.derived = SettledDerived::default();
         self.behaviour.settled.push_back(SettledItem {
             shipment_id: r.shipment_id,

@@ -207,14 +207,28 @@ pub fn format_money(value: Decimal) -> String {
     let mut digits = [0u8; 40];
     let mut at = digits.len();
     let mut written = 0;
+    // Digits by u64 arithmetic while the rest fits (u128 division is a library call).
+    let mut next_digit = |m: &mut u128| -> u8 {
+        let d = match u64::try_from(*m) {
+            Ok(small) => {
+                *m = u128::from(small / 10);
+                (small % 10) as u8
+            }
+            Err(_) => {
+                let d = (*m % 10) as u8;
+                *m /= 10;
+                d
+            }
+        };
+        b'0' + d
+    };
     while m > 0 || written <= scale {
         if written == scale && written > 0 {
             at -= 1;
             digits[at] = b'.';
         }
         at -= 1;
-        digits[at] = b'0' + (m % 10) as u8;
-        m /= 10;
+        digits[at] = next_digit(&mut m);
         written += 1;
     }
     let mut out = String::with_capacity(digits.len() - at + 1);

@@ -208,7 +208,7 @@ pub fn format_money(value: Decimal) -> String {
     let mut at = digits.len();
     let mut written = 0;
     // Digits by u64 arithmetic while the rest fits (u128 division is a library call).
-    let mut next_digit = |m: &mut u128| -> u8 {
+    let next_digit = |m: &mut u128| -> u8 {
         let d = match u64::try_from(*m) {
             Ok(small) => {
                 *m = u128::from(small / 10);

@@ -10,6 +10,7 @@
 //! JSON error bodies that never echo a token.
 
 mod api;
+pub use api::first_holds_page;
 pub mod auth;
 mod console;
 mod limits;

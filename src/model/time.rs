@@ -118,7 +118,15 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 fn days_in_month(y: i64, m: i64) -> i64 {
@@ -145,8 +153,7 @@ fn parse_utc_seconds(text: &str) -> Option<Timestamp> {
     };
     let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
     let (h, mi, s) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 59
-    {
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 59 {
         return None;
     }
     let us = ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60 + s;
@@ -180,7 +187,14 @@ fn format_utc_seconds(t: Timestamp) -> Option<String> {
     put(11, 2, rem / 3600);
     put(14, 2, rem / 60 % 60);
     put(17, 2, rem % 60);
-    for (i, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'Z')] {
+    for (i, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'Z'),
+    ] {
         out[i] = c;
     }
     // Digits and separators only: ASCII.
@@ -265,8 +279,20 @@ mod tests {
         ] {
             assert_eq!(Timestamp::parse_rfc3339(text), chrono_parse(text), "{text}");
         }
-        for us in [0, Timestamp::MIN.0, Timestamp::MAX.0, -1, 1, i64::MIN, i64::MAX] {
-            assert_eq!(Timestamp(us).to_rfc3339(), chrono_print(Timestamp(us)), "{us}");
+        for us in [
+            0,
+            Timestamp::MIN.0,
+            Timestamp::MAX.0,
+            -1,
+            1,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            assert_eq!(
+                Timestamp(us).to_rfc3339(),
+                chrono_print(Timestamp(us)),
+                "{us}"
+            );
         }
     }
 

@@ -17,6 +17,13 @@ pub struct Memory {
     pub scrape_s: (f64, f64),
     /// The same with no accounts: the baseline, best of three.
     pub scrape_empty_s: f64,
+    /// The first page of `GET /v1/holds` over these accounts once every hundredth holds an
+    /// order (the work the handler does once it holds the read model), best and worst of
+    /// three; and how many orders were held.
+    pub holds_page_s: (f64, f64),
+    pub held: usize,
+    /// The same page with no accounts, best of three.
+    pub holds_page_empty_s: f64,
 }
 
 /// Times three `/metrics` answers over `engine` (the work the handler does once it holds the
@@ -33,6 +40,43 @@ fn scrape_times(engine: &credit_sentinel::Engine) -> (f64, f64) {
     let best = times.iter().copied().fold(f64::INFINITY, f64::min);
     let worst = times.iter().copied().fold(0.0, f64::max);
     (best, worst)
+}
+
+/// Times three first pages of `GET /v1/holds` over `engine`; best and worst.
+fn holds_page_times(engine: &credit_sentinel::Engine) -> (f64, f64) {
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        std::hint::black_box(credit_sentinel::http::first_holds_page(&[engine]));
+        times.push(started.elapsed().as_secs_f64());
+    }
+    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let worst = times.iter().copied().fold(0.0, f64::max);
+    (best, worst)
+}
+
+/// Places an order over the limit for every hundredth customer (a held order each, after
+/// memory was measured); how many were held.
+fn hold_some(
+    engine: &mut credit_sentinel::Engine,
+    out: &mut Vec<credit_sentinel::model::Output>,
+    accounts: usize,
+) -> Result<usize> {
+    let mut held = 0;
+    for c in (0..accounts).step_by(100) {
+        let l = format!(
+            r#"{{"event_id":"h{c}","type":"order.placed","occurred_at":"2026-01-05T00:01:00Z","customer_id":"C{c}","order_id":"BIG-{c}","amount":"5000000.00","currency":"EUR"}}"#
+        );
+        let e = credit_sentinel::codec::decode_event(l.as_bytes())
+            .map_err(|r| anyhow::anyhow!("{l}: {}", r.detail))?;
+        out.clear();
+        engine.apply(&e, out);
+        held += out
+            .iter()
+            .filter(|o| matches!(o, credit_sentinel::model::Output::Decision(d) if d.status == credit_sentinel::model::DecisionStatus::Held))
+            .count();
+    }
+    Ok(held)
 }
 
 /// Applies the events that give customer `C{c}` an account with 5 open items (a profile, 5
@@ -99,6 +143,11 @@ pub fn memory(accounts: usize) -> Result<Memory> {
         .filter_map(|a| state::encode_account(&engine, &a.customer_id))
         .collect();
     let snapshot_bytes = snapshots.iter().map(|(k, v)| k.len() + v.len()).sum();
+    // After memory and the snapshots: the held orders are the page's rows only.
+    let held = hold_some(&mut engine, &mut out, accounts)?;
+    drop(engine.take_changed());
+    let holds_page_s = holds_page_times(&engine);
+    let holds_page_empty_s = holds_page_times(&Engine::new(Policy::default())).0;
     drop(engine);
     let started = Instant::now();
     let mut restored = Engine::new(Policy::default());
@@ -121,6 +170,9 @@ pub fn memory(accounts: usize) -> Result<Memory> {
         restore_s,
         scrape_s,
         scrape_empty_s,
+        holds_page_s,
+        held,
+        holds_page_empty_s,
     })
 }
 

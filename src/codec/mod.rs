@@ -8,6 +8,7 @@
 
 mod encode;
 mod records;
+mod scan;
 
 pub use encode::encode_event;
 pub use records::{replay_line, topics, DeadLetter, SourcePosition, ORIGINAL_MAX_BYTES};
@@ -37,66 +38,95 @@ struct RawTemporaryLimit<'a> {
     expires_at: Option<&'a RawValue>,
 }
 
-/// Every field any input type may carry, captured raw. Unknown fields are ignored (adding
-/// optional fields is allowed by the contract); a repeated field is refused by serde.
-#[derive(Deserialize)]
-struct RawEvent<'a> {
-    #[serde(borrow)]
-    event_id: Option<&'a RawValue>,
-    #[serde(borrow, rename = "type")]
-    kind: Option<&'a RawValue>,
-    #[serde(borrow)]
-    occurred_at: Option<&'a RawValue>,
-    #[serde(borrow)]
-    customer_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    order_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    amount: Option<&'a RawValue>,
-    #[serde(borrow)]
-    currency: Option<&'a RawValue>,
-    #[serde(borrow)]
-    shipment_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    due_date: Option<&'a RawValue>,
-    #[serde(borrow)]
-    payment_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    credit_note_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    applies_to: Option<&'a RawValue>,
-    #[serde(borrow)]
-    credit_limit: Option<&'a RawValue>,
-    #[serde(borrow)]
-    grade: Option<&'a RawValue>,
-    #[serde(borrow)]
-    payment_terms_days: Option<&'a RawValue>,
-    #[serde(borrow)]
-    max_order_amount: Option<&'a RawValue>,
-    #[serde(borrow)]
-    tolerance_pct: Option<&'a RawValue>,
-    #[serde(borrow)]
-    status: Option<&'a RawValue>,
-    #[serde(borrow)]
-    group_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    temporary_limit: Option<&'a RawValue>,
-    #[serde(borrow)]
-    review_date: Option<&'a RawValue>,
-    #[serde(borrow)]
-    actor: Option<&'a RawValue>,
-    #[serde(borrow)]
-    note: Option<&'a RawValue>,
-    #[serde(borrow)]
-    delivery_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    name: Option<&'a RawValue>,
-    #[serde(borrow)]
-    base: Option<&'a RawValue>,
-    #[serde(borrow)]
-    quote: Option<&'a RawValue>,
-    #[serde(borrow)]
-    rate: Option<&'a RawValue>,
+/// A field's raw JSON text (a string with its quotes, a number, a literal, an array, an
+/// object), as the first pass captured it: from serde_json's `RawValue`, or from `scan`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Raw<'a>(&'a str);
+
+impl<'a> Raw<'a> {
+    fn get(self) -> &'a str {
+        self.0
+    }
+}
+
+impl<'a> From<&'a RawValue> for Raw<'a> {
+    fn from(r: &'a RawValue) -> Raw<'a> {
+        Raw(r.get())
+    }
+}
+
+/// Declares the fields an input may carry, once for both first passes: `RawEvent` (serde's,
+/// which also words every syntax error) and `Fields` (what the field decoders read), with the
+/// conversion between them and the key lookup `scan` uses.
+macro_rules! input_fields {
+    ($($field:ident: $wire:literal),* $(,)?) => {
+        /// Every field any input type may carry, captured raw. Unknown fields are ignored
+        /// (adding optional fields is allowed by the contract); a repeated field is refused by
+        /// serde.
+        #[derive(Deserialize)]
+        struct RawEvent<'a> {
+            $( #[serde(borrow, rename = $wire)] $field: Option<&'a RawValue>, )*
+        }
+
+        /// The fields of one input object as raw text (`None`: absent or `null`).
+        #[derive(Debug, Default, PartialEq)]
+        struct Fields<'a> {
+            $( $field: Option<Raw<'a>>, )*
+        }
+
+        impl<'a> From<RawEvent<'a>> for Fields<'a> {
+            fn from(r: RawEvent<'a>) -> Fields<'a> {
+                Fields { $( $field: r.$field.map(Raw::from), )* }
+            }
+        }
+
+        impl<'a> Fields<'a> {
+            /// Where a key's value goes; `None` for a key no input type has.
+            fn slot(&mut self, key: &str) -> Option<&mut Option<Raw<'a>>> {
+                match key {
+                    $( $wire => Some(&mut self.$field), )*
+                    _ => None,
+                }
+            }
+
+            /// `null` values as absent, as serde's `Option` reads them.
+            fn without_nulls(mut self) -> Fields<'a> {
+                $( if self.$field == Some(Raw("null")) { self.$field = None; } )*
+                self
+            }
+        }
+    };
+}
+
+input_fields! {
+    event_id: "event_id",
+    kind: "type",
+    occurred_at: "occurred_at",
+    customer_id: "customer_id",
+    order_id: "order_id",
+    amount: "amount",
+    currency: "currency",
+    shipment_id: "shipment_id",
+    due_date: "due_date",
+    payment_id: "payment_id",
+    credit_note_id: "credit_note_id",
+    applies_to: "applies_to",
+    credit_limit: "credit_limit",
+    grade: "grade",
+    payment_terms_days: "payment_terms_days",
+    max_order_amount: "max_order_amount",
+    tolerance_pct: "tolerance_pct",
+    status: "status",
+    group_id: "group_id",
+    temporary_limit: "temporary_limit",
+    review_date: "review_date",
+    actor: "actor",
+    note: "note",
+    delivery_id: "delivery_id",
+    name: "name",
+    base: "base",
+    quote: "quote",
+    rate: "rate",
 }
 
 /// A decode failure, before it is turned into a rejection.
@@ -113,14 +143,14 @@ fn invalid(name: &str, why: impl std::fmt::Display) -> Fail {
 }
 
 /// A present, non-null field.
-fn present(raw: Option<&RawValue>) -> Option<&RawValue> {
+fn present(raw: Option<Raw<'_>>) -> Option<Raw<'_>> {
     raw.filter(|r| r.get() != "null")
 }
 
 /// A raw field as a string. The raw value is JSON the first pass has validated, so a string
 /// without a backslash is its text between the quotes (what serde_json would borrow, without
 /// a second parser per field); anything else goes through serde_json.
-fn string<'a>(raw: &'a RawValue, name: &str) -> R<Cow<'a, str>> {
+fn string<'a>(raw: Raw<'a>, name: &str) -> R<Cow<'a, str>> {
     let text = raw.get();
     if let Some(inner) = text
         .strip_prefix('"')
@@ -132,7 +162,7 @@ fn string<'a>(raw: &'a RawValue, name: &str) -> R<Cow<'a, str>> {
     serde_json::from_str::<Cow<'a, str>>(text).map_err(|_| invalid(name, "must be a string"))
 }
 
-fn id_opt(raw: Option<&RawValue>, name: &str) -> R<Option<String>> {
+fn id_opt(raw: Option<Raw<'_>>, name: &str) -> R<Option<String>> {
     let Some(raw) = present(raw) else {
         return Ok(None);
     };
@@ -154,11 +184,11 @@ fn id_opt(raw: Option<&RawValue>, name: &str) -> R<Option<String>> {
     Ok(Some(s.into_owned()))
 }
 
-fn id(raw: Option<&RawValue>, name: &str) -> R<String> {
+fn id(raw: Option<Raw<'_>>, name: &str) -> R<String> {
     id_opt(raw, name)?.ok_or_else(|| missing(name))
 }
 
-fn amount_opt(raw: Option<&RawValue>, name: &str) -> R<Option<Decimal>> {
+fn amount_opt(raw: Option<Raw<'_>>, name: &str) -> R<Option<Decimal>> {
     let Some(raw) = present(raw) else {
         return Ok(None);
     };
@@ -177,7 +207,7 @@ fn amount_opt(raw: Option<&RawValue>, name: &str) -> R<Option<Decimal>> {
 /// Most decimal places of an FX rate (rates are quoted finer than money).
 pub const RATE_DP_MAX: u32 = 10;
 
-fn fx_rate(raw: Option<&RawValue>) -> R<Decimal> {
+fn fx_rate(raw: Option<Raw<'_>>) -> R<Decimal> {
     let raw = present(raw).ok_or_else(|| missing("rate"))?;
     let text = raw.get();
     let s = if text.starts_with('"') {
@@ -203,7 +233,7 @@ fn fx_rate(raw: Option<&RawValue>) -> R<Decimal> {
     Ok(v)
 }
 
-fn amount(raw: Option<&RawValue>, name: &str) -> R<Decimal> {
+fn amount(raw: Option<Raw<'_>>, name: &str) -> R<Decimal> {
     amount_opt(raw, name)?.ok_or_else(|| missing(name))
 }
 
@@ -223,7 +253,7 @@ fn non_negative(v: Decimal, name: &str) -> R<Decimal> {
     }
 }
 
-fn currency(raw: Option<&RawValue>, name: &str) -> R<Currency> {
+fn currency(raw: Option<Raw<'_>>, name: &str) -> R<Currency> {
     let raw = present(raw).ok_or_else(|| missing(name))?;
     let s = string(raw, name)?;
     Currency::parse_iso(&s).ok_or_else(|| {
@@ -234,14 +264,14 @@ fn currency(raw: Option<&RawValue>, name: &str) -> R<Currency> {
     })
 }
 
-fn timestamp(raw: Option<&RawValue>, name: &str) -> R<Timestamp> {
+fn timestamp(raw: Option<Raw<'_>>, name: &str) -> R<Timestamp> {
     let raw = present(raw).ok_or_else(|| missing(name))?;
     let s = string(raw, name)?;
     Timestamp::parse_rfc3339(&s)
         .ok_or_else(|| invalid(name, format_args!("must be {}", Timestamp::ACCEPTED)))
 }
 
-fn date_or_timestamp_opt(raw: Option<&RawValue>, name: &str) -> R<Option<Timestamp>> {
+fn date_or_timestamp_opt(raw: Option<Raw<'_>>, name: &str) -> R<Option<Timestamp>> {
     let Some(raw) = present(raw) else {
         return Ok(None);
     };
@@ -256,7 +286,7 @@ fn date_or_timestamp_opt(raw: Option<&RawValue>, name: &str) -> R<Option<Timesta
         })
 }
 
-fn string_list(raw: Option<&RawValue>, name: &str) -> R<Vec<String>> {
+fn string_list(raw: Option<Raw<'_>>, name: &str) -> R<Vec<String>> {
     let Some(raw) = present(raw) else {
         return Ok(Vec::new());
     };
@@ -268,11 +298,14 @@ fn string_list(raw: Option<&RawValue>, name: &str) -> R<Vec<String>> {
             format_args!("names more than {APPLIES_TO_MAX} items"),
         ));
     }
-    items.into_iter().map(|r| id(Some(r), name)).collect()
+    items
+        .into_iter()
+        .map(|r| id(Some(r.into()), name))
+        .collect()
 }
 
 fn enum_opt<T>(
-    raw: Option<&RawValue>,
+    raw: Option<Raw<'_>>,
     name: &str,
     parse: fn(&str) -> Option<T>,
     allowed: &str,
@@ -286,7 +319,7 @@ fn enum_opt<T>(
         .ok_or_else(|| invalid(name, format_args!("must be one of {allowed}")))
 }
 
-fn note(raw: Option<&RawValue>) -> R<String> {
+fn note(raw: Option<Raw<'_>>) -> R<String> {
     let Some(raw) = present(raw) else {
         return Ok(String::new());
     };
@@ -300,7 +333,7 @@ fn note(raw: Option<&RawValue>) -> R<String> {
     Ok(s.into_owned())
 }
 
-fn tolerance(raw: Option<&RawValue>) -> R<Option<Decimal>> {
+fn tolerance(raw: Option<Raw<'_>>) -> R<Option<Decimal>> {
     let v = amount_opt(raw, "tolerance_pct")?;
     if let Some(v) = v {
         if v < Decimal::ZERO || v > Decimal::from(1000) {
@@ -327,22 +360,25 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, InputError> {
             ))
         }
     };
-    let raw: RawEvent<'_> = match serde_json::from_str(text) {
-        Ok(r) => r,
-        Err(e) => {
-            let msg = e.to_string();
-            let code = if msg.starts_with("duplicate field") {
-                ErrorCode::InvalidField
-            } else {
-                ErrorCode::MalformedJson
-            };
-            let detail = if msg.contains("expected struct RawEvent") {
-                "not a JSON object".to_string()
-            } else {
-                format!("not a valid JSON object: {msg}")
-            };
-            return Err(reject_plain(code, detail));
-        }
+    let raw: Fields<'_> = match scan::fields(text) {
+        Some(f) => f,
+        None => match serde_json::from_str::<RawEvent<'_>>(text) {
+            Ok(r) => r.into(),
+            Err(e) => {
+                let msg = e.to_string();
+                let code = if msg.starts_with("duplicate field") {
+                    ErrorCode::InvalidField
+                } else {
+                    ErrorCode::MalformedJson
+                };
+                let detail = if msg.contains("expected struct RawEvent") {
+                    "not a JSON object".to_string()
+                } else {
+                    format!("not a valid JSON object: {msg}")
+                };
+                return Err(reject_plain(code, detail));
+            }
+        },
     };
     // On failure, a best-effort envelope for the dead-letter record (read only then).
     decode_fields(&raw).map_err(|Fail(error, detail)| InputError {
@@ -368,7 +404,7 @@ fn reject_plain(error: ErrorCode, detail: String) -> InputError {
     }
 }
 
-fn decode_fields(raw: &RawEvent<'_>) -> R<Event> {
+fn decode_fields(raw: &Fields<'_>) -> R<Event> {
     let event_id = id(raw.event_id, "event_id")?;
     let kind_raw = present(raw.kind).ok_or_else(|| missing("type"))?;
     let kind = string(kind_raw, "type")?;
@@ -469,7 +505,7 @@ fn decode_fields(raw: &RawEvent<'_>) -> R<Event> {
     })
 }
 
-fn decode_command(raw: &RawEvent<'_>, kind: CommandKind) -> R<EventBody> {
+fn decode_command(raw: &Fields<'_>, kind: CommandKind) -> R<EventBody> {
     let (order_id, delivery_id) = match kind {
         CommandKind::ReleaseHold | CommandKind::RejectHold => {
             (Some(id(raw.order_id, "order_id")?), None)
@@ -488,7 +524,7 @@ fn decode_command(raw: &RawEvent<'_>, kind: CommandKind) -> R<EventBody> {
     }))
 }
 
-fn decode_profile(raw: &RawEvent<'_>) -> R<CustomerProfile> {
+fn decode_profile(raw: &Fields<'_>) -> R<CustomerProfile> {
     let terms = match present(raw.payment_terms_days) {
         None => None,
         Some(r) => match serde_json::from_str::<u32>(r.get()) {
@@ -512,10 +548,10 @@ fn decode_profile(raw: &RawEvent<'_>) -> R<CustomerProfile> {
             })?;
             Some(TemporaryLimit {
                 amount: non_negative(
-                    amount(t.amount, "temporary_limit.amount")?,
+                    amount(t.amount.map(Raw::from), "temporary_limit.amount")?,
                     "temporary_limit.amount",
                 )?,
-                expires_at: timestamp(t.expires_at, "temporary_limit.expires_at")?,
+                expires_at: timestamp(t.expires_at.map(Raw::from), "temporary_limit.expires_at")?,
             })
         }
     };
@@ -542,7 +578,7 @@ fn decode_profile(raw: &RawEvent<'_>) -> R<CustomerProfile> {
     })
 }
 
-fn customer_name(raw: Option<&RawValue>) -> R<Option<String>> {
+fn customer_name(raw: Option<Raw<'_>>) -> R<Option<String>> {
     let Some(raw) = present(raw) else {
         return Ok(None);
     };

@@ -142,7 +142,7 @@ pub fn parse_amount(text: &str) -> Result<Decimal, AmountError> {
 
 /// The JSON number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
 /// A leading `+` or a bare `.5` are refused, as JSON refuses them.
-fn is_json_number(s: &str) -> bool {
+pub fn is_json_number(s: &str) -> bool {
     let b = s.as_bytes();
     let mut i = 0;
     if b.get(i) == Some(&b'-') {

@@ -11,7 +11,7 @@ mod records;
 mod scan;
 
 pub use encode::encode_event;
-pub use records::{replay_line, topics, DeadLetter, SourcePosition, ORIGINAL_MAX_BYTES};
+pub use records::{replay_line, to_json, topics, DeadLetter, SourcePosition, ORIGINAL_MAX_BYTES};
 
 use crate::model::*;
 use rust_decimal::Decimal;
@@ -39,19 +39,33 @@ struct RawTemporaryLimit<'a> {
 }
 
 /// A field's raw JSON text (a string with its quotes, a number, a literal, an array, an
-/// object), as the first pass captured it: from serde_json's `RawValue`, or from `scan`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Raw<'a>(&'a str);
+/// object), as the first pass captured it: from serde_json's `RawValue`, or from `scan`,
+/// which also knows the text holds no backslash (so a string is its text between the quotes).
+/// Two are equal when their texts are.
+#[derive(Clone, Copy, Debug)]
+struct Raw<'a> {
+    text: &'a str,
+    plain: bool,
+}
+
+impl PartialEq for Raw<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
 
 impl<'a> Raw<'a> {
     fn get(self) -> &'a str {
-        self.0
+        self.text
     }
 }
 
 impl<'a> From<&'a RawValue> for Raw<'a> {
     fn from(r: &'a RawValue) -> Raw<'a> {
-        Raw(r.get())
+        Raw {
+            text: r.get(),
+            plain: false,
+        }
     }
 }
 
@@ -91,7 +105,7 @@ macro_rules! input_fields {
 
             /// `null` values as absent, as serde's `Option` reads them.
             fn without_nulls(mut self) -> Fields<'a> {
-                $( if self.$field == Some(Raw("null")) { self.$field = None; } )*
+                $( if self.$field.is_some_and(|r| r.text == "null") { self.$field = None; } )*
                 self
             }
         }
@@ -155,7 +169,7 @@ fn string<'a>(raw: Raw<'a>, name: &str) -> R<Cow<'a, str>> {
     if let Some(inner) = text
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
-        .filter(|t| !t.contains('\\'))
+        .filter(|t| raw.plain || !t.contains('\\'))
     {
         return Ok(Cow::Borrowed(inner));
     }

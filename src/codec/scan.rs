@@ -130,7 +130,10 @@ pub(super) fn fields(text: &str) -> Option<Fields<'_>> {
                 }
                 let value = &text[i..end];
                 nulls |= value == "null";
-                *slot = Some(super::Raw(value));
+                *slot = Some(super::Raw {
+                    text: value,
+                    plain: true,
+                });
             }
             i = skip_ws(b, end);
             match b.get(i)? {

@@ -67,17 +67,17 @@ impl RecordSink<'_> {
         let t = &self.k.topics;
         match output {
             Output::Decision(d) => {
-                let value = serde_json::to_string(&d)?;
+                let value = crate::codec::to_json(&d)?;
                 let shown = feed.map(|f| (f, "decision", Some(d.customer_id.clone())));
                 self.send_shown(&t.decisions, &d.customer_id, value, trace, shown)
             }
             Output::DeliveryDecision(d) => {
-                let value = serde_json::to_string(&d)?;
+                let value = crate::codec::to_json(&d)?;
                 let shown = feed.map(|f| (f, "delivery_decision", Some(d.customer_id.clone())));
                 self.send_shown(&t.delivery_decisions, &d.customer_id, value, trace, shown)
             }
             Output::Alert(a) => {
-                let value = serde_json::to_string(&a)?;
+                let value = crate::codec::to_json(&a)?;
                 let shown = feed.map(|f| (f, "alert", a.customer_id.clone()));
                 self.send_shown(&t.alerts, a.key(), value, trace, shown)
             }

@@ -26,33 +26,35 @@ pub struct Memory {
     pub holds_page_empty_s: f64,
 }
 
-/// Times three `/metrics` answers over `engine` (the work the handler does once it holds the
-/// read model: `refresh_state` and `render`); best and worst.
-fn scrape_times(engine: &credit_sentinel::Engine) -> (f64, f64) {
-    let metrics = credit_sentinel::metrics::Metrics::new();
-    let mut times = Vec::new();
-    for _ in 0..3 {
-        let started = Instant::now();
-        metrics.refresh_state(std::iter::once(engine));
-        std::hint::black_box(metrics.render());
-        times.push(started.elapsed().as_secs_f64());
-    }
+/// Best and worst of three timed runs of `f`, in seconds.
+fn best_and_worst_of_three(mut f: impl FnMut()) -> (f64, f64) {
+    let times: Vec<f64> = (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            f();
+            started.elapsed().as_secs_f64()
+        })
+        .collect();
     let best = times.iter().copied().fold(f64::INFINITY, f64::min);
     let worst = times.iter().copied().fold(0.0, f64::max);
     (best, worst)
 }
 
+/// Times three `/metrics` answers over `engine` (the work the handler does once it holds the
+/// read model: `refresh_state` and `render`); best and worst.
+fn scrape_times(engine: &credit_sentinel::Engine) -> (f64, f64) {
+    let metrics = credit_sentinel::metrics::Metrics::new();
+    best_and_worst_of_three(|| {
+        metrics.refresh_state(std::iter::once(engine));
+        std::hint::black_box(metrics.render());
+    })
+}
+
 /// Times three first pages of `GET /v1/holds` over `engine`; best and worst.
 fn holds_page_times(engine: &credit_sentinel::Engine) -> (f64, f64) {
-    let mut times = Vec::new();
-    for _ in 0..3 {
-        let started = Instant::now();
+    best_and_worst_of_three(|| {
         std::hint::black_box(credit_sentinel::http::first_holds_page(&[engine]));
-        times.push(started.elapsed().as_secs_f64());
-    }
-    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-    let worst = times.iter().copied().fold(0.0, f64::max);
-    (best, worst)
+    })
 }
 
 /// Places an order over the limit for every hundredth customer (a held order each, after

@@ -2,9 +2,11 @@
 //! rejection with a contract error code and a readable detail), and encoding events, output
 //! records, dead-letters and replay lines as JSON.
 //!
-//! Every field is first captured raw (`RawValue`) and validated on its own, so a wrong type is
+//! Every field is first captured raw and validated on its own, so a wrong type is
 //! `INVALID_FIELD` naming the field, not a generic parse error, and amounts are parsed from
-//! their exact text, never through binary floating point.
+//! their exact text, never through binary floating point. The capture is `scan` (by hand) for
+//! the usual shape of input, and serde_json's `RawValue` pass for everything else, which also
+//! words every syntax error.
 
 mod encode;
 mod records;

@@ -189,7 +189,6 @@ pub fn is_json_number(s: &str) -> bool {
 /// alert, and `Decimal`'s `Display` costs several times more. `format_money_reference` is the
 /// definition (normalize, at least two places, no `-0.00`); a property test holds them equal.
 pub fn format_money(value: Decimal) -> String {
-    let negative = value.is_sign_negative();
     let mut m = value.mantissa().unsigned_abs();
     let mut scale = value.scale();
     while scale > 2 && m % 10 == 0 {
@@ -222,8 +221,9 @@ pub fn format_money(value: Decimal) -> String {
         };
         b'0' + d
     };
+    // `scale` is at least 2 here, so the point always has a digit on each side.
     while m > 0 || written <= scale {
-        if written == scale && written > 0 {
+        if written == scale {
             at -= 1;
             digits[at] = b'.';
         }
@@ -232,7 +232,8 @@ pub fn format_money(value: Decimal) -> String {
         written += 1;
     }
     let mut out = String::with_capacity(digits.len() - at + 1);
-    if negative && digits[at..].iter().any(|d| (b'1'..=b'9').contains(d)) {
+    // No "-0.00".
+    if value.is_sign_negative() && !value.is_zero() {
         out.push('-');
     }
     // Every byte is an ASCII digit or the point.

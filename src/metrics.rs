@@ -1,6 +1,6 @@
 //! Prometheus metrics: the named metric families the runtime and the HTTP layer update, and the
-//! state gauges (exposure, limits, utilization bands, holds) computed from the engines when
-//! `/metrics` is scraped.
+//! state gauges (exposure, limits, utilization bands, holds) read from the engines' read
+//! replicas when `/metrics` is scraped.
 //!
 //! Cardinality is bounded by construction: no label carries a customer, order or group id.
 //! Labels are event types, outcomes, decision statuses, reason codes, alert kinds and
@@ -8,15 +8,14 @@
 //! codes seen in profiles), topic/partition pairs of the input topics, and HTTP routes as
 //! matched (templates, not paths).
 
-use crate::engine::{warnings, Engine, Outcome};
+use crate::engine::read_index::{StateGauges, UTILIZATION_BANDS};
+use crate::engine::{Engine, Outcome};
 use crate::model::*;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use rust_decimal::prelude::ToPrimitive;
-use rust_decimal::Decimal;
-use std::collections::BTreeMap;
 
 const NS: &str = "credit_sentinel";
 
@@ -89,17 +88,7 @@ pub struct Metrics {
 }
 
 /// Utilization bands of the `credit_sentinel_accounts_by_utilization` gauge.
-pub const BANDS: [&str; 5] = ["0-70", "70-85", "85-100", "100+", "no_limit"];
-
-fn band(u: Option<Decimal>) -> &'static str {
-    match u {
-        None => BANDS[4],
-        Some(u) if u >= Decimal::ONE => BANDS[3],
-        Some(u) if u >= Decimal::new(85, 2) => BANDS[2],
-        Some(u) if u >= Decimal::new(70, 2) => BANDS[1],
-        Some(_) => BANDS[0],
-    }
-}
+pub const BANDS: [&str; 5] = UTILIZATION_BANDS;
 
 /// Event type labels: the contract's input types, and `invalid` for what did not decode.
 pub const EVENT_TYPES: [&str; 15] = [
@@ -532,67 +521,29 @@ impl Metrics {
         }
     }
 
-    /// Recomputes the state gauges from the engines (called when `/metrics` is scraped).
+    /// Sets the state gauges from the engines (called when `/metrics` is scraped): read
+    /// replicas give their index's sums (a few per currency, whatever the number of accounts),
+    /// other engines are walked.
     pub fn refresh_state<'a>(&self, engines: impl Iterator<Item = &'a Engine>) {
-        #[derive(Default)]
-        struct Cur {
-            accounts: i64,
-            exposure: Decimal,
-            limit: Decimal,
-            held: Decimal,
-            overdue: Decimal,
-        }
-        let mut per: BTreeMap<Currency, Cur> = BTreeMap::new();
-        let mut bands: BTreeMap<&str, i64> = BANDS.iter().map(|b| (*b, 0)).collect();
-        let (mut over, mut held) = (0i64, 0i64);
+        let mut g = StateGauges::default();
         for engine in engines {
-            let now = engine.clock().unwrap_or(Timestamp(0));
-            for acc in engine.accounts() {
-                held += acc.holds().len() as i64;
-                let exposure = acc.exposure_total();
-                let terms = engine.terms(&acc.customer_id);
-                let u = terms
-                    .as_ref()
-                    .and_then(|t| warnings::utilization(exposure, t.limit_effective));
-                *bands.entry(band(u)).or_default() += 1;
-                if let Some(t) = &terms {
-                    if exposure > t.limit_effective {
-                        over += 1;
-                    }
-                }
-                let Some(cur) = acc.currency else { continue };
-                let c = per.entry(cur).or_default();
-                c.accounts += 1;
-                c.exposure += exposure;
-                c.limit += acc
-                    .profile
-                    .as_ref()
-                    .map(|p| p.credit_limit)
-                    .unwrap_or_default();
-                c.held += acc
-                    .holds()
-                    .iter()
-                    .filter_map(|id| acc.orders().get(id))
-                    .map(|o| o.amount_account)
-                    .sum::<Decimal>();
-                c.overdue += acc.overdue(now).0;
-            }
+            g.merge(&engine.state_gauges());
         }
-        for (b, n) in bands {
+        for (b, n) in BANDS.iter().zip(g.bands) {
             self.accounts_by_band.with_label_values(&[b]).set(n);
         }
-        self.over_limit.set(over);
-        self.held_orders.set(held);
-        for g in [
+        self.over_limit.set(g.over_limit);
+        self.held_orders.set(g.held_orders);
+        for gauge in [
             &self.held_amount,
             &self.exposure,
             &self.credit_limit,
             &self.open_receivables_overdue,
         ] {
-            g.reset();
+            gauge.reset();
         }
         self.accounts.reset();
-        for (cur, c) in per {
+        for (cur, c) in g.per_currency {
             let l = [cur.as_str()];
             self.accounts.with_label_values(&l).set(c.accounts);
             self.exposure
@@ -600,10 +551,10 @@ impl Metrics {
                 .set(c.exposure.to_f64().unwrap_or(0.0));
             self.credit_limit
                 .with_label_values(&l)
-                .set(c.limit.to_f64().unwrap_or(0.0));
+                .set(c.credit_limit.to_f64().unwrap_or(0.0));
             self.held_amount
                 .with_label_values(&l)
-                .set(c.held.to_f64().unwrap_or(0.0));
+                .set(c.held_amount.to_f64().unwrap_or(0.0));
             self.open_receivables_overdue
                 .with_label_values(&l)
                 .set(c.overdue.to_f64().unwrap_or(0.0));
@@ -624,6 +575,12 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::read_index::utilization_band;
+    use rust_decimal::Decimal;
+
+    fn band(u: Option<Decimal>) -> &'static str {
+        BANDS[utilization_band(u)]
+    }
 
     #[test]
     fn bands_cover_the_thresholds() {

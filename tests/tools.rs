@@ -130,3 +130,64 @@ fn bursts_then_steady() {
     assert!(burst_schedule(999, 100) < Duration::from_secs(10));
     assert_eq!(burst_schedule(1000, 100), Duration::from_secs(10));
 }
+
+/// A read replica's index (state gauges, accounts holding orders or deliveries), kept up to
+/// date with each batch's changes and the clock, equals a walk over every account after every
+/// batch of generated traffic (faults included: duplicates, reordering, bad lines).
+#[test]
+fn the_reader_index_equals_a_walk_after_every_batch() {
+    use credit_sentinel::engine::read_index::StateGauges;
+    use credit_sentinel::{Engine, Policy};
+    use std::collections::BTreeSet;
+    let lines = generate(&GeneratorConfig {
+        customers: 40,
+        days: 75,
+        seed: 11,
+        ..GeneratorConfig::default()
+    });
+    let mut engine = Engine::new(Policy::default());
+    let mut replica = engine.read_replica();
+    let mut out = Vec::new();
+    let (mut held, mut overdue_batches) = (0, 0);
+    for (n, batch) in lines.chunks(29).enumerate() {
+        for l in batch {
+            if let Ok(e) = credit_sentinel::codec::decode_event(l.as_bytes()) {
+                out.clear();
+                engine.apply(&e, &mut out);
+            }
+        }
+        let (accounts, groups) = engine.take_changed();
+        let accounts: BTreeSet<String> = accounts.into_iter().collect();
+        let groups: BTreeSet<String> = groups.into_iter().collect();
+        engine.update_replica(&mut replica, &accounts, &groups);
+        let g = replica.state_gauges().into_owned();
+        assert_eq!(g, StateGauges::walk(&replica), "batch {n}");
+        assert_eq!(g, StateGauges::walk(&engine), "batch {n}");
+        for deliveries in [false, true] {
+            let indexed: Vec<&str> = replica
+                .accounts_holding(deliveries)
+                .map(|a| a.customer_id.as_str())
+                .collect();
+            let mut walked: Vec<&str> = engine
+                .accounts()
+                .filter(|a| {
+                    if deliveries {
+                        !a.held_deliveries().is_empty()
+                    } else {
+                        !a.holds().is_empty()
+                    }
+                })
+                .map(|a| a.customer_id.as_str())
+                .collect();
+            walked.sort_unstable();
+            assert_eq!(indexed, walked, "batch {n}, deliveries {deliveries}");
+        }
+        held += usize::from(g.held_orders > 0);
+        overdue_batches += usize::from(g.per_currency.values().any(|c| !c.overdue.is_zero()));
+    }
+    assert!(held > 10, "the traffic holds orders ({held} batches)");
+    assert!(
+        overdue_batches > 10,
+        "the traffic has overdue items ({overdue_batches} batches)"
+    );
+}

@@ -15,7 +15,8 @@
 //! hold queue), `delivery` and `delivery_events` (the delivery check), `fx` (live rates and
 //! revaluation), `outputs` (where decisions and alerts are minted), `alerts` and `warnings`
 //! (early warnings), `timers` (due moments), `reads` (what-if, totals, invariants), `replica`
-//! (read replicas for readers), `rules` (the credit rules as pure functions), `account` (one
+//! (read replicas for readers), `read_index` (what readers ask of every account, kept on a
+//! replica), `rules` (the credit rules as pure functions), `account` (one
 //! account's state and the money movements that keep its exposure identity), `items` (the
 //! orders, holds and receivables it holds), `id_ring` (its bounded memory of ids).
 
@@ -32,6 +33,7 @@ mod items;
 mod orders;
 mod outputs;
 mod profiles;
+pub mod read_index;
 mod reads;
 mod reorder;
 mod replica;
@@ -188,6 +190,9 @@ pub struct Engine {
     /// A quote was taken since `take_rates_changed` was last called (the shell checkpoints
     /// the rates).
     rates_changed: bool,
+    /// A read replica's index of what readers ask of every account (`None` on an engine that
+    /// decides: see `read_index`).
+    reader: Option<Box<read_index::ReaderIndex>>,
 }
 
 fn money(v: Decimal) -> Value {
@@ -211,6 +216,7 @@ impl Engine {
             changed_accounts: HashSet::default(),
             changed_groups: HashSet::default(),
             rates_changed: false,
+            reader: None,
         }
     }
 

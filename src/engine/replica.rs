@@ -1,8 +1,10 @@
 //! Read replicas of an engine, for readers that must not share the decision loop's lock (the
 //! HTTP API, `/metrics`, the console): a copy of the accounts, groups, clock and FX rates,
 //! brought up to date after each commit with only what that commit changed. A replica never
-//! decides; it carries no timers (no reader needs them) and no change sets.
+//! decides; it carries no timers (no reader needs them) and no change sets, and it carries the
+//! index readers use instead of walking every account (`read_index`).
 
+use super::read_index::ReaderIndex;
 use super::Engine;
 use std::collections::BTreeSet;
 
@@ -15,7 +17,27 @@ impl Engine {
         replica.changed_accounts.clear();
         replica.changed_groups.clear();
         replica.rates_changed = false;
+        replica.index_for_readers();
         replica
+    }
+
+    /// Builds this replica's reader index from every account (done by `read_replica`; public
+    /// so that the bench can time it alone).
+    pub fn index_for_readers(&mut self) {
+        self.reader = Some(Box::new(ReaderIndex::build(self)));
+    }
+
+    /// Brings the reader index up to date for `accounts` (changed, added or gone) and for the
+    /// accounts whose share the clock moved (done by `update_replica` after it copied them;
+    /// public so that the bench can time it alone). Nothing without an index.
+    pub fn reindex_accounts(&mut self, accounts: &BTreeSet<String>) {
+        if let Some(mut ix) = self.reader.take() {
+            for cid in accounts {
+                ix.account(self, cid);
+            }
+            ix.clock_moved(self);
+            self.reader = Some(ix);
+        }
     }
 
     /// Brings `replica` up to date with this engine for the listed accounts and groups (copied,
@@ -62,6 +84,7 @@ impl Engine {
         if replica.rates != self.rates {
             replica.rates.clone_from(&self.rates);
         }
+        replica.reindex_accounts(accounts);
     }
 }
 

@@ -322,7 +322,7 @@ pub(super) fn in_flight_approval(app: &AppState, what: &str, id: &str) -> Option
 
 /// Shows a first four-eyes approval published here that the engine has not applied yet (so a
 /// second approver who opens the queue at once sees who asked, as the API's checks do).
-pub(super) fn in_flight_first_approvals(app: &AppState, what: &str, rows: &mut [QueueRow]) {
+pub(super) fn in_flight_first_approvals(app: &AppState, what: &str, items: &mut [Value]) {
     let Ok(mut m) = app.first_approvals.lock() else {
         return;
     };
@@ -330,12 +330,13 @@ pub(super) fn in_flight_first_approvals(app: &AppState, what: &str, rows: &mut [
     if m.is_empty() {
         return;
     }
-    for r in rows
-        .iter_mut()
-        .filter(|r| r.value["first_approver"].is_null())
-    {
-        if let Some((actor, _)) = m.get(&(what.to_string(), r.id.clone())) {
-            r.value["first_approver"] = json!(actor);
+    let id_field = format!("{what}_id");
+    for v in items.iter_mut().filter(|v| v["first_approver"].is_null()) {
+        let Some(id) = v[&id_field].as_str() else {
+            continue;
+        };
+        if let Some((actor, _)) = m.get(&(what.to_string(), id.to_string())) {
+            v["first_approver"] = json!(actor);
         }
     }
 }

@@ -33,9 +33,11 @@ pub async fn holds(
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
     let filter = HoldFilter::from_query(&q)?;
-    let mut rows = app.state.read(|engines| held_orders(engines, &filter));
-    in_flight_first_approvals(&app, "order", &mut rows);
-    Ok(Json(filter.page(&mut rows)))
+    let mut page = app
+        .state
+        .read(|engines| filter.page(held_orders(engines, &filter), hold_json));
+    in_flight_first_approvals(&app, "order", &mut page.items);
+    Ok(Json(page.json()))
 }
 
 /// What `GET /v1/holds` with no parameters answers over `engines` once it holds the read
@@ -45,8 +47,7 @@ pub fn first_holds_page(engines: &[&Engine]) -> Value {
     let Ok(filter) = HoldFilter::from_query(&HoldsQuery::default()) else {
         return Value::Null;
     };
-    let mut rows = held_orders(engines, &filter);
-    filter.page(&mut rows)
+    filter.page(held_orders(engines, &filter), hold_json).json()
 }
 
 /// `GET /v1/holds/export`: every held order the filters and search select, sorted the same
@@ -57,9 +58,11 @@ pub async fn holds_export(
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
     let filter = HoldFilter::from_query(&q)?;
-    let mut rows = app.state.read(|engines| held_orders(engines, &filter));
-    filter.sort(&mut rows);
-    Ok(queue_csv(&rows, false))
+    Ok(app.state.read(|engines| {
+        let mut rows = held_orders(engines, &filter);
+        filter.sort(&mut rows);
+        queue_csv(&rows, false)
+    }))
 }
 
 /// `GET /v1/deliveries/export`: the held deliveries `/v1/deliveries` selects, as CSV.
@@ -69,21 +72,29 @@ pub async fn deliveries_export(
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
     let filter = HoldFilter::from_query(&q)?;
-    let mut rows = app.state.read(|engines| held_deliveries(engines, &filter));
-    filter.sort(&mut rows);
-    Ok(queue_csv(&rows, true))
+    Ok(app.state.read(|engines| {
+        let mut rows = held_deliveries(engines, &filter);
+        filter.sort(&mut rows);
+        queue_csv(&rows, true)
+    }))
 }
 
 /// A hold queue as CSV, one row per hold (deliveries with their order's id).
-pub(super) fn queue_csv(rows: &[QueueRow], deliveries: bool) -> Response {
+pub(super) fn queue_csv(rows: &[QueueRow<'_>], deliveries: bool) -> Response {
     let mut csv = String::from(if deliveries {
         "held_at,days_on_hold,delivery_id,order_id,customer_id,customer_name,amount,currency,reasons,details,first_approver\r\n"
     } else {
         "held_at,days_on_hold,order_id,customer_id,customer_name,amount,currency,reasons,details,first_approver\r\n"
     });
     let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let json = if deliveries {
+        held_delivery_json
+    } else {
+        hold_json
+    };
     for r in rows {
-        let v = &r.value;
+        let Some(v) = json(r.acc, r.id) else { continue };
+        let v = &v;
         let reasons = v["reasons"]
             .as_array()
             .map(Vec::as_slice)
@@ -96,14 +107,14 @@ pub(super) fn queue_csv(rows: &[QueueRow], deliveries: bool) -> Response {
         let mut fields = vec![
             text(&v["held_at"]),
             r.days_on_hold.to_string(),
-            r.id.clone(),
+            r.id.to_string(),
         ];
         if deliveries {
             fields.push(text(&v["order_id"]));
         }
         fields.extend([
-            r.customer_id.clone(),
-            r.customer_name.clone().unwrap_or_default(),
+            r.acc.customer_id.clone(),
+            r.customer_name.unwrap_or_default().to_string(),
             text(&v["amount"]),
             text(&v["currency"]),
             codes.join(" "),
@@ -145,8 +156,8 @@ pub(super) fn csv_field(text: &str) -> String {
 }
 
 /// Every held order the filter selects, each with what it is sorted by.
-pub(super) fn held_orders(engines: &[&Engine], filter: &HoldFilter) -> Vec<QueueRow> {
-    held_rows(engines, filter, held_order_items, hold_json)
+pub(super) fn held_orders<'a>(engines: &[&'a Engine], filter: &HoldFilter) -> Vec<QueueRow<'a>> {
+    held_rows(engines, filter, false, held_order_items)
 }
 
 fn held_order_items(acc: &Account) -> Vec<HeldItem<'_>> {
@@ -163,30 +174,38 @@ fn held_order_items(acc: &Account) -> Vec<HeldItem<'_>> {
 /// also finds it by (a delivery's order).
 type HeldItem<'a> = (&'a str, &'a Hold, Decimal, Option<&'a str>);
 
-/// Every held item the filter selects from what `held` lists per account, shown by `json`.
-fn held_rows(
-    engines: &[&Engine],
+/// Every held item the filter selects from what `held` lists per account. Only accounts that
+/// hold something are visited (a read replica's index lists them), or the one account the
+/// filter names. Rows carry what they are sorted and filtered by; their JSON is built for the
+/// page shown only.
+fn held_rows<'a>(
+    engines: &[&'a Engine],
     filter: &HoldFilter,
-    held: impl Fn(&Account) -> Vec<HeldItem<'_>>,
-    json: impl Fn(&Account, &str) -> Option<Value>,
-) -> Vec<QueueRow> {
+    deliveries: bool,
+    held: impl Fn(&'a Account) -> Vec<HeldItem<'a>>,
+) -> Vec<QueueRow<'a>> {
     let mut rows = Vec::new();
     for e in engines {
         let now = e.clock();
-        for acc in e.accounts() {
-            if !filter.customer(acc) {
-                continue;
-            }
+        let accounts: Box<dyn Iterator<Item = &'a Account>> = match &filter.customer_id {
+            Some(c) => Box::new(e.account(c).into_iter()),
+            None => e.accounts_holding(deliveries),
+        };
+        for acc in accounts {
             for (id, h, amount, also) in held(acc) {
                 let found = filter.finds(id, acc) || also.is_some_and(|a| filter.finds(a, acc));
                 if !filter.accepts(&h.reasons, amount) || !found {
                     continue;
                 }
-                if let Some(v) = json(acc, id) {
-                    rows.push(QueueRow::new(
-                        acc, id, h.held_at, amount, &h.reasons, now, v,
-                    ));
-                }
+                rows.push(QueueRow::new(
+                    acc,
+                    id,
+                    h.held_at,
+                    amount,
+                    &h.reasons,
+                    now,
+                    filter.sort == SortBy::Customer,
+                ));
             }
         }
     }
@@ -194,41 +213,69 @@ fn held_rows(
 }
 
 /// A held order or delivery as a queue lists it.
-pub(super) struct QueueRow {
+pub(super) struct QueueRow<'a> {
     held_at: Timestamp,
-    pub(super) id: String,
-    customer_id: String,
-    customer_name: Option<String>,
+    pub(super) id: &'a str,
+    acc: &'a Account,
+    customer_name: Option<&'a str>,
+    /// The name (else the id) lower-cased, when the queue is sorted by customer.
+    customer_key: Option<String>,
     amount: Decimal,
     /// The first failed rule's code (what the queue sorts by "reason").
     reason: &'static str,
     /// Whole days between the hold and the partition's clock.
     days_on_hold: i64,
-    pub(super) value: Value,
 }
 
-impl QueueRow {
+impl<'a> QueueRow<'a> {
     fn new(
-        acc: &crate::engine::account::Account,
-        id: &str,
+        acc: &'a Account,
+        id: &'a str,
         held_at: Timestamp,
         amount: Decimal,
         reasons: &[Reason],
         now: Option<Timestamp>,
-        mut value: Value,
-    ) -> QueueRow {
+        by_customer: bool,
+    ) -> QueueRow<'a> {
         let days_on_hold = now.map_or(0, |n| ((n.0 - held_at.0) / DAY_US).max(0));
-        value["days_on_hold"] = json!(days_on_hold);
+        let customer_name = customer_name(acc);
         QueueRow {
             held_at,
-            id: id.to_string(),
-            customer_id: acc.customer_id.clone(),
-            customer_name: customer_name(acc).map(str::to_string),
+            id,
+            acc,
+            customer_name,
+            customer_key: by_customer
+                .then(|| customer_name.unwrap_or(&acc.customer_id).to_lowercase()),
             amount,
             reason: reasons.first().map_or("", |r| r.code.as_str()),
             days_on_hold,
-            value,
         }
+    }
+
+    /// The row as the API shows it, `json` being the held item's view.
+    fn value(&self, json: fn(&Account, &str) -> Option<Value>) -> Option<Value> {
+        let mut v = json(self.acc, self.id)?;
+        v["days_on_hold"] = json!(self.days_on_hold);
+        Some(v)
+    }
+}
+
+/// One page of a hold queue.
+pub(super) struct Page {
+    total: usize,
+    offset: usize,
+    limit: usize,
+    pub(super) items: Vec<Value>,
+}
+
+impl Page {
+    fn json(self) -> Value {
+        json!({
+            "total": self.total,
+            "offset": self.offset,
+            "limit": self.limit,
+            "items": self.items,
+        })
     }
 }
 
@@ -313,12 +360,6 @@ impl HoldFilter {
         })
     }
 
-    fn customer(&self, acc: &crate::engine::account::Account) -> bool {
-        self.customer_id
-            .as_deref()
-            .is_none_or(|c| c == acc.customer_id)
-    }
-
     /// Whether the search finds `id` (an order or delivery id) or the customer (id or name).
     fn finds(&self, id: &str, acc: &crate::engine::account::Account) -> bool {
         let Some(t) = &self.search else {
@@ -337,29 +378,21 @@ impl HoldFilter {
     }
 
     /// Sorts by the chosen key, then held since and id (a total order: pages never overlap).
-    fn sort(&self, rows: &mut [QueueRow]) {
+    fn sort(&self, rows: &mut [QueueRow<'_>]) {
         rows.sort_by(|a, b| {
             let key = match self.sort {
                 SortBy::HeldAt => std::cmp::Ordering::Equal,
                 SortBy::Amount => a.amount.cmp(&b.amount),
                 SortBy::Customer => a
-                    .customer_name
-                    .as_deref()
-                    .unwrap_or(&a.customer_id)
-                    .to_lowercase()
-                    .cmp(
-                        &b.customer_name
-                            .as_deref()
-                            .unwrap_or(&b.customer_id)
-                            .to_lowercase(),
-                    )
-                    .then_with(|| a.customer_id.cmp(&b.customer_id)),
+                    .customer_key
+                    .cmp(&b.customer_key)
+                    .then_with(|| a.acc.customer_id.cmp(&b.acc.customer_id)),
                 SortBy::Reason => a.reason.cmp(b.reason),
                 SortBy::DaysOnHold => a.days_on_hold.cmp(&b.days_on_hold),
             };
             let key = key
                 .then_with(|| a.held_at.cmp(&b.held_at))
-                .then_with(|| a.id.cmp(&b.id));
+                .then_with(|| a.id.cmp(b.id));
             if self.descending {
                 key.reverse()
             } else {
@@ -368,22 +401,20 @@ impl HoldFilter {
         });
     }
 
-    /// Sorts and answers one page with the total.
-    fn page(&self, rows: &mut Vec<QueueRow>) -> Value {
-        self.sort(rows);
-        let total = rows.len();
-        let page: Vec<Value> = rows
-            .drain(..)
-            .skip(self.offset)
-            .take(self.limit)
-            .map(|r| r.value)
-            .collect();
-        json!({
-            "total": total,
-            "offset": self.offset,
-            "limit": self.limit,
-            "items": page,
-        })
+    /// Sorts and answers one page with the total, each row shown by `json`.
+    fn page(&self, mut rows: Vec<QueueRow<'_>>, json: fn(&Account, &str) -> Option<Value>) -> Page {
+        self.sort(&mut rows);
+        Page {
+            total: rows.len(),
+            offset: self.offset,
+            limit: self.limit,
+            items: rows
+                .iter()
+                .skip(self.offset)
+                .take(self.limit)
+                .filter_map(|r| r.value(json))
+                .collect(),
+        }
     }
 }
 
@@ -394,14 +425,19 @@ pub async fn deliveries(
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
     let filter = HoldFilter::from_query(&q)?;
-    let mut rows = app.state.read(|engines| held_deliveries(engines, &filter));
-    in_flight_first_approvals(&app, "delivery", &mut rows);
-    Ok(Json(filter.page(&mut rows)))
+    let mut page = app
+        .state
+        .read(|engines| filter.page(held_deliveries(engines, &filter), held_delivery_json));
+    in_flight_first_approvals(&app, "delivery", &mut page.items);
+    Ok(Json(page.json()))
 }
 
 /// Every held delivery the filter selects (the search also finds its order's id).
-pub(super) fn held_deliveries(engines: &[&Engine], filter: &HoldFilter) -> Vec<QueueRow> {
-    held_rows(engines, filter, held_delivery_items, held_delivery_json)
+pub(super) fn held_deliveries<'a>(
+    engines: &[&'a Engine],
+    filter: &HoldFilter,
+) -> Vec<QueueRow<'a>> {
+    held_rows(engines, filter, true, held_delivery_items)
 }
 
 fn held_delivery_items(acc: &Account) -> Vec<HeldItem<'_>> {

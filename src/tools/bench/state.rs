@@ -12,18 +12,33 @@ pub struct Memory {
     pub snapshot_bytes: usize,
     /// Decoding every snapshot and restoring it into an empty engine.
     pub restore_s: f64,
-    /// What answering `GET /metrics` costs with these accounts (the state gauges recomputed
-    /// over every account, then the exposition rendered), best and worst of three.
+    /// What answering `GET /metrics` costs with these accounts on a read replica (the state
+    /// gauges read from its index, then the exposition rendered), best and worst of three.
     pub scrape_s: (f64, f64),
-    /// The same with no accounts: the baseline, best of three.
+    /// The same answered by walking every account (what a scrape cost before the index, and
+    /// what it costs on an engine without one): the baseline, best and worst of three.
+    pub scrape_walk_s: (f64, f64),
+    /// The same with no accounts, best of three.
     pub scrape_empty_s: f64,
-    /// The first page of `GET /v1/holds` over these accounts once every hundredth holds an
-    /// order (the work the handler does once it holds the read model), best and worst of
-    /// three; and how many orders were held.
+    /// The first page of `GET /v1/holds` over these accounts on a read replica once every
+    /// hundredth holds an order (the work the handler does once it holds the read model),
+    /// best and worst of three; and how many orders were held.
     pub holds_page_s: (f64, f64),
     pub held: usize,
+    /// The same page walking every account (the baseline), best and worst of three.
+    pub holds_page_walk_s: (f64, f64),
     /// The same page with no accounts, best of three.
     pub holds_page_empty_s: f64,
+    /// Publishing to readers, on the decision loop: a full read replica of every account,
+    /// index included (what an assignment costs), and the commit that held those orders
+    /// (the accounts it changed copied, their index entries updated), with how many changed.
+    pub replica_full_s: f64,
+    /// Of which the index (built again alone, timed).
+    pub index_full_s: f64,
+    pub publish_s: f64,
+    /// Of which the index (those accounts' entries updated again alone, timed).
+    pub reindex_s: f64,
+    pub published_accounts: usize,
 }
 
 /// Best and worst of three timed runs of `f`, in seconds.
@@ -138,8 +153,15 @@ pub fn memory(accounts: usize) -> Result<Memory> {
     let after = super::super::soak::resident_bytes().context("no /proc/self/status")?;
     let built = engine.accounts().count();
     anyhow::ensure!(built == accounts, "{built} accounts built, not {accounts}");
-    let scrape_s = scrape_times(&engine);
+    let scrape_walk_s = scrape_times(&engine);
     let scrape_empty_s = scrape_times(&Engine::new(Policy::default())).0;
+    let started = Instant::now();
+    let mut replica = engine.read_replica();
+    let replica_full_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    replica.index_for_readers();
+    let index_full_s = started.elapsed().as_secs_f64();
+    let scrape_s = scrape_times(&replica);
     let snapshots: Vec<(String, Vec<u8>)> = engine
         .accounts()
         .filter_map(|a| state::encode_account(&engine, &a.customer_id))
@@ -147,9 +169,24 @@ pub fn memory(accounts: usize) -> Result<Memory> {
     let snapshot_bytes = snapshots.iter().map(|(k, v)| k.len() + v.len()).sum();
     // After memory and the snapshots: the held orders are the page's rows only.
     let held = hold_some(&mut engine, &mut out, accounts)?;
-    drop(engine.take_changed());
-    let holds_page_s = holds_page_times(&engine);
+    let (changed, groups) = engine.take_changed();
+    let changed: std::collections::BTreeSet<String> = changed.into_iter().collect();
+    let groups: std::collections::BTreeSet<String> = groups.into_iter().collect();
+    let started = Instant::now();
+    engine.update_replica(&mut replica, &changed, &groups);
+    let publish_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    replica.reindex_accounts(&changed);
+    let reindex_s = started.elapsed().as_secs_f64();
+    let holds_page_s = holds_page_times(&replica);
+    let holds_page_walk_s = holds_page_times(&engine);
     let holds_page_empty_s = holds_page_times(&Engine::new(Policy::default())).0;
+    anyhow::ensure!(
+        credit_sentinel::http::first_holds_page(&[&replica])
+            == credit_sentinel::http::first_holds_page(&[&engine]),
+        "the replica's first page differs from the walk's"
+    );
+    drop(replica);
     drop(engine);
     let started = Instant::now();
     let mut restored = Engine::new(Policy::default());
@@ -171,10 +208,17 @@ pub fn memory(accounts: usize) -> Result<Memory> {
         snapshot_bytes,
         restore_s,
         scrape_s,
+        scrape_walk_s,
         scrape_empty_s,
         holds_page_s,
         held,
+        holds_page_walk_s,
         holds_page_empty_s,
+        replica_full_s,
+        index_full_s,
+        publish_s,
+        reindex_s,
+        published_accounts: changed.len(),
     })
 }
 

@@ -182,11 +182,35 @@ pub struct ReaderIndex {
 impl ReaderIndex {
     /// The index of every account of `engine`.
     pub(super) fn build(engine: &Engine) -> ReaderIndex {
-        let mut ix = ReaderIndex::default();
+        let now = engine.now();
+        let mut gauges = StateGauges::default();
+        let mut shares =
+            HashMap::with_capacity_and_hasher(engine.accounts.len(), Default::default());
+        // Collected, then built at once from sorted runs: cheaper than an insert per account.
+        let (mut recheck, mut held_orders, mut held_deliveries) =
+            (Vec::new(), Vec::new(), Vec::new());
         for acc in engine.accounts() {
-            ix.account(engine, &acc.customer_id);
+            let id = &acc.customer_id;
+            let share = Share::of(acc, &engine.policy, now);
+            gauges.add(&share, 1);
+            if let Some(t) = share.valid_through {
+                recheck.push((t, id.clone()));
+            }
+            if !acc.holds().is_empty() {
+                held_orders.push(id.clone());
+            }
+            if !acc.held_deliveries().is_empty() {
+                held_deliveries.push(id.clone());
+            }
+            shares.insert(id.clone(), share);
         }
-        ix
+        ReaderIndex {
+            gauges,
+            shares,
+            recheck: recheck.into_iter().collect(),
+            held_orders: held_orders.into_iter().collect(),
+            held_deliveries: held_deliveries.into_iter().collect(),
+        }
     }
 
     /// Brings the index up to date for `customer_id` (changed, added or gone) at the engine's

@@ -111,7 +111,7 @@ pub(super) type HeldHere = (String, Option<String>, bool);
 pub(super) fn find_hold(app: &AppState, order_id: &str) -> Option<HeldHere> {
     app.state.read(|engines| {
         for e in engines {
-            for acc in e.accounts() {
+            for acc in e.accounts_holding(false) {
                 if !acc.holds().iter().any(|h| h == order_id) {
                     continue;
                 }
@@ -385,7 +385,7 @@ pub(super) fn four_eyes_answer(
 pub(super) fn find_held_delivery(app: &AppState, delivery_id: &str) -> Option<HeldHere> {
     app.state.read(|engines| {
         for e in engines {
-            for acc in e.accounts() {
+            for acc in e.accounts_holding(true) {
                 let Some(d) = acc
                     .deliveries()
                     .get(delivery_id)

@@ -577,7 +577,7 @@ pub fn report(
         );
         let _ = writeln!(
             s,
-            "\nReaders: a `/metrics` answer over those {} accounts on a read replica (state gauges from its index, then rendered) took {:.2} to {:.2} ms in three runs; walking every account instead (the baseline, as before the index) {:.1} to {:.1} ms; with no accounts {:.2} ms (the target at 1M accounts: 50 ms).\nReaders: the first page of `/v1/holds` over those accounts with {} orders held (on the replica: the accounts holding orders listed, sorted, the page rendered) took {:.2} to {:.2} ms in three runs; walking every account instead (the baseline) {:.1} to {:.1} ms; with no accounts {:.1} µs (the target at 1M accounts: 50 ms).\nReaders: publishing on the decision loop: a full read replica of the {} accounts with its index {:.2} s (what an assignment costs; the index alone {:.2} s); the commit that held those orders ({} accounts changed) {:.2} ms (the index alone {:.2} ms).",
+            "\nReaders: a `/metrics` answer over those {} accounts on a read replica (state gauges from its index, then rendered) took {:.2} to {:.2} ms in three runs; walking every account instead (the baseline, as before the index) {:.1} to {:.1} ms; with no accounts {:.2} ms (the target at 1M accounts: 50 ms).\nReaders: the first page of `/v1/holds` over those accounts with {} orders held (on the replica: the accounts holding orders listed, sorted, the page rendered) took {:.2} to {:.2} ms in three runs; walking every account instead (the baseline) {:.1} to {:.1} ms; with no accounts {:.1} µs (the target at 1M accounts: 50 ms).\nReaders: publishing on the decision loop: a full read replica of the {} accounts with its index {:.2} s (what an assignment costs; the index alone {:.2} s; resident memory grew {:.0} bytes per account); the commit that held those orders ({} accounts changed) {:.2} ms (the index alone {:.2} ms).",
             m.accounts,
             m.scrape_s.0 * 1e3,
             m.scrape_s.1 * 1e3,
@@ -593,6 +593,7 @@ pub fn report(
             m.accounts,
             m.replica_full_s,
             m.index_full_s,
+            m.replica_bytes_per_account,
             m.published_accounts,
             m.publish_s * 1e3,
             m.reindex_s * 1e3

@@ -33,6 +33,8 @@ pub struct Memory {
     /// index included (what an assignment costs), and the commit that held those orders
     /// (the accounts it changed copied, their index entries updated), with how many changed.
     pub replica_full_s: f64,
+    /// Growth of resident memory while the replica was made, per account.
+    pub replica_bytes_per_account: f64,
     /// Of which the index (built again alone, timed).
     pub index_full_s: f64,
     pub publish_s: f64,
@@ -153,21 +155,40 @@ pub fn memory(accounts: usize) -> Result<Memory> {
     let after = super::super::soak::resident_bytes().context("no /proc/self/status")?;
     let built = engine.accounts().count();
     anyhow::ensure!(built == accounts, "{built} accounts built, not {accounts}");
-    let scrape_walk_s = scrape_times(&engine);
-    let scrape_empty_s = scrape_times(&Engine::new(Policy::default())).0;
-    let started = Instant::now();
-    let mut replica = engine.read_replica();
-    let replica_full_s = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    replica.index_for_readers();
-    let index_full_s = started.elapsed().as_secs_f64();
-    let scrape_s = scrape_times(&replica);
     let snapshots: Vec<(String, Vec<u8>)> = engine
         .accounts()
         .filter_map(|a| state::encode_account(&engine, &a.customer_id))
         .collect();
     let snapshot_bytes = snapshots.iter().map(|(k, v)| k.len() + v.len()).sum();
-    // After memory and the snapshots: the held orders are the page's rows only.
+    drop(engine);
+    let started = Instant::now();
+    let mut engine = Engine::new(Policy::default());
+    for (k, v) in &snapshots {
+        if let Ok(StateRecord::Account(a)) = state::decode(k, v) {
+            engine.restore_account(a);
+        }
+    }
+    let restore_s = started.elapsed().as_secs_f64();
+    drop(snapshots);
+    anyhow::ensure!(
+        engine.accounts().count() == accounts,
+        "restore lost accounts"
+    );
+    // The readers, over the restored accounts (after the restore, so that the second copy
+    // a replica is does not weigh on the restore's figure).
+    let scrape_walk_s = scrape_times(&engine);
+    let scrape_empty_s = scrape_times(&Engine::new(Policy::default())).0;
+    let resident = super::super::soak::resident_bytes().context("no /proc/self/status")?;
+    let started = Instant::now();
+    let mut replica = engine.read_replica();
+    let replica_full_s = started.elapsed().as_secs_f64();
+    let replica_bytes = super::super::soak::resident_bytes()
+        .context("no /proc/self/status")?
+        .saturating_sub(resident);
+    let started = Instant::now();
+    replica.index_for_readers();
+    let index_full_s = started.elapsed().as_secs_f64();
+    let scrape_s = scrape_times(&replica);
     let held = hold_some(&mut engine, &mut out, accounts)?;
     let (changed, groups) = engine.take_changed();
     let changed: std::collections::BTreeSet<String> = changed.into_iter().collect();
@@ -186,19 +207,9 @@ pub fn memory(accounts: usize) -> Result<Memory> {
             == credit_sentinel::http::first_holds_page(&[&engine]),
         "the replica's first page differs from the walk's"
     );
-    drop(replica);
-    drop(engine);
-    let started = Instant::now();
-    let mut restored = Engine::new(Policy::default());
-    for (k, v) in &snapshots {
-        if let Ok(StateRecord::Account(a)) = state::decode(k, v) {
-            restored.restore_account(a);
-        }
-    }
-    let restore_s = started.elapsed().as_secs_f64();
     anyhow::ensure!(
-        restored.accounts().count() == accounts,
-        "restore lost accounts"
+        *replica.state_gauges() == credit_sentinel::engine::read_index::StateGauges::walk(&engine),
+        "the replica's state gauges differ from the walk's"
     );
     let total = after.saturating_sub(before);
     Ok(Memory {
@@ -215,6 +226,7 @@ pub fn memory(accounts: usize) -> Result<Memory> {
         holds_page_walk_s,
         holds_page_empty_s,
         replica_full_s,
+        replica_bytes_per_account: replica_bytes as f64 / accounts as f64,
         index_full_s,
         publish_s,
         reindex_s,

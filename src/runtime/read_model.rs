@@ -94,9 +94,10 @@ pub(super) struct Unpublished {
 }
 
 /// Publishes what committed since the last publish to the readers' model. Never waits: while
-/// a reader holds the model it is put off (kept for the next call), so a slow reader (a scrape
-/// walking every account) never delays a decision. Costs what changed, plus a full copy of a
-/// partition just assigned.
+/// a reader holds the model it is put off (kept for the next call), so a slow reader (one
+/// walking every account) never delays a decision. Costs what changed (copied, and its reader
+/// index entries updated: see `engine::read_index`), plus a full copy of a partition just
+/// assigned.
 pub(super) fn publish(sh: &mut LoopState) {
     let published = Arc::clone(&sh.published);
     let mut m = match published.model.try_write() {

@@ -41,6 +41,25 @@ pub struct CurrencyGauges {
     pub overdue: Decimal,
 }
 
+impl CurrencyGauges {
+    /// Adds (`sign` 1) or takes away (`sign` -1) another set's sums.
+    fn add(&mut self, other: &CurrencyGauges, sign: i64) {
+        self.accounts += sign * other.accounts;
+        for (sum, v) in [
+            (&mut self.exposure, other.exposure),
+            (&mut self.credit_limit, other.credit_limit),
+            (&mut self.held_amount, other.held_amount),
+            (&mut self.overdue, other.overdue),
+        ] {
+            if sign > 0 {
+                *sum += v;
+            } else {
+                *sum -= v;
+            }
+        }
+    }
+}
+
 /// The state gauges over a set of accounts.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StateGauges {
@@ -66,12 +85,7 @@ impl StateGauges {
     /// Adds the gauges of another set of accounts (another partition).
     pub fn merge(&mut self, other: &StateGauges) {
         for (cur, c) in &other.per_currency {
-            let m = self.per_currency.entry(*cur).or_default();
-            m.accounts += c.accounts;
-            m.exposure += c.exposure;
-            m.credit_limit += c.credit_limit;
-            m.held_amount += c.held_amount;
-            m.overdue += c.overdue;
+            self.per_currency.entry(*cur).or_default().add(c, 1);
         }
         for (b, n) in self.bands.iter_mut().zip(other.bands) {
             *b += n;
@@ -87,19 +101,7 @@ impl StateGauges {
         self.held_orders += sign * s.held;
         let Some(cur) = s.currency else { return };
         let c = self.per_currency.entry(cur).or_default();
-        c.accounts += sign;
-        for (sum, v) in [
-            (&mut c.exposure, s.exposure),
-            (&mut c.credit_limit, s.credit_limit),
-            (&mut c.held_amount, s.held_amount),
-            (&mut c.overdue, s.overdue),
-        ] {
-            if sign > 0 {
-                *sum += v;
-            } else {
-                *sum -= v;
-            }
-        }
+        c.add(&s.sums, sign);
         if c.accounts == 0 {
             // Sums of shares taken away again are zero: a currency with no account has no
             // series, as in a walk.
@@ -111,11 +113,10 @@ impl StateGauges {
 /// One account's share of the state gauges at one moment, and until when it holds.
 #[derive(Clone, Debug, PartialEq)]
 struct Share {
+    /// The account's currency, which its sums are in.
     currency: Option<Currency>,
-    exposure: Decimal,
-    credit_limit: Decimal,
-    held_amount: Decimal,
-    overdue: Decimal,
+    /// The account's sums (`accounts` 1).
+    sums: CurrencyGauges,
     held: i64,
     band: u8,
     over: bool,
@@ -146,19 +147,22 @@ impl Share {
             .map(|t| Timestamp(t.expires_at.0 - 1));
         Share {
             currency: acc.currency,
-            exposure,
-            credit_limit: acc
-                .profile
-                .as_ref()
-                .map(|p| p.credit_limit)
-                .unwrap_or_default(),
-            held_amount: acc
-                .holds()
-                .iter()
-                .filter_map(|id| acc.orders().get(id))
-                .map(|o| o.amount_account)
-                .sum(),
-            overdue: acc.overdue(now).0,
+            sums: CurrencyGauges {
+                accounts: 1,
+                exposure,
+                credit_limit: acc
+                    .profile
+                    .as_ref()
+                    .map(|p| p.credit_limit)
+                    .unwrap_or_default(),
+                held_amount: acc
+                    .holds()
+                    .iter()
+                    .filter_map(|id| acc.orders().get(id))
+                    .map(|o| o.amount_account)
+                    .sum(),
+                overdue: acc.overdue(now).0,
+            },
             held: acc.holds().len() as i64,
             band: utilization_band(u) as u8,
             over: terms.is_some_and(|t| exposure > t.limit_effective),
@@ -218,39 +222,30 @@ impl ReaderIndex {
     pub(super) fn account(&mut self, engine: &Engine, customer_id: &str) {
         let acc = engine.account(customer_id);
         let share = acc.map(|a| Share::of(a, &engine.policy, engine.now()));
-        let old_through = match (self.shares.get_mut(customer_id), share) {
-            (Some(old), Some(new)) => {
-                self.gauges.add(old, -1);
-                self.gauges.add(&new, 1);
-                let through = (old.valid_through, new.valid_through);
-                *old = new;
-                Some(through)
-            }
+        let old = match (self.shares.get_mut(customer_id), share) {
+            (Some(slot), Some(new)) => Some(std::mem::replace(slot, new)),
             (None, Some(new)) => {
-                self.gauges.add(&new, 1);
-                let through = (None, new.valid_through);
                 self.shares.insert(customer_id.to_string(), new);
-                Some(through)
-            }
-            (Some(_), None) => {
-                if let Some(old) = self.shares.remove(customer_id) {
-                    self.gauges.add(&old, -1);
-                    if let Some(t) = old.valid_through {
-                        self.recheck.remove(&(t, customer_id.to_string()));
-                    }
-                }
                 None
             }
+            (Some(_), None) => self.shares.remove(customer_id),
             (None, None) => None,
         };
-        if let Some((old, new)) = old_through {
-            if old != new {
-                if let Some(t) = old {
-                    self.recheck.remove(&(t, customer_id.to_string()));
-                }
-                if let Some(t) = new {
-                    self.recheck.insert((t, customer_id.to_string()));
-                }
+        let new = self.shares.get(customer_id);
+        if let Some(old) = &old {
+            self.gauges.add(old, -1);
+        }
+        if let Some(new) = new {
+            self.gauges.add(new, 1);
+        }
+        let through = |s: Option<&Share>| s.and_then(|s| s.valid_through);
+        let (was, is) = (through(old.as_ref()), through(new));
+        if was != is {
+            if let Some(t) = was {
+                self.recheck.remove(&(t, customer_id.to_string()));
+            }
+            if let Some(t) = is {
+                self.recheck.insert((t, customer_id.to_string()));
             }
         }
         for (set, holds) in [
@@ -313,125 +308,5 @@ impl Engine {
             }
             None => Box::new(self.accounts()),
         }
-    }
-
-    /// Whether this engine carries a reader index (a read replica does).
-    pub fn has_reader_index(&self) -> bool {
-        self.reader.is_some()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::codec::decode_event;
-    use crate::Policy;
-
-    fn apply(e: &mut Engine, line: &str) {
-        let event = decode_event(line.as_bytes()).expect("event");
-        e.apply(&event, &mut Vec::new());
-    }
-
-    fn eur() -> Currency {
-        Currency::parse("EUR").expect("EUR")
-    }
-
-    #[test]
-    fn shares_the_clock_alone_moves_follow_it() {
-        let mut engine = Engine::new(Policy::default());
-        apply(
-            &mut engine,
-            r#"{"event_id":"p1","type":"profile.customer","occurred_at":"2026-03-02T08:00:00Z","customer_id":"A","credit_limit":"1000.00","currency":"EUR","payment_terms_days":30,"temporary_limit":{"amount":"500.00","expires_at":"2026-03-20T00:00:00Z"}}"#,
-        );
-        apply(
-            &mut engine,
-            r#"{"event_id":"o1","type":"order.placed","occurred_at":"2026-03-02T09:00:00Z","customer_id":"A","order_id":"O-1","amount":"1200.00","currency":"EUR"}"#,
-        );
-        apply(
-            &mut engine,
-            r#"{"event_id":"s1","type":"shipment.shipped","occurred_at":"2026-03-02T10:00:00Z","customer_id":"A","shipment_id":"S-1","order_id":"O-1","amount":"1200.00","currency":"EUR"}"#,
-        );
-        engine.take_changed();
-        let mut replica = engine.read_replica();
-        let g = replica.state_gauges().into_owned();
-        assert_eq!(g, StateGauges::walk(&replica));
-        assert_eq!(g.bands, [0, 1, 0, 0, 0], "1,200 of 1,500: the 70-85 band");
-        assert_eq!(g.over_limit, 0);
-        assert_eq!(g.per_currency[&eur()].overdue, Decimal::ZERO);
-
-        // Another customer's event moves the clock past A's temporary limit and due moment;
-        // only B is published as changed (A's copy is the one published before).
-        apply(
-            &mut engine,
-            r#"{"event_id":"p2","type":"profile.customer","occurred_at":"2026-04-15T08:00:00Z","customer_id":"B","credit_limit":"10.00","currency":"EUR"}"#,
-        );
-        engine.take_changed();
-        let only_b: BTreeSet<String> = ["B".to_string()].into();
-        engine.update_replica(&mut replica, &only_b, &BTreeSet::new());
-        let g = replica.state_gauges().into_owned();
-        assert_eq!(g, StateGauges::walk(&replica));
-        assert_eq!(
-            g.bands,
-            [1, 0, 0, 1, 0],
-            "A over its 1,000 once the 500 expired"
-        );
-        assert_eq!(g.over_limit, 1);
-        let eur = &g.per_currency[&eur()];
-        assert_eq!(eur.accounts, 2);
-        assert_eq!(
-            eur.overdue,
-            Decimal::new(120_000, 2),
-            "A's receivable fell due"
-        );
-        assert_eq!(eur.credit_limit, Decimal::new(101_000, 2));
-    }
-
-    #[test]
-    fn accounts_holding_follow_their_holds() {
-        let mut engine = Engine::new(Policy::default());
-        apply(
-            &mut engine,
-            r#"{"event_id":"p1","type":"profile.customer","occurred_at":"2026-03-02T08:00:00Z","customer_id":"A","credit_limit":"100.00","currency":"EUR"}"#,
-        );
-        engine.take_changed();
-        let mut replica = engine.read_replica();
-        let holding = |r: &Engine| -> Vec<String> {
-            r.accounts_holding(false)
-                .map(|a| a.customer_id.clone())
-                .collect()
-        };
-        assert!(holding(&replica).is_empty());
-        apply(
-            &mut engine,
-            r#"{"event_id":"o1","type":"order.placed","occurred_at":"2026-03-02T09:00:00Z","customer_id":"A","order_id":"O-1","amount":"700.00","currency":"EUR"}"#,
-        );
-        let (accounts, groups) = engine.take_changed();
-        engine.update_replica(
-            &mut replica,
-            &accounts.into_iter().collect(),
-            &groups.into_iter().collect(),
-        );
-        assert_eq!(holding(&replica), ["A"]);
-        assert_eq!(replica.state_gauges().held_orders, 1);
-        assert_eq!(
-            replica.state_gauges().per_currency[&eur()].held_amount,
-            Decimal::new(70_000, 2)
-        );
-        apply(
-            &mut engine,
-            r#"{"event_id":"c1","type":"order.cancelled","occurred_at":"2026-03-02T10:00:00Z","customer_id":"A","order_id":"O-1"}"#,
-        );
-        let (accounts, groups) = engine.take_changed();
-        engine.update_replica(
-            &mut replica,
-            &accounts.into_iter().collect(),
-            &groups.into_iter().collect(),
-        );
-        assert!(holding(&replica).is_empty());
-        assert_eq!(*replica.state_gauges(), StateGauges::walk(&engine));
-        assert!(
-            !engine.has_reader_index(),
-            "the deciding engine carries none"
-        );
     }
 }

@@ -91,7 +91,10 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use crate::codec::decode_event;
+    use crate::engine::read_index::StateGauges;
+    use crate::model::Currency;
     use crate::{Engine, Policy};
+    use rust_decimal::Decimal;
     use std::collections::BTreeSet;
 
     fn apply(e: &mut Engine, line: &str) {
@@ -99,15 +102,35 @@ mod tests {
         e.apply(&event, &mut Vec::new());
     }
 
+    /// An engine that applied `lines`, and a replica of it as just assigned.
+    fn engine_and_replica(lines: &[&str]) -> (Engine, Engine) {
+        let mut engine = Engine::new(Policy::default());
+        for l in lines {
+            apply(&mut engine, l);
+        }
+        engine.take_changed();
+        let replica = engine.read_replica();
+        (engine, replica)
+    }
+
+    /// Publishes what `engine` changed since the last call to `replica`, as the runtime does
+    /// after a commit.
+    fn publish(engine: &mut Engine, replica: &mut Engine) {
+        let (accounts, groups) = engine.take_changed();
+        let accounts: BTreeSet<String> = accounts.into_iter().collect();
+        let groups: BTreeSet<String> = groups.into_iter().collect();
+        engine.update_replica(replica, &accounts, &groups);
+    }
+
+    fn eur() -> Currency {
+        Currency::parse("EUR").expect("EUR")
+    }
+
     #[test]
     fn a_replica_updated_with_the_changes_equals_a_full_copy() {
-        let mut engine = Engine::new(Policy::default());
-        apply(
-            &mut engine,
+        let (mut engine, mut replica) = engine_and_replica(&[
             r#"{"event_id":"p1","type":"profile.customer","occurred_at":"2026-03-02T08:00:00Z","customer_id":"A","credit_limit":"1000.00","currency":"EUR"}"#,
-        );
-        engine.take_changed();
-        let mut replica = engine.read_replica();
+        ]);
         apply(
             &mut engine,
             r#"{"event_id":"o1","type":"order.placed","occurred_at":"2026-03-02T09:00:00Z","customer_id":"A","order_id":"O-1","amount":"700.00","currency":"EUR"}"#,
@@ -116,11 +139,8 @@ mod tests {
             &mut engine,
             r#"{"event_id":"o2","type":"order.placed","occurred_at":"2026-03-02T10:00:00Z","customer_id":"B","order_id":"O-2","amount":"10.00","currency":"EUR"}"#,
         );
-        let (accounts, groups) = engine.take_changed();
-        let accounts: BTreeSet<String> = accounts.into_iter().collect();
-        let groups: BTreeSet<String> = groups.into_iter().collect();
         assert!(replica.account("B").is_none(), "not published yet");
-        engine.update_replica(&mut replica, &accounts, &groups);
+        publish(&mut engine, &mut replica);
         for id in ["A", "B"] {
             assert_eq!(replica.account(id), engine.account(id), "{id}");
         }
@@ -133,5 +153,77 @@ mod tests {
             replica.account("B").is_none(),
             "a dropped account leaves the replica"
         );
+    }
+
+    #[test]
+    fn reader_index_shares_the_clock_alone_moves_follow_it() {
+        let (mut engine, mut replica) = engine_and_replica(&[
+            r#"{"event_id":"p1","type":"profile.customer","occurred_at":"2026-03-02T08:00:00Z","customer_id":"A","credit_limit":"1000.00","currency":"EUR","payment_terms_days":30,"temporary_limit":{"amount":"500.00","expires_at":"2026-03-20T00:00:00Z"}}"#,
+            r#"{"event_id":"o1","type":"order.placed","occurred_at":"2026-03-02T09:00:00Z","customer_id":"A","order_id":"O-1","amount":"1200.00","currency":"EUR"}"#,
+            r#"{"event_id":"s1","type":"shipment.shipped","occurred_at":"2026-03-02T10:00:00Z","customer_id":"A","shipment_id":"S-1","order_id":"O-1","amount":"1200.00","currency":"EUR"}"#,
+        ]);
+        let g = replica.state_gauges().into_owned();
+        assert_eq!(g, StateGauges::walk(&replica));
+        assert_eq!(g.bands, [0, 1, 0, 0, 0], "1,200 of 1,500: the 70-85 band");
+        assert_eq!(g.over_limit, 0);
+        assert_eq!(g.per_currency[&eur()].overdue, Decimal::ZERO);
+
+        // Another customer's event moves the clock past A's temporary limit and due moment;
+        // only B is published as changed (A's copy is the one published before).
+        apply(
+            &mut engine,
+            r#"{"event_id":"p2","type":"profile.customer","occurred_at":"2026-04-15T08:00:00Z","customer_id":"B","credit_limit":"10.00","currency":"EUR"}"#,
+        );
+        engine.take_changed();
+        let only_b: BTreeSet<String> = ["B".to_string()].into();
+        engine.update_replica(&mut replica, &only_b, &BTreeSet::new());
+        let g = replica.state_gauges().into_owned();
+        assert_eq!(g, StateGauges::walk(&replica));
+        assert_eq!(
+            g.bands,
+            [1, 0, 0, 1, 0],
+            "A over its 1,000 once the 500 expired"
+        );
+        assert_eq!(g.over_limit, 1);
+        let eur = &g.per_currency[&eur()];
+        assert_eq!(eur.accounts, 2);
+        assert_eq!(
+            eur.overdue,
+            Decimal::new(120_000, 2),
+            "A's receivable fell due"
+        );
+        assert_eq!(eur.credit_limit, Decimal::new(101_000, 2));
+    }
+
+    #[test]
+    fn reader_index_accounts_holding_follow_their_holds() {
+        let (mut engine, mut replica) = engine_and_replica(&[
+            r#"{"event_id":"p1","type":"profile.customer","occurred_at":"2026-03-02T08:00:00Z","customer_id":"A","credit_limit":"100.00","currency":"EUR"}"#,
+        ]);
+        let holding = |r: &Engine| -> Vec<String> {
+            r.accounts_holding(false)
+                .map(|a| a.customer_id.clone())
+                .collect()
+        };
+        assert!(holding(&replica).is_empty());
+        apply(
+            &mut engine,
+            r#"{"event_id":"o1","type":"order.placed","occurred_at":"2026-03-02T09:00:00Z","customer_id":"A","order_id":"O-1","amount":"700.00","currency":"EUR"}"#,
+        );
+        publish(&mut engine, &mut replica);
+        assert_eq!(holding(&replica), ["A"]);
+        assert_eq!(replica.state_gauges().held_orders, 1);
+        assert_eq!(
+            replica.state_gauges().per_currency[&eur()].held_amount,
+            Decimal::new(70_000, 2)
+        );
+        apply(
+            &mut engine,
+            r#"{"event_id":"c1","type":"order.cancelled","occurred_at":"2026-03-02T10:00:00Z","customer_id":"A","order_id":"O-1"}"#,
+        );
+        publish(&mut engine, &mut replica);
+        assert!(holding(&replica).is_empty());
+        assert_eq!(*replica.state_gauges(), StateGauges::walk(&engine));
+        assert!(engine.reader.is_none(), "the deciding engine carries none");
     }
 }

@@ -114,7 +114,7 @@ pub(super) fn queue_csv(rows: &[QueueRow<'_>], deliveries: bool) -> Response {
         }
         fields.extend([
             r.acc.customer_id.clone(),
-            r.customer_name.unwrap_or_default().to_string(),
+            customer_name(r.acc).unwrap_or_default().to_string(),
             text(&v["amount"]),
             text(&v["currency"]),
             codes.join(" "),
@@ -215,9 +215,8 @@ fn held_rows<'a>(
 /// A held order or delivery as a queue lists it.
 pub(super) struct QueueRow<'a> {
     held_at: Timestamp,
-    pub(super) id: &'a str,
+    id: &'a str,
     acc: &'a Account,
-    customer_name: Option<&'a str>,
     /// The name (else the id) lower-cased, when the queue is sorted by customer.
     customer_key: Option<String>,
     amount: Decimal,
@@ -238,14 +237,15 @@ impl<'a> QueueRow<'a> {
         by_customer: bool,
     ) -> QueueRow<'a> {
         let days_on_hold = now.map_or(0, |n| ((n.0 - held_at.0) / DAY_US).max(0));
-        let customer_name = customer_name(acc);
         QueueRow {
             held_at,
             id,
             acc,
-            customer_name,
-            customer_key: by_customer
-                .then(|| customer_name.unwrap_or(&acc.customer_id).to_lowercase()),
+            customer_key: by_customer.then(|| {
+                customer_name(acc)
+                    .unwrap_or(&acc.customer_id)
+                    .to_lowercase()
+            }),
             amount,
             reason: reasons.first().map_or("", |r| r.code.as_str()),
             days_on_hold,

@@ -575,20 +575,18 @@ pub fn report(
             m.restore_s,
             m.accounts as f64 / m.restore_s.max(1e-9)
         );
+        // Best and worst of three, in milliseconds.
+        let ms = |(best, worst): (f64, f64)| format!("{:.2} to {:.2} ms", best * 1e3, worst * 1e3);
         let _ = writeln!(
             s,
-            "\nReaders: a `/metrics` answer over those {} accounts on a read replica (state gauges from its index, then rendered) took {:.2} to {:.2} ms in three runs; walking every account instead (the baseline, as before the index) {:.1} to {:.1} ms; with no accounts {:.2} ms (the target at 1M accounts: 50 ms).\nReaders: the first page of `/v1/holds` over those accounts with {} orders held (on the replica: the accounts holding orders listed, sorted, the page rendered) took {:.2} to {:.2} ms in three runs; walking every account instead (the baseline) {:.1} to {:.1} ms; with no accounts {:.1} µs (the target at 1M accounts: 50 ms).\nReaders: publishing on the decision loop: a full read replica of the {} accounts with its index {:.2} s (what an assignment costs; the index alone {:.2} s; resident memory grew {:.0} bytes per account); the commit that held those orders ({} accounts changed) {:.2} ms (the index alone {:.2} ms).",
+            "\nReaders: a `/metrics` answer over those {} accounts on a read replica (state gauges from its index, then rendered) took {} in three runs; walking every account instead (the baseline, as before the index) {}; with no accounts {:.2} ms (the target at 1M accounts: 50 ms).\nReaders: the first page of `/v1/holds` over those accounts with {} orders held (on the replica: the accounts holding orders listed, sorted, the page rendered) took {} in three runs; walking every account instead (the baseline) {}; with no accounts {:.1} µs (the target at 1M accounts: 50 ms).\nReaders: publishing on the decision loop: a full read replica of the {} accounts with its index {:.2} s (what an assignment costs; the index alone {:.2} s; resident memory grew {:.0} bytes per account); the commit that held those orders ({} accounts changed) {:.2} ms (the index alone {:.2} ms).",
             m.accounts,
-            m.scrape_s.0 * 1e3,
-            m.scrape_s.1 * 1e3,
-            m.scrape_walk_s.0 * 1e3,
-            m.scrape_walk_s.1 * 1e3,
+            ms(m.scrape_s),
+            ms(m.scrape_walk_s),
             m.scrape_empty_s * 1e3,
             m.held,
-            m.holds_page_s.0 * 1e3,
-            m.holds_page_s.1 * 1e3,
-            m.holds_page_walk_s.0 * 1e3,
-            m.holds_page_walk_s.1 * 1e3,
+            ms(m.holds_page_s),
+            ms(m.holds_page_walk_s),
             m.holds_page_empty_s * 1e6,
             m.accounts,
             m.replica_full_s,

@@ -112,9 +112,7 @@ struct Engine {
 impl Engine {
     fn stop(self) {
         self.shutdown.store(true, Ordering::Relaxed);
-        self.runtime
-            .join()
-            .expect("runtime thread")
+        join_within(self.runtime, ENGINE_STOPS_WITHIN, "the engine's shutdown")
             .expect("clean exit");
         self.server.thread.join().expect("http thread");
     }

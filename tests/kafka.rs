@@ -105,9 +105,7 @@ fn outage(cluster: &Cluster, running: &Running) {
 /// Stops the engine; returns the positions of the inputs it took up, in its order.
 fn stop(r: Running) -> Vec<Position> {
     r.shutdown.store(true, Ordering::Relaxed);
-    r.handle
-        .join()
-        .expect("runtime thread")
+    join_within(r.handle, ENGINE_STOPS_WITHIN, "the engine's shutdown")
         .expect("runtime ends cleanly");
     r.applied.positions()
 }
@@ -477,7 +475,7 @@ fn startup_with_the_broker_down_waits_and_shuts_down_cleanly() {
         "no crash while the broker is down"
     );
     running.shutdown.store(true, Ordering::Relaxed);
-    let result = running.handle.join().expect("thread");
+    let result = join_within(running.handle, ENGINE_STOPS_WITHIN, "the engine's shutdown");
     let err = result.expect_err("shut down before any broker answered");
     assert!(
         err.to_string()

@@ -200,7 +200,7 @@ fn lag_rises_while_consumption_is_paused_and_falls_when_it_resumes() {
     assert!(sum_of(&m, "process_cpu_seconds_total", "") > 0.0);
 
     shutdown.store(true, std::sync::atomic::Ordering::SeqCst);
-    runtime.join().expect("runtime thread").expect("runtime");
+    join_within(runtime, ENGINE_STOPS_WITHIN, "the engine's shutdown").expect("runtime");
 }
 
 /// One exported span, flattened from OTLP (ids as hex).
@@ -442,18 +442,7 @@ fn traced_engine(
 
 /// Stops an engine with SIGTERM (it finishes its batch and exports its last spans).
 fn terminate(mut engine: common::live::ChildEngine) {
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(engine.0.id().to_string())
-        .status();
-    let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        if let Ok(Some(_)) = engine.0.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("the engine did not stop within 30 s of SIGTERM");
+    common::live::sigterm_within(&mut engine, Duration::from_secs(30));
 }
 
 #[test]

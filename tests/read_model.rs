@@ -168,6 +168,6 @@ fn a_slow_reader_delays_no_decision_and_a_stuck_commit_blocks_no_reader() {
         orders_of_c1() == Some(21)
     });
     shutdown.store(true, Ordering::Relaxed);
-    runtime.join().expect("runtime thread").expect("clean exit");
+    join_within(runtime, ENGINE_STOPS_WITHIN, "the engine's shutdown").expect("clean exit");
     server.thread.join().expect("http thread");
 }

@@ -336,6 +336,93 @@ pub fn consumer_config(k: &KafkaSettings) -> ClientConfig {
     cfg
 }
 
+/// Whether a consumer configuration names a cooperative assignor (KIP-429), whose rebalances
+/// are applied incrementally. librdkafka refuses to mix eager and cooperative assignors, so
+/// one named is enough.
+pub fn is_cooperative(cfg: &ClientConfig) -> bool {
+    cfg.get("partition.assignment.strategy")
+        .is_some_and(|s| s.contains("cooperative"))
+}
+
+/// Applies a rebalance the way the group's protocol wants, known from the configuration
+/// (`is_cooperative`) rather than asked of librdkafka: `rd_kafka_rebalance_protocol` called in
+/// a rebalance callback can wait forever while the consumer closes
+/// (confluentinc/librdkafka#4041), and rdkafka's default callback calls it.
+pub fn apply_rebalance<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    cooperative: bool,
+    assign: bool,
+    tpl: &rdkafka::TopicPartitionList,
+) -> KafkaResult<()> {
+    match (cooperative, assign) {
+        (true, true) => consumer.incremental_assign(tpl),
+        (true, false) => consumer.incremental_unassign(tpl),
+        (false, true) => consumer.assign(tpl),
+        (false, false) => consumer.unassign(),
+    }
+}
+
+/// How long a consumer is given to leave its group at shutdown.
+pub const CLOSE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Leaves the consumer group within `within`, instead of rdkafka's drop alone, which polls
+/// until librdkafka reports the consumer closed and can do so forever: librdkafka 2.12's close
+/// can stall when it meets a rebalance, most of all a cooperative one
+/// (confluentinc/librdkafka#4527, #4884), and the process then never exits after SIGTERM.
+/// First unsubscribe and serve the revocation until nothing is assigned (the workaround those
+/// issues give), then drop the consumer within what is left ([`drop_within`]); a consumer not
+/// closed by the deadline is left to the process's exit, and the group hands its partitions on
+/// after `session.timeout.ms`. Nothing is lost either way: every batch committed its
+/// checkpoints.
+pub fn close_consumer<C: ConsumerContext + 'static>(
+    consumer: BaseConsumer<C>,
+    name: &str,
+    within: Duration,
+) {
+    let started = Instant::now();
+    consumer.unsubscribe();
+    while started.elapsed() < within {
+        match consumer.assignment() {
+            Ok(a) if a.count() > 0 => {}
+            _ => break,
+        }
+        // Serves the revocation; a message still queued is not processed (the next owner
+        // reads it again from the checkpoint).
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    let left = within
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(1));
+    drop_within(consumer, name, left);
+}
+
+/// Drops a Kafka client on a thread of its own and waits for it at most `within`: librdkafka's
+/// destroy waits for its own threads, and a consumer's close for its group (see
+/// [`close_consumer`]). A client not gone by then is left to the process's exit.
+pub fn drop_within<T: Send + 'static>(client: T, name: &str, within: Duration) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let closing = std::thread::Builder::new()
+        .name(format!("close-{name}"))
+        .spawn(move || {
+            drop(client);
+            let _ = tx.send(());
+        });
+    if let Err(e) = closing {
+        warn!(
+            client = name,
+            "cannot start a thread to close the client: {e}"
+        );
+        return;
+    }
+    match rx.recv_timeout(within) {
+        Ok(()) => debug!(client = name, "closed"),
+        Err(_) => warn!(
+            client = name,
+            "the client did not close within {within:?}; it is left to the process's exit (a consumer's group hands its partitions on after session.timeout.ms)"
+        ),
+    }
+}
+
 pub(super) fn backoff(k: &KafkaSettings, attempt: u32) -> Duration {
     let ms = k
         .retry_backoff_min_ms
@@ -542,5 +629,44 @@ pub fn wait_for_topics<C: ConsumerContext>(
             anyhow::bail!("shut down while waiting for the broker");
         }
         attempt += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client whose destroy never returns (librdkafka's close meeting a stuck rebalance) is
+    /// left behind at the deadline: shutdown goes on.
+    #[test]
+    fn a_client_that_never_closes_is_left_behind_at_the_deadline() {
+        struct NeverCloses(std::sync::mpsc::Sender<()>);
+        impl Drop for NeverCloses {
+            fn drop(&mut self) {
+                let _ = self.0.send(());
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let started = Instant::now();
+        drop_within(NeverCloses(tx), "stuck", Duration::from_millis(100));
+        assert!(
+            rx.recv_timeout(Duration::from_secs(60)).is_ok(),
+            "the close was started"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "drop_within returned while the close was still running"
+        );
+    }
+
+    #[test]
+    fn the_assignor_named_decides_how_rebalances_are_applied() {
+        let mut cfg = ClientConfig::new();
+        assert!(!is_cooperative(&cfg));
+        cfg.set("partition.assignment.strategy", "range");
+        assert!(!is_cooperative(&cfg));
+        cfg.set("partition.assignment.strategy", "cooperative-sticky");
+        assert!(is_cooperative(&cfg));
     }
 }

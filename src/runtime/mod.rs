@@ -151,14 +151,16 @@ pub fn run(
         anyhow::bail!("shut down while waiting for the broker");
     };
     let generation = Arc::new(AtomicU64::new(0));
+    let config = kafka::consumer_config(&k);
     let ctx = RebalanceContext {
         settings: Arc::clone(&settings),
         generation: Arc::clone(&generation),
         state: Arc::clone(&shared),
         stats: Arc::clone(&stats),
         metrics: Arc::clone(&metrics),
+        cooperative: kafka::is_cooperative(&config),
     };
-    let consumer: BaseConsumer<RebalanceContext> = kafka::consumer_config(&k)
+    let consumer: BaseConsumer<RebalanceContext> = config
         .create_with_context(ctx)
         .context("cannot create the consumer")?;
     kafka::wait_for_topics(&consumer, &k, &shutdown)?;
@@ -199,11 +201,12 @@ pub fn run(
     batches.consume()?;
     info!("shutting down: the last batch is committed");
     kafka::flush_producer(&batches.producer, Duration::from_secs(30)).ok();
-    consumer.unsubscribe();
+    let producer = Arc::clone(&batches.producer);
+    drop(batches);
+    kafka::drop_within(producer, "engine producer", kafka::CLOSE_WITHIN);
+    kafka::close_consumer(consumer, "engine", kafka::CLOSE_WITHIN);
     if let Some(router) = router {
-        if router.join().is_err() {
-            error!("the repartition stage panicked");
-        }
+        router::join(router);
     }
     Ok(())
 }

@@ -12,6 +12,9 @@ pub(super) struct RebalanceContext {
     pub(super) state: Arc<Mutex<LoopState>>,
     pub(super) stats: Arc<Stats>,
     pub(super) metrics: Arc<Metrics>,
+    /// The group assigns cooperatively (`kafka::is_cooperative` of the consumer's
+    /// configuration): assignments and revocations are applied incrementally.
+    pub(super) cooperative: bool,
 }
 
 impl ClientContext for RebalanceContext {
@@ -56,7 +59,7 @@ impl RebalanceContext {
     ) {
         info!(
             ?partitions,
-            cooperative = cooperative(consumer),
+            cooperative = self.cooperative,
             "partitions assigned; restoring their accounts from the changelog"
         );
         self.metrics.rebalances.with_label_values(&["assign"]).inc();
@@ -69,12 +72,17 @@ impl RebalanceContext {
         let checkpoints = match restored {
             Ok(c) => c,
             Err(e) => {
-                // Without its state a partition must not be processed: leave it
-                // unassigned; the group will rebalance it again.
+                // Without its state a partition must not be processed: assign nothing
+                // (the callback must still assign, or librdkafka waits for it and the
+                // consumer can neither rebalance nor close); the group will rebalance it
+                // again.
                 error!("restore failed, not taking partitions {partitions:?}: {e:#}");
-                if !cooperative(consumer) {
-                    let _ = consumer.assign(&TopicPartitionList::new());
-                }
+                let _ = kafka::apply_rebalance(
+                    consumer,
+                    self.cooperative,
+                    true,
+                    &TopicPartitionList::new(),
+                );
                 return;
             }
         };
@@ -101,12 +109,7 @@ impl RebalanceContext {
         publish(&mut shared);
         drop(shared);
         // Cooperative: `tpl` holds only the partitions added; the others keep running.
-        let assigned = if cooperative(consumer) {
-            consumer.incremental_assign(tpl)
-        } else {
-            consumer.assign(tpl)
-        };
-        if let Err(e) = assigned {
+        if let Err(e) = kafka::apply_rebalance(consumer, self.cooperative, true, tpl) {
             error!("assign failed: {e}");
         }
         // From the engine's own state: asking the consumer (`assignment()`) from inside
@@ -177,23 +180,9 @@ impl RebalanceContext {
         // Nothing to commit here: every committed batch already wrote its checkpoints,
         // and what this instance polled but did not commit is dropped (`drop_stale`)
         // and read again by the new owner from those checkpoints.
-        let unassigned = if cooperative(consumer) {
-            consumer.incremental_unassign(tpl)
-        } else {
-            consumer.unassign()
-        };
-        if let Err(e) = unassigned {
+        if let Err(e) = kafka::apply_rebalance(consumer, self.cooperative, false, tpl) {
             error!("unassign failed: {e}");
         }
         info!(?now, "partitions owned after the revocation");
     }
-}
-
-/// Whether the group runs the cooperative (incremental) rebalance protocol, where assign and
-/// revoke name only the partitions that move.
-pub(super) fn cooperative(consumer: &BaseConsumer<RebalanceContext>) -> bool {
-    matches!(
-        consumer.rebalance_protocol(),
-        rdkafka::consumer::RebalanceProtocol::Cooperative
-    )
 }

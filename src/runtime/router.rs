@@ -189,6 +189,65 @@ pub fn spawn(
         .expect("router thread")
 }
 
+/// How long the engine waits for the repartition stage to stop at shutdown: its open batch
+/// (a flush of up to 60 s) and leaving its group ([`kafka::CLOSE_WITHIN`]).
+const STOPS_WITHIN: Duration = Duration::from_secs(75);
+
+/// Waits for the repartition stage to stop after shutdown was asked for, at most
+/// [`STOPS_WITHIN`]; a stage still running then is left to the process's exit (what it
+/// routed but did not commit is routed again by the next owner, and the engine drops the
+/// repeats).
+pub fn join(router: JoinHandle<()>) {
+    let started = Instant::now();
+    while !router.is_finished() {
+        if started.elapsed() >= STOPS_WITHIN {
+            warn!("the repartition stage did not stop within {STOPS_WITHIN:?}; leaving it to the process's exit");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if router.join().is_err() {
+        error!("the repartition stage panicked");
+    }
+}
+
+/// A consumer context for the router: librdkafka's log and errors as elsewhere, and
+/// rebalances applied incrementally without asking librdkafka for the protocol (see
+/// [`kafka::apply_rebalance`]; the router's group is always cooperative-sticky).
+struct Routing;
+
+impl rdkafka::client::ClientContext for Routing {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        kafka::librdkafka_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        kafka::librdkafka_error(&error, reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Routing {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::types::RDKafkaRespErr as E;
+        let assign = match err {
+            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => true,
+            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => false,
+            other => {
+                error!("router rebalance error: {other:?}");
+                return;
+            }
+        };
+        if let Err(e) = kafka::apply_rebalance(consumer, true, assign, tpl) {
+            error!("router rebalance (assign: {assign}) failed: {e}");
+        }
+    }
+}
+
 /// Reads the whole profiles topic into `table` up to the end it has now; returns the reader,
 /// assigned to every partition, to keep the table current.
 fn bootstrap(
@@ -258,8 +317,8 @@ fn run(k: &KafkaSettings, shutdown: &AtomicBool, metrics: &Metrics) -> Result<()
     let mut cfg = kafka::consumer_config(k);
     cfg.set("group.id", format!("{}-router", k.group_id))
         .set("partition.assignment.strategy", "cooperative-sticky");
-    let consumer: BaseConsumer<kafka::Quiet> = cfg
-        .create_with_context(kafka::Quiet)
+    let consumer: BaseConsumer<Routing> = cfg
+        .create_with_context(Routing)
         .context("cannot create the router's consumer")?;
     consumer
         .subscribe(&k.topics.inputs())
@@ -336,7 +395,7 @@ fn run(k: &KafkaSettings, shutdown: &AtomicBool, metrics: &Metrics) -> Result<()
             warn!("router offset commit failed (its records are routed again): {e}");
         }
     }
-    consumer.unsubscribe();
+    kafka::close_consumer(consumer, "router", kafka::CLOSE_WITHIN);
     Ok(())
 }
 

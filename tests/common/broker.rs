@@ -112,6 +112,26 @@ fn settings_for(c: &Cluster, delivery: Delivery) -> Settings {
     s
 }
 
+/// How long an in-process engine is given to return after its shutdown flag is set.
+pub const ENGINE_STOPS_WITHIN: Duration = Duration::from_secs(120);
+
+/// Joins a thread, failing the test if it has not finished within `timeout` (a shutdown that
+/// never ends must fail the test, not hang the suite; the thread is left behind).
+pub fn join_within<T>(handle: std::thread::JoinHandle<T>, timeout: Duration, what: &str) -> T {
+    let started = Instant::now();
+    while !handle.is_finished() {
+        assert!(
+            started.elapsed() < timeout,
+            "{what} did not finish within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match handle.join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 pub fn wait_for(what: &str, timeout: Duration, cond: impl Fn() -> bool) {
     let started = Instant::now();
     while !cond() {

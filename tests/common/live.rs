@@ -146,8 +146,54 @@ pub fn read_records(
     out
 }
 
-/// An engine process that is killed if the test fails before it is stopped.
-pub struct ChildEngine(pub std::process::Child);
+/// An engine process that is killed if the test fails before it is stopped, and the file its
+/// log goes to (a scratch file, removed once the process is gone, unless
+/// `CREDIT_SENTINEL_TEST_CHILD_LOG` names one to keep).
+pub struct ChildEngine(pub std::process::Child, ChildLog);
+
+/// Where a child engine's log goes.
+pub struct ChildLog {
+    path: std::path::PathBuf,
+    keep: bool,
+}
+
+impl ChildLog {
+    /// The named file, appended across restarts (one per instance, suffixed with its number,
+    /// when several run at once); otherwise a scratch file of its own.
+    fn open(instance: Option<u32>) -> (ChildLog, std::process::Stdio) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let (path, keep) = match std::env::var_os("CREDIT_SENTINEL_TEST_CHILD_LOG") {
+            Some(mut path) => {
+                if let Some(n) = instance {
+                    path.push(format!(".{n}"));
+                }
+                (std::path::PathBuf::from(path), true)
+            }
+            None => (
+                std::env::temp_dir().join(format!(
+                    "cs-engine-{}-{}.log",
+                    std::process::id(),
+                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                )),
+                false,
+            ),
+        };
+        let stdio = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map(std::process::Stdio::from)
+            .unwrap_or_else(|_| std::process::Stdio::null());
+        (ChildLog { path, keep }, stdio)
+    }
+
+    /// The log's last `lines` lines, for a failure message.
+    pub fn tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
 
 impl Drop for ChildEngine {
     fn drop(&mut self) {
@@ -155,6 +201,39 @@ impl Drop for ChildEngine {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
+        if !self.1.keep {
+            let _ = std::fs::remove_file(&self.1.path);
+        }
+    }
+}
+
+/// How long an engine is given to finish its batch and exit after SIGTERM before the test
+/// kills it and fails (a shutdown that never ends must fail the test, not hang the suite).
+pub const STOP_WITHIN: Duration = Duration::from_secs(120);
+
+/// Sends SIGTERM and waits up to `within` for the engine to exit; past it the engine is
+/// killed and the test fails with the end of the engine's log.
+pub fn sigterm_within(engine: &mut ChildEngine, within: Duration) -> std::process::ExitStatus {
+    let pid = engine.0.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = engine.0.try_wait().expect("wait") {
+            return status;
+        }
+        if started.elapsed() > within {
+            let stacks = thread_stacks(&pid);
+            let _ = engine.0.kill();
+            let _ = engine.0.wait();
+            panic!(
+                "the engine (pid {pid}) did not exit within {within:?} of SIGTERM; its threads:\n{stacks}\nits log ends:\n{}",
+                engine.1.tail(60)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -181,6 +260,7 @@ pub fn child_with(
         Some(n) => format!("{}-{n}", k.transactional_id),
         None => k.transactional_id.clone(),
     };
+    let (log, stderr) = ChildLog::open(instance);
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_credit-sentinel"));
     if !k.properties.is_empty() {
         let file =
@@ -220,26 +300,9 @@ pub fn child_with(
         )
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
-        .stderr(match std::env::var_os("CREDIT_SENTINEL_TEST_CHILD_LOG") {
-            // For diagnosis: the engine's log, appended across restarts (one file per
-            // instance, suffixed with its number, when several run at once).
-            Some(path) => std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(match instance {
-                    Some(n) => {
-                        let mut p = path;
-                        p.push(format!(".{n}"));
-                        p
-                    }
-                    None => path,
-                })
-                .map(std::process::Stdio::from)
-                .unwrap_or_else(|_| std::process::Stdio::null()),
-            None => std::process::Stdio::null(),
-        })
+        .stderr(stderr)
         .spawn()
-        .map(ChildEngine)
+        .map(|process| ChildEngine(process, log))
         .expect("engine process")
 }
 
@@ -957,17 +1020,41 @@ pub fn killed_mid_stream_then_restarted(
     }
 }
 
+/// Every thread's stack of a process, from gdb where the machine has it (for the failure
+/// message of a process that does not stop).
+fn thread_stacks(pid: &str) -> String {
+    match std::process::Command::new("timeout")
+        .args([
+            "60",
+            "gdb",
+            "-p",
+            pid,
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .output()
+    {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with('#') || l.starts_with("Thread "))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Ok(out) => format!(
+            "(gdb could not attach: {})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => format!("(no gdb: {e})"),
+    }
+}
+
 /// SIGTERM: the open batch is finished, then a clean exit.
 pub fn sigterm(mut engine: ChildEngine) {
-    let pid = engine.0.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill -TERM");
-    let status = engine.0.wait().expect("exit");
+    let status = sigterm_within(&mut engine, STOP_WITHIN);
     assert!(
         status.success(),
-        "SIGTERM ends the engine with exit 0, got {status}"
+        "SIGTERM ends the engine with exit 0, got {status}; its log ends:\n{}",
+        engine.1.tail(60)
     );
 }
 
@@ -1087,6 +1174,19 @@ pub fn three_instances_one_killed_one_added(settings: Settings, name: &str) {
     );
     wait_for(
         "the instances to consume every input",
+        Duration::from_secs(300),
+        || checkpointed(&settings, &consumed) == want.input_ends,
+    );
+    // The work can be done before the group has given the added instance anything (its join
+    // waits for the killed member's session to time out, and the others may have consumed
+    // everything by then): wait for its first assignment rather than race it.
+    wait_for(
+        "the added instance to be given partitions and restore them",
+        Duration::from_secs(120),
+        || !restored_by(&settings, added_pid).is_empty(),
+    );
+    wait_for(
+        "the instances to consume every input after the added one took partitions",
         Duration::from_secs(300),
         || checkpointed(&settings, &consumed) == want.input_ends,
     );

@@ -159,6 +159,7 @@ pub fn run(
         stats: Arc::clone(&stats),
         metrics: Arc::clone(&metrics),
         cooperative: kafka::is_cooperative(&config),
+        closing: AtomicBool::new(false),
     };
     let consumer: BaseConsumer<RebalanceContext> = config
         .create_with_context(ctx)
@@ -204,6 +205,7 @@ pub fn run(
     let producer = Arc::clone(&batches.producer);
     drop(batches);
     kafka::drop_within(producer, "engine producer", kafka::CLOSE_WITHIN);
+    consumer.context().closing.store(true, Ordering::Relaxed);
     kafka::close_consumer(consumer, "engine", kafka::CLOSE_WITHIN);
     if let Some(router) = router {
         router::join(router);

@@ -15,6 +15,10 @@ pub(super) struct RebalanceContext {
     /// The group assigns cooperatively (`kafka::is_cooperative` of the consumer's
     /// configuration): assignments and revocations are applied incrementally.
     pub(super) cooperative: bool,
+    /// Set once the engine leaves the group at shutdown: an assignment that still arrives is
+    /// applied as given (librdkafka expects it) but not restored, since nothing is processed
+    /// any more.
+    pub(super) closing: AtomicBool,
 }
 
 impl ClientContext for RebalanceContext {
@@ -57,6 +61,16 @@ impl RebalanceContext {
         partitions: &BTreeSet<i32>,
         tpl: &mut TopicPartitionList,
     ) {
+        if self.closing.load(Ordering::Relaxed) {
+            info!(
+                ?partitions,
+                "partitions assigned while leaving the group: not restored"
+            );
+            if let Err(e) = kafka::apply_rebalance(consumer, self.cooperative, true, tpl) {
+                error!("assign failed: {e}");
+            }
+            return;
+        }
         info!(
             ?partitions,
             cooperative = self.cooperative,

@@ -201,6 +201,7 @@ pub fn run(
     };
     batches.consume()?;
     info!("shutting down: the last batch is committed");
+    let stopping = Instant::now();
     kafka::flush_producer(&batches.producer, Duration::from_secs(30)).ok();
     let producer = Arc::clone(&batches.producer);
     drop(batches);
@@ -210,6 +211,10 @@ pub fn run(
     if let Some(router) = router {
         router::join(router);
     }
+    info!(
+        elapsed_ms = stopping.elapsed().as_millis() as u64,
+        "stopped: clients closed, groups left"
+    );
     Ok(())
 }
 

@@ -234,12 +234,14 @@ impl rdkafka::consumer::ConsumerContext for Routing {
         tpl: &mut TopicPartitionList,
     ) {
         use rdkafka::types::RDKafkaRespErr as E;
+        // As rdkafka's default callback: anything but an assignment unassigns (an error
+        // included, as librdkafka's examples do).
         let assign = match err {
             E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => true,
             E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => false,
             other => {
                 error!("router rebalance error: {other:?}");
-                return;
+                false
             }
         };
         if let Err(e) = kafka::apply_rebalance(consumer, true, assign, tpl) {

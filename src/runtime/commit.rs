@@ -248,7 +248,7 @@ pub(super) fn rewind(
     let assigned: BTreeSet<i32> = sh.parts.keys().copied().collect();
     let started = Instant::now();
     let checkpoints = loop {
-        match restore_partitions(settings, sh, &assigned, stats, metrics) {
+        match restore_partitions(settings, sh, &assigned, stats, metrics, shutdown) {
             Ok(c) => break c,
             Err(e) if started.elapsed() >= REWIND_GIVES_UP_AFTER => {
                 return Err(e.context(format!(

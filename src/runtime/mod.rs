@@ -160,6 +160,7 @@ pub fn run(
         metrics: Arc::clone(&metrics),
         cooperative: kafka::is_cooperative(&config),
         closing: AtomicBool::new(false),
+        shutdown: Arc::clone(&shutdown),
     };
     let consumer: BaseConsumer<RebalanceContext> = config
         .create_with_context(ctx)

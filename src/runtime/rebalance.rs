@@ -19,6 +19,9 @@ pub(super) struct RebalanceContext {
     /// applied as given (librdkafka expects it) but not restored, since nothing is processed
     /// any more.
     pub(super) closing: AtomicBool,
+    /// Set by SIGTERM: a restore under way stops (its partitions are not taken), and a failed
+    /// one is not tried again.
+    pub(super) shutdown: Arc<AtomicBool>,
 }
 
 impl ClientContext for RebalanceContext {
@@ -90,7 +93,11 @@ impl RebalanceContext {
                 // (the callback must still assign, or librdkafka waits for it and the
                 // consumer can neither rebalance nor close); the group will rebalance it
                 // again.
-                error!("restore failed, not taking partitions {partitions:?}: {e:#}");
+                if self.shutdown.load(Ordering::Relaxed) {
+                    info!("shutting down: not taking partitions {partitions:?} ({e:#})");
+                } else {
+                    error!("restore failed, not taking partitions {partitions:?}: {e:#}");
+                }
                 let _ = kafka::apply_rebalance(
                     consumer,
                     self.cooperative,
@@ -142,7 +149,8 @@ impl RebalanceContext {
     }
 
     /// Restores `partitions`, retrying a failed restore (broker trouble): without their state
-    /// these partitions cannot be processed, and nothing else would hand them back.
+    /// these partitions cannot be processed, and nothing else would hand them back. Not once
+    /// shutdown is asked for: the next owner restores them.
     fn restore(
         &self,
         shared: &mut LoopState,
@@ -157,8 +165,9 @@ impl RebalanceContext {
                 partitions,
                 &self.stats,
                 &self.metrics,
+                &self.shutdown,
             ) {
-                Err(e) if attempt < 30 => {
+                Err(e) if attempt < 30 && !self.shutdown.load(Ordering::Relaxed) => {
                     warn!("restore failed (attempt {attempt}), retrying: {e:#}");
                     std::thread::sleep(Duration::from_secs(1));
                 }

@@ -101,14 +101,15 @@ struct ChangelogRead {
 }
 
 /// Reads the assigned changelog partitions up to this restore's fence in each: checkpoints
-/// into `read`, every snapshot to `take` with the worker that restores its partition.
+/// into `read`, every snapshot to `take` with the worker that restores its partition. Fails
+/// at once when `shutdown` is set (SIGTERM does not wait for a restore).
 fn read_to_fences(
     reader: &BaseConsumer<kafka::Quiet>,
     topic: &str,
-    tpl: &TopicPartitionList,
     partitions: &BTreeSet<i32>,
     token: &str,
     read: &mut ChangelogRead,
+    shutdown: &AtomicBool,
     mut take: impl FnMut(usize, (i32, String, Vec<u8>)),
 ) -> Result<()> {
     let workers = read.workers;
@@ -116,11 +117,18 @@ fn read_to_fences(
     if partitions.is_empty() {
         return Ok(());
     }
-    reader.assign(tpl)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    reader.assign(&tpl)?;
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut fenced: BTreeSet<i32> = BTreeSet::new();
     let mut polls = 0u32;
     while fenced.len() < partitions.len() {
+        if shutdown.load(Ordering::Relaxed) {
+            anyhow::bail!("shut down during the restore");
+        }
         polls = polls.wrapping_add(1);
         let polled = reader.poll(Duration::from_millis(500));
         if (polled.is_none() || polls % 256 == 0) && Instant::now() > deadline {
@@ -175,16 +183,13 @@ pub(super) fn restore_partitions(
     partitions: &BTreeSet<i32>,
     stats: &Stats,
     metrics: &Metrics,
+    shutdown: &AtomicBool,
 ) -> Result<BTreeMap<i32, Checkpoint>> {
     let k = &settings.kafka;
     let topic = &k.topics.changelog;
     let token = fence_token();
     write_fences(k, partitions, &token)?;
     let reader = changelog_reader(k)?;
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
-    }
     let mut log = ChangelogRead::default();
     for p in partitions {
         shared.parts.remove(p);
@@ -215,10 +220,10 @@ pub(super) fn restore_partitions(
         let outcome = read_to_fences(
             &reader,
             topic,
-            &tpl,
             partitions,
             &token,
             &mut log,
+            shutdown,
             |w, chunk| {
                 chunks[w].push(chunk);
                 if chunks[w].len() >= CHUNK {
@@ -314,6 +319,7 @@ pub fn restore_changelog(settings: &Settings, partitions: &BTreeSet<i32>) -> Res
         partitions,
         &Stats::default(),
         &Metrics::default(),
+        &AtomicBool::new(false),
     )?;
     Ok(shared.parts.into_values().map(|p| p.engine).collect())
 }

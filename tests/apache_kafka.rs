@@ -219,6 +219,75 @@ fn a_paused_instance_that_lost_its_partitions_writes_nothing_after_the_new_owner
     assert_equals_replay(&settings, &want, Repeats::Forbidden);
 }
 
+/// SIGTERM does not wait for a restore. A new owner's restore reads the changelog
+/// read_committed up to a fence it wrote, so it is held at a dead instance's open transaction
+/// until the coordinator aborts it (the engine's transaction timeout, 60 s): SIGTERM while it
+/// is held stops the restore at once, the partitions are not taken, and the engine exits 0.
+/// Had the restore been waited for, the engine would have taken the partitions and never
+/// logged that it did not.
+#[test]
+fn sigterm_during_a_restore_held_at_an_open_transaction_stops_it() {
+    let _alone = alone();
+    let cluster = ApacheKafka::single();
+    let settings = settings_on(&cluster, Delivery::ExactlyOnce, "eos-term-restore", &[]);
+    let (_groups, rest) = groups_applied(&settings, "exactly_once", traffic_lines(40, 60, 41));
+    let mut dead = child_instance(&settings, "exactly_once", Some(1));
+    let feeding = produce_paced(&settings, &rest, 150);
+    wait_for_progress(&settings, "the first decisions", 0, 20);
+    // Stopped with snapshots or checkpoints in its open transaction: the changelog itself is
+    // held (a transaction with only outputs in it would not hold a restore).
+    let changelog = &settings.kafka.topics.changelog;
+    let held = (0..100).any(|_| {
+        let caught = stop_in(&dead, &settings, Some(Phase::OpenTransaction), 300);
+        let held = caught == Phase::OpenTransaction && open_transaction_on(&settings, &[changelog]);
+        if !held {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &dead.0.id().to_string()])
+                .status();
+        }
+        held
+    });
+    assert!(
+        held,
+        "the instance was stopped with the changelog in an open transaction"
+    );
+    dead.0.kill().expect("SIGKILL");
+    dead.0.wait().expect("reaped");
+    feeding.join().expect("producer");
+
+    // Another instance (its own transactional id, so nothing fences the dead one's
+    // transaction) is given the partitions once the dead member's session times out.
+    let mut owner = child_instance(&settings, "exactly_once", Some(2));
+    // "partitions={0, 1, 2}", not an empty first assignment's "partitions={}".
+    let some_partitions = |l: &str, what: &str| {
+        l.split_once(what)
+            .is_some_and(|(_, rest)| rest.starts_with(|c: char| c.is_ascii_digit()))
+    };
+    wait_for(
+        "the new owner to start restoring",
+        Duration::from_secs(120),
+        || {
+            owner.1.has_line(|l| {
+                l.contains("partitions assigned; restoring") && some_partitions(l, "partitions={")
+            })
+        },
+    );
+    let status = sigterm_within(&mut owner, STOP_WITHIN);
+    assert!(status.success(), "exit 0 after SIGTERM, got {status}");
+    assert!(
+        owner.1.contains("shutting down: not taking partitions"),
+        "the restore was stopped, not waited for; the engine's log ends:\n{}",
+        owner.1.tail(30)
+    );
+    assert!(
+        !owner
+            .1
+            .has_line(|l| some_partitions(l, "partitions owned after the assignment now={")),
+        "no partition was taken; the engine's log ends:\n{}",
+        owner.1.tail(30)
+    );
+}
+
 /// The log cleaner's progress per changelog partition (`cleaner-offset-checkpoint`): the
 /// offset up to which compaction has cleaned it.
 fn cleaned_up_to(cluster: &ApacheKafka, topic: &str) -> Vec<i64> {

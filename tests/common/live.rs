@@ -182,7 +182,7 @@ pub fn read_records_as<T>(
 /// An engine process that is killed if the test fails before it is stopped, and the file its
 /// log goes to (a scratch file, removed once the process is gone, unless
 /// `CREDIT_SENTINEL_TEST_CHILD_LOG` names one to keep).
-pub struct ChildEngine(pub std::process::Child, ChildLog);
+pub struct ChildEngine(pub std::process::Child, pub ChildLog);
 
 /// Where a child engine's log goes.
 pub struct ChildLog {
@@ -218,6 +218,16 @@ impl ChildLog {
             .map(std::process::Stdio::from)
             .unwrap_or_else(|_| std::process::Stdio::null());
         (ChildLog { path, keep }, stdio)
+    }
+
+    /// Whether the log has a line containing `text` so far.
+    pub fn contains(&self, text: &str) -> bool {
+        self.has_line(|l| l.contains(text))
+    }
+
+    /// Whether the log has a line `matches` so far.
+    pub fn has_line(&self, matches: impl Fn(&str) -> bool) -> bool {
+        std::fs::read_to_string(&self.path).is_ok_and(|log| log.lines().any(matches))
     }
 
     /// The log's last `lines` lines, for a failure message.
@@ -855,12 +865,17 @@ pub enum Phase {
 /// a read_committed client's end offsets (the last stable offset) lag a read_uncommitted one's.
 pub fn open_transaction(settings: &Settings) -> bool {
     let t = &settings.kafka.topics;
+    open_transaction_on(settings, &[&t.decisions, &t.alerts, &t.changelog])
+}
+
+/// Whether a transaction holds records not yet committed on a partition of `topics`.
+pub fn open_transaction_on(settings: &Settings, topics: &[&String]) -> bool {
     let ends = |isolation: &str| -> Vec<i64> {
         let mut cfg = runtime::client_config(&settings.kafka);
         cfg.set("group.id", "test-phase")
             .set("isolation.level", isolation);
         let c: BaseConsumer = cfg.create().expect("watermarks");
-        [&t.decisions, &t.alerts, &t.changelog]
+        topics
             .iter()
             .flat_map(|topic| {
                 let c = &c;

@@ -130,7 +130,10 @@ impl LoopState {
     }
 }
 
-/// Runs the engine on Kafka until `shutdown` is set. Returns after the open batch is committed.
+/// Runs the engine on Kafka until `shutdown` is set. Returns after the open batch is committed
+/// and the clients are closed (each within a bound); on an error that ends the batch loop
+/// (fenced, a restore that kept failing), after closing them too, and with `shutdown` set so
+/// that the repartition stage stops.
 pub fn run(
     settings: Settings,
     shutdown: Arc<AtomicBool>,
@@ -200,8 +203,14 @@ pub fn run(
         last_tick: Instant::now(),
         last_lag: Instant::now(),
     };
-    batches.consume()?;
-    info!("shutting down: the last batch is committed");
+    let consumed = batches.consume();
+    match &consumed {
+        Ok(()) => info!("shutting down: the last batch is committed"),
+        // Fenced, or a restore that kept failing: the clients are closed the same bounded
+        // way before the error is returned, and the repartition stage is told to stop.
+        Err(_) => warn!("stopping on an error (returned below); closing the clients first"),
+    }
+    shutdown.store(true, Ordering::Relaxed);
     let stopping = Instant::now();
     kafka::flush_producer(&batches.producer, Duration::from_secs(30)).ok();
     let producer = Arc::clone(&batches.producer);
@@ -216,7 +225,7 @@ pub fn run(
         elapsed_ms = stopping.elapsed().as_millis() as u64,
         "stopped: clients closed, groups left"
     );
-    Ok(())
+    consumed
 }
 
 /// A new engine producer whose client errors are counted; `None` when shut down while waiting.

@@ -162,13 +162,6 @@ fn a_paused_instance_that_lost_its_partitions_writes_nothing_after_the_new_owner
     // Paused with produced records in an open transaction: when it wakes, it holds a batch it
     // believes it may commit.
     let caught = stop_in(&zombie, &settings, Some(Phase::OpenTransaction), 300);
-    let pid = zombie.0.id().to_string();
-    let signal = |s: &str| {
-        std::process::Command::new("kill")
-            .args([s, &pid])
-            .status()
-            .expect("kill");
-    };
     assert_eq!(
         caught,
         Phase::OpenTransaction,
@@ -195,7 +188,7 @@ fn a_paused_instance_that_lost_its_partitions_writes_nothing_after_the_new_owner
         "the new owner restored every partition"
     );
     // The zombie wakes up in the middle of its batch.
-    signal("-CONT");
+    zombie.signal("-CONT");
     let woke = Instant::now();
     let mut zombie_exit = None;
     while woke.elapsed() < Duration::from_secs(30) {
@@ -241,9 +234,7 @@ fn sigterm_during_a_restore_held_at_an_open_transaction_stops_it() {
         let caught = stop_in(&dead, &settings, Some(Phase::OpenTransaction), 300);
         let held = caught == Phase::OpenTransaction && open_transaction_on(&settings, &[changelog]);
         if !held {
-            let _ = std::process::Command::new("kill")
-                .args(["-CONT", &dead.0.id().to_string()])
-                .status();
+            dead.signal("-CONT");
         }
         held
     });

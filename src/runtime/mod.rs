@@ -162,7 +162,6 @@ pub fn run(
         stats: Arc::clone(&stats),
         metrics: Arc::clone(&metrics),
         cooperative: kafka::is_cooperative(&config),
-        closing: AtomicBool::new(false),
         shutdown: Arc::clone(&shutdown),
     };
     let consumer: BaseConsumer<RebalanceContext> = config
@@ -216,7 +215,6 @@ pub fn run(
     let producer = Arc::clone(&batches.producer);
     drop(batches);
     kafka::drop_within(producer, "engine producer", kafka::CLOSE_WITHIN);
-    consumer.context().closing.store(true, Ordering::Relaxed);
     kafka::close_consumer(consumer, "engine", kafka::CLOSE_WITHIN);
     if let Some(router) = router {
         router::join(router);

@@ -15,12 +15,10 @@ pub(super) struct RebalanceContext {
     /// The group assigns cooperatively (`kafka::is_cooperative` of the consumer's
     /// configuration): assignments and revocations are applied incrementally.
     pub(super) cooperative: bool,
-    /// Set once the engine leaves the group at shutdown: an assignment that still arrives is
-    /// applied as given (librdkafka expects it) but not restored, since nothing is processed
-    /// any more.
-    pub(super) closing: AtomicBool,
-    /// Set by SIGTERM: a restore under way stops (its partitions are not taken), and a failed
-    /// one is not tried again.
+    /// Set by SIGTERM (and before the engine leaves its group): an assignment that arrives
+    /// then is applied as given (librdkafka expects it) but not restored, since nothing is
+    /// processed any more; a restore under way stops (its partitions are not taken), and a
+    /// failed one is not tried again.
     pub(super) shutdown: Arc<AtomicBool>,
 }
 
@@ -64,10 +62,10 @@ impl RebalanceContext {
         partitions: &BTreeSet<i32>,
         tpl: &mut TopicPartitionList,
     ) {
-        if self.closing.load(Ordering::Relaxed) {
+        if self.shutdown.load(Ordering::Relaxed) {
             info!(
                 ?partitions,
-                "partitions assigned while leaving the group: not restored"
+                "partitions assigned while shutting down: not restored"
             );
             if let Err(e) = kafka::apply_rebalance(consumer, self.cooperative, true, tpl) {
                 error!("assign failed: {e}");

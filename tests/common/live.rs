@@ -238,6 +238,16 @@ impl ChildLog {
     }
 }
 
+impl ChildEngine {
+    /// Sends `signal` (`-TERM`, `-STOP`, `-CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        std::process::Command::new("kill")
+            .args([signal, &self.0.id().to_string()])
+            .status()
+            .expect("kill");
+    }
+}
+
 impl Drop for ChildEngine {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
@@ -258,10 +268,7 @@ pub const STOP_WITHIN: Duration = Duration::from_secs(120);
 /// killed and the test fails with the end of the engine's log.
 pub fn sigterm_within(engine: &mut ChildEngine, within: Duration) -> std::process::ExitStatus {
     let pid = engine.0.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill -TERM");
+    engine.signal("-TERM");
     let started = Instant::now();
     loop {
         if let Some(status) = engine.0.try_wait().expect("wait") {
@@ -909,16 +916,9 @@ pub fn stop_in(
     want: Option<Phase>,
     tries: u64,
 ) -> Phase {
-    let pid = engine.0.id().to_string();
-    let signal = |s: &str| {
-        std::process::Command::new("kill")
-            .args([s, &pid])
-            .status()
-            .expect("kill");
-    };
     let mut phase = Phase::NoOpenTransaction;
     for attempt in 0..tries {
-        signal("-STOP");
+        engine.signal("-STOP");
         phase = if open_transaction(settings) {
             Phase::OpenTransaction
         } else {
@@ -927,7 +927,7 @@ pub fn stop_in(
         if want.is_none_or(|w| w == phase) {
             break;
         }
-        signal("-CONT");
+        engine.signal("-CONT");
         std::thread::sleep(Duration::from_millis(3 + (attempt % 7) * 5));
     }
     phase

@@ -201,6 +201,8 @@ pub fn run(
         paused: false,
         last_tick: Instant::now(),
         last_lag: Instant::now(),
+        last_publish: Instant::now(),
+        publish_owed: false,
     };
     let consumed = batches.consume();
     match &consumed {
@@ -258,7 +260,18 @@ struct BatchLoop<'a> {
     paused: bool,
     last_tick: Instant,
     last_lag: Instant,
+    /// When the readers' model was last published to.
+    last_publish: Instant,
+    /// A commit was not published yet (a backlog: see [`PUBLISH_IN_A_BACKLOG_EVERY`]).
+    publish_owed: bool,
 }
+
+/// How often the readers' model is published to while the engine works through a backlog
+/// (batches that come full): every commit's changes are copied to it otherwise. An account
+/// changed by twenty batches in a row is then copied once, not twenty times; readers see the
+/// committed state at most this much late, and as soon as the backlog is worked off (a batch
+/// that does not come full, or a poll that finds nothing) they are caught up.
+const PUBLISH_IN_A_BACKLOG_EVERY: Duration = Duration::from_millis(100);
 
 /// What one poll read, reused from batch to batch: the messages, when each was read, the
 /// rebalance generation it was read in, and (filled in while processing) the read times of the
@@ -305,6 +318,11 @@ impl<'a> BatchLoop<'a> {
             let tick_due =
                 k.tick_ms > 0 && self.last_tick.elapsed() >= Duration::from_millis(k.tick_ms);
             if polled.messages.is_empty() && !tick_due {
+                if self.publish_owed {
+                    // Nothing more to read: readers catch up with the last commits.
+                    let mut guard = self.lock()?;
+                    self.publish_now(&mut guard);
+                }
                 continue;
             }
             if tick_due {
@@ -438,14 +456,20 @@ impl<'a> BatchLoop<'a> {
         )
     }
 
-    /// After a commit: readers and the console see what it changed, and it is counted.
-    fn committed(&self, sh: &mut LoopState, changes: Changes, polled: &Polled<'_>) {
+    /// After a commit: readers and the console see what it changed (in a backlog, readers at
+    /// most [`PUBLISH_IN_A_BACKLOG_EVERY`] later), and it is counted.
+    fn committed(&mut self, sh: &mut LoopState, changes: Changes, polled: &Polled<'_>) {
         for (p, (accounts, groups)) in changes {
             let c = sh.unpublished.changed.entry(p).or_default();
             c.0.extend(accounts);
             c.1.extend(groups);
         }
-        publish(sh);
+        let backlog = polled.messages.len() >= self.settings.kafka.batch_max_messages;
+        if !backlog || self.last_publish.elapsed() >= PUBLISH_IN_A_BACKLOG_EVERY {
+            self.publish_now(sh);
+        } else {
+            self.publish_owed = true;
+        }
         if let Some(feed) = &self.options.feed {
             feed.publish(&mut sh.pending);
         }
@@ -465,6 +489,13 @@ impl<'a> BatchLoop<'a> {
                 .decision_latency
                 .observe(now.duration_since(*t).as_secs_f64());
         }
+    }
+
+    /// Publishes what committed since the last publish to the readers' model.
+    fn publish_now(&mut self, sh: &mut LoopState) {
+        publish(sh);
+        self.last_publish = Instant::now();
+        self.publish_owed = false;
     }
 
     /// After a failed batch: its transaction aborted, the producer replaced when it cannot be

@@ -280,6 +280,68 @@ fn a_restarted_engine_restores_its_state_and_resumes_at_its_checkpoints() {
     );
 }
 
+/// Changelog cadence (at_least_once, `kafka.changelog_interval_ms`): working through a
+/// backlog in batches that come full, the engine writes its snapshots and checkpoints far less
+/// often than once per batch; a clean stop in the middle of the backlog writes what is pending,
+/// so the restart re-reads nothing and the decisions across it equal one uninterrupted replay.
+#[test]
+fn a_backlog_writes_its_changelog_once_per_interval_and_a_clean_stop_writes_what_is_pending() {
+    let (_cluster, mut settings) = cluster(Delivery::AtLeastOnce);
+    settings.kafka.batch_max_messages = 8;
+    // Longer than the run: only a batch that does not come full, an empty poll and the stop
+    // write the changelog.
+    settings.kafka.changelog_interval_ms = 600_000;
+    let lines = traffic_lines(40, 90, 5);
+    send(&settings, &lines);
+    let running = start(&settings);
+    let stats = Arc::clone(&running.stats);
+    wait_for("a quarter of the backlog", Duration::from_secs(120), || {
+        stats.events.load(Ordering::Relaxed) as usize >= lines.len() / 4
+    });
+    let mut positions = stop(running);
+    let (applied, batches) = (
+        stats.events.load(Ordering::Relaxed) as usize,
+        stats.batches.load(Ordering::Relaxed),
+    );
+    assert!(
+        applied < lines.len(),
+        "stopped in the middle of the backlog"
+    );
+    let checkpoints = read_partitions(&settings, &settings.kafka.topics.changelog)
+        .values()
+        .flatten()
+        .filter(|(k, _)| k.as_deref().is_some_and(|k| k.starts_with("c/")))
+        .count() as u64;
+    assert!(
+        batches >= 20 && checkpoints * 4 < batches,
+        "the backlog's {batches} batches wrote {checkpoints} checkpoints"
+    );
+    eprintln!("{batches} batches of the backlog ({applied} events) wrote {checkpoints} checkpoints before the stop");
+
+    let running = start(&settings);
+    let stats = Arc::clone(&running.stats);
+    let rest = lines.len() - applied;
+    wait_for("the rest of the backlog", Duration::from_secs(120), || {
+        stats.events.load(Ordering::Relaxed) as usize >= rest
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        stats.events.load(Ordering::Relaxed) as usize,
+        rest,
+        "the stop wrote what was pending: resumed at its checkpoints, nothing re-read"
+    );
+    positions.extend(stop(running));
+    let record = applied_inputs(&settings, &positions);
+    let (want, _, _) = replay_per_partition(&settings, &record);
+    let got = read_topic(&settings, &settings.kafka.topics.decisions);
+    assert!(
+        got == want,
+        "decisions across the restart equal one uninterrupted replay ({} vs {})",
+        got.len(),
+        want.len()
+    );
+}
+
 #[test]
 fn three_instances_one_killed_one_added_at_least_once() {
     let (_cluster, settings) = cluster(Delivery::AtLeastOnce);

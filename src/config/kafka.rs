@@ -65,6 +65,8 @@ pub struct RawKafka {
     pub repartition: bool,
     pub batch_max_messages: usize,
     pub batch_max_ms: u64,
+    #[serde(default = "default_changelog_interval_ms")]
+    pub changelog_interval_ms: u64,
     pub tick_ms: u64,
     pub linger_ms: u64,
     pub retry_backoff_min_ms: u64,
@@ -74,6 +76,10 @@ pub struct RawKafka {
     pub topics: Topics,
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+fn default_changelog_interval_ms() -> u64 {
+    100
 }
 
 /// How outputs and offsets are committed.
@@ -106,6 +112,9 @@ pub struct KafkaSettings {
     pub repartition: bool,
     pub batch_max_messages: usize,
     pub batch_max_ms: u64,
+    /// at_least_once, in a backlog (batches that come full): snapshots and checkpoints are
+    /// written at most this often (0: with every batch). ARCHITECTURE.md, "Changelog cadence".
+    pub changelog_interval_ms: u64,
     pub tick_ms: u64,
     pub linger_ms: u64,
     pub retry_backoff_min_ms: u64,
@@ -218,6 +227,7 @@ pub(super) fn validate_kafka(k: &RawKafka) -> Result<KafkaSettings, ConfigError>
         repartition: k.repartition,
         batch_max_messages: k.batch_max_messages,
         batch_max_ms: k.batch_max_ms,
+        changelog_interval_ms: k.changelog_interval_ms,
         tick_ms: k.tick_ms,
         linger_ms: k.linger_ms,
         retry_backoff_min_ms: k.retry_backoff_min_ms.max(1),

@@ -14,6 +14,11 @@ use super::*;
 /// transaction (ARCHITECTURE.md: correctness does not rest on the broker alone). Without
 /// this, a restore that sees an aborted transaction's checkpoint (librdkafka's mock cluster
 /// shows them to `read_committed` readers) resumed after outputs that were never written.
+///
+/// In at_least_once with [`Changelog::Later`] (a backlog), only the outputs are acknowledged:
+/// the batch's partitions join `unlogged` and its changed accounts stay marked in their
+/// engines, for the next batch that writes the changelog (or [`write_changelog`]); nothing is
+/// returned for the readers until then.
 pub(super) fn commit_batch(
     sh: &mut LoopState,
     touched: BTreeSet<i32>,
@@ -21,41 +26,25 @@ pub(super) fn commit_batch(
     out: &RecordSink<'_>,
     consumer: &BaseConsumer<RebalanceContext>,
     k: &KafkaSettings,
-    points: bool,
+    (points, log): (bool, Changelog),
 ) -> Result<Changes> {
     let started = Instant::now();
     let span = tracing::debug_span!("commit", snapshots = tracing::field::Empty).entered();
-    let timed = |step: &str, since: Instant| {
-        out.metrics
-            .flush_duration
-            .with_label_values(&[step])
-            .observe(since.elapsed().as_secs_f64());
-    };
-    // Every record sent so far acknowledged, none failed (a failure is rolled back and the
-    // batch retried from the checkpoint, never skipped).
-    let acknowledged = |what: &str| -> Result<()> {
-        let _flush = tracing::debug_span!("flush", step = what).entered();
-        let flushing = Instant::now();
-        kafka::flush_producer(out.producer, Duration::from_secs(30))
-            .with_context(|| format!("{what} not acknowledged"))?;
-        timed(what, flushing);
-        let failed = out.producer.context().failed_in_batch();
-        if failed > 0 {
-            anyhow::bail!(
-                "{failed} record(s) not delivered before the {what} were acknowledged; last error: {}",
-                out.producer.context().last_error()
-            );
+    acknowledged(out, "outputs")?;
+    sh.unlogged.extend(touched);
+    let changes = if log == Changelog::Later && k.delivery == Delivery::AtLeastOnce {
+        Changes::new()
+    } else {
+        let touched = std::mem::take(&mut sh.unlogged);
+        let changelog = &k.topics.changelog;
+        let (changes, snapshots) = write_snapshots(sh, out, changelog, points)?;
+        span.record("snapshots", snapshots);
+        if snapshots > 0 {
+            acknowledged(out, "snapshots")?;
         }
-        Ok(())
+        write_checkpoints(sh, &touched, out, changelog)?;
+        changes
     };
-    acknowledged("outputs")?;
-    let changelog = &k.topics.changelog;
-    let (changes, snapshots) = write_snapshots(sh, out, changelog, points)?;
-    span.record("snapshots", snapshots);
-    if snapshots > 0 {
-        acknowledged("snapshots")?;
-    }
-    write_checkpoints(sh, &touched, out, changelog)?;
     let offsets = consumed_offsets(batch)?;
     match k.delivery {
         Delivery::ExactlyOnce => {
@@ -73,7 +62,7 @@ pub(super) fn commit_batch(
             let flushing = Instant::now();
             kafka::flush_producer(out.producer, Duration::from_secs(30))
                 .context("checkpoints not acknowledged")?;
-            timed("checkpoints", flushing);
+            flushed(out, "checkpoints", flushing);
             drop(flush);
             let _commit = tracing::debug_span!("commit_transaction").entered();
             out.producer
@@ -81,7 +70,9 @@ pub(super) fn commit_batch(
                 .context("commit failed")?;
         }
         Delivery::AtLeastOnce => {
-            acknowledged("checkpoints")?;
+            if sh.unlogged.is_empty() {
+                acknowledged(out, "checkpoints")?;
+            }
             if offsets.count() > 0 {
                 // Group offsets are for lag monitoring; restore uses the checkpoints.
                 if let Err(e) = consumer.commit(&offsets, rdkafka::consumer::CommitMode::Async) {
@@ -96,6 +87,69 @@ pub(super) fn commit_batch(
     Ok(changes)
 }
 
+/// When a batch writes its snapshots and checkpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Changelog {
+    /// With the batch (always in exactly_once).
+    Now,
+    /// at_least_once, in a backlog: with a later batch.
+    Later,
+}
+
+/// Records how long a flush step took.
+fn flushed(out: &RecordSink<'_>, step: &str, since: Instant) {
+    out.metrics
+        .flush_duration
+        .with_label_values(&[step])
+        .observe(since.elapsed().as_secs_f64());
+}
+
+/// Waits until every record sent so far is acknowledged, none failed (a failure is rolled back
+/// and the batch retried from the checkpoint, never skipped).
+fn acknowledged(out: &RecordSink<'_>, what: &str) -> Result<()> {
+    let _flush = tracing::debug_span!("flush", step = what).entered();
+    let flushing = Instant::now();
+    kafka::flush_producer(out.producer, Duration::from_secs(30))
+        .with_context(|| format!("{what} not acknowledged"))?;
+    flushed(out, what, flushing);
+    let failed = out.producer.context().failed_in_batch();
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} record(s) not delivered before the {what} were acknowledged; last error: {}",
+            out.producer.context().last_error()
+        );
+    }
+    Ok(())
+}
+
+/// Writes what at_least_once batches left pending (the snapshots of the accounts their
+/// partitions' engines still mark changed, then the checkpoints of `unlogged`), each step
+/// acknowledged; with `only`, for those partitions alone. Returns what changed, per partition.
+pub(super) fn write_changelog(
+    sh: &mut LoopState,
+    out: &RecordSink<'_>,
+    only: Option<&BTreeSet<i32>>,
+) -> Result<Changes> {
+    let touched: BTreeSet<i32> = match only {
+        Some(ps) => sh.unlogged.intersection(ps).copied().collect(),
+        None => sh.unlogged.clone(),
+    };
+    if touched.is_empty() {
+        return Ok(Changes::new());
+    }
+    let changelog = &out.k.topics.changelog;
+    let (changes, snapshots) = write_snapshots_of(sh, out, changelog, false, &touched)?;
+    if snapshots > 0 {
+        acknowledged(out, "snapshots")?;
+    }
+    write_checkpoints(sh, &touched, out, changelog)?;
+    acknowledged(out, "checkpoints")?;
+    for p in &touched {
+        sh.unlogged.remove(p);
+    }
+    Ok(changes)
+}
+
 /// Writes a snapshot of every account and group the batch changed to its changelog partition
 /// (with `points`, notes each changed account's utilization for the console); returns what
 /// changed, per partition, and how many snapshots were sent.
@@ -105,9 +159,21 @@ fn write_snapshots(
     changelog: &str,
     points: bool,
 ) -> Result<(Changes, usize)> {
+    let every: BTreeSet<i32> = sh.parts.keys().copied().collect();
+    write_snapshots_of(sh, out, changelog, points, &every)
+}
+
+/// [`write_snapshots`], for the partitions of `which` only.
+fn write_snapshots_of(
+    sh: &mut LoopState,
+    out: &RecordSink<'_>,
+    changelog: &str,
+    points: bool,
+    which: &BTreeSet<i32>,
+) -> Result<(Changes, usize)> {
     let mut changes = Changes::new();
     let mut snapshots = 0usize;
-    for (p, part) in sh.parts.iter_mut() {
+    for (p, part) in sh.parts.iter_mut().filter(|(p, _)| which.contains(p)) {
         let (accounts, groups) = part.engine.take_changed();
         for g in &groups {
             if let Some((key, value)) = state::encode_group(&part.engine, g) {
@@ -245,6 +311,8 @@ pub(super) fn rewind(
     shutdown: &AtomicBool,
 ) -> Result<()> {
     let _span = tracing::debug_span!("rewind").entered();
+    // Every partition goes back to its checkpoint: nothing is pending any more.
+    sh.unlogged.clear();
     let assigned: BTreeSet<i32> = sh.parts.keys().copied().collect();
     let started = Instant::now();
     let checkpoints = loop {

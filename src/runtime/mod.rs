@@ -56,7 +56,7 @@ use crate::model::*;
 use crate::state::{self, StateRecord};
 use anyhow::{Context as _, Result};
 use batch::{process_batch, Applying, Batch};
-use commit::{commit_batch, rewind, ProducerStuck};
+use commit::{commit_batch, rewind, Changelog, ProducerStuck};
 pub use kafka::{
     client_config, consumer_config, create_producer, flush_producer, is_secret, poll_batch,
     producer_config, send_record, Deliveries, EngineProducer,
@@ -115,6 +115,10 @@ struct LoopState {
     pending: crate::feed::BatchFeed,
     /// What committed and readers do not see yet.
     unpublished: Unpublished,
+    /// at_least_once: the partitions whose latest batches wrote no snapshot or checkpoint yet
+    /// (a backlog: see `kafka.changelog_interval_ms`); their changed accounts wait in their
+    /// engines for the next changelog write.
+    unlogged: BTreeSet<i32>,
     /// The readers' model (`StateHandle`), published to after each commit.
     published: Arc<Published>,
 }
@@ -202,6 +206,7 @@ pub fn run(
         last_tick: Instant::now(),
         last_lag: Instant::now(),
         last_publish: Instant::now(),
+        last_changelog: Instant::now(),
         publish_owed: false,
     };
     let consumed = batches.consume();
@@ -262,6 +267,8 @@ struct BatchLoop<'a> {
     last_lag: Instant,
     /// When the readers' model was last published to.
     last_publish: Instant,
+    /// When snapshots and checkpoints were last written (at_least_once).
+    last_changelog: Instant,
     /// A commit was not published yet (a backlog: see [`PUBLISH_IN_A_BACKLOG_EVERY`]).
     publish_owed: bool,
 }
@@ -318,8 +325,10 @@ impl<'a> BatchLoop<'a> {
             let tick_due =
                 k.tick_ms > 0 && self.last_tick.elapsed() >= Duration::from_millis(k.tick_ms);
             if polled.messages.is_empty() && !tick_due {
+                // Nothing more to read: the changelog and the readers catch up with the last
+                // batches.
+                self.write_pending_changelog()?;
                 if self.publish_owed {
-                    // Nothing more to read: readers catch up with the last commits.
                     let mut guard = self.lock()?;
                     self.publish_now(&mut guard);
                 }
@@ -346,8 +355,14 @@ impl<'a> BatchLoop<'a> {
                 otel.status_code = tracing::field::Empty,
             );
             let _batch_entered = batch_span.enter();
+            let busy = Instant::now();
             match self.apply_and_commit(&mut guard, &mut polled, tick_due, &mut outputs) {
-                Ok(changes) => self.committed(&mut guard, changes, &polled),
+                Ok(changes) => {
+                    self.committed(&mut guard, changes, &polled);
+                    self.stats
+                        .busy_ns
+                        .fetch_add(busy.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                }
                 Err(e) => {
                     batch_span.record("otel.status_code", "ERROR");
                     if !self.recover(guard, e)? {
@@ -355,6 +370,10 @@ impl<'a> BatchLoop<'a> {
                     }
                 }
             }
+        }
+        // A clean stop: a restart resumes where this instance stopped.
+        if let Err(e) = self.write_pending_changelog() {
+            warn!("the last batches' snapshots not written ({e:#}): the next owner reads their input again");
         }
         Ok(())
     }
@@ -445,6 +464,15 @@ impl<'a> BatchLoop<'a> {
         };
         let touched = process_batch(sh, batch, &cx, &out, outputs)?;
         drop(processing);
+        let log = if k.delivery == Delivery::AtLeastOnce
+            && polled.messages.len() >= k.batch_max_messages
+            && self.last_changelog.elapsed() < Duration::from_millis(k.changelog_interval_ms)
+            && !self.shutdown.load(Ordering::Relaxed)
+        {
+            Changelog::Later
+        } else {
+            Changelog::Now
+        };
         commit_batch(
             sh,
             touched,
@@ -452,8 +480,41 @@ impl<'a> BatchLoop<'a> {
             &out,
             self.consumer,
             k,
-            self.options.feed.is_some(),
+            (self.options.feed.is_some(), log),
         )
+    }
+
+    /// Writes the snapshots and checkpoints an at_least_once backlog left pending (before a
+    /// clean stop: a restart then resumes where this instance stopped, repeating nothing).
+    fn write_pending_changelog(&mut self) -> Result<()> {
+        let mut guard = self.lock()?;
+        if guard.unlogged.is_empty() {
+            return Ok(());
+        }
+        self.seq += 1;
+        self.producer.context().begin(self.seq);
+        let out = RecordSink {
+            producer: &self.producer,
+            k: &self.settings.kafka,
+            metrics: self.metrics,
+            seq: self.seq,
+        };
+        let changes = match commit::write_changelog(&mut guard, &out, None) {
+            Ok(changes) => changes,
+            Err(e) => {
+                // As a failed batch: back to the checkpoints, read again.
+                self.recover(guard, e)?;
+                return Ok(());
+            }
+        };
+        self.last_changelog = Instant::now();
+        for (p, (accounts, groups)) in changes {
+            let c = guard.unpublished.changed.entry(p).or_default();
+            c.0.extend(accounts);
+            c.1.extend(groups);
+        }
+        self.publish_now(&mut guard);
+        Ok(())
     }
 
     /// After a commit: readers and the console see what it changed (in a backlog, readers at
@@ -463,6 +524,9 @@ impl<'a> BatchLoop<'a> {
             let c = sh.unpublished.changed.entry(p).or_default();
             c.0.extend(accounts);
             c.1.extend(groups);
+        }
+        if sh.unlogged.is_empty() {
+            self.last_changelog = Instant::now();
         }
         let backlog = polled.messages.len() >= self.settings.kafka.batch_max_messages;
         if !backlog || self.last_publish.elapsed() >= PUBLISH_IN_A_BACKLOG_EVERY {

@@ -26,6 +26,7 @@ impl Default for StateHandle {
                 parts: BTreeMap::new(),
                 pending: crate::feed::BatchFeed::default(),
                 unpublished: Unpublished::default(),
+                unlogged: BTreeSet::new(),
                 published: Arc::clone(&published),
             })),
             published,

@@ -174,6 +174,41 @@ impl RebalanceContext {
         }
     }
 
+    /// Writes the snapshots and checkpoints an at_least_once backlog left pending for the
+    /// revoked `partitions` (see `kafka.changelog_interval_ms`), with a producer of its own,
+    /// so that their next owner does not read their last batches again. Not for partitions
+    /// lost (another member may own them already); if it fails, the next owner reads those
+    /// batches again from the older checkpoints, repeating their outputs with the same ids.
+    fn write_pending_changelog(&self, shared: &mut LoopState, partitions: &BTreeSet<i32>) {
+        if shared.unlogged.is_disjoint(partitions) {
+            return;
+        }
+        let k = &self.settings.kafka;
+        let written = kafka::create_producer(k, &self.shutdown).and_then(|producer| {
+            let producer = Arc::new(producer.context("no producer")?);
+            producer.context().begin(1);
+            let out = RecordSink {
+                producer: &producer,
+                k,
+                metrics: &self.metrics,
+                seq: 1,
+            };
+            let written = commit::write_changelog(shared, &out, Some(partitions));
+            kafka::drop_within(producer, "revocation producer", kafka::CLOSE_WITHIN);
+            written
+        });
+        match written {
+            Ok(_) => info!(
+                ?partitions,
+                "revoked partitions' pending snapshots and checkpoints written"
+            ),
+            Err(e) => warn!(
+                ?partitions,
+                "revoked partitions' pending snapshots not written ({e:#}): their next owner reads their last batches again"
+            ),
+        }
+    }
+
     /// Drops the revoked partitions' accounts (their state lives on in the changelog).
     fn revoke(
         &self,
@@ -190,7 +225,11 @@ impl RebalanceContext {
         self.generation.fetch_add(1, Ordering::SeqCst);
         let mut now = BTreeSet::new();
         if let Ok(mut shared) = self.state.lock() {
+            if !lost {
+                self.write_pending_changelog(&mut shared, partitions);
+            }
             for p in partitions {
+                shared.unlogged.remove(p);
                 shared.parts.remove(p);
                 shared.unpublished.changed.remove(p);
                 shared.unpublished.full.remove(p);
@@ -198,9 +237,9 @@ impl RebalanceContext {
             now = shared.parts.keys().copied().collect();
             publish(&mut shared);
         }
-        // Nothing to commit here: every committed batch already wrote its checkpoints,
-        // and what this instance polled but did not commit is dropped (`drop_stale`)
-        // and read again by the new owner from those checkpoints.
+        // Nothing more to commit here: every committed batch already wrote its checkpoints
+        // (or they were written above), and what this instance polled but did not commit is
+        // dropped (`drop_stale`) and read again by the new owner from those checkpoints.
         if let Err(e) = kafka::apply_rebalance(consumer, self.cooperative, false, tpl) {
             error!("unassign failed: {e}");
         }

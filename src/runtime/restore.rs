@@ -311,6 +311,7 @@ pub fn restore_changelog(settings: &Settings, partitions: &BTreeSet<i32>) -> Res
         parts: BTreeMap::new(),
         pending: Default::default(),
         unpublished: Unpublished::default(),
+        unlogged: BTreeSet::new(),
         published: Default::default(),
     };
     restore_partitions(

@@ -11,6 +11,9 @@ pub struct Stats {
     pub alerts: AtomicU64,
     pub dead_letters: AtomicU64,
     pub batches: AtomicU64,
+    /// Nanoseconds the batch loop spent on batches (applying, committing, publishing), not
+    /// waiting in a poll: the engine's own work, whatever the broker's pace.
+    pub busy_ns: AtomicU64,
     pub aborted: AtomicU64,
     pub restored_accounts: AtomicU64,
     /// Batches rolled back in a row since the last commit: a batch that keeps failing (an

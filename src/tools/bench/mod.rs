@@ -107,6 +107,12 @@ pub struct Throughput {
     pub inputs: u64,
     pub outputs: u64,
     pub engine_per_s: f64,
+    /// The engine's own work per input (the batch loop outside its polls), in microseconds.
+    pub engine_busy_us: f64,
+    /// The same engine with `kafka.changelog_interval_ms = 0` (snapshots and checkpoints with
+    /// every batch, as before the changelog cadence), on a site of its own with the same input:
+    /// events/s, records written, busy microseconds per input.
+    pub every_batch: (f64, u64, f64),
     pub null_per_s: f64,
 }
 
@@ -303,8 +309,8 @@ fn records_in(site: &Site, s: &Settings, topics: &[&str], partitions: i32) -> Re
 }
 
 /// Runs the engine until it has consumed `inputs` messages; returns (first message → all
-/// committed) in seconds.
-fn engine_pass(s: &Settings, inputs: u64, options: Options) -> Result<f64> {
+/// committed) in seconds, and the seconds the batch loop was busy (`Stats::busy_ns`).
+fn engine_pass(s: &Settings, inputs: u64, options: Options) -> Result<(f64, f64)> {
     let shutdown = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());
     let handle = {
@@ -337,11 +343,12 @@ fn engine_pass(s: &Settings, inputs: u64, options: Options) -> Result<f64> {
         std::thread::sleep(Duration::from_micros(200));
     }
     let elapsed = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    let busy = stats.busy_ns.load(Ordering::Relaxed) as f64 / 1e9;
     shutdown.store(true, Ordering::Relaxed);
     handle
         .join()
         .map_err(|_| anyhow::anyhow!("engine thread panicked"))??;
-    Ok(elapsed)
+    Ok((elapsed, busy))
 }
 
 /// The null pipeline: the engine's consume-produce-commit loop without the engine. Each input
@@ -429,11 +436,12 @@ pub fn passes(cfg: &BenchConfig, latency_runs: bool) -> Result<(Vec<Throughput>,
     for delivery in [Delivery::AtLeastOnce, Delivery::ExactlyOnce] {
         let x = throughput(cfg, delivery)?;
         eprintln!(
-            "{}: throughput {}: engine {:.0}/s, null {:.0}/s",
+            "{}: throughput {}: engine {:.0}/s, null {:.0}/s; changelog with every batch {:.0}/s",
             cfg.broker.describe(),
             delivery.as_str(),
             x.engine_per_s,
-            x.null_per_s
+            x.null_per_s,
+            x.every_batch.0
         );
         t.push(x);
     }
@@ -463,42 +471,67 @@ pub fn passes(cfg: &BenchConfig, latency_runs: bool) -> Result<(Vec<Throughput>,
     Ok((t, l))
 }
 
-/// Engine versus null pipeline on the same preloaded input.
+/// Engine versus null pipeline on the same preloaded input, then (on a new site, the same
+/// input) the engine writing its changelog with every batch: the changelog cadence's baseline.
 pub fn throughput(cfg: &BenchConfig, delivery: Delivery) -> Result<Throughput> {
-    let site = new_site(cfg, &["bench.null"])?;
-    let sink = site.extra[0].as_str();
-    let s = settings(&site, delivery, "engine")?;
     let lines = generate(&GeneratorConfig {
         customers: cfg.customers,
         days: 120,
         faults: false,
         ..GeneratorConfig::default()
     });
-    traffic::send(
-        &s.kafka,
-        &lines,
-        0,
-        &AtomicBool::new(false),
-        &AtomicU64::new(0),
-    )?;
-    let t = &s.kafka.topics;
-    let inputs = records_in(&site, &s, &t.inputs(), cfg.partitions)?;
-    let engine_s = engine_pass(&s, inputs, Options::default())?;
-    let outputs = records_in(
-        &site,
-        &s,
-        &[&t.decisions, &t.alerts, &t.dead_letter, &t.changelog],
-        cfg.partitions,
-    )?;
+    let site = new_site(cfg, &["bench.null"])?;
+    let sink = site.extra[0].as_str();
+    let s = settings(&site, delivery, "engine")?;
+    let inputs = preload(&site, &s, &lines, cfg.partitions)?;
+    let (engine_s, busy_s) = engine_pass(&s, inputs, Options::default())?;
+    let outputs = written(&site, &s, cfg.partitions)?;
     let null = settings(&site, delivery, "null")?;
     let null_s = null_pass(&null, inputs, outputs, sink)?;
+    drop(site);
+    let site = new_site(cfg, &[])?;
+    let mut every = settings(&site, delivery, "every-batch")?;
+    every.kafka.changelog_interval_ms = 0;
+    let every_inputs = preload(&site, &every, &lines, cfg.partitions)?;
+    let (every_s, every_busy_s) = engine_pass(&every, every_inputs, Options::default())?;
+    let every_outputs = written(&site, &every, cfg.partitions)?;
+    let per_s = |n: u64, s: f64| n as f64 / s.max(1e-9);
     Ok(Throughput {
         delivery,
         inputs,
         outputs,
-        engine_per_s: inputs as f64 / engine_s.max(1e-9),
-        null_per_s: inputs as f64 / null_s.max(1e-9),
+        engine_per_s: per_s(inputs, engine_s),
+        engine_busy_us: busy_s * 1e6 / inputs.max(1) as f64,
+        every_batch: (
+            per_s(every_inputs, every_s),
+            every_outputs,
+            every_busy_s * 1e6 / every_inputs.max(1) as f64,
+        ),
+        null_per_s: per_s(inputs, null_s),
     })
+}
+
+/// Sends the generated lines to a site's input topics; how many records they hold.
+fn preload(site: &Site, s: &Settings, lines: &[String], partitions: i32) -> Result<u64> {
+    traffic::send(
+        &s.kafka,
+        lines,
+        0,
+        &AtomicBool::new(false),
+        &AtomicU64::new(0),
+    )?;
+    records_in(site, s, &s.kafka.topics.inputs(), partitions)
+}
+
+/// The records an engine pass wrote: decisions, alerts, dead-letters and changelog.
+fn written(site: &Site, s: &Settings, partitions: i32) -> Result<u64> {
+    let t = &s.kafka.topics;
+    records_in(
+        site,
+        s,
+        &[&t.decisions, &t.alerts, &t.dead_letter, &t.changelog],
+        partitions,
+    )
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -525,16 +558,18 @@ pub fn report(
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         broker.describe()
     );
-    let _ = writeln!(s, "| delivery | inputs | records written | engine events/s | null pipeline events/s | engine / null |");
-    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(s, "| delivery | inputs | records written | engine events/s | engine busy µs/event | null pipeline events/s | engine / null | changelog with every batch: events/s, records, busy µs/event |");
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for x in t {
+        let (every_per_s, every_written, every_busy) = x.every_batch;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} | {:.0} | {:.1}% |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.0} | {:.1}% | {every_per_s:.0}, {every_written}, {every_busy:.2} |",
             x.delivery.as_str(),
             x.inputs,
             x.outputs,
             x.engine_per_s,
+            x.engine_busy_us,
             x.null_per_s,
             100.0 * x.engine_per_s / x.null_per_s
         );

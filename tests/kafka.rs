@@ -342,6 +342,61 @@ fn a_backlog_writes_its_changelog_once_per_interval_and_a_clean_stop_writes_what
     );
 }
 
+/// A crash in a backlog before any checkpoint was written (at_least_once, changelog cadence):
+/// a partition without a checkpoint resumes at the group's committed offset, so the engine
+/// must not commit group offsets ahead of its changelog. The restarted engine reads the
+/// backlog again from the start and, with the repeats identical, everything equals replay;
+/// had the killed engine committed its group offsets per batch, the restart would resume past
+/// inputs whose state was never written, and the accounts would differ from replay.
+#[test]
+fn killed_in_a_backlog_before_its_first_checkpoint_loses_nothing() {
+    let (_cluster, settings) = cluster(Delivery::AtLeastOnce);
+    // No group profiles and no FX rates: they reach every partition engine when read, so
+    // replay could only match with them applied first, and that run would write checkpoints.
+    let lines: Vec<String> = traffic_lines(60, 90, 23)
+        .into_iter()
+        .filter(|l| {
+            !l.contains("\"type\":\"profile.group\"") && !l.contains("\"type\":\"fx.rate\"")
+        })
+        .collect();
+    produce_on_orders(&settings, &lines);
+    let want = expected(&settings, &[]);
+    let total = want.want_d.len() as i64;
+    let mut engine = child_with(
+        &settings,
+        "at_least_once",
+        None,
+        &[
+            ("CREDIT_SENTINEL__KAFKA__CHANGELOG_INTERVAL_MS", "600000"),
+            // Every batch comes full while the backlog lasts (none ends on the clock), so
+            // none writes the changelog before the kill.
+            ("CREDIT_SENTINEL__KAFKA__BATCH_MAX_MS", "10000"),
+        ],
+    );
+    wait_for(
+        "a quarter of the decisions",
+        Duration::from_secs(180),
+        || decided(&settings) >= total / 4,
+    );
+    engine.0.kill().expect("SIGKILL");
+    engine.0.wait().expect("reaped");
+    let at = decided(&settings);
+    let checkpoints = read_partitions(&settings, &settings.kafka.topics.changelog)
+        .values()
+        .flatten()
+        .filter(|(k, _)| k.as_deref().is_some_and(|k| k.starts_with("c/")))
+        .count();
+    eprintln!("killed at {at} of {total} decisions, {checkpoints} checkpoints written");
+    assert!(
+        at < total && checkpoints == 0,
+        "killed mid-backlog before any checkpoint ({at} of {total} decisions, {checkpoints} checkpoints)"
+    );
+    let engine = child(&settings, "at_least_once");
+    wait_until_done(&settings, &want);
+    sigterm(engine);
+    assert_equals_replay(&settings, &want, Repeats::Identical);
+}
+
 #[test]
 fn three_instances_one_killed_one_added_at_least_once() {
     let (_cluster, settings) = cluster(Delivery::AtLeastOnce);

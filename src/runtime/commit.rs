@@ -69,12 +69,14 @@ pub(super) fn commit_batch(
                 .commit_transaction(Duration::from_secs(60))
                 .context("commit failed")?;
         }
+        // Not while checkpoints are pending: a partition with no checkpoint yet resumes at the
+        // group's offset, which must then not be ahead of its changelog.
+        Delivery::AtLeastOnce if !sh.unlogged.is_empty() => {}
         Delivery::AtLeastOnce => {
-            if sh.unlogged.is_empty() {
-                acknowledged(out, "checkpoints")?;
-            }
+            acknowledged(out, "checkpoints")?;
             if offsets.count() > 0 {
-                // Group offsets are for lag monitoring; restore uses the checkpoints.
+                // Group offsets are for lag monitoring; restore uses the checkpoints (and the
+                // group's offset only for a partition that has none yet).
                 if let Err(e) = consumer.commit(&offsets, rdkafka::consumer::CommitMode::Async) {
                     warn!("offset commit failed (restore does not depend on it): {e}");
                 }

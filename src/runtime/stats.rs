@@ -11,8 +11,8 @@ pub struct Stats {
     pub alerts: AtomicU64,
     pub dead_letters: AtomicU64,
     pub batches: AtomicU64,
-    /// Nanoseconds the batch loop spent on batches (applying, committing, publishing), not
-    /// waiting in a poll: the engine's own work, whatever the broker's pace.
+    /// Nanoseconds the batch loop spent on committed batches outside its polls: applying,
+    /// committing (with its acknowledgement waits) and publishing.
     pub busy_ns: AtomicU64,
     pub aborted: AtomicU64,
     pub restored_accounts: AtomicU64,

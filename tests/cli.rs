@@ -350,6 +350,16 @@ fn bench_reports_throughput_latency_and_memory() {
             .and_then(|c| c.trim().parse().ok())
             .expect("inputs");
         assert!(inputs > 100, "{row}");
+        // The same-run baseline: the engine writing its changelog with every batch.
+        let every: Vec<f64> = row
+            .split('|')
+            .nth(6)
+            .map(|c| c.split(',').filter_map(|v| v.trim().parse().ok()).collect())
+            .unwrap_or_default();
+        assert!(
+            every.len() == 3 && every.iter().all(|v| *v > 0.0),
+            "events/s, records and busy µs of the every-batch baseline: {row}"
+        );
     }
     let latency_rows = report
         .lines()

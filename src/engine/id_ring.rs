@@ -2,29 +2,32 @@
 //! order and shipment ids it has seen, for idempotency under redelivery.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// A bounded set of ids that forgets the oldest first. Serialized as the list, oldest first.
 ///
-/// Each id is stored once, in `order`; the index holds only a hash per id (and how many of the
-/// remembered ids share it), and a hit is confirmed against `order`, so a collision can cost a
-/// scan of at most `cap` ids but never a wrong answer.
+/// Each id is stored once, in `order`, as a boxed `str` of its exact size; beside it, aligned,
+/// a 32-bit hash of it. A lookup scans the hashes (at most `cap` of them: a few hundred bytes,
+/// compared a vector at a time) and compares an id only where its hash matches, so a collision
+/// can cost a comparison but never a wrong answer. No hash table: for rings of tens to a few
+/// hundred ids the table cost more memory than the ids (about 280 bytes for ten ids) and had
+/// to be rebuilt for every restored account and copied for every published one.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(from = "Vec<String>")]
 pub struct IdRing {
-    hashes: HashMap<u64, u32, foldhash::fast::FixedState>,
-    order: VecDeque<String>,
+    hashes: VecDeque<u32>,
+    order: VecDeque<Box<str>>,
     /// A tag per id, aligned with `order` (the content fingerprint of a remembered event; 0
     /// when unknown). Not in the format-2 layout: the account extension carries the tags of
     /// its event ids (see `state`).
     tags: VecDeque<u64>,
 }
 
-/// A fast, fixed-seed hash: ids come from input, but a crafted collision costs at most a scan
-/// of `cap` ids (see above), so a keyed hash buys nothing here.
-fn id_hash(id: &str) -> u64 {
+/// A fast, fixed-seed hash, cut to 32 bits: ids come from input, but a crafted collision costs
+/// at most a comparison per colliding id (see above), so a keyed hash buys nothing here.
+fn id_hash(id: &str) -> u32 {
     use std::hash::BuildHasher;
-    foldhash::fast::FixedState::with_seed(0x6372_6564_6974).hash_one(id)
+    foldhash::fast::FixedState::with_seed(0x6372_6564_6974).hash_one(id) as u32
 }
 
 /// `prefix` then `id`, in one allocation of the exact size (`format!` costs several times
@@ -38,15 +41,10 @@ pub fn joined(prefix: &str, id: &str) -> String {
 
 impl From<Vec<String>> for IdRing {
     fn from(ids: Vec<String>) -> IdRing {
-        let mut hashes: HashMap<u64, u32, foldhash::fast::FixedState> =
-            HashMap::with_capacity_and_hasher(ids.len(), Default::default());
-        for id in &ids {
-            *hashes.entry(id_hash(id)).or_default() += 1;
-        }
         IdRing {
-            hashes,
+            hashes: ids.iter().map(|id| id_hash(id)).collect(),
             tags: std::iter::repeat_n(0, ids.len()).collect(),
-            order: ids.into(),
+            order: ids.into_iter().map(String::into_boxed_str).collect(),
         }
     }
 }
@@ -54,17 +52,37 @@ impl From<Vec<String>> for IdRing {
 // Written in place (`into = "Vec<String>"` would copy every id for each snapshot).
 impl Serialize for IdRing {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(&self.order)
+        s.collect_seq(self.order.iter().map(|id| &**id))
     }
 }
 
+/// Lanes compared at once when scanning hashes (without an early exit inside a run, so the
+/// compiler compares them as one vector).
+const LANES: usize = 8;
+
 impl IdRing {
     pub fn contains(&self, id: &str) -> bool {
-        self.contains_hashed(id, id_hash(id))
+        self.position(id, id_hash(id)).is_some()
     }
 
-    fn contains_hashed(&self, id: &str, hash: u64) -> bool {
-        self.hashes.contains_key(&hash) && self.order.iter().any(|x| x == id)
+    /// Where `id` (whose hash is `hash`) is in `order`, if remembered.
+    fn position(&self, id: &str, hash: u32) -> Option<usize> {
+        let (front, back) = self.hashes.as_slices();
+        let mut base = 0;
+        for part in [front, back] {
+            for (r, run) in part.chunks(LANES).enumerate() {
+                if run.iter().fold(false, |hit, h| hit | (*h == hash)) {
+                    for (i, h) in run.iter().enumerate() {
+                        let at = base + r * LANES + i;
+                        if *h == hash && self.order.get(at).is_some_and(|x| &**x == id) {
+                            return Some(at);
+                        }
+                    }
+                }
+            }
+            base += part.len();
+        }
+        None
     }
 
     /// Remembers `id`, forgetting the oldest ids beyond `cap`. Returns false if already known.
@@ -75,35 +93,23 @@ impl IdRing {
     /// `insert`, with a tag kept beside the id (0: none).
     pub fn insert_tagged(&mut self, id: String, tag: u64, cap: usize) -> bool {
         let hash = id_hash(&id);
-        if cap == 0 || self.contains_hashed(&id, hash) {
+        if cap == 0 || self.position(&id, hash).is_some() {
             return false;
         }
         while self.order.len() >= cap {
             self.tags.pop_front();
-            if let Some(old) = self.order.pop_front() {
-                let h = id_hash(&old);
-                if let Some(n) = self.hashes.get_mut(&h) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.hashes.remove(&h);
-                    }
-                }
-            }
+            self.hashes.pop_front();
+            self.order.pop_front();
         }
-        *self.hashes.entry(hash).or_default() += 1;
-        self.order.push_back(id);
+        self.hashes.push_back(hash);
+        self.order.push_back(id.into_boxed_str());
         self.tags.push_back(tag);
         true
     }
 
     /// The tag a remembered id was inserted with (0: none or unknown).
     pub fn tag_of(&self, id: &str) -> u64 {
-        if !self.contains(id) {
-            return 0;
-        }
-        self.order
-            .iter()
-            .position(|x| x == id)
+        self.position(id, id_hash(id))
             .and_then(|i| self.tags.get(i).copied())
             .unwrap_or(0)
     }
@@ -141,8 +147,8 @@ impl IdRing {
         self.order.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &String> {
-        self.order.iter()
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.order.iter().map(|id| &**id)
     }
 }
 
@@ -160,12 +166,50 @@ mod tests {
         assert_eq!(ring.len(), 3);
         assert!(!ring.contains("ev-1"), "forgotten beyond the cap");
         assert!(ring.contains("ev-2") && ring.contains("ev-4"));
-        let restored = IdRing::from(ring.iter().cloned().collect::<Vec<String>>());
+        let restored = IdRing::from(ring.iter().map(str::to_string).collect::<Vec<String>>());
         assert_eq!(restored, ring, "the serialized list restores the same ring");
         assert!(
             !IdRing::default().insert("x".into(), 0),
             "cap 0 remembers nothing"
         );
+    }
+
+    /// Against a plain list: inserts with repeats, lookups and tags across the deque's wrap
+    /// (its two slices) and runs of hashes longer and shorter than a vector.
+    #[test]
+    fn the_ring_answers_as_a_list_of_the_newest_ids_does() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for cap in [1usize, 3, 8, 9, 64, 256] {
+            let mut ring = IdRing::default();
+            let mut model: std::collections::VecDeque<(String, u64)> = Default::default();
+            for step in 0..2_000u64 {
+                let id = format!("id-{}", next(cap as u64 * 3));
+                let fresh = !model.iter().any(|(m, _)| *m == id);
+                assert_eq!(
+                    ring.insert_tagged(id.clone(), step, cap),
+                    fresh,
+                    "insert {id}"
+                );
+                if fresh {
+                    if model.len() >= cap {
+                        model.pop_front();
+                    }
+                    model.push_back((id, step));
+                }
+                let probe = format!("id-{}", next(cap as u64 * 3));
+                let want = model.iter().find(|(m, _)| *m == probe).map(|(_, t)| *t);
+                assert_eq!(ring.contains(&probe), want.is_some(), "contains {probe}");
+                assert_eq!(ring.tag_of(&probe), want.unwrap_or(0), "tag of {probe}");
+            }
+            assert!(ring.iter().eq(model.iter().map(|(m, _)| m.as_str())));
+            assert!(ring.tags().eq(model.iter().map(|(_, t)| *t)));
+        }
     }
 
     #[test]

@@ -558,13 +558,13 @@ pub fn report(
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         broker.describe()
     );
-    let _ = writeln!(s, "| delivery | inputs | records written | engine events/s | engine busy µs/event | null pipeline events/s | engine / null | changelog with every batch: events/s, records, busy µs/event |");
-    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    let _ = writeln!(s, "| delivery | inputs | records written | engine events/s | engine busy µs/event | changelog with every batch: events/s, records, busy µs/event | null pipeline events/s | engine / null |");
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |");
     for x in t {
         let (every_per_s, every_written, every_busy) = x.every_batch;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} | {:.2} | {:.0} | {:.1}% | {every_per_s:.0}, {every_written}, {every_busy:.2} |",
+            "| {} | {} | {} | {:.0} | {:.2} | {every_per_s:.0}, {every_written}, {every_busy:.2} | {:.0} | {:.1}% |",
             x.delivery.as_str(),
             x.inputs,
             x.outputs,

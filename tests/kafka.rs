@@ -808,6 +808,10 @@ fn faults_injected_and_survived(delivery: Delivery) {
         wait_for(what, Duration::from_secs(60), || tracked.served(api) >= n);
     };
     settings.kafka.batch_max_messages = 8;
+    // The changelog cadence under faults, with writes (and the group's offset commits, which
+    // the OffsetCommit faults below need) often enough that the rest of the backlog, a few
+    // hundred milliseconds of work, still makes many of them.
+    settings.kafka.changelog_interval_ms = 5;
     settings.kafka.retry_backoff_min_ms = 50;
     settings.kafka.retry_backoff_max_ms = 500;
     // Sized so that no changelog partition passes 5 MiB: the mock cluster keeps at most that

@@ -152,6 +152,28 @@ pub(super) fn write_changelog(
     Ok(changes)
 }
 
+/// Commits the group's offsets of `partitions` to how far their engines have consumed (what
+/// their checkpoints, just written, say), asynchronously: they serve lag monitoring.
+pub(super) fn commit_group_offsets(
+    sh: &LoopState,
+    partitions: &BTreeSet<i32>,
+    consumer: &BaseConsumer<RebalanceContext>,
+) {
+    let mut offsets = TopicPartitionList::new();
+    for p in partitions {
+        if let Some(part) = sh.parts.get(p) {
+            for (topic, next) in &part.positions {
+                let _ = offsets.add_partition_offset(topic, *p, Offset::Offset(*next));
+            }
+        }
+    }
+    if offsets.count() > 0 {
+        if let Err(e) = consumer.commit(&offsets, rdkafka::consumer::CommitMode::Async) {
+            warn!("offset commit failed (restore does not depend on it): {e}");
+        }
+    }
+}
+
 /// Writes a snapshot of every account and group the batch changed to its changelog partition
 /// (with `points`, notes each changed account's utilization for the console); returns what
 /// changed, per partition, and how many snapshots were sent.

@@ -499,8 +499,13 @@ impl<'a> BatchLoop<'a> {
             metrics: self.metrics,
             seq: self.seq,
         };
+        let written = guard.unlogged.clone();
         let changes = match commit::write_changelog(&mut guard, &out, None) {
-            Ok(changes) => changes,
+            Ok(changes) => {
+                // The group's offsets catch up with the checkpoints just written (for lag).
+                commit::commit_group_offsets(&guard, &written, self.consumer);
+                changes
+            }
             Err(e) => {
                 // As a failed batch: back to the checkpoints, read again.
                 self.recover(guard, e)?;

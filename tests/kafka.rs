@@ -102,6 +102,33 @@ fn outage(cluster: &Cluster, running: &Running) {
     cluster.broker_up(1).expect("broker up");
 }
 
+/// The decisions written across the runs that took up `positions` equal one uninterrupted
+/// per-partition replay of those inputs; returns the inputs as applied.
+fn decisions_equal_one_replay(
+    settings: &Settings,
+    positions: &[Position],
+) -> BTreeMap<i32, Vec<Vec<u8>>> {
+    let record = applied_inputs(settings, positions);
+    let (want, _, _) = replay_per_partition(settings, &record);
+    let got = read_topic(settings, &settings.kafka.topics.decisions);
+    assert!(
+        got == want,
+        "decisions across the restart equal one uninterrupted replay ({} vs {})",
+        got.len(),
+        want.len()
+    );
+    record
+}
+
+/// The checkpoint records (`c/<partition>`) on the changelog.
+fn checkpoints_written(settings: &Settings) -> usize {
+    read_partitions(settings, &settings.kafka.topics.changelog)
+        .values()
+        .flatten()
+        .filter(|(k, _)| k.as_deref().is_some_and(|k| k.starts_with("c/")))
+        .count()
+}
+
 /// Stops the engine; returns the positions of the inputs it took up, in its order.
 fn stop(r: Running) -> Vec<Position> {
     r.shutdown.store(true, Ordering::Relaxed);
@@ -256,15 +283,7 @@ fn a_restarted_engine_restores_its_state_and_resumes_at_its_checkpoints() {
         "state came from the changelog"
     );
     positions.extend(stop(running));
-    let record = applied_inputs(&settings, &positions);
-    let (want, _, _) = replay_per_partition(&settings, &record);
-    let got = read_topic(&settings, &settings.kafka.topics.decisions);
-    assert!(
-        got == want,
-        "decisions across the restart equal one uninterrupted replay ({} vs {})",
-        got.len(),
-        want.len()
-    );
+    let record = decisions_equal_one_replay(&settings, &positions);
     // Held deliveries and FX quotes restored: the delivery decisions after the restart (a
     // held delivery released, a USD amount converted at the rate of the first half) equal
     // the uninterrupted replay's too.
@@ -307,11 +326,7 @@ fn a_backlog_writes_its_changelog_once_per_interval_and_a_clean_stop_writes_what
         applied < lines.len(),
         "stopped in the middle of the backlog"
     );
-    let checkpoints = read_partitions(&settings, &settings.kafka.topics.changelog)
-        .values()
-        .flatten()
-        .filter(|(k, _)| k.as_deref().is_some_and(|k| k.starts_with("c/")))
-        .count() as u64;
+    let checkpoints = checkpoints_written(&settings) as u64;
     assert!(
         batches >= 20 && checkpoints * 4 < batches,
         "the backlog's {batches} batches wrote {checkpoints} checkpoints"
@@ -331,15 +346,7 @@ fn a_backlog_writes_its_changelog_once_per_interval_and_a_clean_stop_writes_what
         "the stop wrote what was pending: resumed at its checkpoints, nothing re-read"
     );
     positions.extend(stop(running));
-    let record = applied_inputs(&settings, &positions);
-    let (want, _, _) = replay_per_partition(&settings, &record);
-    let got = read_topic(&settings, &settings.kafka.topics.decisions);
-    assert!(
-        got == want,
-        "decisions across the restart equal one uninterrupted replay ({} vs {})",
-        got.len(),
-        want.len()
-    );
+    decisions_equal_one_replay(&settings, &positions);
 }
 
 /// A crash in a backlog before any checkpoint was written (at_least_once, changelog cadence):
@@ -381,11 +388,7 @@ fn killed_in_a_backlog_before_its_first_checkpoint_loses_nothing() {
     engine.0.kill().expect("SIGKILL");
     engine.0.wait().expect("reaped");
     let at = decided(&settings);
-    let checkpoints = read_partitions(&settings, &settings.kafka.topics.changelog)
-        .values()
-        .flatten()
-        .filter(|(k, _)| k.as_deref().is_some_and(|k| k.starts_with("c/")))
-        .count();
+    let checkpoints = checkpoints_written(&settings);
     eprintln!("killed at {at} of {total} decisions, {checkpoints} checkpoints written");
     assert!(
         at < total && checkpoints == 0,

@@ -37,7 +37,7 @@ pub(super) fn commit_batch(
     } else {
         let touched = std::mem::take(&mut sh.unlogged);
         let changelog = &k.topics.changelog;
-        let (changes, snapshots) = write_snapshots(sh, out, changelog, points)?;
+        let (changes, snapshots) = write_snapshots(sh, out, changelog, points, None)?;
         span.record("snapshots", snapshots);
         if snapshots > 0 {
             acknowledged(out, "snapshots")?;
@@ -74,13 +74,7 @@ pub(super) fn commit_batch(
         Delivery::AtLeastOnce if !sh.unlogged.is_empty() => {}
         Delivery::AtLeastOnce => {
             acknowledged(out, "checkpoints")?;
-            if offsets.count() > 0 {
-                // Group offsets are for lag monitoring; restore uses the checkpoints (and the
-                // group's offset only for a partition that has none yet).
-                if let Err(e) = consumer.commit(&offsets, rdkafka::consumer::CommitMode::Async) {
-                    warn!("offset commit failed (restore does not depend on it): {e}");
-                }
-            }
+            commit_async(consumer, &offsets);
         }
     }
     out.metrics
@@ -140,7 +134,7 @@ pub(super) fn write_changelog(
         return Ok(Changes::new());
     }
     let changelog = &out.k.topics.changelog;
-    let (changes, snapshots) = write_snapshots_of(sh, out, changelog, false, &touched)?;
+    let (changes, snapshots) = write_snapshots(sh, out, changelog, false, Some(&touched))?;
     if snapshots > 0 {
         acknowledged(out, "snapshots")?;
     }
@@ -167,8 +161,15 @@ pub(super) fn commit_group_offsets(
             }
         }
     }
+    commit_async(consumer, &offsets);
+}
+
+/// Commits group offsets without waiting. They serve lag monitoring; restore uses the
+/// checkpoints, and the group's offset only for a partition that has none yet (which is why
+/// at_least_once commits them only with checkpoints).
+fn commit_async(consumer: &BaseConsumer<RebalanceContext>, offsets: &TopicPartitionList) {
     if offsets.count() > 0 {
-        if let Err(e) = consumer.commit(&offsets, rdkafka::consumer::CommitMode::Async) {
+        if let Err(e) = consumer.commit(offsets, rdkafka::consumer::CommitMode::Async) {
             warn!("offset commit failed (restore does not depend on it): {e}");
         }
     }
@@ -176,28 +177,22 @@ pub(super) fn commit_group_offsets(
 
 /// Writes a snapshot of every account and group the batch changed to its changelog partition
 /// (with `points`, notes each changed account's utilization for the console); returns what
-/// changed, per partition, and how many snapshots were sent.
+/// changed, per partition, and how many snapshots were sent. With `only`, for those
+/// partitions alone.
 fn write_snapshots(
     sh: &mut LoopState,
     out: &RecordSink<'_>,
     changelog: &str,
     points: bool,
-) -> Result<(Changes, usize)> {
-    let every: BTreeSet<i32> = sh.parts.keys().copied().collect();
-    write_snapshots_of(sh, out, changelog, points, &every)
-}
-
-/// [`write_snapshots`], for the partitions of `which` only.
-fn write_snapshots_of(
-    sh: &mut LoopState,
-    out: &RecordSink<'_>,
-    changelog: &str,
-    points: bool,
-    which: &BTreeSet<i32>,
+    only: Option<&BTreeSet<i32>>,
 ) -> Result<(Changes, usize)> {
     let mut changes = Changes::new();
     let mut snapshots = 0usize;
-    for (p, part) in sh.parts.iter_mut().filter(|(p, _)| which.contains(p)) {
+    for (p, part) in sh
+        .parts
+        .iter_mut()
+        .filter(|(p, _)| only.is_none_or(|ps| ps.contains(p)))
+    {
         let (accounts, groups) = part.engine.take_changed();
         for g in &groups {
             if let Some((key, value)) = state::encode_group(&part.engine, g) {

@@ -6,7 +6,9 @@
 //! Exactly-once by construction (ARCHITECTURE.md, "Delivery guarantees"):
 //! - every batch writes, after its outputs, a snapshot of each account and group it changed
 //!   and a checkpoint per input partition (`c/<partition>`: the next offset of every input
-//!   topic and the engine clock);
+//!   topic and the engine clock); in at_least_once, batches that come full (a backlog) leave
+//!   them to a later batch at most `kafka.changelog_interval_ms` on, and the group's offsets
+//!   are committed only with checkpoints;
 //! - on assignment, the accounts of the new partitions are restored from the changelog (read
 //!   up to a fence record this restore wrote, not to a reported end offset) and consumption
 //!   resumes at the checkpointed offsets, never at the group's committed offsets
@@ -465,7 +467,7 @@ impl<'a> BatchLoop<'a> {
         let touched = process_batch(sh, batch, &cx, &out, outputs)?;
         drop(processing);
         let log = if k.delivery == Delivery::AtLeastOnce
-            && polled.messages.len() >= k.batch_max_messages
+            && self.in_a_backlog(polled)
             && self.last_changelog.elapsed() < Duration::from_millis(k.changelog_interval_ms)
             && !self.shutdown.load(Ordering::Relaxed)
         {
@@ -482,6 +484,12 @@ impl<'a> BatchLoop<'a> {
             k,
             (self.options.feed.is_some(), log),
         )
+    }
+
+    /// Whether the batch came full: more input is probably waiting (a backlog), so the
+    /// changelog (at_least_once) and the readers' model can wait for a later batch.
+    fn in_a_backlog(&self, polled: &Polled<'_>) -> bool {
+        polled.messages.len() >= self.settings.kafka.batch_max_messages
     }
 
     /// Writes the snapshots and checkpoints an at_least_once backlog left pending (before a
@@ -513,11 +521,7 @@ impl<'a> BatchLoop<'a> {
             }
         };
         self.last_changelog = Instant::now();
-        for (p, (accounts, groups)) in changes {
-            let c = guard.unpublished.changed.entry(p).or_default();
-            c.0.extend(accounts);
-            c.1.extend(groups);
-        }
+        guard.unpublished.add(changes);
         self.publish_now(&mut guard);
         Ok(())
     }
@@ -525,16 +529,11 @@ impl<'a> BatchLoop<'a> {
     /// After a commit: readers and the console see what it changed (in a backlog, readers at
     /// most [`PUBLISH_IN_A_BACKLOG_EVERY`] later), and it is counted.
     fn committed(&mut self, sh: &mut LoopState, changes: Changes, polled: &Polled<'_>) {
-        for (p, (accounts, groups)) in changes {
-            let c = sh.unpublished.changed.entry(p).or_default();
-            c.0.extend(accounts);
-            c.1.extend(groups);
-        }
+        sh.unpublished.add(changes);
         if sh.unlogged.is_empty() {
             self.last_changelog = Instant::now();
         }
-        let backlog = polled.messages.len() >= self.settings.kafka.batch_max_messages;
-        if !backlog || self.last_publish.elapsed() >= PUBLISH_IN_A_BACKLOG_EVERY {
+        if !self.in_a_backlog(polled) || self.last_publish.elapsed() >= PUBLISH_IN_A_BACKLOG_EVERY {
             self.publish_now(sh);
         } else {
             self.publish_owed = true;

@@ -94,6 +94,17 @@ pub(super) struct Unpublished {
     pub(super) deferred: bool,
 }
 
+impl Unpublished {
+    /// Adds what a commit (or a pending changelog write) changed.
+    pub(super) fn add(&mut self, changes: Changes) {
+        for (p, (accounts, groups)) in changes {
+            let c = self.changed.entry(p).or_default();
+            c.0.extend(accounts);
+            c.1.extend(groups);
+        }
+    }
+}
+
 /// Publishes what committed since the last publish to the readers' model. Never waits: while
 /// a reader holds the model it is put off (kept for the next call), so a slow reader (one
 /// walking every account) never delays a decision. Costs what changed (copied, and its reader
